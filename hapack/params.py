@@ -1,0 +1,209 @@
+"""Parameters declared once.
+
+A :class:`Param` is the single declaration of one agent parameter: its name,
+kind, default, whether it is required or unique, its descriptions, and an
+optional check. The same tuple of declarations drives the OCF meta-data,
+``OCF_RESKEY_*`` parsing, validate-all, usage text, the README's parameter
+tables and the fence agent's argv and stdin parsing.
+
+This module is on every agent's hot path (a monitor is a fresh interpreter),
+so it imports nothing beyond the standard library's core.
+"""
+
+KINDS = ("string", "integer", "boolean", "float", "choice")
+
+_TRUE = frozenset(("1", "true", "yes", "on", "y"))
+_FALSE = frozenset(("0", "false", "no", "off", "n"))
+
+
+class ParamError(ValueError):
+    """A parameter value is missing or invalid; the message names it."""
+
+    def __init__(self, param, message):
+        super().__init__(f"parameter '{param}': {message}")
+        self.param = param
+
+
+class MissingParam(ParamError):
+    def __init__(self, param):
+        super().__init__(param, "is required but not set")
+
+
+def parse_bool(text):
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use true or false)")
+
+
+def parse_int(text):
+    try:
+        return int(text.strip(), 10)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an integer") from None
+
+
+def parse_float(text):
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+class Param:
+    """One parameter of an agent, declared once.
+
+    kind: string, integer, boolean, float (meta-data type string) or choice
+    (a string from ``choices``; meta-data type string, since resource-agents'
+    DTD has no select). ``check`` is an optional callable that takes the
+    parsed value and returns the value to use, raising ValueError with a
+    readable message. ``secret`` values are never printed or logged.
+    ``aliases`` are extra names accepted by the fence agent protocol.
+    ``minimum``/``maximum`` bound integer and float values.
+    """
+
+    __slots__ = ("name", "shortdesc", "longdesc", "kind", "default", "required",
+                 "unique", "choices", "check", "secret", "aliases", "minimum",
+                 "maximum", "advanced")
+
+    def __init__(self, name, shortdesc, longdesc="", *, kind="string", default=None,
+                 required=False, unique=False, choices=(), check=None, secret=False,
+                 aliases=(), minimum=None, maximum=None, advanced=False):
+        if kind not in KINDS:
+            raise TypeError(f"{name}: unknown kind {kind!r}")
+        if required and default is not None:
+            raise TypeError(f"{name}: a required parameter has no default")
+        if kind == "choice" and not choices:
+            raise TypeError(f"{name}: a choice parameter needs choices")
+        if choices and default is not None and default not in choices:
+            raise TypeError(f"{name}: default {default!r} is not one of its choices")
+        set_ = object.__setattr__
+        set_(self, "name", name)
+        set_(self, "shortdesc", shortdesc)
+        set_(self, "longdesc", longdesc or shortdesc)
+        set_(self, "kind", kind)
+        set_(self, "default", default)
+        set_(self, "required", required)
+        set_(self, "unique", unique)
+        set_(self, "choices", tuple(choices))
+        set_(self, "check", check)
+        set_(self, "secret", secret)
+        set_(self, "aliases", tuple(aliases))
+        set_(self, "minimum", minimum)
+        set_(self, "maximum", maximum)
+        set_(self, "advanced", advanced)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Param is frozen")
+
+    def __repr__(self):
+        return f"Param({self.name!r}, kind={self.kind!r})"
+
+    @property
+    def default_text(self):
+        """The default as it appears in meta-data and docs ('' for none)."""
+        if self.default is None:
+            return ""
+        if self.kind == "boolean":
+            return "true" if self.default else "false"
+        if self.kind == "float":
+            return f"{self.default:g}"
+        return str(self.default)
+
+    def convert(self, text):
+        """Turn the raw string into a typed value, or raise ParamError."""
+        try:
+            if self.kind == "boolean":
+                value = parse_bool(text)
+            elif self.kind == "integer":
+                value = parse_int(text)
+            elif self.kind == "float":
+                value = parse_float(text)
+            else:
+                value = text
+            if self.choices and value not in self.choices:
+                raise ValueError(f"{text!r} is not one of: {', '.join(self.choices)}")
+            if self.minimum is not None and value < self.minimum:
+                raise ValueError(f"{text!r} is below the minimum {self.minimum}")
+            if self.maximum is not None and value > self.maximum:
+                raise ValueError(f"{text!r} is above the maximum {self.maximum}")
+            if self.check is not None:
+                value = self.check(value)
+        except ValueError as exc:
+            raise ParamError(self.name, str(exc)) from None
+        return value
+
+
+class Values:
+    """The parsed, typed, read-only parameters handed to every verb."""
+
+    __slots__ = ("_values", "_secret")
+
+    def __init__(self, values, secret=()):
+        object.__setattr__(self, "_values", dict(values))
+        object.__setattr__(self, "_secret", frozenset(secret))
+
+    def __getattr__(self, name):
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("parameters are read-only")
+
+    def __getitem__(self, name):
+        return self._values[name]
+
+    def __contains__(self, name):
+        return name in self._values
+
+    def items(self):
+        return self._values.items()
+
+    def __repr__(self):
+        shown = {k: ("[set]" if k in self._secret and v is not None else v)
+                 for k, v in self._values.items()}
+        return f"Values({shown})"
+
+    def secrets(self):
+        """The secret values that are set, for redaction."""
+        return tuple(str(self._values[k]) for k in self._secret
+                     if self._values.get(k) not in (None, ""))
+
+
+def parse(params, raw, *, lenient_missing=False):
+    """Parse raw strings (name -> str) against the declarations.
+
+    Empty strings count as unset (Pacemaker passes ``param=""`` for a
+    parameter that was cleared). Raises MissingParam for the first required
+    parameter that is unset (unless ``lenient_missing``, which leaves it
+    None) and ParamError for the first invalid value.
+    """
+    values = {}
+    for param in params:
+        text = raw.get(param.name)
+        if text is None or text == "":
+            if param.required and not lenient_missing:
+                raise MissingParam(param.name)
+            values[param.name] = (param.convert(param.default_text)
+                                  if param.check is not None and param.default is not None
+                                  else param.default)
+        else:
+            values[param.name] = param.convert(text)
+    return Values(values, secret=[p.name for p in params if p.secret])
+
+
+def from_environ(params, environ, prefix="OCF_RESKEY_"):
+    """The raw values of the declared parameters from an environment."""
+    raw = {}
+    for param in params:
+        text = environ.get(prefix + param.name)
+        if text is not None:
+            raw[param.name] = text
+    return raw

@@ -1,0 +1,67 @@
+"""OCF meta-data, built with lxml from the agent's declarations.
+
+The output claims OCF 1.1 and satisfies both validators an operator meets:
+the OCF 1.1 RelaxNG schema and resource-agents' ``ra-api-1.dtd`` that
+Debian's ``ocf-tester`` checks against (hence the DOCTYPE, no
+``unique-group``, ``reloadable``, ``select`` or ``reload-agent``, and content
+types limited to string, integer and boolean). Imported only for the
+meta-data action: lxml is not loaded on any other path.
+"""
+
+from lxml import etree
+
+OCF_VERSION = "1.1"
+DOCTYPE = '<!DOCTYPE resource-agent SYSTEM "ra-api-1.dtd">'
+_CONTENT_TYPES = {"string": "string", "integer": "integer", "boolean": "boolean",
+                  "float": "string", "choice": "string"}
+
+
+def _desc(parent, tag, text):
+    element = etree.SubElement(parent, tag, lang="en")
+    element.text = text
+    return element
+
+
+def _seconds(value):
+    return f"{value:g}s" if isinstance(value, (int, float)) else str(value)
+
+
+def param_longdesc(param):
+    """The long description, with the allowed values spelled out."""
+    text = param.longdesc
+    if param.choices:
+        text = f"{text} Allowed values: {', '.join(param.choices)}."
+    return text
+
+
+def metadata_tree(agent):
+    root = etree.Element("resource-agent", name=agent.name, version=agent.version)
+    etree.SubElement(root, "version").text = OCF_VERSION
+    _desc(root, "longdesc", agent.longdesc)
+    _desc(root, "shortdesc", agent.shortdesc)
+    parameters = etree.SubElement(root, "parameters")
+    for param in agent.params:
+        element = etree.SubElement(parameters, "parameter", name=param.name,
+                                   unique="1" if param.unique else "0",
+                                   required="1" if param.required else "0")
+        _desc(element, "longdesc", param_longdesc(param))
+        _desc(element, "shortdesc", param.shortdesc)
+        content = etree.SubElement(element, "content", type=_CONTENT_TYPES[param.kind])
+        if param.default is not None and not param.secret:
+            content.set("default", param.default_text)
+    actions = etree.SubElement(root, "actions")
+    for action in agent.all_actions():
+        element = etree.SubElement(actions, "action", name=action.name,
+                                   timeout=_seconds(action.timeout))
+        if action.interval is not None:
+            element.set("interval", _seconds(action.interval))
+        if action.depth is not None:
+            element.set("depth", str(action.depth))
+        if action.role is not None:
+            element.set("role", action.role)
+    return root
+
+
+def metadata_xml(agent):
+    body = etree.tostring(metadata_tree(agent), pretty_print=True, encoding="unicode")
+    return f'<?xml version="1.0"?>\n{DOCTYPE}\n{body}'

@@ -1,0 +1,377 @@
+"""The OCF agent runner: dispatch, exit codes, probes, deadlines, check levels.
+
+An agent module declares its parameters and actions in one :class:`Agent`
+and calls ``AGENT.run()`` from ``main()``. The runner owns everything the OCF
+contract asks of every agent:
+
+- exit codes as :class:`OCF`; exceptions carry their code (:class:`OCFError`
+  and subclasses) and only :meth:`Agent.run` turns one into an
+  ``ocf-exit-reason:`` line and an exit status;
+- probe rules: a monitor with interval 0 or unset reports NOT_RUNNING for a
+  resource it cannot even check (missing software or configuration), never
+  ERR_INSTALLED or ERR_CONFIGURED; a missing required parameter gives
+  ERR_CONFIGURED on start and validate-all, SUCCESS on stop and NOT_RUNNING on
+  a probe;
+- an internal deadline from ``OCF_RESKEY_CRM_meta_timeout`` with a margin;
+- ``OCF_CHECK_LEVEL`` 0/10/20 with fallback to the next lower level the agent
+  implements;
+- promotion scores through ``crm_attribute --promotion`` (lifetime reboot);
+- notify variables parsed into one :class:`Notify`.
+"""
+
+import enum
+import os
+import sys
+
+from hapack.log import ERROR, Logger
+from hapack.params import MissingParam, ParamError, from_environ, parse
+from hapack.proc import CommandError, run as run_command
+from hapack.timing import Deadline
+
+EXIT_REASON_PREFIX = "ocf-exit-reason:"
+
+
+class OCF(enum.IntEnum):
+    SUCCESS = 0
+    ERR_GENERIC = 1
+    ERR_ARGS = 2
+    ERR_UNIMPLEMENTED = 3
+    ERR_PERM = 4
+    ERR_INSTALLED = 5
+    ERR_CONFIGURED = 6
+    NOT_RUNNING = 7
+    RUNNING_PROMOTED = 8
+    FAILED_PROMOTED = 9
+    DEGRADED = 190
+    DEGRADED_PROMOTED = 191
+
+
+class OCFError(Exception):
+    """An error that ends the action with ``code`` and an exit reason."""
+
+    code = OCF.ERR_GENERIC
+
+    def __init__(self, reason, code=None):
+        super().__init__(reason)
+        if code is not None:
+            self.code = OCF(code)
+
+
+class GenericError(OCFError):
+    code = OCF.ERR_GENERIC
+
+
+class ArgsError(OCFError):
+    code = OCF.ERR_ARGS
+
+
+class PermError(OCFError):
+    code = OCF.ERR_PERM
+
+
+class NotInstalled(OCFError):
+    code = OCF.ERR_INSTALLED
+
+
+class ConfigError(OCFError):
+    code = OCF.ERR_CONFIGURED
+
+
+class NotRunning(OCFError):
+    code = OCF.NOT_RUNNING
+
+
+class FailedPromoted(OCFError):
+    code = OCF.FAILED_PROMOTED
+
+
+class Action:
+    """An action of the agent: the verb, its handler and its meta-data hints.
+
+    Several Action entries may share a name (monitor at depths 0, 10 and 20,
+    or per role); they share the handler. ``timeout`` and ``interval`` are
+    seconds.
+    """
+
+    __slots__ = ("name", "handler", "timeout", "interval", "depth", "role")
+
+    def __init__(self, name, handler, timeout, *, interval=None, depth=None, role=None):
+        self.name = name
+        self.handler = handler
+        self.timeout = timeout
+        self.interval = interval
+        self.depth = depth
+        self.role = role
+
+
+class Notify:
+    """Pacemaker's notification variables, parsed once.
+
+    Each of start, stop, active, promote, demote, promoted, unpromoted is a
+    list of (resource, uname) pairs; ``inactive`` is a list of resources.
+    The deprecated master/slave names fill in when the new ones are absent.
+    """
+
+    SETS = ("start", "stop", "active", "promote", "demote", "promoted", "unpromoted")
+    ALIASES = {"promoted": "master", "unpromoted": "slave"}
+
+    def __init__(self, environ):
+        meta = "OCF_RESKEY_CRM_meta_notify_"
+
+        def words(name, kind):
+            text = environ.get(f"{meta}{name}_{kind}")
+            if text is None and name in self.ALIASES:
+                text = environ.get(f"{meta}{self.ALIASES[name]}_{kind}")
+            return (text or "").split()
+
+        self.type = environ.get(meta + "type", "")
+        self.operation = environ.get(meta + "operation", "")
+        for name in self.SETS:
+            resources, unames = words(name, "resource"), words(name, "uname")
+            unames += [""] * (len(resources) - len(unames))
+            setattr(self, name, list(zip(resources, unames)))
+        self.inactive = words("inactive", "resource")
+        self.all_unames = words("all", "uname")
+        self.available_unames = words("available", "uname")
+
+    def unames(self, name):
+        """The node names of one set, e.g. ``notify.unames("promoted")``."""
+        return [uname for _, uname in getattr(self, name) if uname]
+
+    @property
+    def key(self):
+        """e.g. 'pre-promote', 'post-start'."""
+        return f"{self.type}-{self.operation}"
+
+
+class Context:
+    """What a verb gets: typed parameters and the operation's circumstances."""
+
+    def __init__(self, agent, action, environ, params, log):
+        self.agent = agent
+        self.action = action
+        self.environ = environ
+        self.params = params
+        self.log = log
+        self.instance = environ.get("OCF_RESOURCE_INSTANCE", agent.name)
+        self.meta = {k[len("OCF_RESKEY_CRM_meta_"):]: v for k, v in environ.items()
+                     if k.startswith("OCF_RESKEY_CRM_meta_")}
+        self.interval_ms = _int_or(self.meta.get("interval"), 0)
+        self.timeout = agent.timeout_for(action, self.meta.get("timeout"))
+        self.deadline = Deadline(self.timeout - agent.margin(self.timeout))
+        self.check_level = agent.check_level(action, environ.get("OCF_CHECK_LEVEL"))
+        self._notify = None
+
+    @property
+    def is_probe(self):
+        """A monitor with interval 0 or unset (crm_resource --force-check)."""
+        return self.action == "monitor" and self.interval_ms == 0
+
+    @property
+    def node(self):
+        return self.meta.get("on_node") or os.uname().nodename
+
+    @property
+    def notify(self):
+        if self._notify is None:
+            self._notify = Notify(self.environ)
+        return self._notify
+
+    @property
+    def notify_enabled(self):
+        return self.meta.get("notify", "").lower() in ("true", "1", "yes", "on")
+
+    def run(self, argv, *, timeout=None, **kwargs):
+        """Run a command through the seam, bounded by the operation deadline."""
+        left = self.deadline.left()
+        timeout = left if timeout is None else min(timeout, left)
+        kwargs.setdefault("secrets", self.params.secrets() if self.params else ())
+        return run_command(argv, timeout=timeout, log=self.log, **kwargs)
+
+    def set_promotion_score(self, score):
+        """Write this node's promotion score (transient, lifetime reboot)."""
+        argv = ["crm_attribute", "--promotion", "-l", "reboot", "-v", str(score)]
+        self._promotion(argv, f"set promotion score {score}")
+
+    def clear_promotion_score(self):
+        self._promotion(["crm_attribute", "--promotion", "-l", "reboot", "-D"],
+                        "clear promotion score")
+
+    def _promotion(self, argv, what):
+        env = dict(self.environ, OCF_RESOURCE_INSTANCE=self.instance)
+        try:
+            result = self.run(argv, timeout=min(5.0, self.deadline.left()), env=env)
+        except CommandError as exc:
+            raise GenericError(f"cannot {what}: {exc}") from None
+        if not result.ok:
+            raise GenericError(f"cannot {what}: {result.output()}")
+        self.log.debug(what)
+
+
+def _int_or(text, default):
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return default
+
+
+class Agent:
+    """The declaration of an OCF agent and its entry point."""
+
+    def __init__(self, name, *, version, shortdesc, longdesc, params, actions,
+                 validate=None):
+        self.name = name
+        self.version = version
+        self.shortdesc = shortdesc
+        self.longdesc = longdesc
+        self.params = tuple(params)
+        self.actions = tuple(actions)
+        self.validate = validate
+        names = [p.name for p in self.params]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise TypeError(f"{name}: parameters declared twice: {sorted(duplicates)}")
+        self.handlers = {}
+        for action in self.actions:
+            self.handlers.setdefault(action.name, action.handler)
+        for required in ("start", "stop", "monitor"):
+            if required not in self.handlers:
+                raise TypeError(f"{name}: the {required} action is mandatory")
+
+    # -- declarations used by the runner and the meta-data ------------------
+
+    def all_actions(self):
+        """The declared actions plus validate-all and meta-data."""
+        extra = []
+        if "validate-all" not in self.handlers:
+            extra.append(Action("validate-all", None, 20))
+        extra.append(Action("meta-data", None, 5))
+        return self.actions + tuple(extra)
+
+    def depths(self):
+        found = sorted({a.depth or 0 for a in self.actions if a.name == "monitor"})
+        return found or [0]
+
+    def timeout_for(self, action, meta_timeout):
+        """Seconds the cluster gives this operation."""
+        ms = _int_or(meta_timeout, 0)
+        if ms > 0:
+            return ms / 1000.0
+        hints = [a.timeout for a in self.all_actions() if a.name == action]
+        return float(hints[0]) if hints else 20.0
+
+    @staticmethod
+    def margin(timeout):
+        """Time kept back from the cluster's timeout to report a result."""
+        return min(2.0, timeout * 0.1)
+
+    def check_level(self, action, requested):
+        """The level to run: the highest implemented one at or below the request."""
+        if requested in (None, ""):
+            level = 10 if action == "validate-all" else 0
+        else:
+            level = _int_or(requested.strip(), 0)
+        if action != "monitor":
+            return level
+        supported = [d for d in self.depths() if d <= level]
+        return supported[-1] if supported else 0
+
+    # -- entry point --------------------------------------------------------
+
+    def usage(self):
+        verbs = sorted(set(self.handlers) | {"validate-all", "meta-data", "usage"})
+        lines = [f"usage: {self.name} {{{'|'.join(verbs)}}}", "", "parameters (OCF_RESKEY_<name>):"]
+        for param in self.params:
+            flags = " (required)" if param.required else (
+                f" (default: {param.default_text})" if param.default is not None and not param.secret else "")
+            lines.append(f"  {param.name:<22} {param.shortdesc}{flags}")
+        return "\n".join(lines)
+
+    def run(self, argv=None, environ=None):
+        """Run one action and exit with its code."""
+        sys.exit(self.execute(sys.argv[1:] if argv is None else argv,
+                              os.environ if environ is None else environ))
+
+    def execute(self, argv, environ, stdout=None, stderr=None):
+        """Run one action and return its exit code (no sys.exit)."""
+        stdout = stdout or sys.stdout
+        stderr = stderr or sys.stderr
+        if not argv:
+            stderr.write(self.usage() + "\n")
+            return OCF.ERR_ARGS
+        action = argv[0]  # extra arguments are ignored, as the spec asks
+        if action in ("-h", "--help", "usage", "help"):
+            stdout.write(self.usage() + "\n")
+            return OCF.SUCCESS
+        if action == "meta-data":
+            from hapack.ocf.metadata import metadata_xml
+            stdout.write(metadata_xml(self))
+            return OCF.SUCCESS
+        if action not in self.handlers and action != "validate-all":
+            stderr.write(self.usage() + "\n")
+            return self._exit(stderr, None, OCF.ERR_UNIMPLEMENTED,
+                              f"action '{action}' is not implemented by {self.name}")
+        log = Logger(f"{self.name}({environ.get('OCF_RESOURCE_INSTANCE', self.name)})", environ, stderr)
+        ctx = None
+        try:
+            ctx = Context(self, action, environ, None, log)
+            ctx.params = self._params(ctx, environ)
+            if ctx.params is None:  # missing required parameter on stop or probe
+                return self._missing_result(ctx)
+            return OCF(self._dispatch(ctx))
+        except OCFError as exc:
+            return self._exit(stderr, log, self._code_for(ctx, exc), str(exc))
+        except CommandError as exc:
+            return self._exit(stderr, log, self._code_for(ctx, GenericError(str(exc))), str(exc))
+        except Exception as exc:  # the one place that turns the unexpected into a code
+            import traceback
+            log.error(traceback.format_exc().rstrip())
+            return self._exit(stderr, log, OCF.ERR_GENERIC,
+                              f"internal error in {self.name} {action}: {type(exc).__name__}: {exc}")
+
+    def _params(self, ctx, environ):
+        raw = from_environ(self.params, environ)
+        try:
+            return parse(self.params, raw)
+        except MissingParam as exc:
+            if ctx.action == "stop" or ctx.is_probe:
+                ctx.log.warning(f"{exc}; nothing can be running with this configuration")
+                return None
+            raise ConfigError(str(exc)) from None
+        except ParamError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _missing_result(self, ctx):
+        return OCF.SUCCESS if ctx.action == "stop" else OCF.NOT_RUNNING
+
+    def _dispatch(self, ctx):
+        if ctx.action == "validate-all":
+            handler = self.handlers.get("validate-all") or self.validate
+        else:
+            handler = self.handlers[ctx.action]
+            if self.validate is not None and ctx.action in ("start", "promote"):
+                self.validate(ctx)
+        result = handler(ctx) if handler is not None else None
+        return OCF.SUCCESS if result is None else result
+
+    @staticmethod
+    def _code_for(ctx, exc):
+        """Apply the probe and stop rules to an error's code."""
+        code = exc.code
+        if ctx is not None and ctx.is_probe and code in (OCF.ERR_INSTALLED, OCF.ERR_CONFIGURED):
+            ctx.log.info(f"probe: {exc}; reporting not running")
+            return OCF.NOT_RUNNING
+        return code
+
+    @staticmethod
+    def _exit(stderr, log, code, reason):
+        if code in (OCF.SUCCESS, OCF.NOT_RUNNING, OCF.RUNNING_PROMOTED):
+            if log is not None:
+                log.info(reason)
+            return code
+        reason = " ".join(reason.split())  # one line, as Pacemaker reads it
+        if log is not None:
+            log.log(ERROR, reason, stderr=False)
+        stderr.write(f"{EXIT_REASON_PREFIX}{reason}\n")
+        stderr.flush()
+        return code

@@ -1,0 +1,48 @@
+"""Shared test fixtures: tiers by folder, agents as installed, namespace hosts."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+TIERS = ("unit", "integration", "cluster", "vm")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test carries the marker of its tier folder (tests/<tier>/...)."""
+    for item in items:
+        rel = os.path.relpath(str(item.fspath), TESTS).split(os.sep)
+        if rel[0] in TIERS and not item.get_closest_marker(rel[0]):
+            item.add_marker(getattr(pytest.mark, rel[0]))
+
+
+def need_root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, mounts, raw sockets)")
+
+
+def need_binary(*names):
+    for name in names:
+        if shutil.which(name) is None:
+            pytest.skip(f"{name} is not installed (see .ci/packages.txt)")
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory):
+    """A staged 'hapack install': returns name -> path of each agent wrapper."""
+    root = tmp_path_factory.mktemp("hapack-root")
+    subprocess.run([sys.executable, "-m", "hapack.cli", "install", "--root", str(root)],
+                   check=True, capture_output=True)
+
+    def path(name):
+        for folder in ("usr/lib/ocf/resource.d/hapack", "usr/sbin"):
+            candidate = root / folder / name
+            if candidate.exists():
+                return str(candidate)
+        raise LookupError(f"{name} was not installed under {root}")
+
+    path.root = str(root)
+    return path
