@@ -1,0 +1,206 @@
+"""Processes as an agent sees them, read from /proc.
+
+Shared by every agent that runs a daemon or releases a mount: pid files,
+liveness that counts zombies as dead, escalating stops inside a deadline,
+the holders of a path found by walking /proc (never ``fuser -m``, which
+blocks on a dead mount), and listening sockets. Standard library only; no
+child processes.
+"""
+
+import os
+import signal
+import time
+
+from hapack.timing import Deadline
+
+
+def read_pidfile(path):
+    """The pid in a pid file, or None when the file is absent or not a pid."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            text = handle.read().split()
+    except OSError:
+        return None
+    if not text or not text[0].isdigit():
+        return None
+    pid = int(text[0])
+    return pid if pid > 1 else None
+
+
+def stat(pid):
+    """(state, ppid, starttime) of a process, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def alive(pid):
+    """True while the process exists and is not a zombie (or dead)."""
+    if not pid:
+        return False
+    info = stat(pid)
+    return info is not None and info[0] not in ("Z", "X", "x")
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return [part.decode(errors="replace") for part in handle.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def exe(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def children(pid):
+    """Direct and indirect children of pid (one /proc scan)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            info = stat(int(entry))
+            if info is not None:
+                parents.setdefault(info[1], []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def signal_pids(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def wait_gone(pids, deadline, interval=0.02):
+    """Wait until none of pids is alive; return the ones still alive."""
+    while True:
+        left = [pid for pid in pids if alive(pid)]
+        if not left or deadline.expired:
+            return left
+        time.sleep(min(interval, deadline.left()))
+        interval = min(interval * 1.5, 0.2)
+
+
+def escalate(pids, deadline, log=None, steps=((signal.SIGTERM, 0.6), (signal.SIGKILL, 1.0))):
+    """Signal pids step by step until they are gone or the deadline passes.
+
+    Each step is (signal, share): the signal is sent and the step waits for
+    that share of the time left (the last step waits for all of it).
+    Returns the pids still alive: the caller reports them, it does not
+    pretend they stopped.
+    """
+    left = [pid for pid in pids if alive(pid)]
+    for sig, share in steps:
+        if not left:
+            return []
+        if log is not None:
+            log.info(f"sending {signal.Signals(sig).name} to {' '.join(map(str, left))}")
+        signal_pids(left, sig)
+        step = Deadline(deadline.left() * share)
+        left = wait_gone(left, step)
+    return left
+
+
+def _points_into(link, path):
+    return link == path or link.startswith(path.rstrip("/") + "/")
+
+
+def holders(path):
+    """Processes using anything at or below path: [(pid, comm, how)].
+
+    Looks at cwd, root, exe, open files and memory-mapped files of every
+    process, reading links only (a dead disk does not block readlink).
+    """
+    path = os.path.realpath(path)
+    found = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        how = _holding(int(entry), path)
+        if how:
+            found.append((int(entry), _comm(int(entry)), how))
+    return found
+
+
+def _holding(pid, path):
+    base = f"/proc/{pid}"
+    for what in ("cwd", "root", "exe"):
+        try:
+            if _points_into(os.readlink(f"{base}/{what}"), path):
+                return what
+        except OSError:
+            continue
+    for folder, what in (("fd", "open file"), ("map_files", "mapped file")):
+        try:
+            names = os.listdir(f"{base}/{folder}")
+        except OSError:
+            continue
+        for name in names:
+            try:
+                if _points_into(os.readlink(f"{base}/{folder}/{name}"), path):
+                    return what
+            except OSError:
+                continue
+    return None
+
+
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as handle:
+            return handle.read().strip()
+    except OSError:
+        return "?"
+
+
+def _socket_inodes(pid):
+    inodes = set()
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for name in names:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    return inodes
+
+
+def listening_ports(pids=None):
+    """TCP ports in LISTEN state, of pids (any of them) or of anyone.
+
+    Read from /proc/net/tcp and tcp6 of the caller's network namespace.
+    """
+    wanted = None
+    if pids is not None:
+        wanted = set()
+        for pid in pids:
+            wanted |= _socket_inodes(pid)
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as handle:
+                lines = handle.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and (wanted is None or fields[9] in wanted):
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
