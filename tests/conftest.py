@@ -1,9 +1,11 @@
 """Shared test fixtures: tiers by folder, agents as installed, namespace hosts."""
 
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -31,9 +33,13 @@ def need_binary(*names):
 
 
 @pytest.fixture(scope="session")
-def installed(tmp_path_factory):
-    """A staged 'hapack install': returns name -> path of each agent wrapper."""
-    root = tmp_path_factory.mktemp("hapack-root")
+def installed():
+    """A staged 'hapack install': returns name -> path of each agent wrapper.
+
+    The tree is world-readable: ocf-tester runs meta-data as nobody.
+    """
+    root = pathlib.Path(tempfile.mkdtemp(prefix="hapack-root-"))
+    root.chmod(0o755)
     subprocess.run([sys.executable, "-m", "hapack.cli", "install", "--root", str(root)],
                    check=True, capture_output=True)
 
@@ -45,4 +51,6 @@ def installed(tmp_path_factory):
         raise LookupError(f"{name} was not installed under {root}")
 
     path.root = str(root)
-    return path
+    path.ra_path = str(root / "usr/lib/ocf/resource.d")
+    yield path
+    shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,165 @@
+"""ocf:hapack:vip in network namespaces: takeover seen by a client, duplicates, ocf-tester."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import need_binary, need_root
+from nslab import Segment
+
+VIP4 = "198.18.200.100"
+VIP6 = "2001:db8:c8::100"
+
+
+@pytest.fixture(scope="module")
+def lan():
+    need_root()
+    segment = Segment("v")
+    try:
+        hosts = {name: segment.add_host(name, index)
+                 for name, index in (("a", 11), ("b", 12), ("c", 50))}
+        yield hosts
+    finally:
+        segment.close()
+
+
+@pytest.fixture
+def vip(lan, installed, tmp_path):
+    """Run the installed vip agent on a host; stops every VIP it started."""
+    started = []
+
+    def call(host, action, **params):
+        rsctmp = tmp_path / host.name
+        rsctmp.mkdir(exist_ok=True)
+        env = {"PATH": os.environ["PATH"], "OCF_ROOT": "/usr/lib/ocf",
+               "OCF_RESOURCE_INSTANCE": "vip-test", "HA_RSCTMP": str(rsctmp),
+               "OCF_RESKEY_CRM_meta_timeout": "20000"}
+        env.update({f"OCF_RESKEY_{k}": str(v) for k, v in params.items()})
+        result = host.run(installed("vip"), action, env=env, check=False)
+        if action == "start" and result.returncode == 0:
+            started.append((host, params))
+        return result
+
+    yield call
+    for host, params in started:
+        call(host, "stop", **params)
+
+
+def addresses(host):
+    return host.run("ip", "-o", "addr", "show", "dev", "eth0").stdout
+
+
+def wait_neighbour(client, ip, mac, timeout=5.0):
+    """Poll the client's neighbour table (the client sends nothing)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if client.neighbour(ip)[0] == mac:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("ip,ping", [(VIP4, "ping"), (VIP6, "ping6")])
+def test_takeover_turns_the_clients_neighbour_entry(lan, vip, ip, ping):
+    a, b, client = lan["a"], lan["b"], lan["c"]
+    assert vip(a, "start", ip=ip).returncode == 0
+    assert vip(a, "monitor", ip=ip).returncode == 0
+    # The client learns the VIP once (the only packet it sends in this test).
+    client.run(ping, "-c", "1", "-W", "2", ip)
+    assert client.neighbour(ip)[0] == a.mac
+
+    assert vip(a, "stop", ip=ip).returncode == 0
+    assert vip(a, "monitor", ip=ip).returncode == 7
+    assert vip(b, "start", ip=ip).returncode == 0
+    assert wait_neighbour(client, ip, b.mac), \
+        f"client still has {client.neighbour(ip)} for {ip}, expected {b.mac}"
+    assert vip(b, "stop", ip=ip).returncode == 0
+
+
+@pytest.mark.parametrize("ip", [VIP4, VIP6])
+def test_a_duplicate_address_is_refused_with_the_holders_mac(lan, vip, ip):
+    a, b = lan["a"], lan["b"]
+    assert vip(a, "start", ip=ip).returncode == 0
+    result = vip(b, "start", ip=ip)
+    assert result.returncode == 1
+    assert f"already in use on eth0 by {a.mac}" in result.stderr
+    assert ip not in addresses(b)
+    assert vip(a, "monitor", ip=ip).returncode == 0  # the holder is undisturbed
+    # told otherwise, it starts (the operator's call)
+    assert vip(b, "start", ip=ip, dad_probe="false").returncode == 0
+    assert vip(b, "stop", ip=ip).returncode == 0
+
+
+def test_monitor_checks_prefix_interface_and_link(lan, vip):
+    a = lan["a"]
+    assert vip(a, "start", ip=VIP4, cidr_netmask=24, label="svc").returncode == 0
+    assert f"{VIP4}/24" in addresses(a) and "eth0:svc" in addresses(a)
+    wrong = vip(a, "monitor", ip=VIP4, cidr_netmask=25)
+    assert wrong.returncode == 1 and "configured for eth0/25" in wrong.stderr
+    a.run("ip", "link", "set", "eth0", "down")
+    try:
+        assert vip(a, "monitor", ip=VIP4, cidr_netmask=24).returncode == 7
+    finally:
+        a.run("ip", "link", "set", "eth0", "up")
+    assert vip(a, "monitor", ip=VIP4, cidr_netmask=24).returncode == 0
+    assert vip(a, "stop", ip=VIP4, cidr_netmask=24).returncode == 0
+    assert VIP4 not in addresses(a)
+
+
+def test_start_and_stop_are_idempotent(lan, vip):
+    a = lan["a"]
+    for _ in range(2):
+        assert vip(a, "start", ip=VIP4).returncode == 0
+    assert addresses(a).count(VIP4 + "/") == 1
+    for _ in range(2):
+        assert vip(a, "stop", ip=VIP4).returncode == 0
+    assert VIP4 not in addresses(a)
+
+
+@pytest.mark.parametrize("params,code,words", [
+    ({"ip": "198.18.201.7"}, 5, "no interface has a connected route containing 198.18.201.7"),
+    ({"ip": VIP4, "nic": "eth9"}, 5, "interface eth9 does not exist on this node"),
+    ({"ip": VIP4, "cidr_netmask": "40"}, 6, "cidr_netmask 40 is too long for IPv4"),
+    ({"ip": VIP4, "cidr_netmask": "255.0.255.0"}, 6, "is not a contiguous netmask"),
+    ({"ip": VIP6, "label": "x"}, 6, "label applies to IPv4 addresses only"),
+])
+def test_bad_configuration_is_refused_and_leaves_nothing(lan, vip, params, code, words):
+    a = lan["a"]
+    result = vip(a, "start", **params)
+    assert result.returncode == code
+    assert words in result.stderr
+    assert params["ip"] not in addresses(a)
+
+
+def test_ocf_tester_passes_inside_a_namespace(lan, installed):
+    need_binary("ocf-tester")
+    result = lan["a"].run("ocf-tester", "-n", "vip-ocft", "-o", f"ip={VIP4}",
+                          "-o", "cidr_netmask=24", installed("vip"), check=False, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "passed all tests" in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def system_install():
+    """crm_resource only looks in OCF_ROOT: install for real (as the README's setup does)."""
+    need_root()
+    need_binary("crm_resource")
+    subprocess.run([sys.executable, "-m", "hapack.cli", "install"], check=True,
+                   capture_output=True)
+
+
+def test_crm_resource_validate_rejects_a_bad_ip(system_install):
+    result = subprocess.run(["crm_resource", "--validate", "--class", "ocf", "--provider", "hapack",
+                             "--agent", "vip", "--option", "ip=not-an-ip"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 6, result.stdout + result.stderr
+    assert "'not-an-ip' is not an IPv4 or IPv6 address" in result.stdout + result.stderr
+
+
+def test_crm_resource_lists_the_agents(system_install):
+    result = subprocess.run(["crm_resource", "--list-agents", "ocf:hapack"],
+                            capture_output=True, text=True, timeout=60, check=True)
+    assert "vip" in result.stdout.split()

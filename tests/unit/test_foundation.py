@@ -1,0 +1,74 @@
+"""The command seam, the logger, and hapack install."""
+
+import os
+import stat
+import sys
+
+import pytest
+
+from hapack import install, proc
+from hapack.log import Logger
+
+
+def test_run_passes_argv_and_captures(fp):
+    fp.register(["ipmitool", "-P", "s3cret", "power", "status"], stdout="on\n", returncode=0)
+    result = proc.run(["ipmitool", "-P", "s3cret", "power", "status"], timeout=5,
+                      secrets=["s3cret"])
+    assert result.ok and result.stdout == "on\n"
+    assert result.argv == ["ipmitool", "-P", "[set]", "power", "status"]
+
+
+def test_secrets_never_reach_errors_or_output(fp):
+    fp.register(["tool", "--password=s3cret"], stderr="bad password s3cret", returncode=1)
+    with pytest.raises(proc.CommandError) as info:
+        proc.run(["tool", "--password=s3cret"], timeout=5, secrets=["s3cret"], check=True)
+    assert "s3cret" not in str(info.value)
+    assert "--password=[set]" in str(info.value) and "bad password [set]" in str(info.value)
+
+
+def test_timeout_and_missing_command():
+    with pytest.raises(proc.CommandTimeout):
+        proc.run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.2)
+    with pytest.raises(proc.CommandNotFound):
+        proc.run(["/nonexistent/hapack-tool"], timeout=1)
+
+
+def test_logger_honours_ha_variables(tmp_path):
+    logfile, debuglog = tmp_path / "ha.log", tmp_path / "debug.log"
+    env = {"HA_LOGFILE": str(logfile), "HA_DEBUGLOG": str(debuglog), "HA_debug": "1"}
+    err = open(os.devnull, "w")
+    log = Logger("vip(t)", env, stderr=err)
+    log.debug("dbg")
+    log.info("inf")
+    assert "DEBUG: dbg" in debuglog.read_text() and "INFO: inf" in debuglog.read_text()
+    assert "dbg" not in logfile.read_text() and "INFO: inf" in logfile.read_text()
+    quiet = Logger("vip(t)", dict(env, HA_debug="0"), stderr=err)
+    quiet.debug("hidden")
+    assert "hidden" not in debuglog.read_text() + logfile.read_text()
+
+
+def test_install_is_idempotent_and_uninstall_removes_exactly_it(tmp_path):
+    lines = []
+    root = str(tmp_path)
+    install.install(root, "/usr/lib/ocf", out=lines.append)
+    vip = tmp_path / "usr/lib/ocf/resource.d/hapack/vip"
+    assert vip.exists() and stat.S_IMODE(vip.stat().st_mode) == 0o755
+    assert vip.read_text().startswith(f"#!{sys.executable} -I")
+    assert "from hapack.ocf.vip import main" in vip.read_text()
+    lines.clear()
+    install.install(root, "/usr/lib/ocf", out=lines.append)
+    assert lines[-1].startswith("0 file(s) written")
+    foreign = tmp_path / "usr/lib/ocf/resource.d/hapack/foreign"
+    foreign.write_text("not ours")
+    assert install.uninstall(root, out=lines.append) == 0
+    assert not vip.exists() and foreign.exists()
+    assert not (tmp_path / install.MANIFEST).exists()
+
+
+def test_uninstall_keeps_a_file_changed_since(tmp_path):
+    root = str(tmp_path)
+    install.install(root, "/usr/lib/ocf", out=lambda line: None)
+    vip = tmp_path / "usr/lib/ocf/resource.d/hapack/vip"
+    vip.write_text("#!/bin/sh\n# edited by an operator\n")
+    assert install.uninstall(root, out=lambda line: None) == 1
+    assert vip.exists()
