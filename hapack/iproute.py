@@ -1,15 +1,13 @@
-"""Address changes and route look-ups through pyroute2's IPRoute.
+"""Route look-ups through pyroute2's IPRoute.
 
-A small wrapper so callers speak in exact terms (an interface index, an
-address, a prefix length) and never match substrings of ``ip`` output.
-pyroute2 is imported on first use: only the actions that change something
-pay for it.
+A small wrapper so callers speak in exact terms (a prefix length, an
+interface index, a metric) and never match substrings of ``ip route``
+output. pyroute2 is imported on first use: only a start or validate-all
+whose VIP has no ``nic`` or ``cidr_netmask`` pays for it.
 """
 
 import ipaddress
 import socket
-
-from hapack.netlink import IFA_F_NODAD
 
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
@@ -33,29 +31,6 @@ class IPRoute:
 
     def __exit__(self, *exc):
         self.ipr.close()
-
-    def add_address(self, index, address, prefixlen, *, label=None, preferred_lft=None):
-        """Add address/prefixlen to the link; IPv6 skips the kernel's DAD
-        (the caller probed for duplicates itself)."""
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        kwargs = {"index": index, "address": address, "prefixlen": prefixlen, "family": family}
-        if family == socket.AF_INET:
-            kwargs["local"] = address
-            if prefixlen < 31:
-                network = ipaddress.IPv4Network(f"{address}/{prefixlen}", strict=False)
-                kwargs["broadcast"] = str(network.broadcast_address)
-            if label:
-                kwargs["label"] = label
-        else:
-            kwargs["flags"] = IFA_F_NODAD
-            if preferred_lft is not None:
-                kwargs["IFA_CACHEINFO"] = {"ifa_preferred": preferred_lft, "ifa_valid": 0xFFFFFFFF,
-                                           "cstamp": 0, "tstamp": 0}
-        self.ipr.addr("add", **kwargs)
-
-    def delete_address(self, index, address, prefixlen):
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        self.ipr.addr("del", index=index, address=address, prefixlen=prefixlen, family=family)
 
     def connected_routes(self, address):
         """Main-table unicast routes (not default) that contain address.

@@ -1,25 +1,31 @@
-"""Read-only rtnetlink queries on the standard library.
+"""Addresses and links over rtnetlink, on the standard library.
 
-The VIP monitor runs every few seconds for every VIP on every node, each
-time in a fresh interpreter; importing pyroute2 costs about 100 ms, so the
-monitor's two questions (which addresses are on which interface, and is that
-link up) are answered here with one netlink socket and two requests. Changes
-(adding and deleting addresses, route look-ups) go through pyroute2 in
-:mod:`hapack.iproute`.
+The VIP agent runs in a fresh interpreter for every call, and its monitor
+runs every few seconds for every VIP on every node. Importing pyroute2 costs
+about 100 ms (0.9 pulls in asyncio), more than the whole of a stock
+IPaddr2 monitor, so the agent's per-call work -- which addresses are on
+which interface, is that link up, add or delete one address -- is done here
+with one netlink socket and a few fixed-layout messages. Route discovery
+(finding the interface and prefix of a VIP from the routing table) goes
+through pyroute2 in :mod:`hapack.iproute`; hamon, a long-running daemon,
+pays pyroute2's import once.
 """
 
 import os
-import socket
 import struct
+
+import _socket as socket  # the C module: 'socket' pulls in selectors and enum
 
 NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_GETLINK = 16, 18
-RTM_NEWADDR, RTM_GETADDR = 20, 22
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_OPERSTATE = 1, 3, 16
-IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_FLAGS = 1, 2, 3, 8
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST, IFA_CACHEINFO, IFA_FLAGS = 1, 2, 3, 4, 6, 8
+INFINITY_LIFE = 0xFFFFFFFF
 
 IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
 IFA_F_NODAD, IFA_F_DADFAILED, IFA_F_DEPRECATED, IFA_F_TENTATIVE = 0x02, 0x08, 0x20, 0x40
@@ -157,6 +163,33 @@ class Netlink:
             elif kind == IFLA_ADDRESS:
                 mac = ":".join(f"{b:02x}" for b in value)
         return Link(index, name, flags, mac)
+
+    def add_address(self, index, address, prefixlen, *, label=None, broadcast=None,
+                    nodad=False, preferred_lft=None):
+        """Add address/prefixlen to link ``index`` (EEXIST if it is there)."""
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        raw = socket.inet_pton(family, address)
+        body = _IFADDRMSG.pack(family, prefixlen, 0, 0, index)
+        body += _rtattr(IFA_LOCAL, raw) + _rtattr(IFA_ADDRESS, raw)
+        if broadcast:
+            body += _rtattr(IFA_BROADCAST, socket.inet_aton(broadcast))
+        if label:
+            body += _rtattr(IFA_LABEL, label.encode() + b"\0")
+        if nodad:
+            body += _rtattr(IFA_FLAGS, struct.pack("=I", IFA_F_NODAD))
+        if preferred_lft is not None:
+            body += _rtattr(IFA_CACHEINFO, struct.pack("=IIII", preferred_lft, INFINITY_LIFE, 0, 0))
+        self._change(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body)
+
+    def delete_address(self, index, address, prefixlen):
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        raw = socket.inet_pton(family, address)
+        body = _IFADDRMSG.pack(family, prefixlen, 0, 0, index) + _rtattr(IFA_LOCAL, raw)
+        self._change(RTM_DELADDR, 0, body)
+
+    def _change(self, kind, flags, body):
+        for _ in self._request(kind, flags | NLM_F_ACK, body):
+            pass
 
     def addresses(self, family):
         """Every address of ``family`` (socket.AF_INET or AF_INET6)."""

@@ -7,7 +7,6 @@ pytest-subprocess, which fakes :mod:`subprocess` and so this seam.
 """
 
 import os
-import subprocess
 
 REDACTED = "[set]"
 
@@ -81,6 +80,7 @@ def run(argv, *, timeout, input=None, env=None, cwd=None, secrets=(), log=None,
     as that user (name), dropping privileges in the child. With ``check`` a
     non-zero exit raises CommandError naming the output.
     """
+    import subprocess  # not on the path of agents that never run a command
     argv = [str(a) for a in argv]
     shown = redact(argv, secrets)
     if log is not None:

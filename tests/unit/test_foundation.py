@@ -72,3 +72,12 @@ def test_uninstall_keeps_a_file_changed_since(tmp_path):
     vip.write_text("#!/bin/sh\n# edited by an operator\n")
     assert install.uninstall(root, out=lambda line: None) == 1
     assert vip.exists()
+
+
+def test_readme_parameter_tables_are_generated_from_the_declarations():
+    from hapack import docs
+    readme = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+    with open(readme, encoding="utf-8") as handle:
+        text = handle.read()
+    assert "<!-- params:vip -->" in text
+    assert docs.render(text) == text, "README tables are stale: run python -m hapack.docs README.md"

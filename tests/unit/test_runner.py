@@ -224,3 +224,11 @@ def test_declaring_a_parameter_twice_is_refused():
         Agent("bad", version="1", shortdesc="", longdesc="",
               params=(Param("a", "x"), Param("a", "y")),
               actions=(Action("start", None, 1), Action("stop", None, 1), Action("monitor", None, 1)))
+
+
+def test_codes_enumerate_and_convert():
+    assert OCF(7) is OCF.NOT_RUNNING and OCF.NOT_RUNNING.name == "NOT_RUNNING"
+    assert OCF.RUNNING_PROMOTED == 8 and isinstance(OCF.SUCCESS, int)
+    assert [c.name for c in OCF][:3] == ["SUCCESS", "ERR_GENERIC", "ERR_ARGS"]
+    with pytest.raises(ValueError):
+        OCF(42)
