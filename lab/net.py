@@ -1,0 +1,135 @@
+"""The lab's switches and client: bridges and a client namespace, built with ``ip``.
+
+The host side of the lab is three Linux bridges (service LAN, heartbeat LAN,
+BMC network), each with a fixed MAC: a bridge otherwise takes the lowest MAC
+of its ports and changes it when a node's cable comes or goes, leaving stale
+ARP entries behind (pitfall P6). Only the BMC bridge carries host addresses:
+the host's own and one per BMC. IPv6 link-local addressing is off on every
+lab interface, so the lab sends nothing outside 198.18.0.0/15.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from .naming import CLIENT_IFACE, LINKS, Plan, used_networks_from_ip_json
+
+
+class NetError(RuntimeError):
+    """An ``ip`` command failed."""
+
+
+def ip(*args: str, input: str | None = None, check: bool = True) -> str:
+    proc = subprocess.run(["ip", *args], input=input, capture_output=True, text=True, timeout=30)
+    if check and proc.returncode != 0:
+        raise NetError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def ip_batch(lines: list[str], netns: str | None = None) -> None:
+    prefix = ["-n", netns] if netns else []
+    ip(*prefix, "-batch", "-", input="\n".join(lines) + "\n")
+
+
+def link_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
+
+
+def netns_list() -> list[str]:
+    out = ip("-j", "netns", "list", check=False).strip()
+    return [entry["name"] for entry in json.loads(out)] if out else []
+
+
+def used_networks() -> list[IPv4Network]:
+    """IPv4 networks in use in the root namespace and in every named namespace."""
+    nets = used_networks_from_ip_json(json.loads(ip("-j", "-4", "addr") or "[]"),
+                                      json.loads(ip("-j", "-4", "route", "show", "table", "all") or "[]"))
+    for netns in netns_list():
+        addrs = ip("-n", netns, "-j", "-4", "addr", check=False).strip()
+        nets += used_networks_from_ip_json(json.loads(addrs) if addrs else [], [])
+    return nets
+
+
+def create_bridges(plan: Plan, bmc_addrs: list[str]) -> None:
+    lines = []
+    for link in LINKS:
+        bridge = plan.bridge(link)
+        lines += [f"link add {bridge} address {plan.bridge_mac(link)} type bridge "
+                  "stp_state 0 forward_delay 0",
+                  f"link set {bridge} addrgenmode none",
+                  f"link set {bridge} up"]
+    prefixlen = plan.subnets["bmc"].prefixlen
+    for addr in [str(plan.host_bmc_addr), *bmc_addrs]:
+        lines.append(f"addr add {addr}/{prefixlen} dev {plan.bridge('bmc')}")
+    ip_batch(lines)
+
+
+def start_client(plan: Plan) -> subprocess.Popen:
+    """Start the client: an anonymous network namespace held by one process, on the service LAN.
+
+    Like a node, it needs no ``ip netns`` name (and so no /run/netns mount):
+    it vanishes with its holder process.
+    """
+    holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "infinity"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_new_netns(holder.pid)
+        enter = ["nsenter", f"--target={holder.pid}", "--net", "--"]
+        subprocess.run(enter + ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+                                "net.ipv6.conf.default.disable_ipv6=1"],
+                       check=True, capture_output=True, timeout=30)
+        ip_batch([f"link add {plan.client_veth} address {plan.client_veth_mac} type veth "
+                  f"peer name {CLIENT_IFACE} address {plan.client_mac} netns {holder.pid}",
+                  f"link set {plan.client_veth} addrgenmode none",
+                  f"link set {plan.client_veth} master {plan.bridge('lan')} up"])
+        prefixlen = plan.subnets["lan"].prefixlen
+        lines = ["link set lo up", f"addr add {plan.client_addr}/{prefixlen} dev {CLIENT_IFACE}",
+                 f"link set {CLIENT_IFACE} up"]
+        proc = subprocess.run(enter + ["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True,
+                              capture_output=True, timeout=30)
+        if proc.returncode != 0:
+            raise NetError(f"client network: {proc.stderr.strip()}")
+    except BaseException:
+        holder.kill()
+        holder.wait()
+        raise
+    return holder
+
+
+def wait_new_netns(pid: int, timeout: float = 5.0) -> None:
+    """Wait until ``pid`` (an unshare) has left our network namespace."""
+    own = os.readlink("/proc/self/ns/net")
+    deadline = time.monotonic() + timeout
+    while os.readlink(f"/proc/{pid}/ns/net") == own:
+        if time.monotonic() > deadline:
+            raise NetError(f"process {pid} did not enter a new network namespace")
+        time.sleep(0.002)
+
+
+def pids_in_netns(netns: str) -> list[int]:
+    """Host pids of every process whose network namespace is ``netns`` (``net:[inode]``)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/net") == netns:
+                    pids.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+    return pids
+
+
+def delete_links(names: list[str]) -> list[str]:
+    """Delete the links of ``names`` that exist; return what could not be deleted."""
+    failed = []
+    for name in names:
+        if link_exists(name):
+            proc = subprocess.run(["ip", "link", "del", name], capture_output=True, text=True, timeout=30)
+            if proc.returncode != 0 and link_exists(name):
+                failed.append(f"{name}: {proc.stderr.strip()}")
+    return failed
