@@ -28,7 +28,7 @@ FENCE_AGENTS = {"fence_bmc": "hapack.stonith.fence_bmc"}
 GLUE_PLUGINS = {"bmc": "hapack.stonith.glue"}
 GLUE_DIRS = ("/usr/lib/x86_64-linux-gnu/stonith/plugins/external",
              "/usr/lib/stonith/plugins/external")
-MANIFEST = "var/lib/hapack/install-manifest"
+MANIFEST = "/var/lib/hapack/install-manifest"
 
 
 def available(module):
@@ -81,7 +81,8 @@ def planned(root, ocf_root):
 
 
 def _staged(root, path):
-    return os.path.join(root, path.lstrip("/")) if root != "/" else path
+    """Where an absolute target path lands under root."""
+    return os.path.join(root, path.lstrip("/"))
 
 
 def _digest(text):

@@ -51,6 +51,7 @@ def test_install_is_idempotent_and_uninstall_removes_exactly_it(tmp_path):
     lines = []
     root = str(tmp_path)
     install.install(root, "/usr/lib/ocf", out=lines.append)
+    assert (tmp_path / "var/lib/hapack/install-manifest").exists()
     vip = tmp_path / "usr/lib/ocf/resource.d/hapack/vip"
     assert vip.exists() and stat.S_IMODE(vip.stat().st_mode) == 0o755
     assert vip.read_text().startswith(f"#!{sys.executable} -I")
@@ -62,7 +63,7 @@ def test_install_is_idempotent_and_uninstall_removes_exactly_it(tmp_path):
     foreign.write_text("not ours")
     assert install.uninstall(root, out=lines.append) == 0
     assert not vip.exists() and foreign.exists()
-    assert not (tmp_path / install.MANIFEST).exists()
+    assert not (tmp_path / install.MANIFEST.lstrip("/")).exists()
 
 
 def test_uninstall_keeps_a_file_changed_since(tmp_path):
