@@ -1,0 +1,89 @@
+"""The BMC password from exactly one source: the value, a script, or a file.
+
+``password`` comes with the request (stdin from the fencer, or the CIB);
+``password_script`` is run (as an argv, no shell) and its first output line
+is the password; ``password_file`` is read, and must be owned by root (or
+the user running the agent) and unreadable by group and others, like an
+ssh key. The password found is registered for redaction before anything
+else can print it.
+"""
+
+import os
+import shlex
+import stat
+
+from hapack.proc import CommandError, run
+from hapack.stonith.errors import ConfigError
+
+SOURCES = ("password", "password_script", "password_file")
+
+
+def sources_set(values):
+    return [name for name in SOURCES if values[name] not in (None, "")]
+
+
+def check_sources(values):
+    """ConfigError unless at most one password source is set (no I/O)."""
+    chosen = sources_set(values)
+    if len(chosen) > 1:
+        raise ConfigError(f"set only one of {', '.join(chosen)}")
+    return chosen[0] if chosen else None
+
+
+def resolve(values, timeout, secrets, log):
+    """The password (None if no source is set); ``secrets`` gets it added."""
+    source = check_sources(values)
+    if source is None:
+        return None
+    if source == "password":
+        password = values.password
+    elif source == "password_script":
+        password = from_script(values.password_script, timeout, log)
+    else:
+        password = from_file(values.password_file)
+    secrets.add(password)
+    return password
+
+
+def from_script(script, timeout, log):
+    argv = shlex.split(script)
+    if not argv:
+        raise ConfigError("parameter 'password_script' is empty")
+    try:
+        result = run(argv, timeout=timeout, log=log)
+    except CommandError as exc:
+        raise ConfigError(f"password_script failed: {exc}") from None
+    if not result.ok:
+        # its output may hold the password: name the exit status only
+        raise ConfigError(f"password_script {argv[0]} exited with status {result.returncode}")
+    lines = result.stdout.splitlines()
+    if not lines or not lines[0]:
+        raise ConfigError(f"password_script {argv[0]} printed no password")
+    return lines[0]
+
+
+def check_file(path):
+    """ConfigError unless ``path`` is a private regular file (no read)."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise ConfigError(f"password_file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"password_file {path} is not a regular file")
+    if info.st_uid not in (0, os.geteuid()):
+        raise ConfigError(f"password_file {path} must be owned by root (owner uid {info.st_uid})")
+    if info.st_mode & 0o077:
+        raise ConfigError(f"password_file {path} is accessible to group or others "
+                          f"(mode {stat.S_IMODE(info.st_mode):04o}): chmod 600 it")
+
+
+def from_file(path):
+    check_file(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"password_file {path}: cannot read it ({exc.__class__.__name__})") from None
+    if not first:
+        raise ConfigError(f"password_file {path} is empty")
+    return first

@@ -1,0 +1,418 @@
+"""The fence agent protocol, once for every hapack fence agent.
+
+fence-agents' convention, as pacemaker-fenced drives it: with no arguments
+the agent reads ``key=value`` lines on stdin (``#`` comments and blank
+lines skipped, surrounding quotes stripped, ``-`` and ``_`` alike, unknown
+keys warned about and ignored); with arguments it takes the same parameters
+as long options (``--power-timeout=5``, ``--lanplus``). Every name comes
+from the agent's :class:`~hapack.params.Param` declarations, with
+:data:`COMMON` (action, plug, nodename, delay, timeouts) added here.
+
+Actions: on, off, reboot, status, monitor, list, metadata, validate-all.
+Exit codes (:class:`Exit`): 0 success (status: power on), 1 failure or
+"cannot tell", 2 status: power off. Exceptions from
+:mod:`hapack.stonith.errors` carry the meaning; :func:`run` is the only
+place that turns one into a message and an exit code. Secrets (password,
+Kg, the password a script or file produced) are redacted from every log
+line and message.
+"""
+
+import enum
+import sys
+import time
+
+from hapack.log import Logger
+from hapack.params import Param, ParamError, parse
+from hapack.proc import redact_text
+from hapack.stonith import power
+from hapack.stonith.drivers import OFF, ON
+from hapack.stonith.errors import ConfigError, FenceError, WrongTarget
+
+
+class Exit(enum.IntEnum):
+    SUCCESS = 0   # done; status and monitor: the power is on
+    ERROR = 1     # failed; status: cannot tell
+    OFF = 2       # status and monitor: the power is off
+
+
+ACTIONS = ("on", "off", "reboot", "status", "monitor", "list", "metadata", "validate-all")
+ACTION_ALIASES = {"meta-data": "metadata", "validate_all": "validate-all"}
+FENCING_ACTIONS = ("off", "reboot")   # the ones ``delay`` applies to
+
+
+def _positive(value):
+    if value < 0:
+        raise ValueError(f"{value:g} is negative")
+    return value
+
+
+def _poll(value):
+    if value <= 0:
+        raise ValueError("must be above 0")
+    return value
+
+
+COMMON = (
+    Param("action", "Fencing action", "The action: on, off, reboot, status, monitor, list, "
+          "metadata or validate-all. Pacemaker passes it; do not set it in the CIB.",
+          default="reboot", aliases=("option",)),
+    Param("plug", "Target node (Pacemaker fills it in)",
+          "The node to fence, as Pacemaker passes it (the pcmk_host_map alias or the node "
+          "name). When hostname is set, a plug naming another node is refused.",
+          aliases=("port",)),
+    Param("nodename", "Node to fence, as the cluster names it (Pacemaker passes it)",
+          "Pacemaker passes the cluster name of the target here; it is used when plug is unset."),
+    Param("delay", "Wait this many seconds before off or reboot",
+          "Seconds to wait before an off or reboot, as fence-agents do. In a two-node cluster "
+          "both nodes may try to fence each other at once; delaying the device that fences the "
+          "node that should survive lets that node shoot first. The Pacemaker way is "
+          "pcmk_delay_base on that device (or pcmk_delay_max for a random delay), or the "
+          "cluster property priority-fencing-delay together with resource priorities; set "
+          "only one of these mechanisms.",
+          kind="float", default=0.0, check=_positive),
+    Param("power_timeout", "Seconds for one power change, verification and retries included",
+          "Budget for one power change: logins, the request, retries after transient failures "
+          "and polling until the BMC reports the new state. Keep delay plus twice this (reboot) "
+          "below Pacemaker's pcmk_reboot_timeout (default: stonith-timeout, 60s).",
+          kind="float", default=20.0, check=_poll),
+    Param("power_wait", "Seconds to wait after a power request before the first status poll",
+          kind="float", default=0.0, check=_positive),
+    Param("stonith_status_sleep", "Seconds between status polls while waiting for a power change",
+          kind="float", default=0.05, check=_poll),
+    Param("login_timeout", "Deadline in seconds for one login to the BMC",
+          "Each login attempt is abandoned after this long (a dead BMC would otherwise hold "
+          "pyghmi for about 4s per attempt); power changes log in again within power_timeout.",
+          kind="float", default=5.0, check=_poll),
+    Param("shell_timeout", "Deadline in seconds for one command exchange with the BMC",
+          kind="float", default=3.0, check=_poll),
+    Param("method", "Reboot method: onoff (verified off, then on) or cycle",
+          "onoff (default) powers off, waits until the BMC reports off, then powers on: the "
+          "fencing is confirmed. cycle sends a single power-cycle request, whose acceptance is "
+          "the only confirmation (the power is on before and after); use it only on request.",
+          kind="choice", choices=("onoff", "cycle"), default="onoff"),
+    Param("verbose", "Log every step (debug) to stderr and the HA logs", kind="boolean",
+          default=False),
+)
+
+
+def fold(name):
+    return name.strip().lower().replace("-", "_")
+
+
+class FenceAgent:
+    """A fence agent: its declarations and the few verbs the protocol cannot know.
+
+    ``open_device(request) -> power.Device`` builds the engine's device for
+    the request (resolving the password into ``request.secrets``);
+    ``validate(values)`` raises ConfigError for unusable parameters without
+    contacting the device; ``targets(values)`` lists the node names the
+    device powers, or returns None when it accepts any target.
+    """
+
+    def __init__(self, name, *, version, shortdesc, longdesc, vendor_url, params,
+                 open_device, validate, targets):
+        self.name = name
+        self.version = version
+        self.shortdesc = shortdesc
+        self.longdesc = longdesc
+        self.vendor_url = vendor_url
+        self.params = tuple(params) + COMMON
+        self.open_device = open_device
+        self.validate = validate
+        self.targets = targets
+        self.names = {}
+        for param in self.params:
+            for key in (param.name, *param.aliases):
+                if fold(key) in self.names:
+                    raise TypeError(f"{name}: parameter name {key!r} declared twice")
+                self.names[fold(key)] = param
+
+    def action_names(self):
+        return ACTIONS
+
+    def param(self, key):
+        return self.names.get(fold(key))
+
+
+class Secrets(set):
+    """Strings never to be shown; a logger and messages redact them."""
+
+    def redact(self, text):
+        return redact_text(str(text), sorted(self, key=len, reverse=True))
+
+
+class RedactingLogger(Logger):
+    def __init__(self, tag, secrets, environ=None, stderr=None):
+        super().__init__(tag, environ=environ, stderr=stderr)
+        self.secrets = secrets
+
+    def log(self, level, message, stderr=True):
+        super().log(level, self.secrets.redact(message), stderr)
+
+
+# -- reading the request -----------------------------------------------------
+
+class RawRequest(dict):
+    """Canonical name -> text, where a canonical name beats its aliases."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_alias = set()
+
+    def put(self, param, key, value):
+        is_alias = fold(key) != param.name
+        if is_alias and param.name in self and param.name not in self.by_alias:
+            return  # the canonical name was given: it wins
+        self[param.name] = value
+        (self.by_alias.add if is_alias else self.by_alias.discard)(param.name)
+
+
+def _unquote(value):
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value
+
+
+def read_stdin(agent, text, log):
+    """The raw parameters from ``key=value`` lines."""
+    raw = RawRequest()
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        param = agent.param(key)
+        if not sep:
+            log.warning(f"stdin line {number}: no '=' in {key.strip()[:40]!r}, ignored")
+        elif param is None:
+            log.warning(f"ignoring unknown parameter {key.strip()[:40]!r}")
+        else:
+            raw.put(param, key, _unquote(value))
+    return raw
+
+
+def read_argv(agent, argv):
+    """The raw parameters from ``--name=value``, ``--name value`` and ``--flag``."""
+    raw = RawRequest()
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if not arg.startswith("--") or arg == "--":
+            raise ConfigError(f"unexpected argument {arg!r} (options are --name=value)")
+        key, sep, value = arg[2:].partition("=")
+        param = agent.param(key)
+        if param is None:
+            raise ConfigError(f"unknown option --{key} (see --help)")
+        if not sep:
+            if param.kind == "boolean":
+                value = "1"
+            elif args:
+                value = args.pop(0)
+            else:
+                raise ConfigError(f"option --{key} needs a value")
+        raw.put(param, key, value)
+    return raw
+
+
+def usage(agent):
+    lines = [f"usage: {agent.name} --action=ACTION [--name=value ...]",
+             f"       {agent.name} < key=value lines (as pacemaker-fenced runs it)",
+             f"actions: {', '.join(ACTIONS)}", "", "parameters:"]
+    for param in agent.params:
+        names = ", ".join(f"--{n.replace('_', '-')}" for n in (param.name, *param.aliases))
+        default = "" if param.default is None or param.secret else f" (default {param.default_text})"
+        lines.append(f"  {names}: {param.shortdesc}{default}")
+    return "\n".join(lines) + "\n"
+
+
+# -- the request ---------------------------------------------------------------
+
+class Request:
+    """One run of the agent: the action, typed parameters, sinks, secrets."""
+
+    def __init__(self, agent, action, values, log, out, secrets):
+        self.agent = agent
+        self.action = action
+        self.values = values
+        self.log = log
+        self.out = out
+        self.secrets = secrets
+
+    @property
+    def target(self):
+        return self.values.plug or self.values.nodename
+
+    def say(self, line):
+        self.out.write(self.secrets.redact(line) + "\n")
+        self.out.flush()
+
+    def check_target(self):
+        names = self.agent.targets(self.values)
+        target = self.target
+        if names is None or not target:
+            return
+        if target.lower() not in (name.lower() for name in names):
+            raise WrongTarget(f"this device powers {', '.join(names)}, not {target!r} "
+                              "(check hostname, pcmk_host_list or pcmk_host_map)")
+
+
+def normalize_action(text):
+    action = ACTION_ALIASES.get(text.strip().lower(), text.strip().lower())
+    if action not in ACTIONS:
+        raise ConfigError(f"unknown action {text!r} (one of {', '.join(ACTIONS)})")
+    return action
+
+
+def build_request(agent, raw, log, out, secrets):
+    for param in agent.params:
+        if param.secret and raw.get(param.name):
+            secrets.add(raw[param.name])
+    action = normalize_action(raw.get("action") or "reboot")
+    raw["action"] = action
+    try:
+        values = parse(agent.params, raw)
+    except ParamError as exc:
+        raise ConfigError(str(exc)) from None
+    if values.verbose:
+        log.debugging = True
+    log.debug(f"{action} with {values!r}")
+    return Request(agent, action, values, log, out, secrets)
+
+
+# -- the actions -----------------------------------------------------------------
+
+def _device(request):
+    request.agent.validate(request.values)
+    return request.agent.open_device(request)
+
+
+def do_status(request):
+    request.check_target()
+    device = _device(request)
+    try:
+        state = device.get_power()
+    finally:
+        device.close()
+    request.say(f"Status: {state.upper()}")
+    return Exit.SUCCESS if state == ON else Exit.OFF
+
+
+def do_monitor(request):
+    device = _device(request)
+    try:
+        state = device.get_power()
+    finally:
+        device.close()
+    request.log.debug(f"monitor: {device.where} answers, power {state}")
+    return Exit.SUCCESS
+
+
+def do_list(request):
+    request.agent.validate(request.values)
+    for name in request.agent.targets(request.values) or ():
+        request.say(name)
+    return Exit.SUCCESS
+
+
+def fence_delay(request):
+    seconds = request.values.delay
+    if seconds > 0:
+        request.log.info(f"delaying {request.action} of {request.target or 'the node'} "
+                         f"by {seconds:g}s (delay)")
+        time.sleep(seconds)
+
+
+def do_power(request, target):
+    device = _device(request)
+    try:
+        changed = power.ensure_power(device, target, request.log)
+    finally:
+        device.close()
+    word = "Powered" if changed else "Already"
+    request.say(f"Success: {word} {target.upper()}")
+    return Exit.SUCCESS
+
+
+def do_on(request):
+    request.check_target()
+    return do_power(request, ON)
+
+
+def do_off(request):
+    request.check_target()
+    fence_delay(request)
+    return do_power(request, OFF)
+
+
+def do_reboot(request):
+    request.check_target()
+    fence_delay(request)
+    device = _device(request)
+    try:
+        if request.values.method == "cycle":
+            power.cycle(device, request.log)
+            request.say("Success: Power cycle requested")
+            return Exit.SUCCESS
+        power.ensure_power(device, OFF, request.log)
+        request.log.info(f"{device.where} reports power off; powering on")
+        try:
+            power.ensure_power(device, ON, request.log)
+        except FenceError as exc:
+            # the node is fenced: its power was seen off (fence-agents do the same)
+            request.log.warning(f"power off confirmed but power on failed: {exc}")
+            request.say("Success: Powered OFF (power on failed)")
+            return Exit.SUCCESS
+    finally:
+        device.close()
+    request.say("Success: Rebooted")
+    return Exit.SUCCESS
+
+
+def do_validate(request):
+    request.agent.validate(request.values)
+    request.log.debug("parameters are valid")
+    return Exit.SUCCESS
+
+
+HANDLERS = {"status": do_status, "monitor": do_monitor, "list": do_list, "on": do_on,
+            "off": do_off, "reboot": do_reboot, "validate-all": do_validate}
+
+
+# -- the entry point -------------------------------------------------------------
+
+def run(agent, argv=None, stdin=None, out=None, environ=None, stderr=None):
+    """Run one request; the exit code. Never raises for a failed action."""
+    argv = sys.argv[1:] if argv is None else argv
+    out = sys.stdout if out is None else out
+    secrets = Secrets()
+    log = RedactingLogger(agent.name, secrets, environ=environ, stderr=stderr)
+    return guarded(log, lambda: _run(agent, argv, stdin, out, log, secrets))
+
+
+def _run(agent, argv, stdin, out, log, secrets):
+    if argv and argv[0] in ("-h", "--help"):
+        out.write(usage(agent))
+        return Exit.SUCCESS
+    if argv and argv[0] in ("-V", "--version"):
+        out.write(f"{agent.name} {agent.version}\n")
+        return Exit.SUCCESS
+    raw = read_argv(agent, argv) if argv else read_stdin(agent, (stdin or sys.stdin).read(), log)
+    if normalize_action(raw.get("action") or "reboot") == "metadata":
+        from hapack.stonith.metadata import metadata_xml
+        out.write(metadata_xml(agent))
+        return Exit.SUCCESS
+    request = build_request(agent, raw, log, out, secrets)
+    return HANDLERS[request.action](request)
+
+
+def guarded(log, function):
+    """function()'s exit code; a FenceError (or a bug) becomes a logged error and 1."""
+    try:
+        return function()
+    except FenceError as exc:
+        log.error(f"{type(exc).__name__}: {exc}")
+        return Exit.ERROR
+    except Exception as exc:  # a bug: say what, never a traceback that may hold a secret
+        log.error(f"internal error: {type(exc).__name__}: {exc}")
+        return Exit.ERROR

@@ -1,0 +1,94 @@
+"""external/bmc: fence_bmc as a cluster-glue (Heartbeat-era) STONITH plugin.
+
+cluster-glue runs ``<plugin dir>/bmc <op> [host]`` with every configured
+parameter exported as an environment variable of the same name (see
+cluster-glue's ``doc/stonith/README.external``); Pacemaker reaches such
+plugins as ``stonith:external/bmc`` through ``fence_legacy``. The
+parameters are fence_bmc's (``hostname`` is required here: it is what
+``gethosts`` answers), and every operation goes through the same fencing
+engine, so ``off`` and ``reset`` also return only once the BMC reports the
+power off. Exit status 0 means success, anything else failure.
+
+Operations: ``gethosts``, ``on <host>``, ``off <host>``, ``reset <host>``
+(a reboot: verified off, then on), ``status`` (the *device*: can the BMC be
+reached and read), ``getconfignames``, ``getinfo-devid``,
+``getinfo-devname``, ``getinfo-devdescr``, ``getinfo-devurl``,
+``getinfo-xml``.
+"""
+
+import os
+import sys
+
+from hapack.stonith import fencing
+from hapack.stonith.errors import ConfigError
+from hapack.stonith.fence_bmc import AGENT
+
+NAME = "external/bmc"
+# the fence protocol's own parameters come from the op and its argument
+PROTOCOL_ONLY = ("action", "plug", "nodename")
+ACTIONS = {"gethosts": "list", "on": "on", "off": "off", "reset": "reboot",
+           "status": "monitor"}
+INFO = {
+    "getinfo-devid": "BMC STONITH device (IPMI or Redfish)",
+    "getinfo-devname": "fence_bmc BMC power switch",
+    "getinfo-devdescr": AGENT.longdesc,
+    "getinfo-devurl": AGENT.vendor_url,
+}
+CONFIG_NAMES = ("hostname", "ip")
+
+
+def params():
+    return [p for p in AGENT.params if p.name not in PROTOCOL_ONLY]
+
+
+def raw_from_environ(environ):
+    """The declared parameters among the environment variables (exact names)."""
+    raw = fencing.RawRequest()
+    for param in params():
+        for key in (param.name, *param.aliases):
+            if environ.get(key) is not None:
+                raw.put(param, key, environ[key])
+    return raw
+
+
+def run_op(op, host, environ, out, log, secrets):
+    if op == "getconfignames":
+        out.write("\n".join(CONFIG_NAMES) + "\n")
+        return 0
+    if op in INFO:
+        out.write(INFO[op] + "\n")
+        return 0
+    if op == "getinfo-xml":
+        from hapack.stonith.metadata import glue_parameters_xml
+        out.write(glue_parameters_xml(params()))
+        return 0
+    if op not in ACTIONS:
+        raise ConfigError(f"unknown operation {op!r} (one of {', '.join([*ACTIONS, *INFO])})")
+    raw = raw_from_environ(environ)
+    if not raw.get("hostname"):
+        raise ConfigError("parameter 'hostname' (the node this BMC powers) is required")
+    if op in ("on", "off", "reset"):
+        if not host:
+            raise ConfigError(f"{op} needs the host to fence")
+        raw["plug"] = host
+    raw["action"] = ACTIONS[op]
+    request = fencing.build_request(AGENT, raw, log, out, secrets)
+    return int(fencing.HANDLERS[request.action](request))
+
+
+def main(argv=None, environ=None, out=None):
+    argv = sys.argv[1:] if argv is None else argv
+    environ = os.environ if environ is None else environ
+    out = sys.stdout if out is None else out
+    secrets = fencing.Secrets()
+    log = fencing.RedactingLogger(NAME, secrets, environ=environ)
+    if not argv:
+        log.error(f"usage: bmc {{{'|'.join([*ACTIONS, 'getconfignames', *INFO, 'getinfo-xml'])}}}"
+                  " [host]")
+        return 1
+    op, host = argv[0], (argv[1] if len(argv) > 1 else None)
+    return int(fencing.guarded(log, lambda: run_op(op, host, environ, out, log, secrets)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
