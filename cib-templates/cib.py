@@ -1,0 +1,323 @@
+"""The stack as a Pacemaker CIB, built with lxml.
+
+Read top to bottom, this module is the configuration it writes:
+
+    crm_config    stonith-enabled, stonith-action=off, stonith-timeout,
+                  priority-fencing-delay
+    rsc_defaults  resource-stickiness, migration-threshold, failure-timeout
+    resources     fence-<node>     stonith:fence_bmc, one per node
+                  cl-partition     promotable clone of ocf:hapack:partition
+                  g-stateful       group: vip and the stateful layers, in start order
+                  cl-stateless     clone of group g-stateless: the stateless layers
+    constraints   loc-fence-<node>               -INFINITY: a device never runs on its own target
+                  loc-partition-prefers-<node>   Promoted role, 50 on the primary
+                  col-stateful-with-partition    g-stateful with cl-partition:Promoted, INFINITY
+                  ord-promote-then-stateful      cl-partition:promote then g-stateful:start
+
+The ids are the ones crmsh gives the same objects (``<rsc>-instance_attributes-
+<name>``, ``<rsc>-<op>-<interval>``, ...), so ``hapack render crm`` loaded with
+``crm configure load update`` produces this very CIB. Comments explain each
+choice; Pacemaker keeps XML comments in the CIB.
+"""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from hapack.stack import (DEFAULT_OPS, FENCE_AGENT, PRIMARY_PREFERENCE, STATEFUL_PRIORITY, Ops,
+                          Stack, format_duration)
+
+SCHEMA = "pacemaker-3.9"   # Pacemaker 2.1.5's newest; the Promoted/Unpromoted role names need 3.7
+
+# Ids of the objects hapack makes itself (a layer is named after itself).
+PARTITION = "partition"
+PARTITION_CLONE = "cl-partition"
+STATEFUL_GROUP = "g-stateful"
+STATELESS_GROUP = "g-stateless"
+STATELESS_CLONE = "cl-stateless"
+VIP = "vip"
+
+
+def fence_id(node: str) -> str:
+    return f"fence-{node}"
+
+
+# -- the comments written into the CIB (and, as # lines, into the crm script) --------
+
+HEADER = """\
+Rendered by 'hapack render {form}' from {source} (cluster {cluster}).
+Edit the stack file and render again rather than editing this configuration:
+'hapack render {other}' gives the same configuration as {other_text}.
+Layout (US 7,246,256): the stateless layers run hot on both nodes; the VIP and
+the stateful layers run only where the replicated partition is promoted and
+mounted; a failed node is powered off through its BMC before its data is taken."""
+
+CRM_CONFIG = """\
+Fencing is what makes the takeover safe: the survivor powers the failed node
+off through its BMC before it promotes the partition. stonith-action=off, not
+reboot: a fenced node stays down until someone looks at it (no fence loop).{delay}"""
+
+DELAY_ON = """
+priority-fencing-delay={delay}: in a split brain both nodes try to fence each other;
+fencing of the node that holds the stateful side (the higher total resource
+priority) waits this long, so the active node wins the race. It must be longer
+than a power-off through the BMC takes."""
+
+DELAY_OFF = """
+priority-fencing-delay is off: set a fence_delay on the primary in the stack file,
+or both nodes may power each other off in a split brain."""
+
+RSC_DEFAULTS = """\
+resource-stickiness={stickiness}: larger than the primary's preference ({preference}), so a
+recovered node does not take the stack back. migration-threshold={threshold}: after that
+many failures on a node a resource leaves it; for a stateful layer the whole stateful
+side moves, the partition included.{expiry}"""
+
+FENCE = """\
+{device} powers {node} off through {node}'s BMC ({driver} {address}). It is banned
+from {node} itself: the peer holds the means to cut {node}'s power.{delay}"""
+
+FENCE_DELAY = """
+pcmk_delay_base={delay}: fencing of {node} waits this long (static fence-race guard)."""
+
+PARTITION_TEXT = """\
+The replicated partition ({backend} {device} on {directory}) as a promotable clone:
+started (unpromoted, replicating) on both nodes, promoted and mounted on one.
+notify=true: the agent is told about its peer's promotions and demotions.
+priority={priority}: with the stateful group, this weighs in priority-fencing-delay."""
+
+STATEFUL_TEXT = """\
+The stateful side, in start order: {order}. It stops in reverse.
+Colocated with the promoted partition and started after the promotion, so on a
+failover: fence, promote the partition on the survivor, then {first} first.{vip}"""
+
+VIP_FIRST = """
+The VIP starts first, right after the promotion (the patent's order: clients are
+redirected at once and the layers come up behind it)."""
+
+VIP_AFTER = """
+The VIP starts after {layer} (stack file vip.start_after), so clients reach the
+stateful side only once the layers before it answer."""
+
+STATELESS_TEXT = """\
+The stateless layers ({names}), in order, as a clone: one copy hot on each node.
+They are not ordered against the stateful side, so a failover leaves them running."""
+
+FENCE_LOCATION = "A fence device never runs on the node it fences."
+
+PREFERENCE_TEXT = """\
+The primary, {node}, is preferred for the promoted partition, and so for the
+stateful side, on a cold start. The score ({preference}) is below the stickiness, so
+after a failover the stack stays where it is."""
+
+COLOCATION_TEXT = """\
+The VIP and the stateful layers run only where the partition is promoted..."""
+
+ORDER_TEXT = """\
+...and start only after it is promoted (and stop before it is demoted)."""
+
+
+# -- building ----------------------------------------------------------------------------
+
+def _comment(parent, text: str) -> None:
+    parent.append(etree.Comment(_comment_text(text)))
+
+
+def _comment_text(text: str) -> str:
+    body = text.replace("--", "- -").strip("\n")
+    return "\n" + "\n".join(("  " + line).rstrip() for line in body.splitlines()) + "\n"
+
+
+def _nvpairs(parent, tag: str, set_id: str, values: dict) -> None:
+    if not values:
+        return
+    group = etree.SubElement(parent, tag, id=set_id)
+    for name, value in values.items():
+        etree.SubElement(group, "nvpair", name=name, value=str(value), id=f"{set_id}-{name}")
+
+
+def _op(parent, rid: str, name: str, interval_ms: int, timeout_ms: int | None,
+        role: str | None = None) -> None:
+    interval = format_duration(interval_ms)
+    attrs = {"name": name, "interval": interval}
+    if timeout_ms is not None:
+        attrs["timeout"] = format_duration(timeout_ms)
+    if role is not None:
+        attrs["role"] = role
+    attrs["id"] = f"{rid}-{name}-{interval}"
+    etree.SubElement(parent, "op", attrs)
+
+
+def _operations(rid: str, ops: Ops, promotable: bool = False):
+    element = etree.Element("operations")
+    if ops.start_timeout is not None:
+        _op(element, rid, "start", 0, ops.start_timeout)
+    if ops.stop_timeout is not None:
+        _op(element, rid, "stop", 0, ops.stop_timeout)
+    if promotable:
+        _op(element, rid, "promote", 0, ops.promote_timeout)
+        _op(element, rid, "demote", 0, ops.demote_timeout)
+        _op(element, rid, "notify", 0, ops.notify_timeout)
+        _op(element, rid, "monitor", ops.monitor_interval, ops.monitor_timeout, "Unpromoted")
+        _op(element, rid, "monitor", ops.promoted_monitor_interval, ops.monitor_timeout, "Promoted")
+    else:
+        _op(element, rid, "monitor", ops.monitor_interval, ops.monitor_timeout)
+    return element
+
+
+def primitive(rid: str, agent: str, params: dict, ops: Ops, *, promotable: bool = False):
+    """A <primitive> for ``agent`` ("ocf:provider:type" or "stonith:type")."""
+    parts = agent.split(":")
+    attrs = {"id": rid, "class": parts[0]}
+    if parts[0] == "ocf":
+        attrs["provider"] = parts[1]
+    attrs["type"] = parts[-1]
+    element = etree.Element("primitive", attrs)
+    _nvpairs(element, "instance_attributes", f"{rid}-instance_attributes", params)
+    element.append(_operations(rid, ops, promotable))
+    return element
+
+
+_FORMS = {"cib": ("crm", "a crm shell script"), "crm": ("cib", "a CIB (XML)")}
+
+
+def build(stack: Stack, source: str, form: str = "cib") -> etree._Element:
+    """The whole <cib> for ``stack``; ``source`` names the stack file in the header,
+    ``form`` the output it is rendered for (cib or crm)."""
+    cib = etree.Element("cib", {"validate-with": SCHEMA, "admin_epoch": "0", "epoch": "1",
+                                "num_updates": "0"})
+    configuration = etree.SubElement(cib, "configuration")
+    other, other_text = _FORMS[form]
+    _comment(configuration, HEADER.format(form=form, source=source, cluster=stack.cluster.name,
+                                          other=other, other_text=other_text))
+    configuration.append(_crm_config(stack))
+    # Filled in by the cluster as the nodes join; their names must be corosync's.
+    etree.SubElement(configuration, "nodes")
+    configuration.append(_resources(stack))
+    configuration.append(_constraints(stack))
+    configuration.append(_rsc_defaults(stack))
+    etree.SubElement(cib, "status")
+    return cib
+
+
+def _crm_config(stack: Stack):
+    fencing = stack.fencing
+    element = etree.Element("crm_config")
+    delay = (DELAY_ON.format(delay=format_duration(fencing.priority_fencing_delay))
+             if fencing.priority_fencing_delay else DELAY_OFF)
+    _comment(element, CRM_CONFIG.format(delay=delay))
+    options = {"stonith-enabled": "true", "stonith-action": fencing.action,
+               "stonith-timeout": format_duration(fencing.timeout)}
+    if fencing.priority_fencing_delay:
+        options["priority-fencing-delay"] = format_duration(fencing.priority_fencing_delay)
+    _nvpairs(element, "cluster_property_set", "cib-bootstrap-options", options)
+    return element
+
+
+def _rsc_defaults(stack: Stack):
+    cluster = stack.cluster
+    element = etree.Element("rsc_defaults")
+    expiry = (f"\nfailure-timeout={format_duration(cluster.failure_timeout)}: older failures are "
+              "forgotten." if cluster.failure_timeout else
+              "\nFailures never expire: clear them with crm_resource --cleanup.")
+    _comment(element, RSC_DEFAULTS.format(stickiness=cluster.stickiness,
+                                          preference=PRIMARY_PREFERENCE,
+                                          threshold=cluster.migration_threshold, expiry=expiry))
+    defaults = {"resource-stickiness": cluster.stickiness,
+                "migration-threshold": cluster.migration_threshold}
+    if cluster.failure_timeout:
+        defaults["failure-timeout"] = format_duration(cluster.failure_timeout)
+    _nvpairs(element, "meta_attributes", "rsc-options", defaults)
+    return element
+
+
+def _resources(stack: Stack):
+    resources = etree.Element("resources")
+    fence_ops = Ops(**DEFAULT_OPS["fence"])
+    for node in stack.nodes:
+        device = fence_id(node.name)
+        delay = (FENCE_DELAY.format(delay=format_duration(node.fence_delay), node=node.name)
+                 if node.fence_delay else "")
+        _comment(resources, FENCE.format(device=device, node=node.name, driver=node.bmc.driver,
+                                         address=node.bmc.address, delay=delay))
+        resources.append(primitive(device, FENCE_AGENT,
+                                   node.bmc.agent_params(node.name, node.fence_delay), fence_ops))
+
+    part = stack.partition
+    _comment(resources, PARTITION_TEXT.format(backend=part.backend, device=part.device,
+                                              directory=part.directory,
+                                              priority=STATEFUL_PRIORITY))
+    clone = etree.SubElement(resources, "clone", id=PARTITION_CLONE)
+    _nvpairs(clone, "meta_attributes", f"{PARTITION_CLONE}-meta_attributes", {
+        "promotable": "true", "promoted-max": 1, "promoted-node-max": 1, "clone-max": 2,
+        "clone-node-max": 1, "notify": "true", "priority": STATEFUL_PRIORITY})
+    clone.append(primitive(PARTITION, part.agent, part.agent_params(), part.ops, promotable=True))
+
+    order = stack.stateful_order()
+    vip_text = (VIP_FIRST if stack.vip.start_after is None
+                else VIP_AFTER.format(layer=stack.vip.start_after))
+    _comment(resources, STATEFUL_TEXT.format(order=", ".join(order), first=order[0], vip=vip_text))
+    group = etree.SubElement(resources, "group", id=STATEFUL_GROUP)
+    _nvpairs(group, "meta_attributes", f"{STATEFUL_GROUP}-meta_attributes",
+             {"priority": STATEFUL_PRIORITY})
+    layers = {layer.name: layer for layer in stack.stateful}
+    for name in order:
+        if name == VIP:
+            group.append(primitive(VIP, stack.vip.agent, stack.vip.agent_params(), stack.vip.ops))
+        else:
+            layer = layers[name]
+            group.append(primitive(name, layer.agent, layer.agent_params(), layer.ops))
+
+    if stack.stateless:
+        _comment(resources, STATELESS_TEXT.format(
+            names=", ".join(layer.name for layer in stack.stateless)))
+        clone = etree.SubElement(resources, "clone", id=STATELESS_CLONE)
+        group = etree.SubElement(clone, "group", id=STATELESS_GROUP)
+        for layer in stack.stateless:
+            group.append(primitive(layer.name, layer.agent, layer.agent_params(), layer.ops))
+    return resources
+
+
+def _constraints(stack: Stack):
+    constraints = etree.Element("constraints")
+    _comment(constraints, FENCE_LOCATION)
+    for node in stack.nodes:
+        device = fence_id(node.name)
+        etree.SubElement(constraints, "rsc_location", id=f"loc-{device}", rsc=device,
+                         score="-INFINITY", node=node.name)
+
+    primary = stack.primary.name
+    _comment(constraints, PREFERENCE_TEXT.format(node=primary, preference=PRIMARY_PREFERENCE))
+    loc_id = f"loc-partition-prefers-{primary}"
+    location = etree.SubElement(constraints, "rsc_location", id=loc_id, rsc=PARTITION_CLONE)
+    rule = etree.SubElement(location, "rule", {"role": "Promoted",
+                                               "score": str(PRIMARY_PREFERENCE),
+                                               "id": f"{loc_id}-rule"})
+    etree.SubElement(rule, "expression", operation="eq", attribute="#uname", value=primary,
+                     id=f"{loc_id}-rule-expression")
+
+    _comment(constraints, COLOCATION_TEXT)
+    etree.SubElement(constraints, "rsc_colocation", {
+        "id": "col-stateful-with-partition", "score": "INFINITY", "rsc": STATEFUL_GROUP,
+        "with-rsc": PARTITION_CLONE, "with-rsc-role": "Promoted"})
+    _comment(constraints, ORDER_TEXT)
+    etree.SubElement(constraints, "rsc_order", {
+        "id": "ord-promote-then-stateful", "kind": "Mandatory", "first": PARTITION_CLONE,
+        "first-action": "promote", "then": STATEFUL_GROUP, "then-action": "start"})
+    return constraints
+
+
+def render(stack: Stack, source: str) -> bytes:
+    """The CIB as bytes: deterministic, pretty-printed, ending in a newline."""
+    cib = build(stack, source)
+    etree.indent(cib, space="  ")
+    for comment in cib.iter(etree.Comment):
+        indent = "  " * sum(1 for _ in comment.iterancestors())
+        lines = comment.text.strip("\n").splitlines()
+        comment.text = "".join(f"\n{indent}{line}" for line in lines) + f"\n{indent}"
+    return etree.tostring(cib, encoding="UTF-8", xml_declaration=False) + b"\n"
+
+
+def comment_lines(comment) -> list[str]:
+    """The text of a comment written by this module, one stripped line each."""
+    return [line.strip() for line in comment.text.strip().splitlines()]
