@@ -47,10 +47,15 @@ class Bmc:
     cipher: int = CIPHER
 
     def ipmitool_argv(self, *command: str, timeout_s: int = 2, retries: int = 1) -> list[str]:
-        """ipmitool argv for ``command``; the password goes by file, never on argv."""
+        """ipmitool argv for ``command``; the password goes by file, never on argv.
+
+        ``-N timeout_s -R retries``: an unreachable BMC fails after about
+        timeout_s * (retries + 1) seconds. ``-R 0`` would mean ipmitool's own
+        default (about 20 s), so retries is at least 1.
+        """
         return ["ipmitool", "-I", self.interface, "-C", str(self.cipher), "-H", self.address,
                 "-p", str(self.port), "-U", self.username, "-f", self.password_file,
-                "-N", str(timeout_s), "-R", str(retries), *command]
+                "-N", str(timeout_s), "-R", str(max(1, retries)), *command]
 
     def fence_ipmilan_params(self) -> dict[str, str]:
         """Parameters of a ``stonith:fence_ipmilan`` resource fencing this node."""

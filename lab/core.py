@@ -9,7 +9,6 @@ even after the process that built it was killed.
 from __future__ import annotations
 
 import grp
-import math
 import os
 import pwd
 import secrets
@@ -363,8 +362,7 @@ class Lab:
         if not self.state:
             return
         errors: list[str] = []
-        for thing in self._watches + self._spawned:
-            thing.stop()
+        self.stop_background()
         for node, cfg in self.state.get("nodes", {}).items():
             if Path(cfg["dir"]).is_dir():
                 self._step(errors, f"power off {node}", PowerSwitch(self.dir, node).off)
@@ -689,7 +687,32 @@ class Lab:
             self.state["bmc_unreachable"].remove(node)
             self._save()
 
+    def restore(self, wait_online: bool = True) -> None:
+        """Undo every fault: stop background processes, thaw, heal links, BMCs reachable,
+        power on (or reset a crashed node), wait until booted and, for Pacemaker,
+        until both nodes are online with quorum."""
+        self.stop_background()
+        for node in self.nodes:
+            if self.frozen(node):
+                self.thaw(node)
+            if self.cut_links(node):
+                self.heal_link(node, "all")
+            self.bmc_reachable(node)
+            if not self.running(node):
+                self.power(node, "reset" if self.power(node, "status") == "on" else "on")
+        for node in self.nodes:
+            self.wait_booted(node)
+        if wait_online and self.stack == "pacemaker":
+            self.wait_online()
+
     # -- running things in nodes and the client --------------------------
+    def stop_background(self) -> None:
+        """Stop the processes and VIP watches this Lab object started."""
+        for thing in self._watches + self._spawned:
+            thing.stop()
+        self._watches.clear()
+        self._spawned.clear()
+
     def _init_pid(self, node: str) -> int:
         init = self.power_state(node).get("init")
         if not alive(init):
@@ -811,7 +834,7 @@ class Lab:
 
     def ping(self, src: str, dst: str, timeout: float = 1.0) -> bool:
         """One ICMP echo from ``src`` (a node or ``"client"``) to ``dst``."""
-        argv = ["ping", "-n", "-q", "-c", "1", "-W", str(max(1, math.ceil(timeout))), dst]
+        argv = ["ping", "-n", "-q", "-c", "1", "-W", f"{timeout:g}", dst]
         if src == "client":
             return self.client_exec(argv, check=False, timeout=timeout + 5).returncode == 0
         return self.exec(src, argv, check=False, timeout=timeout + 5).returncode == 0
