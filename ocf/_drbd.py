@@ -1,0 +1,219 @@
+"""DRBD as the partition agent sees it: one state snapshot, the score table, the commands.
+
+State comes from ``/proc/drbd`` on DRBD 8.4 (one line per minor: no child
+process, which matters for a monitor every 10 s) and from
+``drbdsetup events2 --now <res>`` on DRBD 9, whose /proc/drbd carries no
+per-resource lines. Commands go through ``drbdadm``; drbd-utils 9 hands them
+to drbdadm-84 on an 8.4 kernel, so one set of command lines serves both.
+
+Split brain is not guessed from the connection state (StandAlone also follows
+a plain ``drbdadm disconnect``): DRBD's ``split-brain`` handler
+(``hapack.ocf.partition_handler split-brain``) leaves a marker that stays
+until an operator has resolved the split brain and removed it.
+"""
+
+import os
+import re
+
+PROC = "/proc/drbd"
+DRBD_MAJOR = 147
+STATE_DIR = "/var/lib/hapack/partition"
+
+# Connection states in which the peer's role and disk are known.
+PEER_KNOWN = frozenset((
+    "Connected", "StartingSyncS", "StartingSyncT", "WFBitMapS", "WFBitMapT", "WFSyncUUID",
+    "SyncSource", "SyncTarget", "PausedSyncS", "PausedSyncT", "VerifyS", "VerifyT",
+    "Ahead", "Behind"))
+# Disk states that pass on their own; the score is left as it is meanwhile.
+TRANSITIONAL = frozenset(("Attaching", "Negotiating", "Detaching"))
+
+KEEP = "keep"  # promotion_score(): leave the current score alone
+SCORE_UPTODATE = 10000     # UpToDate, and the peer's disk is known (or we are Primary)
+SCORE_UPTODATE_ALONE = 1000  # UpToDate as far as we know, peer disk unknown
+SCORE_CONSISTENT = 10      # consistent but maybe not the newest data
+
+
+class State:
+    """One look at a DRBD resource (one volume, one peer)."""
+
+    __slots__ = ("configured", "role", "peer_role", "cstate", "disk", "peer_disk")
+
+    def __init__(self, configured, role="Unknown", peer_role="Unknown", cstate="StandAlone",
+                 disk="Diskless", peer_disk="DUnknown"):
+        self.configured = configured
+        self.role = role
+        self.peer_role = peer_role
+        self.cstate = cstate
+        self.disk = disk
+        self.peer_disk = peer_disk
+
+    @property
+    def connected(self):
+        return self.cstate in PEER_KNOWN
+
+    def __repr__(self):
+        if not self.configured:
+            return "State(unconfigured)"
+        return (f"State(cs:{self.cstate} ro:{self.role}/{self.peer_role} "
+                f"ds:{self.disk}/{self.peer_disk})")
+
+    def __eq__(self, other):
+        return isinstance(other, State) and all(
+            getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+
+UNCONFIGURED = State(False)
+
+
+def promotion_score(state, split_brain=False):
+    """The promotion score for this replica: an int, None (never promote here) or KEEP.
+
+    ========================================  =========
+    local disk (role, peer)                   score
+    ========================================  =========
+    UpToDate, Primary                         10000
+    UpToDate, peer disk known                 10000
+    UpToDate, peer disk unknown               1000
+    Consistent                                10
+    Attaching, Negotiating, Detaching         unchanged
+    Outdated, Inconsistent, Diskless, other   never
+    any disk, Secondary, split brain flagged  never
+    ========================================  =========
+    """
+    if not state.configured:
+        return None
+    if state.disk in TRANSITIONAL:
+        return KEEP
+    if split_brain and state.role != "Primary":
+        return None
+    if state.disk == "UpToDate":
+        if state.role == "Primary" or state.peer_disk != "DUnknown":
+            return SCORE_UPTODATE
+        return SCORE_UPTODATE_ALONE
+    if state.disk == "Consistent":
+        return SCORE_CONSISTENT
+    return None
+
+
+def refuse_promotion(state, split_brain=False):
+    """Why this replica must not become Primary, or None. (The peer is the gate's job.)"""
+    if not state.configured:
+        return "the DRBD resource is not up (start it first)"
+    if split_brain:
+        return ("split brain was detected on this resource; resolve it by hand and remove "
+                "the marker (see docs/partition.md) before promoting")
+    if state.disk not in ("UpToDate", "Consistent"):
+        return f"the local replica is {state.disk}: it never becomes Primary"
+    return None
+
+
+# -- reading the state ----------------------------------------------------------
+
+_PROC_LINE = re.compile(r"^\s*(\d+): cs:(\S+)(?:\s+ro:(\S+?)/(\S+)\s+ds:(\S+?)/(\S+))?")
+
+
+def proc_version(text):
+    """The major version in /proc/drbd ('version: 8.4.11 (api:1/...)' -> 8), or None."""
+    match = re.search(r"^version:\s*(\d+)\.", text, re.M)
+    return int(match.group(1)) if match else None
+
+
+def parse_proc(text, minor):
+    """The State of one minor from DRBD 8.4's /proc/drbd (absent or Unconfigured: not up)."""
+    for line in text.splitlines():
+        match = _PROC_LINE.match(line)
+        if not match or int(match.group(1)) != minor:
+            continue
+        cstate = match.group(2)
+        if cstate == "Unconfigured" or match.group(3) is None:
+            return UNCONFIGURED
+        return State(True, role=match.group(3), peer_role=match.group(4), cstate=cstate,
+                     disk=match.group(5), peer_disk=match.group(6))
+    return UNCONFIGURED
+
+
+def _fields(line):
+    return dict(word.split(":", 1) for word in line.split()[2:] if ":" in word)
+
+
+def parse_events2(text, volume=0):
+    """The State from DRBD 9's ``drbdsetup events2 --now <res>`` (first peer)."""
+    seen = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 2 or words[0] != "exists" or words[1] == "-":
+            continue
+        fields = _fields(line)
+        if words[1] in ("device", "peer-device") and fields.get("volume", "0") != str(volume):
+            continue
+        seen.setdefault(words[1], fields)
+    if "resource" not in seen or "device" not in seen:
+        return UNCONFIGURED
+    connection = seen.get("connection", {})
+    return State(True, role=seen["resource"].get("role", "Unknown"),
+                 peer_role=connection.get("role", "Unknown"),
+                 cstate=connection.get("connection", "StandAlone"),
+                 disk=seen["device"].get("disk", "Diskless"),
+                 peer_disk=seen.get("peer-device", {}).get("peer-disk", "DUnknown"))
+
+
+def minor_of(device):
+    """The DRBD minor of a device path (/dev/drbd0, or a link to it), or None."""
+    try:
+        rdev = os.stat(device).st_rdev
+        if os.major(rdev) == DRBD_MAJOR:
+            return os.minor(rdev)
+    except OSError:
+        pass
+    match = re.fullmatch(r"/dev/drbd(\d+)", device)
+    return int(match.group(1)) if match else None
+
+
+def read_state(run, resource, device):
+    """The State of the resource: /proc/drbd on 8.4, else (DRBD 9, or no module)
+    ``drbdsetup events2 --now``; ``run(argv)`` runs a command and returns its Result."""
+    try:
+        with open(PROC, encoding="ascii", errors="replace") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        text = ""
+    minor = minor_of(device)
+    if proc_version(text) == 8 and minor is not None:
+        return parse_proc(text, minor)
+    result = run(events2(resource))
+    if not result.ok:  # "No such resource", no module: not up
+        return UNCONFIGURED
+    return parse_events2(result.stdout)
+
+
+# -- command lines --------------------------------------------------------------
+
+def events2(resource):
+    return ["drbdsetup", "events2", "--now", resource]
+
+
+def drbdadm(verb, resource):
+    """drbdadm <verb> <res>: up, adjust, primary, secondary, down, sh-dev."""
+    return ["drbdadm", verb, resource]
+
+
+MODPROBE = ["modprobe", "drbd"]
+
+
+# -- split brain marker -----------------------------------------------------------
+
+def state_dir(environ):
+    return environ.get("HAPACK_STATE_DIR") or STATE_DIR
+
+
+def split_brain_marker(environ, resource):
+    return os.path.join(state_dir(environ), f"{resource}.split-brain")
+
+
+def split_brain(environ, resource):
+    """The marker's text when split brain was recorded for resource, else None."""
+    try:
+        with open(split_brain_marker(environ, resource), encoding="utf-8") as handle:
+            return handle.read().strip() or "split brain"
+    except FileNotFoundError:
+        return None

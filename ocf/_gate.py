@@ -1,0 +1,197 @@
+"""The promotion gate of the partition agent: may this node take the partition now?
+
+Mounting the partition while another node may still write to it corrupts it,
+so promote wants positive evidence, checked in this order:
+
+1. Pacemaker's pre-promote notification names another node as promoted (and
+   not being demoted) or as being promoted too: refuse, whatever else holds.
+2. DRBD connected to its peer: the peer's role decides (Primary: refuse,
+   Secondary: go).
+3. shared, ext2/3/4: the superblock read from the device itself says the file
+   system is mounted read-write nowhere and was unmounted cleanly (the kernel
+   sets the journal's needs-recovery flag at every read-write mount and
+   clears it at a clean umount): go. This is the on-disk ownership marker;
+   a marker file inside the file system could not serve, since reading it
+   would mean mounting first.
+4. Otherwise the peer must be known to be off, from either source:
+   a. Pacemaker: the pre-promote notification names this node for promotion,
+      no other node is promoted, and stonith-enabled is not false (Pacemaker
+      then promotes only after fencing a lost node);
+   b. hamon: a fence confirmation file naming another node (hamon writes it
+      after fence_bmc confirmed the power is off), at most 5 minutes old and
+      not used before by this resource.
+5. Anything else: refuse, saying what is missing.
+
+The decision (:func:`decide`) is a pure function of an :class:`Evidence`;
+the readers below collect the evidence.
+"""
+
+import json
+import os
+import time
+
+NOTIFY_MAX_AGE = 300.0   # seconds from pre-promote notification to promote
+FENCE_MAX_AGE = 300.0    # seconds from fence confirmation to promote
+
+
+class Evidence:
+    """What promote knows about the other nodes."""
+
+    def __init__(self, node, backend, *, notify=None, peer_role=None, cstate=None,
+                 released=None, stonith_enabled=None, fenced=None, fence_note="",
+                 device=""):
+        self.node = node
+        self.backend = backend
+        self.notify = notify            # {"promote": [...], "promoted": [...], "demote": [...]}
+        self.peer_role = peer_role      # drbd: Primary, Secondary, Unknown
+        self.cstate = cstate            # drbd: connection state, for messages
+        self.released = released        # shared: True/False from the superblock, None: cannot tell
+        self.stonith_enabled = stonith_enabled  # True, False, or None (unknown)
+        self.fenced = fenced            # node named by a valid fence confirmation
+        self.fence_note = fence_note    # why a fence confirmation was not valid
+        self.device = device
+
+
+def other_promoted(notify, node):
+    """Other nodes Pacemaker reports promoted (not being demoted) or being promoted."""
+    staying = [n for n in notify["promoted"] if n not in notify["demote"]]
+    return sorted({n for n in staying + notify["promote"] if n != node})
+
+
+def decide(ev):
+    """(allowed, sentence) for a promotion of this node."""
+    if ev.notify is not None:
+        others = other_promoted(ev.notify, ev.node)
+        if others:
+            return False, f"Pacemaker reports {', '.join(others)} promoted or being promoted"
+    if ev.backend == "drbd" and ev.peer_role == "Primary":
+        return False, "the DRBD peer is Primary"
+    if ev.backend == "drbd" and ev.peer_role == "Secondary":
+        return True, "the DRBD peer is connected and Secondary"
+    if ev.backend == "shared" and ev.released:
+        return True, f"the file system on {ev.device} is mounted nowhere and was released cleanly"
+    if ev.notify is not None and ev.node in ev.notify["promote"]:
+        if ev.stonith_enabled:
+            return True, ("Pacemaker promotes this node and no other is promoted "
+                          "(it fences a lost node before promoting)")
+        if ev.stonith_enabled is False:
+            return False, ("stonith-enabled=false: without fencing, Pacemaker's view does not "
+                           "prove the peer stopped using the partition")
+    if ev.fenced:
+        return True, f"{ev.fenced} was confirmed powered off"
+    return False, _missing(ev)
+
+
+def _missing(ev):
+    if ev.backend == "drbd":
+        what = f"the DRBD peer's role is unknown (cs:{ev.cstate or '?'})"
+    elif ev.released is None:
+        what = f"the file system on {ev.device} cannot show whether another node uses it"
+    else:
+        what = (f"the file system on {ev.device} is in use or was not unmounted cleanly "
+                "(journal needs recovery)")
+    fence = f"no valid fence confirmation ({ev.fence_note})" if ev.fence_note else \
+        "no fence confirmation"
+    pcmk = "no pre-promote notification naming this node" if ev.notify is None or \
+        ev.node not in ev.notify["promote"] else "stonith-enabled could not be read"
+    return f"{what}, and nothing shows the peer is off: {pcmk}, {fence}"
+
+
+# -- Pacemaker's pre-promote notification, kept for the promote that follows -----
+
+def boot_id():
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def record_notification(path, notify):
+    """Keep the sets of a pre-promote notification for the promote that follows."""
+    data = {"boot": boot_id(), "t": time.monotonic(), "promote": notify.unames("promote"),
+            "promoted": notify.unames("promoted"), "demote": notify.unames("demote")}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+    os.replace(tmp, path)
+
+
+def read_notification(path):
+    """The recorded pre-promote sets when recent and from this boot, else None."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        age = time.monotonic() - float(data["t"])
+        if data["boot"] != boot_id() or not 0 <= age <= NOTIFY_MAX_AGE:
+            return None
+        return {k: list(data[k]) for k in ("promote", "promoted", "demote")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+# -- hamon's fence confirmation ---------------------------------------------------
+
+def _stamp(info):
+    return f"{info.st_ino}:{info.st_mtime_ns}"
+
+
+def read_fence_confirmation(path, node, used_path):
+    """(fenced node, note): the node named by a valid confirmation, or None and why not."""
+    if not path:
+        return None, ""
+    try:
+        info = os.stat(path)
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            words = handle.read().split()
+    except FileNotFoundError:
+        return None, ""
+    except OSError as exc:
+        return None, f"{path}: {exc.strerror}"
+    age = time.time() - info.st_mtime
+    if not words:
+        return None, f"{path} names no node"
+    if words[0] == node:
+        return None, f"{path} names this node"
+    if not -5 <= age <= FENCE_MAX_AGE:
+        return None, f"{path} is {age:.0f}s old (at most {FENCE_MAX_AGE:.0f}s)"
+    try:
+        with open(used_path, encoding="ascii") as handle:
+            if handle.read().strip() == _stamp(info):
+                return None, f"{path} was already used for a promotion of this resource"
+    except OSError:
+        pass
+    return words[0], ""
+
+
+def mark_fence_confirmation_used(path, used_path):
+    try:
+        stamp = _stamp(os.stat(path))
+    except OSError:
+        return
+    with open(used_path, "w", encoding="ascii") as handle:
+        handle.write(stamp + "\n")
+
+
+# -- stonith-enabled -------------------------------------------------------------
+
+STONITH_QUERY = ["crm_attribute", "--type", "crm_config", "--name", "stonith-enabled",
+                 "--query", "--quiet"]
+NOT_SET = 105  # crm_attribute: no such attribute (the default, true, applies)
+
+
+def stonith_enabled(ctx):
+    """True, False, or None when the cluster configuration cannot be read."""
+    from hapack.proc import CommandError
+    try:
+        result = ctx.run(STONITH_QUERY, timeout=5)
+    except CommandError as exc:
+        ctx.log.warning(f"cannot read stonith-enabled: {exc}")
+        return None
+    if result.returncode == NOT_SET:
+        return True
+    if not result.ok:
+        ctx.log.warning(f"cannot read stonith-enabled: {result.output()}")
+        return None
+    return result.stdout.strip().lower() in ("true", "on", "yes", "y", "1")

@@ -1,0 +1,583 @@
+"""ocf:hapack:partition -- the replicated partition: replica role and mount as one promotable resource.
+
+Started: the replica is attached and connecting (drbd) or the shared block
+device is present and readable (shared); nothing is mounted. Promoted: DRBD
+Primary (drbd) and the file system mounted read-write on ``directory``.
+Promotion passes the gate in ``_gate`` (never while another node may still
+use the partition); stop unmounts within the operation's budget, killing the
+holders it finds in /proc, and fails naming them when it cannot, so the
+cluster fences. Level-0 monitors read /proc/self/mountinfo (and /proc/drbd
+on DRBD 8.4) and run no child process.
+"""
+
+import os
+import re
+
+from hapack.ocf import (OCF, Action, Agent, ConfigError, FailedPromoted, GenericError,
+                        NotInstalled, OCFError, Param)
+from hapack.ocf import _drbd, _gate, _mount
+
+NAME = "partition"
+RSCTMP = "/run/resource-agents"
+SHARED_SCORE = 1000  # shared backend: the device is present (and was readable at start)
+
+
+def absolute_path(text):
+    if not os.path.isabs(text):
+        raise ValueError(f"{text!r} is not an absolute path")
+    return os.path.normpath(text)
+
+
+def mount_point(text):
+    path = absolute_path(text)
+    if path == "/":
+        raise ValueError("'/' cannot be a partition's mount point")
+    return path
+
+
+def word(text):
+    if not text.strip() or any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} must be one word, without spaces")
+    return text
+
+
+def drbd_name(text):
+    if not re.fullmatch(r"[-%+./0-9:=@A-Z_a-z]+", text):
+        raise ValueError(f"{text!r} is not a DRBD resource name")
+    return text
+
+
+PARAMS = (
+    Param("backend", "Replication backend",
+          "drbd: a DRBD resource (role, connection and disk state through drbdadm/drbdsetup). "
+          "shared: a block device every node sees (a SAN LUN); promotion is then gated on "
+          "cluster knowledge and the file system's on-disk state.",
+          kind="choice", choices=("drbd", "shared"), default="drbd"),
+    Param("drbd_resource", "DRBD resource name",
+          "The resource's name in the DRBD configuration (backend=drbd).", unique=True,
+          check=drbd_name),
+    Param("device", "Block device to mount",
+          "The block device holding the file system: /dev/drbdN for drbd (the minor path; "
+          "by-res links need udev), the LUN for shared.", required=True, check=absolute_path),
+    Param("directory", "Mount point",
+          "Where the file system is mounted on the promoted node; created when absent. "
+          "'/' and a directory inside another partition resource's mount are refused.",
+          required=True, unique=True, check=mount_point),
+    Param("fstype", "File system type", "e.g. ext4 or xfs.", required=True, check=word),
+    Param("options", "Mount options",
+          "Comma-separated mount options. Level-0 monitors check the ones the kernel shows "
+          "(nosuid, nodev, noexec, noatime, relatime, sync, ...); 'ro' is refused.",
+          check=word),
+    Param("run_fsck", "Check the file system before mounting",
+          "auto: fsck -p for file systems without a journal (ext2, vfat); force: always; "
+          "no: never.", kind="choice", choices=("auto", "force", "no"), default="auto"),
+    Param("probe_timeout", "Disk probe timeout (s)",
+          "Seconds a level-10 read or level-20 write-read-delete may take before the disk "
+          "counts as hung (reported as a failure, not waited for).", kind="integer",
+          default=5, minimum=1, maximum=120),
+    Param("wfc_timeout", "Wait for connection (s)",
+          "backend=drbd: seconds start waits for the peer to connect; start succeeds "
+          "without it (the peer may be down). 0 does not wait.", kind="integer", default=5,
+          minimum=0, maximum=600),
+    Param("fence_confirmed_file", "Fence confirmation file",
+          "A file whose first word names a node confirmed powered off, written by hamon "
+          "after fence_bmc confirmed it; a promotion not otherwise proven safe accepts it "
+          "once, for 5 minutes. Empty disables it.", default="/run/hapack/fence-confirmed"),
+)
+
+
+# -- state kept between calls ------------------------------------------------------
+
+def _path(ctx, suffix):
+    """$HA_RSCTMP/hapack-partition-<resource>.<suffix>; the clone number is dropped."""
+    base = ctx.environ.get("HA_RSCTMP") or RSCTMP
+    rsc = ctx.instance.split(":")[0].replace("/", "_")
+    return os.path.join(base, f"hapack-partition-{rsc}.{suffix}")
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _under_pacemaker(ctx):
+    return "OCF_RESKEY_crm_feature_set" in ctx.environ
+
+
+def _score(ctx, score, force=False):
+    """Write the promotion score when it changed (always when forced); Pacemaker only."""
+    if score == _drbd.KEEP or not _under_pacemaker(ctx):
+        return
+    cache = _path(ctx, "score")
+    text = "none" if score is None else str(score)
+    try:
+        with open(cache, encoding="ascii") as handle:
+            if handle.read().strip() == text and not force:
+                return
+    except OSError:
+        pass
+    try:
+        if score is None:
+            ctx.clear_promotion_score()
+        else:
+            ctx.set_promotion_score(score)
+    except OCFError as exc:  # retried at the next monitor; not a failure of the resource
+        ctx.log.error(str(exc))
+        return
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    with open(cache, "w", encoding="ascii") as handle:
+        handle.write(text + "\n")
+
+
+# -- backends ------------------------------------------------------------------------
+
+class Shared:
+    """A block device all nodes see. Started: present and readable; promoted: mounted."""
+
+    def look(self, ctx):
+        return os.path.exists(_path(ctx, "state"))
+
+    def running(self, look, mine):
+        return look or mine is not None
+
+    def promoted(self, look, mine):
+        return mine is not None
+
+    def problem(self, ctx, look):
+        if _mount.device_number(ctx.params.device) is None:
+            return f"{ctx.params.device} is gone or no longer a block device"
+        return None
+
+    def score(self, ctx, look):
+        return SHARED_SCORE if self.problem(ctx, look) is None else None
+
+    def split_brain(self, ctx):
+        return None
+
+    def start(self, ctx):
+        _probe(ctx, lambda: _mount.read_block(ctx.params.device), GenericError,
+               f"cannot read {ctx.params.device}")
+
+    def refuse(self, ctx, look):
+        return None
+
+    def add_evidence(self, ctx, look, ev):
+        block = _probe(ctx, lambda: _mount.read_block(ctx.params.device), GenericError,
+                       f"cannot read {ctx.params.device}")
+        in_use = _mount.ext_in_use(block) if ctx.params.fstype.startswith("ext") else None
+        ev.released = None if in_use is None else not in_use
+
+    def promote(self, ctx, look):
+        pass
+
+    def demote(self, ctx, look):
+        pass
+
+    stop = demote
+
+
+class Drbd:
+    """A DRBD resource. Started: up (attached, connecting); promoted: Primary."""
+
+    def look(self, ctx):
+        return _drbd.read_state(lambda argv: ctx.run(argv, timeout=10),
+                                ctx.params.drbd_resource, ctx.params.device)
+
+    def running(self, look, mine):
+        return look.configured
+
+    def promoted(self, look, mine):
+        return look.role == "Primary"
+
+    def problem(self, ctx, look):
+        return None
+
+    def score(self, ctx, look):
+        return _drbd.promotion_score(look, bool(self.split_brain(ctx)))
+
+    def split_brain(self, ctx):
+        return _drbd.split_brain(ctx.environ, ctx.params.drbd_resource)
+
+    def _adm(self, ctx, verb, error=GenericError):
+        result = ctx.run(_drbd.drbdadm(verb, ctx.params.drbd_resource))
+        if not result.ok:
+            raise error(f"drbdadm {verb} {ctx.params.drbd_resource} failed: "
+                        f"{result.output() or f'exit {result.returncode}'}")
+
+    def start(self, ctx):
+        if not os.path.exists(_drbd.PROC):
+            result = ctx.run(_drbd.MODPROBE, timeout=30)
+            if not result.ok:
+                raise NotInstalled(f"cannot load the drbd kernel module: {result.output()}")
+        look = self.look(ctx)
+        if not look.configured:
+            self._adm(ctx, "up")
+        elif look.disk == "Diskless" or not look.connected:
+            self._adm(ctx, "adjust")
+        from hapack.timing import Deadline, wait_until
+        wait = Deadline(min(ctx.params.wfc_timeout, ctx.deadline.left()))
+        def connected():
+            state = self.look(ctx)
+            return state if state.connected else None
+
+        look = wait_until(connected, wait) or self.look(ctx)
+        ctx.log.info(f"{ctx.params.drbd_resource} is up: {look}")
+
+    def refuse(self, ctx, look):
+        return _drbd.refuse_promotion(look, bool(self.split_brain(ctx)))
+
+    def add_evidence(self, ctx, look, ev):
+        ev.peer_role, ev.cstate = look.peer_role, look.cstate
+
+    def promote(self, ctx, look):
+        if look.role != "Primary":
+            self._adm(ctx, "primary")
+
+    def demote(self, ctx, look):
+        if look.role == "Primary":
+            self._adm(ctx, "secondary")
+
+    def stop(self, ctx, look):
+        if look.configured:
+            self.demote(ctx, look)
+            self._adm(ctx, "down")
+
+
+BACKENDS = {"shared": Shared(), "drbd": Drbd()}
+
+
+# -- mount helpers ---------------------------------------------------------------------
+
+def _probe(ctx, work, error, what):
+    try:
+        return _mount.bounded(work, ctx.params.probe_timeout)
+    except _mount.ProbeFailed as exc:
+        raise error(f"{what}: {exc}") from None
+
+
+def _ours(ctx, mounts=None):
+    """Our device's mount on the directory (the visible one), or None."""
+    mounts = _mount.table() if mounts is None else mounts
+    on_dir = _mount.at(ctx.params.directory, mounts)
+    number = _mount.device_number(ctx.params.device)
+    if on_dir and number is not None and on_dir[-1].dev == number:
+        return on_dir[-1]
+    return None
+
+
+def _check_directory(ctx, mounts):
+    """Refuse a mount point that another mount uses, or our device mounted elsewhere."""
+    p = ctx.params
+    on_dir = _mount.at(p.directory, mounts)
+    if on_dir and _ours(ctx, mounts) is None:
+        raise GenericError(f"{p.directory} is already a mount point of {on_dir[-1].source}")
+    inside = _mount.below(p.directory, mounts)
+    if inside and not on_dir:
+        raise GenericError(f"{inside[-1].point} is mounted below {p.directory}; refusing to "
+                           "hide it under the partition")
+    elsewhere = [m.point for m in _mount.of_device(p.device, mounts) if m.point != p.directory]
+    if elsewhere:
+        raise GenericError(f"{p.device} is already mounted on {', '.join(elsewhere)}")
+
+
+def _fsck(ctx):
+    p = ctx.params
+    if p.run_fsck == "no" or (p.run_fsck == "auto" and p.fstype not in ("ext2", "vfat", "msdos")):
+        return
+    result = ctx.run(["fsck", "-p", "-t", p.fstype, p.device])
+    if result.returncode & ~3:  # 1: errors corrected, 2: reboot advised; 4 and up: failed
+        raise GenericError(f"fsck of {p.device} failed (exit {result.returncode}): "
+                           f"{result.output()}")
+
+
+def _mount_it(ctx):
+    p = ctx.params
+    if not os.path.isdir(p.directory):
+        os.makedirs(p.directory, mode=0o755, exist_ok=True)
+    _fsck(ctx)
+    result = ctx.run(_mount.mount_argv(p.fstype, p.options, p.device, p.directory))
+    if not result.ok:
+        raise GenericError(f"mount {p.device} on {p.directory} failed: {result.output()}")
+    mine = _ours(ctx)
+    problems = _mount.option_problems(mine, p.options) if mine else ["not visible after mount"]
+    if problems:
+        _release(ctx)
+        raise GenericError(f"{p.directory} after mount: {'; '.join(problems)}")
+
+
+def _release(ctx):
+    """Unmount the directory (and below) within the budget, keeping a margin for DRBD."""
+    deadline = ctx.deadline.sub(min(2.0, ctx.deadline.left() * 0.2))
+    left = _mount.release(ctx.params.directory, deadline, ctx.log)
+    if left:
+        names = ", ".join(f"{comm}[{pid}] ({how})" if pid else comm for pid, comm, how in left)
+        raise GenericError(f"cannot unmount {ctx.params.directory}: still held by {names}")
+
+
+def _level_probe(ctx, error):
+    p = ctx.params
+    if ctx.check_level >= 20:
+        path = os.path.join(p.directory, f".hapack-probe-{ctx.instance.split(':')[0]}")
+        _probe(ctx, lambda: _mount.write_read_delete(path), error, f"write probe in {p.directory}")
+    elif ctx.check_level >= 10:
+        _probe(ctx, lambda: _mount.read_block(p.device), error, f"read from {p.device}")
+
+
+# -- the verbs -----------------------------------------------------------------------
+
+def monitor(ctx):
+    backend = BACKENDS[ctx.params.backend]
+    look = backend.look(ctx)
+    mine = _ours(ctx)
+    if not backend.running(look, mine):
+        return OCF.NOT_RUNNING
+    if backend.promoted(look, mine):
+        return _monitor_promoted(ctx, backend, look, mine)
+    problem = backend.problem(ctx, look)
+    if problem:
+        raise GenericError(problem)
+    if ctx.params.backend == "shared":  # a DRBD Secondary cannot be opened
+        _level_probe(ctx, GenericError)
+    _score(ctx, backend.score(ctx, look), force=ctx.is_probe)
+    _report_split_brain(ctx, backend, OCF.DEGRADED)
+    return OCF.SUCCESS
+
+
+def _monitor_promoted(ctx, backend, look, mine):
+    p = ctx.params
+    if mine is None:
+        raise FailedPromoted(f"{p.drbd_resource} is Primary but {p.device} is not mounted on "
+                             f"{p.directory}")
+    problems = _mount.option_problems(mine, p.options)
+    if problems:
+        raise FailedPromoted(f"{p.directory}: {'; '.join(problems)}")
+    _level_probe(ctx, FailedPromoted)
+    _score(ctx, backend.score(ctx, look), force=ctx.is_probe)
+    _report_split_brain(ctx, backend, OCF.DEGRADED_PROMOTED)
+    return OCF.RUNNING_PROMOTED
+
+
+def _report_split_brain(ctx, backend, code):
+    text = backend.split_brain(ctx)
+    if text:
+        raise OCFError(f"split brain on {ctx.params.drbd_resource}, not resolved by the agent: "
+                       f"{text}", code)
+
+
+def start(ctx):
+    p = ctx.params
+    backend = BACKENDS[p.backend]
+    _check_directory(ctx, _mount.table())
+    backend.start(ctx)
+    os.makedirs(os.path.dirname(_path(ctx, "state")), exist_ok=True)
+    with open(_path(ctx, "state"), "w", encoding="utf-8") as handle:
+        handle.write(f"{p.directory}\n{p.device}\n")
+    _score(ctx, backend.score(ctx, backend.look(ctx)), force=True)
+    ctx.log.info(f"{p.device} is ready (not mounted)")
+
+
+def stop(ctx):
+    backend = BACKENDS[ctx.params.backend]
+    if _ours(ctx) is not None or _mount.below(ctx.params.directory, _mount.table()):
+        _release(ctx)
+    backend.stop(ctx, backend.look(ctx))
+    if _under_pacemaker(ctx):
+        try:
+            ctx.clear_promotion_score()
+        except OCFError as exc:
+            ctx.log.warning(str(exc))
+    for suffix in ("state", "score", "notify"):
+        _remove(_path(ctx, suffix))
+
+
+def promote(ctx):
+    p = ctx.params
+    backend = BACKENDS[p.backend]
+    look, mounts = backend.look(ctx), _mount.table()
+    mine = _ours(ctx, mounts)
+    if not backend.running(look, mine):
+        raise GenericError(f"cannot promote: {p.device} is not started")
+    if mine is None:
+        _check_directory(ctx, mounts)
+        if not backend.promoted(look, mine):
+            _pass_gate(ctx, backend, look)
+            backend.promote(ctx, look)
+        try:
+            _mount_it(ctx)
+        except OCFError:
+            backend.demote(ctx, backend.look(ctx))
+            raise
+        ctx.log.info(f"{p.device} is mounted on {p.directory}")
+    _score(ctx, backend.score(ctx, backend.look(ctx)), force=True)
+
+
+def _pass_gate(ctx, backend, look):
+    p = ctx.params
+    refusal = backend.refuse(ctx, look)
+    if refusal:
+        raise GenericError(f"refusing to promote: {refusal}")
+    notify = _gate.read_notification(_path(ctx, "notify"))
+    used = _path(ctx, "fence-used")
+    fenced, note = _gate.read_fence_confirmation(p.fence_confirmed_file, ctx.node, used)
+    ev = _gate.Evidence(ctx.node, p.backend, notify=notify, fenced=fenced, fence_note=note,
+                        device=p.device)
+    backend.add_evidence(ctx, look, ev)
+    if notify is not None and ctx.node in notify["promote"]:
+        ev.stonith_enabled = _gate.stonith_enabled(ctx)
+    allowed, why = _gate.decide(ev)
+    if not allowed:
+        raise GenericError(f"refusing to promote: {why}")
+    ctx.log.info(f"promotion allowed: {why}")
+    _remove(_path(ctx, "notify"))  # one notification, one promotion
+    if fenced and why.startswith(fenced):
+        _gate.mark_fence_confirmation_used(p.fence_confirmed_file, used)
+
+
+def demote(ctx):
+    backend = BACKENDS[ctx.params.backend]
+    look = backend.look(ctx)
+    if not backend.running(look, _ours(ctx)):
+        return OCF.NOT_RUNNING
+    _release(ctx)
+    backend.demote(ctx, look)
+    _score(ctx, backend.score(ctx, backend.look(ctx)), force=True)
+    return None
+
+
+def notify(ctx):
+    event = ctx.notify
+    if event.key == "pre-promote":
+        _gate.record_notification(_path(ctx, "notify"), event)
+    elif event.type == "post":
+        backend = BACKENDS[ctx.params.backend]
+        look = backend.look(ctx)
+        if backend.running(look, _ours(ctx)):
+            _score(ctx, backend.score(ctx, look), force=True)
+
+
+# -- validation ----------------------------------------------------------------------
+
+def validate(ctx):
+    p = ctx.params
+    if p.backend == "drbd" and not p.drbd_resource:
+        raise ConfigError("backend=drbd needs drbd_resource")
+    if "ro" in _mount.options_list(p.options):
+        raise ConfigError("options must not contain 'ro': the promoted partition is read-write")
+    if _under_pacemaker(ctx):
+        _check_clone(ctx)
+    if ctx.action != "validate-all" or ctx.check_level >= 10:
+        _check_node(ctx)
+
+
+def _check_clone(ctx):
+    meta = ctx.meta
+    if meta.get("promotable", "").lower() != "true":
+        raise ConfigError(f"{NAME} must run as a promotable clone (promotable=true)")
+    if not ctx.notify_enabled:
+        raise ConfigError(f"{NAME} needs notify=true on its clone: the promotion gate reads "
+                          "Pacemaker's pre-promote notification")
+    if int(meta.get("promoted_max", meta.get("master_max", "1")) or 1) > 1:
+        raise ConfigError("promoted-max must be 1: the partition is mounted on one node only")
+    if int(meta.get("clone_node_max", "1") or 1) > 1:
+        raise ConfigError("clone-node-max must be 1")
+
+
+def _check_node(ctx):
+    """What this node must have: the device (or DRBD resource), the file system, a free spot."""
+    p = ctx.params
+    if p.backend == "shared":
+        if not os.path.exists(p.device):
+            raise NotInstalled(f"{p.device} does not exist on this node")
+        if _mount.device_number(p.device) is None:
+            raise ConfigError(f"{p.device} is not a block device")
+    else:
+        _check_drbd_config(ctx)
+    if not _fstype_known(p.fstype):
+        raise NotInstalled(f"file system type {p.fstype} is not supported by this kernel")
+    if os.path.exists(p.directory) and not os.path.isdir(p.directory):
+        raise ConfigError(f"{p.directory} exists and is not a directory")
+    _check_nesting(ctx)
+
+
+def _check_drbd_config(ctx):
+    p = ctx.params
+    from hapack.proc import which
+    if which("drbdadm") is None:
+        raise NotInstalled("drbdadm is not installed (drbd-utils)")
+    result = ctx.run(_drbd.drbdadm("sh-dev", p.drbd_resource), timeout=10)
+    if not result.ok:
+        raise NotInstalled(f"DRBD resource {p.drbd_resource} is not configured on this node: "
+                           f"{result.output()}")
+    configured = result.stdout.strip()
+    if configured and os.path.realpath(configured) != os.path.realpath(p.device):
+        raise ConfigError(f"device {p.device} is not the device of DRBD resource "
+                          f"{p.drbd_resource} ({configured})")
+
+
+def _fstype_known(fstype):
+    from hapack.proc import which
+    with open("/proc/filesystems", encoding="ascii") as handle:
+        if fstype in (line.split()[-1] for line in handle if line.strip()):
+            return True
+    if which(f"mount.{fstype}", "/sbin:/usr/sbin:/bin:/usr/bin"):
+        return True
+    try:
+        with open(f"/lib/modules/{os.uname().release}/modules.dep", encoding="utf-8") as handle:
+            return f"/{fstype}.ko" in handle.read()
+    except OSError:
+        return False
+
+
+def _check_nesting(ctx):
+    """Refuse a mount point inside (or around) another partition resource's mount point."""
+    import glob
+    mine = _path(ctx, "state")
+    here = ctx.params.directory.rstrip("/") + "/"
+    for path in glob.glob(os.path.join(os.path.dirname(mine), "hapack-partition-*.state")):
+        if path == mine:
+            continue
+        try:
+            with open(path, encoding="utf-8") as handle:
+                other = handle.readline().strip().rstrip("/") + "/"
+        except OSError:
+            continue
+        if other != "/" and (here.startswith(other) or other.startswith(here)):
+            rsc = os.path.basename(path)[len("hapack-partition-"):-len(".state")]
+            raise ConfigError(f"{ctx.params.directory} is nested with {other.rstrip('/')}, the "
+                              f"mount point of partition resource {rsc}")
+
+
+AGENT = Agent(
+    NAME, version="1.0",
+    shortdesc="Replicated partition: DRBD role or shared LUN, and its mount, as one promotable resource",
+    longdesc=("Manages the partition the stateful layers keep their data on. Started: the "
+              "replica is attached and connected (drbd) or the shared device is present "
+              "(shared), not mounted. Promoted: Primary and mounted read-write. Promotion "
+              "scores follow the DRBD disk state (UpToDate high, Consistent low, anything "
+              "else never). Promotion is refused while another node may still use the "
+              "partition. Stop unmounts within the operation timeout, killing the processes "
+              "that hold the mount (found in /proc), and fails naming them when it cannot. "
+              "Must run as a promotable clone with notify=true under Pacemaker."),
+    params=PARAMS,
+    actions=(
+        Action("start", start, 60),
+        Action("stop", stop, 60),
+        Action("promote", promote, 60),
+        Action("demote", demote, 60),
+        Action("notify", notify, 20),
+        Action("monitor", monitor, 20, interval=20, depth=0, role="Unpromoted"),
+        Action("monitor", monitor, 20, interval=10, depth=0, role="Promoted"),
+        Action("monitor", monitor, 30, interval=60, depth=20, role="Promoted"),
+    ),
+    validate=validate,
+)
+
+
+def main():
+    AGENT.run()
+
+
+if __name__ == "__main__":
+    main()

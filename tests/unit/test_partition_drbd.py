@@ -1,0 +1,302 @@
+"""partition, drbd backend: the score table, DRBD 8.4/9 parsing, the pinned command lines."""
+
+import io
+
+import pytest
+
+from hapack.ocf import OCF, _drbd, _mount, partition
+from hapack.ocf._drbd import State
+
+PROC_84 = """version: 8.4.11 (api:1/proto:86-101)
+srcversion: 211FB288A383ED945B83420
+ 0: cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate C r-----
+    ns:0 nr:0 dw:0 dr:0 al:0 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:0
+ 1: cs:StandAlone ro:Secondary/Unknown ds:Outdated/DUnknown   r-----
+    ns:0 nr:0 dw:0 dr:0 al:0 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:0
+ 2: cs:SyncTarget ro:Secondary/Primary ds:Inconsistent/UpToDate C r-----
+	[==>.................] sync'ed: 15.6% (54304/64344)K
+ 3: cs:Unconfigured
+"""
+
+EVENTS2_9 = """exists resource name:r0 role:Secondary suspended:no force-io-failures:no may_promote:no promotion_score:10102
+exists connection name:r0 peer-node-id:1 conn-name:b connection:Connected role:Primary
+exists device name:r0 volume:0 minor:0 backing_dev:/dev/vdb disk:UpToDate client:no quorum:yes open:no
+exists peer-device name:r0 peer-node-id:1 conn-name:b volume:0 replication:Established peer-disk:UpToDate peer-client:no resync-suspended:no
+exists -
+"""
+
+
+# -- the score table ------------------------------------------------------------
+
+@pytest.mark.parametrize("role,cstate,disk,peer_disk,split,score", [
+    ("Primary", "Connected", "UpToDate", "UpToDate", False, 10000),
+    ("Secondary", "Connected", "UpToDate", "UpToDate", False, 10000),
+    ("Secondary", "Connected", "UpToDate", "Outdated", False, 10000),
+    ("Secondary", "WFConnection", "UpToDate", "DUnknown", False, 1000),
+    ("Primary", "WFConnection", "UpToDate", "DUnknown", False, 10000),
+    ("Secondary", "WFConnection", "Consistent", "DUnknown", False, 10),
+    ("Secondary", "Connected", "Outdated", "UpToDate", False, None),
+    ("Secondary", "SyncTarget", "Inconsistent", "UpToDate", False, None),
+    ("Primary", "Connected", "Diskless", "UpToDate", False, None),
+    ("Secondary", "Connected", "Failed", "UpToDate", False, None),
+    ("Secondary", "Connected", "Negotiating", "UpToDate", False, _drbd.KEEP),
+    ("Secondary", "Connected", "Attaching", "DUnknown", False, _drbd.KEEP),
+    ("Secondary", "StandAlone", "UpToDate", "DUnknown", True, None),
+    ("Secondary", "StandAlone", "Consistent", "DUnknown", True, None),
+    ("Primary", "StandAlone", "UpToDate", "DUnknown", True, 10000),
+])
+def test_score_follows_the_disk_state(role, cstate, disk, peer_disk, split, score):
+    state = State(True, role=role, peer_role="Unknown", cstate=cstate, disk=disk,
+                  peer_disk=peer_disk)
+    assert _drbd.promotion_score(state, split) == score
+
+
+def test_an_unconfigured_resource_has_no_score():
+    assert _drbd.promotion_score(_drbd.UNCONFIGURED) is None
+
+
+@pytest.mark.parametrize("disk", ["Outdated", "Inconsistent", "Diskless", "Failed", "DUnknown"])
+def test_a_stale_replica_is_never_promoted(disk):
+    state = State(True, role="Secondary", cstate="WFConnection", disk=disk)
+    assert "never becomes Primary" in _drbd.refuse_promotion(state)
+
+
+def test_split_brain_refuses_promotion_even_when_up_to_date():
+    state = State(True, role="Secondary", cstate="StandAlone", disk="UpToDate")
+    assert _drbd.refuse_promotion(state) is None
+    assert "split brain" in _drbd.refuse_promotion(state, split_brain=True)
+
+
+# -- parsing ------------------------------------------------------------------------
+
+def test_proc_drbd_84():
+    assert _drbd.proc_version(PROC_84) == 8
+    assert _drbd.parse_proc(PROC_84, 0) == State(True, "Primary", "Secondary", "Connected",
+                                                 "UpToDate", "UpToDate")
+    one = _drbd.parse_proc(PROC_84, 1)
+    assert (one.cstate, one.peer_role, one.disk, one.connected) == (
+        "StandAlone", "Unknown", "Outdated", False)
+    two = _drbd.parse_proc(PROC_84, 2)
+    assert (two.peer_role, two.disk, two.connected) == ("Primary", "Inconsistent", True)
+    assert not _drbd.parse_proc(PROC_84, 3).configured
+    assert not _drbd.parse_proc(PROC_84, 7).configured
+
+
+def test_events2_drbd_9():
+    state = _drbd.parse_events2(EVENTS2_9)
+    assert state == State(True, "Secondary", "Primary", "Connected", "UpToDate", "UpToDate")
+    assert not _drbd.parse_events2("exists -\n").configured
+    alone = _drbd.parse_events2(
+        "exists resource name:r0 role:Primary suspended:no\n"
+        "exists device name:r0 volume:0 minor:0 disk:UpToDate client:no\nexists -\n")
+    assert (alone.peer_role, alone.cstate, alone.peer_disk) == ("Unknown", "StandAlone",
+                                                                 "DUnknown")
+
+
+def test_proc_drbd_9_has_no_resource_lines():
+    assert _drbd.proc_version("version: 9.2.8 (api:2/proto:86-122)\n") == 9
+
+
+def test_minor_from_the_device_name():
+    assert _drbd.minor_of("/dev/drbd12") == 12
+    assert _drbd.minor_of("/dev/sdx") is None
+
+
+# -- command lines, pinned (no DRBD module here: /proc/drbd is absent) -------------
+
+DEVICE = "/dev/drbd0"
+DIRECTORY = "/srv/hapack-test-data"
+
+
+def events(role="Secondary", peer_role="Secondary", cstate="Connected", disk="UpToDate",
+           peer_disk="UpToDate"):
+    return (f"exists resource name:r0 role:{role} suspended:no\n"
+            f"exists connection name:r0 peer-node-id:1 conn-name:b connection:{cstate} "
+            f"role:{peer_role}\n"
+            f"exists device name:r0 volume:0 minor:0 disk:{disk} client:no\n"
+            f"exists peer-device name:r0 peer-node-id:1 conn-name:b volume:0 "
+            f"peer-disk:{peer_disk}\nexists -\n")
+
+
+@pytest.fixture
+def drbd_node(monkeypatch, tmp_path):
+    """A fake DRBD node: /dev/drbd0 is a block device, mounts follow the commands."""
+    mounted = []
+    monkeypatch.setattr(_drbd, "PROC", str(tmp_path / "no-proc-drbd"))
+    monkeypatch.setattr(_mount, "device_number",
+                        lambda device: (147, 0) if device == DEVICE else None)
+
+    def table(path=None):
+        return [_mount.Mount((147, 0), DIRECTORY, ["rw", "noatime"], "ext4", DEVICE, ["rw"])
+                for _ in mounted]
+    monkeypatch.setattr(_mount, "table", table)
+    monkeypatch.setattr("hapack.proc.which", lambda name, path=None: f"/sbin/{name}")
+    monkeypatch.setattr(_mount, "umount", lambda point: mounted.clear() or 0)
+    env = {"OCF_RESOURCE_INSTANCE": "data", "HA_RSCTMP": str(tmp_path),
+           "OCF_RESKEY_drbd_resource": "r0", "OCF_RESKEY_device": DEVICE,
+           "OCF_RESKEY_directory": DIRECTORY, "OCF_RESKEY_fstype": "ext4",
+           "OCF_RESKEY_options": "noatime", "OCF_RESKEY_wfc_timeout": "1",
+           "OCF_RESKEY_fence_confirmed_file": ""}
+    return env, mounted
+
+
+def run(env, action, **extra):
+    err = io.StringIO()
+    code = partition.AGENT.execute([action], dict(env, **extra), stdout=io.StringIO(),
+                                   stderr=err)
+    return code, err.getvalue()
+
+
+SH_DEV = ["drbdadm", "sh-dev", "r0"]
+EVENTS = ["drbdsetup", "events2", "--now", "r0"]
+
+
+def test_start_brings_the_resource_up(fp, drbd_node):
+    env, _ = drbd_node
+    fp.register(SH_DEV, stdout=DEVICE + "\n")
+    fp.register(["modprobe", "drbd"])
+    fp.register(EVENTS, stdout="exists -\n")
+    fp.register(["drbdadm", "up", "r0"])
+    fp.register(EVENTS, stdout=events(), occurrences=5)
+    assert run(env, "start")[0] == OCF.SUCCESS
+    assert fp.call_count(["drbdadm", "up", "r0"]) == 1
+    assert fp.call_count(["modprobe", "drbd"]) == 1
+
+
+def test_start_reconnects_a_standalone_resource(fp, drbd_node):
+    env, _ = drbd_node
+    fp.register(SH_DEV, stdout=DEVICE + "\n")
+    fp.register(["modprobe", "drbd"])
+    fp.register(EVENTS, stdout=events(cstate="StandAlone", peer_role="Unknown",
+                                      peer_disk="DUnknown"))
+    fp.register(["drbdadm", "adjust", "r0"])
+    fp.register(EVENTS, stdout=events(), occurrences=5)
+    assert run(env, "start")[0] == OCF.SUCCESS
+    assert fp.call_count(["drbdadm", "adjust", "r0"]) == 1
+
+
+def test_promote_makes_primary_then_mounts(fp, drbd_node):
+    env, mounted = drbd_node
+    fp.register(SH_DEV, stdout=DEVICE + "\n")
+    fp.register(EVENTS, stdout=events())
+    fp.register(["drbdadm", "primary", "r0"])
+    fp.register(["mount", "-t", "ext4", "-o", "noatime", DEVICE, DIRECTORY],
+                callback=lambda process: mounted.append(DIRECTORY))
+    fp.register(EVENTS, stdout=events(role="Primary"))
+    import os
+    os.makedirs(DIRECTORY, exist_ok=True)
+    try:
+        assert run(env, "promote") == (OCF.SUCCESS, "")
+    finally:
+        os.rmdir(DIRECTORY)
+    assert mounted == [DIRECTORY]
+
+
+def test_promote_refuses_while_the_peer_is_primary(fp, drbd_node):
+    env, mounted = drbd_node
+    fp.register(SH_DEV, stdout=DEVICE + "\n")
+    fp.register(EVENTS, stdout=events(peer_role="Primary"))
+    code, err = run(env, "promote")
+    assert code == OCF.ERR_GENERIC and "the DRBD peer is Primary" in err
+    assert fp.call_count(["drbdadm", "primary", "r0"]) == 0 and not mounted
+
+
+def test_promote_refuses_an_outdated_replica(fp, drbd_node):
+    env, mounted = drbd_node
+    fp.register(SH_DEV, stdout=DEVICE + "\n")
+    fp.register(EVENTS, stdout=events(disk="Outdated", peer_role="Unknown",
+                                      cstate="Connecting", peer_disk="DUnknown"))
+    code, err = run(env, "promote")
+    assert code == OCF.ERR_GENERIC and "Outdated: it never becomes Primary" in err
+    assert fp.call_count(["drbdadm", "primary", "r0"]) == 0
+
+
+def test_promote_of_a_disconnected_replica_needs_the_peer_fenced(fp, drbd_node):
+    env, _ = drbd_node
+    fp.register(SH_DEV, stdout=DEVICE + "\n")
+    fp.register(EVENTS, stdout=events(peer_role="Unknown", cstate="Connecting",
+                                      peer_disk="DUnknown"))
+    code, err = run(env, "promote")
+    assert code == OCF.ERR_GENERIC and "role is unknown (cs:Connecting)" in err
+    assert fp.call_count(["drbdadm", "primary", "r0"]) == 0
+
+
+def test_a_failed_mount_demotes_again(fp, drbd_node):
+    env, mounted = drbd_node
+    fp.register(SH_DEV, stdout=DEVICE + "\n")
+    fp.register(EVENTS, stdout=events())
+    fp.register(["drbdadm", "primary", "r0"])
+    fp.register(["mount", "-t", "ext4", "-o", "noatime", DEVICE, DIRECTORY], returncode=32,
+                stderr="mount: wrong fs type")
+    fp.register(EVENTS, stdout=events(role="Primary"))
+    fp.register(["drbdadm", "secondary", "r0"])
+    import os
+    os.makedirs(DIRECTORY, exist_ok=True)
+    try:
+        code, err = run(env, "promote")
+    finally:
+        os.rmdir(DIRECTORY)
+    assert code == OCF.ERR_GENERIC and "wrong fs type" in err
+    assert fp.call_count(["drbdadm", "secondary", "r0"]) == 1
+
+
+def test_stop_unmounts_then_demotes_then_downs(fp, drbd_node):
+    env, mounted = drbd_node
+    mounted.append(DIRECTORY)
+    order = []
+    fp.register(EVENTS, stdout=events(role="Primary"))
+    fp.register(["drbdadm", "secondary", "r0"], callback=lambda p: order.append("secondary"))
+    fp.register(["drbdadm", "down", "r0"], callback=lambda p: order.append("down"))
+    assert run(env, "stop")[0] == OCF.SUCCESS
+    assert not mounted and order == ["secondary", "down"]
+
+
+def test_monitor_reports_the_role(fp, drbd_node):
+    env, mounted = drbd_node
+    fp.register(EVENTS, stdout=events())
+    assert run(env, "monitor")[0] == OCF.SUCCESS
+    fp.register(EVENTS, stdout=events(role="Primary"))
+    assert run(env, "monitor")[0] == OCF.FAILED_PROMOTED  # Primary, not mounted
+    mounted.append(DIRECTORY)
+    fp.register(EVENTS, stdout=events(role="Primary"))
+    assert run(env, "monitor")[0] == OCF.RUNNING_PROMOTED
+    fp.register(EVENTS, returncode=10, stderr="r0: No such resource")
+    mounted.clear()
+    assert run(env, "monitor")[0] == OCF.NOT_RUNNING
+
+
+def test_split_brain_is_reported_not_resolved(fp, drbd_node, tmp_path):
+    env, _ = drbd_node
+    env = dict(env, HAPACK_STATE_DIR=str(tmp_path))
+    (tmp_path / "r0.split-brain").write_text("detected 2026-11-24 on node2\n")
+    fp.register(EVENTS, stdout=events(cstate="StandAlone", peer_role="Unknown",
+                                      peer_disk="DUnknown"))
+    code, err = run(env, "monitor")
+    assert code == OCF.DEGRADED and "split brain on r0" in err
+    fp.register(SH_DEV, stdout=DEVICE + "\n")
+    fp.register(EVENTS, stdout=events(cstate="StandAlone", peer_role="Unknown",
+                                      peer_disk="DUnknown"))
+    code, err = run(env, "promote")
+    assert code == OCF.ERR_GENERIC and "split brain" in err
+    assert fp.call_count(["drbdadm", "primary", "r0"]) == 0
+
+
+def test_scores_are_written_through_crm_attribute(fp, drbd_node):
+    env, _ = drbd_node
+    env = dict(env, OCF_RESKEY_crm_feature_set="3.16.1", OCF_RESKEY_CRM_meta_interval="20000")
+    score = ["crm_attribute", "--promotion", "-l", "reboot", "-v", "10000"]
+    fp.register(EVENTS, stdout=events())
+    fp.register(score)
+    assert run(env, "monitor")[0] == OCF.SUCCESS
+    fp.register(EVENTS, stdout=events())
+    assert run(env, "monitor")[0] == OCF.SUCCESS  # unchanged: no second crm_attribute
+    assert fp.call_count(score) == 1
+    fp.register(EVENTS, stdout=events())
+    fp.register(score)
+    probe = dict(env, OCF_RESKEY_CRM_meta_interval="0")
+    assert run(probe, "monitor")[0] == OCF.SUCCESS  # a probe (after a restart) rewrites it
+    assert fp.call_count(score) == 2
+    fp.register(EVENTS, stdout=events(disk="Outdated"))
+    fp.register(["crm_attribute", "--promotion", "-l", "reboot", "-D"])
+    assert run(env, "monitor")[0] == OCF.SUCCESS
+    assert fp.call_count(["crm_attribute", "--promotion", "-l", "reboot", "-D"]) == 1
