@@ -45,7 +45,8 @@ directory, a database). The API is small and kept stable:
 ``http_expect(ctx, url, timeout, status=200, regex=None, parse=None)``
     One HTTP GET bounded by ``timeout`` and the deadline; GenericError when
     the status differs, ``regex`` does not match the body or ``parse(body)``
-    raises ValueError. Returns the body.
+    raises ValueError. Returns ``parse(body)``, or the body.
+    ``http_get(url, timeout)`` is the bare GET: (status, body).
 
 ``rsc_path(ctx, suffix)``
     A per-instance runtime path under ``$HA_RSCTMP`` (default
@@ -172,27 +173,100 @@ def default_url(p, path):
 # -- checks ---------------------------------------------------------------------
 
 def http_expect(ctx, url, timeout, status=200, regex=None, parse=None):
-    """GET url; raise GenericError unless it answers as expected. Returns the body."""
-    from hapack.probe import ProbeError, http_get
+    """GET url; raise GenericError unless it answers as expected.
+
+    Returns ``parse(body)`` when ``parse`` is given (it raises ValueError on
+    a bad page), else the body.
+    """
     limit = ctx.deadline.left(timeout)
     if limit <= 0:
         raise GenericError(f"no time left to check {url}")
-    try:
-        got, body = http_get(url, limit)
-    except ProbeError as exc:
-        raise GenericError(str(exc)) from None
+    got, body = http_get(url, limit)
     if got != status:
         raise GenericError(f"{url} answered HTTP {got}, expected {status}")
     if regex is not None:
         import re
         if re.search(regex, body) is None:
             raise GenericError(f"{url}: the answer does not contain /{regex}/: {_excerpt(body)}")
-    if parse is not None:
-        try:
-            parse(body)
-        except ValueError as exc:
-            raise GenericError(f"{url}: {exc}") from None
-    return body
+    if parse is None:
+        return body
+    try:
+        return parse(body)
+    except ValueError as exc:
+        raise GenericError(f"{url}: {exc}") from None
+
+
+def http_get(url, timeout, max_body=1 << 20):
+    """(status, body) of an HTTP/1.0 GET; ``timeout`` bounds the whole exchange.
+
+    Used instead of hapack.probe.http_get, which fails on every answer (it
+    reads ``conn.sock`` after http.client has handed the closed connection's
+    socket to the response). A raw socket also keeps http.client and email
+    out of every monitor. HTTPS is not verified: this is a health check.
+    """
+    import socket
+    import time
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    end = time.monotonic() + timeout
+    default = 443 if parts.scheme == "https" else 80
+    host, port = parts.hostname, parts.port or default
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    request = (f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\nUser-Agent: hapack\r\n"
+               "Accept: */*\r\n\r\n").encode()
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if parts.scheme == "https":
+                sock = _tls(sock, host)
+            sock.sendall(request)
+            data = _read_all(sock, end, max_body)
+    except (TimeoutError, socket.timeout):
+        raise GenericError(f"{url}: no answer within {timeout:g}s") from None
+    except OSError as exc:
+        raise GenericError(f"{url}: cannot connect to {host}:{port}: "
+                           f"{exc.strerror or exc}") from None
+    return _parse_response(url, data)
+
+
+def _tls(sock, host):
+    import ssl
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context.wrap_socket(sock, server_hostname=host)
+
+
+def _read_all(sock, end, max_body):
+    import time
+    data = b""
+    while len(data) < max_body:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def parse_response(data):
+    """(status, body text) of a raw HTTP answer; ValueError when it is not one."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    words = head.split(b"\r\n", 1)[0].split()
+    if len(words) < 2 or not words[0].startswith(b"HTTP/") or not words[1].isdigit():
+        raise ValueError(f"not an HTTP answer: {_excerpt(head.decode('latin-1'))}")
+    return int(words[1]), body.decode("utf-8", errors="replace")
+
+
+def _parse_response(url, data):
+    if not data:
+        raise GenericError(f"{url}: the server closed the connection without answering")
+    try:
+        return parse_response(data)
+    except ValueError as exc:
+        raise GenericError(f"{url}: {exc}") from None
 
 
 def _excerpt(text, limit=80):
@@ -342,7 +416,8 @@ class Server:
         if found:
             self.ctx.log.warning(f"leftover processes of this instance: "
                                  f"{' '.join(map(str, found))}; stopping them")
-            survivors = self._terminate(found, self.ctx.deadline.sub(self.ctx.deadline.left() * 0.7))
+            survivors = self._terminate(found, self.ctx.deadline.sub(self.ctx.deadline.left() * 0.7),
+                                        term_wait=1.0)
             if survivors:
                 raise GenericError(f"leftover processes {survivors} of this instance survived KILL")
         if os.path.exists(self.pidfile):
@@ -406,7 +481,7 @@ class Server:
             pids = process.wait_gone(pids, budget)
             if pids:
                 ctx.log.info(f"graceful stop did not finish within {budget.seconds:.1f}s")
-        survivors = self._terminate(pids, ctx.deadline)
+        survivors = self._terminate(pids, ctx.deadline, term_wait=10.0 if main else 1.0)
         if survivors:
             raise GenericError(f"{self.what} processes {' '.join(map(str, survivors))} are "
                                "still alive after SIGKILL")
@@ -420,12 +495,17 @@ class Server:
             self.ctx.log.info(f"sending {signal.Signals(graceful).name} to {pid} (graceful stop)")
             process.signal_pids([pid], graceful)
 
-    def _terminate(self, pids, deadline):
+    def _terminate(self, pids, deadline, term_wait=10.0):
+        """TERM (waiting at most term_wait s), then KILL, within deadline; the survivors."""
         pids = [pid for pid in pids if process.alive(pid)]
         if not pids:
             return []
         process.signal_pids(pids, signal.SIGCONT)
-        return process.escalate(pids, deadline, self.ctx.log)
+        term = Deadline(min(deadline.left() * 0.6, term_wait))
+        left = process.escalate(pids, term, self.ctx.log, steps=((signal.SIGTERM, 1.0),))
+        if left:
+            left = process.escalate(left, deadline, self.ctx.log, steps=((signal.SIGKILL, 1.0),))
+        return left
 
 
 def _younger_than(pid, path, slack=1.0):

@@ -1,0 +1,172 @@
+"""ocf:hapack:apache -- an Apache httpd instance from its own configuration file.
+
+The instance runs from ``config`` with a pid file of its own (given on the
+command line, so the agent always knows it), which makes several instances
+per node possible and leaves the distribution's default instance alone.
+Start returns once the level-10 check passes; stop is graceful (SIGWINCH,
+like ``-k graceful-stop``), then TERM, then KILL, within the operation's
+timeout. Monitor levels: 0 = the master process is alive and listening on
+``port``; 10 = mod_status's ``server-status?auto`` answers and parses;
+20 = ``test_url`` (e.g. a page proxied to the application server) answers
+as expected.
+"""
+
+import os
+import signal
+
+from hapack.ocf import Action, Agent, ArgsError, GenericError, NotInstalled, Param
+from hapack.ocf import _daemon as d
+
+NAME = "apache"
+
+PARAMS = (
+    *d.server_params(
+        binary="/usr/sbin/apache2", port=80,
+        status_url=("URL of mod_status's machine-readable page, fetched at check level 10. "
+                    "Unset: http://<address>:<port>/server-status?auto."),
+        status_regex=("Regular expression the level-10 answer must contain. Unset: the answer "
+                      "must be mod_status ?auto output (BusyWorkers, IdleWorkers, Scoreboard)."),
+        graceful=("Seconds the graceful stop (SIGWINCH: finish the requests in flight) may "
+                  "take before TERM and then KILL; 0 skips it. Always bounded by the stop "
+                  "timeout.")),
+    Param("user", "Worker user",
+          "User the child processes run as (passed as 'User' with -c, overriding the "
+          "configuration). Unset: the configuration's User directive."),
+)
+
+STATUS_KEYS = ("BusyWorkers", "IdleWorkers", "Scoreboard")
+
+
+def parse_status(text):
+    """mod_status ?auto output as a dict; ValueError when it is something else."""
+    found = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key and not key.startswith((" ", "<")):
+            found[key.strip()] = value.strip()
+    missing = [key for key in STATUS_KEYS if key not in found]
+    if missing:
+        raise ValueError(f"not mod_status ?auto output (no {', '.join(missing)}): "
+                         "is the server-status handler there, with ?auto?")
+    for key in ("BusyWorkers", "IdleWorkers"):
+        if not found[key].isdigit():
+            raise ValueError(f"mod_status {key} is {found[key]!r}, not a number")
+    return found
+
+
+# -- the instance ---------------------------------------------------------------
+
+def pidfile(ctx):
+    return ctx.params.pidfile or d.rsc_path(ctx, "pid")
+
+
+def argv(ctx, *tail):
+    """The server command line: our config, our pid file, then the operator's options."""
+    p = ctx.params
+    cmd = [p.binary, "-f", p.config, "-c", f"PidFile {pidfile(ctx)}"]
+    if p.user:
+        cmd += ["-c", f"User {p.user}"]
+    return cmd + list(p.options or ()) + list(tail)
+
+
+def server(ctx):
+    p = ctx.params
+    return d.Server(ctx, pidfile(ctx), exe=p.binary, port=p.port, marker=p.config, what="apache")
+
+
+def _status(ctx):
+    p = ctx.params
+    url = p.status_url or d.default_url(p, "/server-status?auto")
+    status = d.http_expect(ctx, url, p.client_timeout, p.expect_status, regex=p.status_regex,
+                           parse=None if p.status_regex else parse_status)
+    if not p.status_regex and status["IdleWorkers"] == "0":
+        ctx.log.warning(f"{url}: no idle worker left")
+
+
+def _test(ctx):
+    p = ctx.params
+    if p.test_url:
+        d.http_expect(ctx, p.test_url, p.client_timeout, p.expect_status, regex=p.test_regex)
+
+
+CHECKS = {10: _status, 20: _test}
+
+
+def syntax_error(ctx):
+    """The output of a failed ``-t`` configuration test, or None when it passes."""
+    result = ctx.run(argv(ctx, "-t"), timeout=30)
+    return None if result.ok else (result.output() or f"exit {result.returncode}")
+
+
+# -- the verbs ----------------------------------------------------------------------
+
+def validate(ctx):
+    p = ctx.params
+    if ctx.action == "validate-all" and ctx.check_level < 10:
+        return
+    if not os.access(p.binary, os.X_OK):
+        raise NotInstalled(f"apache binary {p.binary} is not installed or not executable")
+    if not os.path.isfile(p.config):
+        raise NotInstalled(f"configuration file {p.config} does not exist on this node")
+    if p.user:
+        import pwd
+        try:
+            pwd.getpwnam(p.user)
+        except KeyError:
+            raise NotInstalled(f"user {p.user} does not exist on this node") from None
+    if ctx.action == "validate-all":
+        error = syntax_error(ctx)
+        if error:
+            raise ArgsError(f"{p.config} does not pass 'apache2 -t': {error}")
+
+
+def start(ctx):
+    srv = server(ctx)
+
+    def launch():
+        os.makedirs(os.path.dirname(srv.pidfile), exist_ok=True)
+        result = ctx.run(argv(ctx, "-k", "start"), timeout=30)
+        if not result.ok:
+            error = syntax_error(ctx)
+            if error:
+                raise ArgsError(f"{ctx.params.config} does not pass 'apache2 -t': {error}")
+            raise GenericError(f"apache -k start failed: {result.output() or result.returncode}")
+
+    srv.start(launch, CHECKS)
+
+
+def stop(ctx):
+    server(ctx).stop(graceful=signal.SIGWINCH, graceful_timeout=ctx.params.graceful_timeout)
+
+
+def monitor(ctx):
+    return server(ctx).monitor(CHECKS)
+
+
+AGENT = Agent(
+    NAME, version="1.0",
+    shortdesc="Apache httpd instance with its own configuration, pid file and ports",
+    longdesc=("Runs one Apache httpd instance from its own configuration file, with a pid "
+              "file of its own, so several instances can share a node and the distribution's "
+              "default instance is never touched. Start waits until mod_status answers; stop "
+              "is graceful, then TERM, then KILL, within the timeout. Monitor depth 0 checks "
+              "the master process and its listening port, depth 10 mod_status, depth 20 a "
+              "page through the whole chain (test_url)."),
+    params=PARAMS,
+    actions=(
+        Action("start", start, 40),
+        Action("stop", stop, 60),
+        Action("monitor", monitor, 20, interval=10, depth=0),
+        Action("monitor", monitor, 30, interval=30, depth=10),
+        Action("monitor", monitor, 40, interval=60, depth=20),
+    ),
+    validate=validate,
+)
+
+
+def main():
+    AGENT.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""ocf:hapack:nginx -- an nginx instance from its own configuration file.
+
+The pid file is the configuration's main-level ``pid`` directive when it has
+one, otherwise a per-instance file the agent passes with ``-g``; messages
+nginx writes before it has read its configuration go to a per-instance file
+(``-e``), never to the compiled-in /var/log/nginx/error.log. Start returns
+once the level-10 check passes; stop is graceful (SIGQUIT: finish the
+requests in flight), then TERM, then KILL, within the operation's timeout.
+Monitor levels: 0 = the master is alive and listening on ``port``;
+10 = ``stub_status`` answers and parses; 20 = ``test_url`` answers.
+"""
+
+import os
+import signal
+
+from hapack.ocf import Action, Agent, ArgsError, GenericError, NotInstalled, Param
+from hapack.ocf import _daemon as d
+
+NAME = "nginx"
+COMPILED_PREFIX = "/usr/share/nginx"
+
+PARAMS = (
+    *d.server_params(
+        binary="/usr/sbin/nginx", port=80,
+        status_url=("URL of the stub_status page, fetched at check level 10. Unset: "
+                    "http://<address>:<port>/nginx_status."),
+        status_regex=("Regular expression the level-10 answer must contain. Unset: the "
+                      "answer must be stub_status output (Active connections, Reading, "
+                      "Writing, Waiting)."),
+        graceful=("Seconds the graceful stop (SIGQUIT: finish the requests in flight) may "
+                  "take before TERM and then KILL; 0 skips it. Always bounded by the stop "
+                  "timeout.")),
+    Param("prefix", "Prefix path (-p)",
+          "nginx's prefix path for relative paths in the configuration (nginx -p). Unset: "
+          "the compiled-in " + COMPILED_PREFIX + ".", check=d.absolute_path),
+    Param("error_log", "Early error log (-e)",
+          "File for the messages nginx writes before it reads its configuration, and its "
+          "error log when the configuration sets none (nginx -e). Unset: the "
+          "configuration's main-level error_log, else $HA_RSCTMP/hapack-nginx-<resource>.log.",
+          check=d.absolute_path),
+    Param("user", "Worker user",
+          "User the worker processes run as (passed with -g when the configuration has no "
+          "main-level 'user' directive; it must agree with one that is there). Unset: the "
+          "configuration's, else nginx's compiled-in default."),
+)
+
+
+# -- the configuration ------------------------------------------------------------
+
+def main_directives(text):
+    """Main-level (outside any block) directives: name -> list of argument lists.
+
+    Enough of nginx's syntax for pid, user and error_log: comments, quotes,
+    blocks and ';'. Files pulled in by 'include' are not read.
+    """
+    found, words, depth = {}, [], 0
+    for token in _tokens(text):
+        if token == "{":
+            depth, words = depth + 1, []
+        elif token == "}":
+            depth, words = max(0, depth - 1), []
+        elif token == ";":
+            if depth == 0 and words:
+                found.setdefault(words[0], []).append(words[1:])
+            words = []
+        else:
+            words.append(token)
+    return found
+
+
+def _tokens(text):
+    import re
+    for match in re.finditer(r'#[^\n]*|"((?:\\.|[^"\\])*)"|\'((?:\\.|[^\'\\])*)\'|([{};])|([^\s{};"\'#]+)',
+                             text):
+        if match.group(0).startswith("#"):
+            continue
+        quoted = match.group(1) if match.group(1) is not None else match.group(2)
+        yield quoted if quoted is not None else match.group(0)
+
+
+def _last(directives, name):
+    values = directives.get(name)
+    return values[-1][0] if values and values[-1] else None
+
+
+class Layout:
+    """Where this instance's pid file and early log are, and what -g must add.
+
+    The configuration wins over the parameters (it is what nginx will do);
+    disagreements are listed in ``problems`` for validate to refuse.
+    """
+
+    def __init__(self, ctx):
+        p = ctx.params
+        try:
+            with open(p.config, encoding="utf-8", errors="replace") as handle:
+                conf = main_directives(handle.read())
+        except OSError:
+            conf = {}
+        prefix = p.prefix or COMPILED_PREFIX
+        self.problems = []
+        configured_pid = _last(conf, "pid")
+        self.pidfile = (os.path.normpath(os.path.join(prefix, configured_pid)) if configured_pid
+                        else p.pidfile or d.rsc_path(ctx, "pid"))
+        if configured_pid and p.pidfile and self.pidfile != p.pidfile:
+            self.problems.append(f"pidfile {p.pidfile} differs from the pid directive "
+                                 f"'{configured_pid}' of {p.config}")
+        configured_user = _last(conf, "user")
+        if configured_user and p.user and configured_user != p.user:
+            self.problems.append(f"user {p.user} differs from the user directive "
+                                 f"'{configured_user}' of {p.config}")
+        log = _last(conf, "error_log")
+        self.config_log = (os.path.join(prefix, log) if log and log != "stderr"
+                           and not log.startswith(("syslog:", "memory:")) else None)
+        self.error_log = p.error_log or self.config_log or d.rsc_path(ctx, "log")
+        self.globals = "".join(
+            ([] if configured_pid else [f"pid {self.pidfile};"]) +
+            ([f"user {p.user};"] if p.user and not configured_user else []))
+
+
+def argv(ctx, layout, *tail):
+    p = ctx.params
+    cmd = [p.binary, "-e", layout.error_log, "-c", p.config]
+    if p.prefix:
+        cmd += ["-p", p.prefix.rstrip("/") + "/"]
+    if layout.globals:
+        cmd += ["-g", layout.globals]
+    return cmd + list(p.options or ()) + list(tail)
+
+
+def server(ctx, layout):
+    p = ctx.params
+    return d.Server(ctx, layout.pidfile, exe=p.binary, port=p.port, marker=p.config,
+                    log=layout.config_log or layout.error_log, what="nginx")
+
+
+# -- checks -------------------------------------------------------------------------
+
+def parse_stub_status(text):
+    """stub_status output as a dict of ints; ValueError when it is something else."""
+    import re
+    active = re.search(r"Active connections:\s*(\d+)", text)
+    counts = re.search(r"\n\s*(\d+)\s+(\d+)\s+(\d+)\s*\n", text)
+    rww = re.search(r"Reading:\s*(\d+)\s+Writing:\s*(\d+)\s+Waiting:\s*(\d+)", text)
+    if not (active and counts and rww):
+        raise ValueError("not stub_status output (Active connections / accepts handled "
+                         "requests / Reading Writing Waiting): is 'stub_status;' there?")
+    names = ("accepts", "handled", "requests", "reading", "writing", "waiting")
+    found = dict(zip(names, map(int, counts.groups() + rww.groups())))
+    found["active"] = int(active.group(1))
+    return found
+
+
+def _status(ctx):
+    p = ctx.params
+    url = p.status_url or d.default_url(p, "/nginx_status")
+    status = d.http_expect(ctx, url, p.client_timeout, p.expect_status, regex=p.status_regex,
+                           parse=None if p.status_regex else parse_stub_status)
+    if not p.status_regex:
+        if status["accepts"] > status["handled"]:
+            ctx.log.warning(f"{url}: {status['accepts'] - status['handled']} connections "
+                            "dropped (worker_connections too low?)")
+
+
+def _test(ctx):
+    p = ctx.params
+    if p.test_url:
+        d.http_expect(ctx, p.test_url, p.client_timeout, p.expect_status, regex=p.test_regex)
+
+
+CHECKS = {10: _status, 20: _test}
+
+
+def syntax_error(ctx, layout):
+    result = ctx.run(argv(ctx, layout, "-t", "-q"), timeout=30)
+    return None if result.ok else (result.output() or f"exit {result.returncode}")
+
+
+# -- the verbs --------------------------------------------------------------------
+
+def validate(ctx):
+    p = ctx.params
+    if ctx.action == "validate-all" and ctx.check_level < 10:
+        return
+    if not os.access(p.binary, os.X_OK):
+        raise NotInstalled(f"nginx binary {p.binary} is not installed or not executable")
+    if not os.path.isfile(p.config):
+        raise NotInstalled(f"configuration file {p.config} does not exist on this node")
+    layout = Layout(ctx)
+    if layout.problems:
+        raise ArgsError("; ".join(layout.problems))
+    if ctx.action == "validate-all":
+        error = syntax_error(ctx, layout)
+        if error:
+            raise ArgsError(f"{p.config} does not pass 'nginx -t': {error}")
+
+
+def start(ctx):
+    layout = Layout(ctx)
+    srv = server(ctx, layout)
+
+    def launch():
+        for path in (srv.pidfile, layout.error_log):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        result = ctx.run(argv(ctx, layout), timeout=30)
+        if not result.ok:
+            error = syntax_error(ctx, layout)
+            if error:
+                raise ArgsError(f"{ctx.params.config} does not pass 'nginx -t': {error}")
+            raise GenericError(f"nginx failed to start: {result.output() or result.returncode}")
+
+    srv.start(launch, CHECKS)
+
+
+def stop(ctx):
+    server(ctx, Layout(ctx)).stop(graceful=signal.SIGQUIT,
+                                  graceful_timeout=ctx.params.graceful_timeout)
+
+
+def monitor(ctx):
+    return server(ctx, Layout(ctx)).monitor(CHECKS)
+
+
+AGENT = Agent(
+    NAME, version="1.0",
+    shortdesc="nginx instance with its own configuration, pid file and ports",
+    longdesc=("Runs one nginx instance from its own configuration file with its own pid file "
+              "and early error log, so several instances can share a node and the "
+              "distribution's default instance is never touched. Start waits until "
+              "stub_status answers; stop is graceful (QUIT), then TERM, then KILL, within the "
+              "timeout. Monitor depth 0 checks the master process and its listening port, "
+              "depth 10 stub_status, depth 20 a page through the whole chain (test_url)."),
+    params=PARAMS,
+    actions=(
+        Action("start", start, 40),
+        Action("stop", stop, 60),
+        Action("monitor", monitor, 20, interval=10, depth=0),
+        Action("monitor", monitor, 30, interval=30, depth=10),
+        Action("monitor", monitor, 40, interval=60, depth=20),
+    ),
+    validate=validate,
+)
+
+
+def main():
+    AGENT.run()
+
+
+if __name__ == "__main__":
+    main()
