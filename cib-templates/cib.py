@@ -28,6 +28,9 @@ from hapack.stack import (DEFAULT_OPS, FENCE_AGENT, PRIMARY_PREFERENCE, STATEFUL
                           Stack, format_duration)
 
 SCHEMA = "pacemaker-3.9"   # Pacemaker 2.1.5's newest; the Promoted/Unpromoted role names need 3.7
+# Pacemaker 2.1.5's feature set, as 'cibadmin --empty' writes it. The cluster keeps it up to
+# date; offline tools (crm_verify, crm_simulate) need it to read fail counts per operation.
+FEATURE_SET = "3.16.1"
 
 # Ids of the objects hapack makes itself (a layer is named after itself).
 PARTITION = "partition"
@@ -184,8 +187,8 @@ _FORMS = {"cib": ("crm", "a crm shell script"), "crm": ("cib", "a CIB (XML)")}
 def build(stack: Stack, source: str, form: str = "cib") -> etree._Element:
     """The whole <cib> for ``stack``; ``source`` names the stack file in the header,
     ``form`` the output it is rendered for (cib or crm)."""
-    cib = etree.Element("cib", {"validate-with": SCHEMA, "admin_epoch": "0", "epoch": "1",
-                                "num_updates": "0"})
+    cib = etree.Element("cib", {"crm_feature_set": FEATURE_SET, "validate-with": SCHEMA,
+                                "admin_epoch": "0", "epoch": "1", "num_updates": "0"})
     configuration = etree.SubElement(cib, "configuration")
     other, other_text = _FORMS[form]
     _comment(configuration, HEADER.format(form=form, source=source, cluster=stack.cluster.name,

@@ -987,7 +987,10 @@ def agent_declaration(module_name: str):
         return None
     if spec is None:
         return None
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None     # being written: it cannot be imported yet, so it cannot be checked
     agent = getattr(module, "AGENT", None)
     params = getattr(agent, "params", None)
     return tuple(params) if params is not None else None

@@ -1,0 +1,402 @@
+"""The rendered CIB against Pacemaker 2.1.5's own scheduler, offline.
+
+crm_verify checks the configuration; crm_simulate plays failures on it. A
+"running" cluster is made from the rendered CIB the way the live one would
+be: both nodes up with quorum, the partition agent's promotion score
+(``master-partition``) set on both, transitions simulated until nothing is
+left to do. Each scenario then injects one fault and the assertions read
+crm_simulate's XML output and its transition graph (which action waits for
+which), not just its exit code.
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from hapack import stack as stackmod
+from hapack.cib import cib as cibmod
+from hapack.cib import crm as crmmod
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
+LAB = ROOT / "examples" / "stack.toml"
+PROMOTION_SCORE = "10000"   # what a partition with UpToDate data on both sides advertises
+
+pytestmark = pytest.mark.skipif(shutil.which("crm_simulate") is None,
+                                reason="Pacemaker CLI tools are not installed")
+
+
+# -- helpers: a simulated cluster ---------------------------------------------------
+
+def run(argv, **kwargs):
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, **kwargs)
+
+
+def load(path):
+    # The agents' own parameter checks are the unit tests' business (tests/unit/test_stack.py).
+    return stackmod.loads(path.read_text(), str(path), check_agents=False)
+
+
+def render(path=LAB, **vip):
+    stack = load(path)
+    if vip:
+        stack = _with_vip(stack, **vip)
+    return stack, cibmod.render(stack, path.name)
+
+
+def _with_vip(stack, **changes):
+    from dataclasses import replace
+    return replace(stack, vip=replace(stack.vip, **changes))
+
+
+class Cluster:
+    """A CIB file with a status section, driven through crm_simulate."""
+
+    def __init__(self, tmp_path: Path, cib: bytes):
+        self.dir = tmp_path
+        self.path = tmp_path / "cib-0.xml"
+        self.path.write_bytes(cib)
+        self.step = 0
+
+    def _next(self):
+        self.step += 1
+        return self.dir / f"cib-{self.step}.xml"
+
+    def simulate(self, *events):
+        """One transition from the current state with ``events`` injected.
+
+        Returns (result XML element, graph) and moves to the resulting state."""
+        out, graph = self._next(), self.dir / f"graph-{self.step}.xml"
+        proc = run(["crm_simulate", "-x", str(self.path), "-S", "--output-as=xml",
+                    "-O", str(out), "-G", str(graph), *events])
+        assert proc.returncode == 0, proc.stderr
+        self.path = out
+        return etree.fromstring(proc.stdout.encode()), Graph(graph)
+
+    def inject(self, *events):
+        """Record ``events`` in the status without running the transition they cause."""
+        out = self._next()
+        proc = run(["crm_simulate", "-x", str(self.path), "-R", "-Q", "-O", str(out), *events])
+        assert proc.returncode == 0, proc.stderr
+        self.path = out
+
+    def settle(self, limit=6):
+        for _ in range(limit):
+            result, _ = self.simulate()
+            if not result.findall("actions/*"):
+                return result
+        raise AssertionError("the cluster did not settle")
+
+    def edit(self, change):
+        tree = etree.parse(str(self.path))
+        change(tree.getroot())
+        out = self._next()
+        tree.write(str(out))
+        self.path = out
+
+    def set_promotion_scores(self):
+        def change(root):
+            for state in root.iterfind("status/node_state"):
+                node = state.get("id")
+                attrs = state.find("transient_attributes")
+                if attrs is None:
+                    attrs = etree.SubElement(state, "transient_attributes", id=node)
+                    etree.SubElement(attrs, "instance_attributes", id=f"status-{node}")
+                ia = attrs.find("instance_attributes")
+                if ia.find("nvpair[@name='master-partition']") is None:
+                    etree.SubElement(ia, "nvpair", id=f"status-{node}-master-partition",
+                                     name="master-partition", value=PROMOTION_SCORE)
+        self.edit(change)
+
+    def standby(self, node):
+        def change(root):
+            entry = root.find(f"configuration/nodes/node[@uname='{node}']")
+            attrs = etree.SubElement(entry, "instance_attributes", id=f"nodes-{node}")
+            etree.SubElement(attrs, "nvpair", id=f"nodes-{node}-standby", name="standby",
+                             value="on")
+        self.edit(change)
+
+
+class Graph:
+    """A transition graph: which action waits for which."""
+
+    def __init__(self, path: Path):
+        root = etree.parse(str(path)).getroot()
+        self.actions = {}     # id -> (key, node, element)
+        self.inputs = {}      # id -> ids it waits for
+        for synapse in root.iterfind("synapse"):
+            action = synapse.find("action_set/*")
+            aid = action.get("id")
+            key = action.get("operation_key")
+            self.actions[aid] = (key, action.get("on_node"), action)
+            self.inputs[aid] = {t.get("id") for t in synapse.iterfind("inputs/trigger/*")}
+
+    def find(self, key, node=None):
+        found = [aid for aid, (k, n, _) in self.actions.items()
+                 if k == key and (node is None or n == node)]
+        assert found, f"no action {key} on {node} in the graph: {sorted(self.keys())}"
+        return found[0]
+
+    def keys(self):
+        return {(k, n) for k, n, _ in self.actions.values()}
+
+    def has(self, key, node=None):
+        return any(k == key and (node is None or n == node) for k, n, _ in self.actions.values())
+
+    def waits_for(self, later, earlier):
+        """True if action ``later`` (transitively) waits for ``earlier``."""
+        seen, todo = set(), [later]
+        while todo:
+            for dep in self.inputs.get(todo.pop(), ()):
+                if dep == earlier:
+                    return True
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return False
+
+    def chain(self, *steps):
+        """Each (key, node) step waits for the one before it."""
+        ids = [self.find(key, node) for key, node in steps]
+        for earlier, later, e_step, l_step in zip(ids, ids[1:], steps, steps[1:]):
+            assert self.waits_for(later, earlier), f"{l_step} does not wait for {e_step}"
+
+    def resource_ops(self, node, tasks=("start", "stop", "promote", "demote")):
+        """(key) of real resource actions of these tasks on ``node``."""
+        return sorted(k for k, n, a in self.actions.values()
+                      if a.tag == "rsc_op" and n == node and a.get("operation") in tasks)
+
+
+def running(tmp_path, cib: bytes) -> Cluster:
+    """Both nodes up with quorum, promotion scores set, every transition done."""
+    cluster = Cluster(tmp_path, cib)
+    cluster.simulate("-q", "1", "-u", "node1", "-u", "node2")
+    cluster.set_promotion_scores()
+    cluster.settle()
+    return cluster
+
+
+def placement(result):
+    """resource id -> (role, node) for the resources active in ``result``'s status."""
+    out = {}
+    for rsc in result.iterfind("cluster_status//resource"):
+        for node in rsc.iterfind("node"):
+            out.setdefault(rsc.get("id"), set()).add((rsc.get("role"), node.get("name")))
+    return out
+
+
+def summary(result):
+    return [dict(a.attrib) for a in result.findall("actions/*")]
+
+
+STATEFUL = ("activemq", "postgresql", "slapd")
+STATELESS = ("apache", "tomcat")
+
+
+# -- crm_verify, crmsh, cibadmin, corosync ---------------------------------------------
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_crm_verify_is_clean(tmp_path, example):
+    _, cib = render(example)
+    proc = run(["crm_verify", "--xml-pipe", "-V"], input=cib.decode())
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    # With quorum (as in a live cluster), even the verbose check has nothing to say.
+    quorate = cib.replace(b"<cib ", b'<cib have-quorum="1" ', 1)
+    proc = run(["crm_verify", "--xml-pipe", "-VVV"], input=quorate.decode())
+    assert proc.returncode == 0
+    assert "warning" not in proc.stderr and "error" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("crm") is None, reason="crmsh is not installed")
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_crm_script_builds_the_same_cib(tmp_path, example):
+    stack = load(example)
+    script = tmp_path / "stack.crm"
+    script.write_bytes(crmmod.render(stack, example.name))
+    target = tmp_path / "cib.xml"
+    target.write_text(run(["cibadmin", "--empty"]).stdout)
+    # -F: the agents are not installed here, so crmsh finds no meta-data to check against.
+    proc = run(["crm", "-F", "configure", "load", "update", str(script)],
+               env={"CIB_file": str(target), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert "ERROR" not in proc.stderr.replace("got no meta-data", "").replace(
+        "no such resource agent", "") or _only_metadata_errors(proc.stderr), proc.stderr
+    rendered = etree.fromstring(cibmod.render(stack, example.name))
+    assert canonical(etree.parse(str(target)).getroot()) == canonical(rendered)
+
+
+def _only_metadata_errors(stderr):
+    return all("meta-data" in line or "no such resource agent" in line
+               for line in stderr.splitlines() if "ERROR" in line)
+
+
+def canonical(cib):
+    """The configuration without comments, top-level objects in id order."""
+    configuration = cib.find("configuration")
+
+    def norm(element):
+        children = [c for c in element if not isinstance(c, etree._Comment)]
+        if element.tag in ("resources", "constraints"):
+            children.sort(key=lambda c: c.get("id"))
+        return (element.tag, tuple(sorted(element.attrib.items())),
+                tuple(norm(c) for c in children))
+    return {c.tag: norm(c) for c in configuration if not isinstance(c, etree._Comment)}
+
+
+def test_cibadmin_replace_loads_the_cib(tmp_path):
+    _, cib = render()
+    target = tmp_path / "cib.xml"
+    target.write_text(run(["cibadmin", "--empty"]).stdout)
+    rendered = tmp_path / "rendered.xml"
+    rendered.write_bytes(cib)
+    env = {"CIB_file": str(target), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    proc = run(["cibadmin", "--replace", "--xml-file", str(rendered)], env=env)
+    assert proc.returncode == 0, proc.stderr
+    # On a running cluster (whose epoch has moved on), replace the configuration section.
+    section = tmp_path / "configuration.xml"
+    section.write_bytes(etree.tostring(etree.fromstring(cib).find("configuration")))
+    proc = run(["cibadmin", "--replace", "--scope", "configuration", "--xml-file", str(section)],
+               env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert canonical(etree.parse(str(target)).getroot()) == canonical(etree.fromstring(cib))
+
+
+@pytest.mark.skipif(shutil.which("corosync") is None, reason="corosync is not installed")
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_corosync_accepts_the_config(tmp_path, example):
+    from hapack.cib import corosync
+    stack = load(example)
+    text = corosync.render(stack, example.name).decode()
+    key = tmp_path / "authkey"
+    key.write_bytes(b"k" * 128)
+    key.chmod(0o400)
+    text = text.replace(f"logfile: {stack.corosync.logfile}", f"logfile: {tmp_path}/c.log")
+    text = text.replace("    transport: knet\n", f"    transport: knet\n    keyfile: {key}\n")
+    # corosync -t wants this host in the nodelist: the primary's addresses become loopback ones.
+    for i, link in enumerate(stack.links):
+        text = text.replace(f"ring{link.number}_addr: {stack.primary.address(link.name).ip}\n",
+                            f"ring{link.number}_addr: 127.0.0.{i + 1}\n")
+    conf = tmp_path / "corosync.conf"
+    conf.write_text(text)
+    proc = run(["corosync", "-t", "-c", str(conf)])
+    assert proc.returncode == 0, (proc.stdout, proc.stderr,
+                                  (tmp_path / "c.log").read_text() if (tmp_path / "c.log").exists()
+                                  else "")
+
+
+# -- the patent's failover, as Pacemaker schedules it -----------------------------------
+
+def test_everything_runs_where_the_patent_puts_it(tmp_path):
+    cluster = running(tmp_path, render()[1])
+    result, _ = cluster.simulate()
+    where = placement(result)
+    assert where["partition"] == {("Promoted", "node1"), ("Unpromoted", "node2")}
+    for name in ("vip", *STATEFUL):
+        assert where[name] == {("Started", "node1")}, name
+    for name in STATELESS:
+        assert where[name] == {("Started", "node1"), ("Started", "node2")}, name
+    assert where["fence-node1"] == {("Started", "node2")}
+    assert where["fence-node2"] == {("Started", "node1")}
+
+
+def test_primary_fails_fence_promote_then_vip_and_layers_in_order(tmp_path):
+    cluster = running(tmp_path, render()[1])
+    result, graph = cluster.simulate("--node-fail", "node1")
+    assert {"task": "Fence (off)", "node": "node1",
+            "reason": "peer is no longer part of the cluster"} in summary(result)
+    graph.chain(("stonith-node1-off", "node1"),
+                ("partition_promote_0", "node2"),
+                ("vip_start_0", "node2"),
+                ("activemq_start_0", "node2"),
+                ("postgresql_start_0", "node2"),
+                ("slapd_start_0", "node2"))
+    # the stateless copies on the survivor are left alone
+    assert not [k for k in graph.resource_ops("node2") if k.split("_")[0] in STATELESS]
+    # fencing the node that holds the stateful side waits priority-fencing-delay
+    fence = graph.actions[graph.find("stonith-node1-off")][2]
+    assert fence.find("attributes").get("CRM_meta_priority_fencing_delay") == "5"
+    assert fence.find("attributes").get("CRM_meta_stonith_action") == "off"
+    after = placement(cluster.settle())
+    assert after["partition"] == {("Promoted", "node2")}
+    for name in ("vip", *STATEFUL):
+        assert after[name] == {("Started", "node2")}
+    for name in STATELESS:
+        assert after[name] == {("Started", "node2")}
+
+
+def test_secondary_fails_it_is_fenced_and_nothing_else_moves(tmp_path):
+    cluster = running(tmp_path, render()[1])
+    result, graph = cluster.simulate("--node-fail", "node2")
+    assert [a for a in summary(result) if a.get("task", "").startswith("Fence")] == [
+        {"task": "Fence (off)", "node": "node2",
+         "reason": "peer is no longer part of the cluster"}]
+    assert graph.resource_ops("node1") == []
+    fence = graph.actions[graph.find("stonith-node2-off")][2]
+    assert fence.find("attributes").get("CRM_meta_priority_fencing_delay") == "0"
+    after = placement(cluster.settle())
+    assert after["partition"] == {("Promoted", "node1")}
+    for name in ("vip", *STATEFUL):
+        assert after[name] == {("Started", "node1")}
+
+
+def test_a_stateful_layer_failing_repeatedly_moves_the_stateful_side(tmp_path):
+    stack, cib = render()
+    cluster = running(tmp_path, cib)
+    for _ in range(stack.cluster.migration_threshold - 1):
+        cluster.inject("-i", "postgresql_monitor_10000@node1=1")
+        result, graph = cluster.simulate()
+        assert graph.resource_ops("node2") == []          # recovered in place
+        assert graph.has("postgresql_start_0", "node1")
+    cluster.inject("-i", "postgresql_monitor_10000@node1=1")
+    result, graph = cluster.simulate()
+    assert not [a for a in summary(result) if a.get("task", "").startswith("Fence")]
+    # stop in reverse on node1, demote there, then promote on node2 and start in order
+    graph.chain(("slapd_stop_0", "node1"), ("postgresql_stop_0", "node1"),
+                ("activemq_stop_0", "node1"), ("vip_stop_0", "node1"),
+                ("partition_demote_0", "node1"), ("partition_promote_0", "node2"),
+                ("vip_start_0", "node2"), ("activemq_start_0", "node2"),
+                ("postgresql_start_0", "node2"), ("slapd_start_0", "node2"))
+    assert not [k for k in graph.resource_ops("node1") + graph.resource_ops("node2")
+                if k.split("_")[0] in STATELESS]
+    after = placement(cluster.settle())
+    assert after["partition"] == {("Promoted", "node2"), ("Unpromoted", "node1")}
+
+
+def test_primary_standby_is_a_clean_switchover(tmp_path):
+    cluster = running(tmp_path, render()[1])
+    cluster.standby("node1")
+    result, graph = cluster.simulate()
+    assert not [a for a in summary(result) if a.get("task", "").startswith("Fence")]
+    assert not [k for k, _ in graph.keys() if k and k.startswith("stonith")]
+    graph.chain(("vip_stop_0", "node1"), ("partition_demote_0", "node1"),
+                ("partition_promote_0", "node2"), ("vip_start_0", "node2"),
+                ("slapd_start_0", "node2"))
+    after = placement(cluster.settle())
+    assert after["partition"] == {("Promoted", "node2")}
+    for name in ("vip", *STATEFUL):
+        assert after[name] == {("Started", "node2")}
+
+
+def test_recovered_primary_does_not_take_the_stack_back(tmp_path):
+    cluster = running(tmp_path, render()[1])
+    cluster.simulate("--node-fail", "node1")
+    cluster.settle()
+    cluster.simulate("-u", "node1")
+    cluster.set_promotion_scores()
+    after = placement(cluster.settle())
+    assert after["partition"] == {("Promoted", "node2"), ("Unpromoted", "node1")}
+    for name in ("vip", *STATEFUL):
+        assert after[name] == {("Started", "node2")}
+    for name in STATELESS:
+        assert after[name] == {("Started", "node1"), ("Started", "node2")}
+
+
+def test_vip_start_after_a_layer(tmp_path):
+    cluster = running(tmp_path, render(start_after="postgresql")[1])
+    _, graph = cluster.simulate("--node-fail", "node1")
+    graph.chain(("partition_promote_0", "node2"), ("activemq_start_0", "node2"),
+                ("postgresql_start_0", "node2"), ("vip_start_0", "node2"),
+                ("slapd_start_0", "node2"))
