@@ -54,7 +54,9 @@ PARAMS = (
     Param("hostname", "Cluster node this BMC powers",
           "The name of the node whose power this BMC switches. list prints it, and on, off, "
           "reboot and status refuse any other target (plug/nodename)."),
-    Param("lanplus", "(ipmi) Use IPMI 2.0 RMCP+; false forces IPMI 1.5",
+    Param("lanplus", "(ipmi) Use IPMI 2.0 RMCP+ (the only protocol supported)",
+          "IPMI 2.0 RMCP+ sessions (what ipmitool calls lanplus). Accepted for fence_ipmilan "
+          "compatibility; false (IPMI 1.5, MD5 without encryption) is refused.",
           kind="boolean", default=True),
     Param("cipher", "(ipmi) RMCP+ cipher suite: 17 or 3 (default: 17, falling back to 3)",
           "The cipher suite of the RMCP+ session. Unset, 17 (SHA-256) is offered first and 3 "
@@ -90,8 +92,6 @@ def validate(values):
         if not argv or which(argv[0]) is None:
             raise ConfigError(f"password_script: {argv[0] if argv else ''!r} is not an "
                               "executable")
-    if values.driver == "ipmi" and values.cipher and not values.lanplus:
-        raise ConfigError("cipher applies to lanplus (IPMI 2.0) sessions only")
 
 
 def open_device(request):

@@ -7,7 +7,8 @@ that skips the OEM detection round trip (Get Device ID) that ``Command``
 does before every power call, and the ~50 ms import of pyghmi's OEM handlers
 that every agent process would pay. What pyghmi's session does not let a
 caller choose, a small subclass pins: the cipher suite (pyghmi offers 17,
-then falls back to 3) and IPMI 1.5 instead of RMCP+ (``lanplus=false``).
+then falls back to 3). IPMI 1.5 (``lanplus=false``) is refused: pyghmi
+1.6's IPMI 1.5 login fails on Python 3 (it concatenates str and bytes).
 """
 
 import socket
@@ -29,20 +30,17 @@ _AUTH_WORDS = ("password", "unauthorized", "username", "privilege", "invalid rol
 _NO_ANSWER = ("", "none", "timeout")
 
 
-def session_class(suite, lanplus):
-    """pyghmi's Session with the cipher suite and protocol version pinned."""
+def session_class(suite):
+    """pyghmi's Session with the cipher suite pinned (None: 17, then 3)."""
     from pyghmi.ipmi.private import session
 
     class PinnedSession(session.Session):
         pinned_suite = suite
-        ipmi20 = lanplus
 
         def _initsession(self):
             super()._initsession()
             if self.pinned_suite == 3:
                 self.attemptedhash = 1  # pyghmi's marker for SHA-1 (suite 3)
-            if not self.ipmi20:
-                self.ipmi15only = 1
 
         def _got_rmcp_response(self, data):
             if self.pinned_suite == 17 and data[0] == self.rmcptag and data[1] != 0:
@@ -62,13 +60,16 @@ class IpmiDriver(Driver):
 
     @classmethod
     def check(cls, settings):
+        if not settings.lanplus:
+            raise ConfigError("lanplus=false (IPMI 1.5) is not supported: pyghmi's IPMI 1.5 "
+                              "login does not work; enable IPMI 2.0 (RMCP+) on the BMC")
         if settings.hexadecimal_kg is not None:
             kg_bytes(settings.hexadecimal_kg)
 
     @classmethod
     def open(cls, settings, password):
         where = endpoint(settings, cls)
-        session = session_class(settings.cipher and int(settings.cipher), settings.lanplus)
+        session = session_class(settings.cipher and int(settings.cipher))
         from pyghmi import exceptions
         try:
             opened = session(bmc=settings.ip, userid=settings.username or "",

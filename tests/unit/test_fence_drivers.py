@@ -72,7 +72,7 @@ def test_completion_codes_split_into_refused_and_retryable():
     assert info.value.transient
 
 
-def test_pinned_session_chooses_suite_3_and_ipmi_15():
+def test_pinned_session_chooses_the_cipher_suite():
     pytest.importorskip("pyghmi")
 
     def initialized(cls):
@@ -81,11 +81,13 @@ def test_pinned_session_chooses_suite_3_and_ipmi_15():
         session._initsession()
         return session
 
-    default = initialized(ipmi.session_class(None, True))
-    assert (default.attemptedhash, default.ipmi15only) == (256, 0)
-    suite3 = initialized(ipmi.session_class(3, True))
-    assert suite3.attemptedhash == 1
-    assert initialized(ipmi.session_class(None, False)).ipmi15only == 1
+    assert initialized(ipmi.session_class(None)).attemptedhash == 256  # 17, then 3
+    assert initialized(ipmi.session_class(3)).attemptedhash == 1
+
+
+def test_ipmi_15_is_refused_with_a_reason():
+    with pytest.raises(ConfigError, match="IPMI 1.5"):
+        driver_class("ipmi").check(settings(lanplus="false"))
 
 
 def test_kg_must_be_hexadecimal():
