@@ -166,7 +166,9 @@ def files(stack: Stack, source: str) -> dict[str, tuple[str, int]]:
 
 def authkeys(existing: str | None = None) -> str:
     """The authkeys text: ``existing`` if it is a valid one, else a fresh sha1 key."""
-    if existing and existing.lstrip().startswith("auth"):
+    lines = [line.split() for line in (existing or "").splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    if lines and lines[0][:1] == ["auth"] and len(lines) > 1:
         return existing
     key = secrets.token_hex(32)
     return ("# Heartbeat message authentication (HMAC-SHA1); the same file on both nodes, "

@@ -1,0 +1,139 @@
+"""hapack render: golden files for the examples, determinism, and the CLI's contract.
+
+Regenerate the golden files after an intended change with
+``HAPACK_REGOLD=1 .venv/bin/pytest tests/unit/test_render.py`` and review the diff.
+"""
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from hapack import render
+from hapack.cib import cib as cibmod
+from hapack.cib import corosync, crm, heartbeat
+from hapack.stack import loads
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "data" / "render"
+EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
+LAB = ROOT / "examples" / "stack.toml"
+
+
+def load(path):
+    return loads(path.read_text(), str(path), check_agents=False)
+
+
+def outputs(path):
+    stack = load(path)
+    out = {"cib.xml": cibmod.render(stack, path.name), "stack.crm": crm.render(stack, path.name),
+           "corosync.conf": corosync.render(stack, path.name)}
+    for rel, (text, _) in heartbeat.files(stack, path.name).items():
+        out["heartbeat/" + rel] = text.encode()
+    return out
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_golden(example):
+    folder = GOLDEN / example.stem
+    for name, data in outputs(example).items():
+        golden = folder / name
+        if os.environ.get("HAPACK_REGOLD"):
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_bytes(data)
+        assert golden.read_bytes() == data, f"{golden} differs (HAPACK_REGOLD=1 to update)"
+
+
+def test_same_input_same_bytes():
+    assert outputs(LAB) == outputs(LAB)
+
+
+def test_cib_is_well_formed_and_commented():
+    root = etree.fromstring(cibmod.render(load(LAB), "stack.toml"))
+    assert root.get("validate-with") == cibmod.SCHEMA
+    assert root.find("configuration/nodes") is not None and root.find("status") is not None
+    assert len(list(root.iter(etree.Comment))) >= 8
+
+
+def test_topology_constraints():
+    root = etree.fromstring(cibmod.render(load(LAB), "stack.toml"))
+    constraints = root.find("configuration/constraints")
+    bans = {(c.get("rsc"), c.get("node"), c.get("score"))
+            for c in constraints.iterfind("rsc_location[@node]")}
+    assert bans == {("fence-node1", "node1", "-INFINITY"), ("fence-node2", "node2", "-INFINITY")}
+    col = constraints.find("rsc_colocation")
+    assert (col.get("rsc"), col.get("with-rsc"), col.get("with-rsc-role"), col.get("score")) == (
+        "g-stateful", "cl-partition", "Promoted", "INFINITY")
+    order = constraints.find("rsc_order")
+    assert (order.get("first"), order.get("first-action"), order.get("then"),
+            order.get("then-action"), order.get("kind")) == (
+        "cl-partition", "promote", "g-stateful", "start", "Mandatory")
+    group = root.find("configuration/resources/group[@id='g-stateful']")
+    assert [p.get("id") for p in group.iterfind("primitive")] == [
+        "vip", "activemq", "postgresql", "slapd"]
+    clone = root.find("configuration/resources/clone[@id='cl-partition']")
+    meta = {nv.get("name"): nv.get("value") for nv in clone.iterfind("meta_attributes/nvpair")}
+    assert meta["promotable"] == "true" and meta["promoted-max"] == "1" and meta["notify"] == "true"
+    props = {nv.get("name"): nv.get("value")
+             for nv in root.iterfind("configuration/crm_config//nvpair")}
+    assert props == {"stonith-enabled": "true", "stonith-action": "off", "stonith-timeout": "60s",
+                     "priority-fencing-delay": "5s"}
+
+
+def test_crm_quotes_values_it_must():
+    assert crm.quote("noatime") == "noatime"
+    assert crm.quote("-D SSL") == '"-D SSL"'
+    assert crm.quote('a "b" \\c') == '"a \\"b\\" \\\\c"'
+
+
+# -- the command line -----------------------------------------------------------------
+
+def test_cli_renders_to_stdout_and_to_a_file(tmp_path, capsysbinary):
+    assert render.main(["cib", str(LAB)]) == 0
+    printed = capsysbinary.readouterr().out
+    out = tmp_path / "cib.xml"
+    assert render.main(["cib", str(LAB), "-o", str(out)]) == 0
+    assert out.read_bytes() == printed == cibmod.render(load(LAB), LAB.name)
+
+
+def test_cli_bad_stack_exits_2_and_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(LAB.read_text().replace('kind = "stateless"', 'kind = "x"', 1))
+    out = tmp_path / "out.xml"
+    for form in ("cib", "crm", "corosync"):
+        assert render.main([form, str(bad), "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"{bad}: layers[0].kind: 'x' is not one of: stateless, stateful" in err
+    assert not out.exists()
+    assert render.main(["heartbeat", str(bad), "-o", str(tmp_path / "hb")]) == 2
+    assert not (tmp_path / "hb").exists()
+
+
+def test_cli_usage_errors_exit_2(capsys):
+    assert render.main([]) == 2
+    assert render.main(["bogus", str(LAB)]) == 2
+    assert render.main(["heartbeat", str(LAB)]) == 2
+    assert "-o DIR is required" in capsys.readouterr().err
+
+
+def test_heartbeat_tree_modes_and_kept_authkeys(tmp_path, capsys):
+    assert render.main(["heartbeat", str(LAB), "-o", str(tmp_path)]) == 0
+    keys = tmp_path / "ha.d" / "authkeys"
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+    lines = [line for line in keys.read_text().splitlines() if not line.startswith("#")]
+    assert lines[0] == "auth 1" and lines[1].startswith("1 sha1 ") and len(lines[1]) == 71
+    first = keys.read_text()
+    assert render.main(["heartbeat", str(LAB), "-o", str(tmp_path)]) == 0
+    assert keys.read_text() == first                      # re-rendering keeps the key
+    instance = tmp_path / "ha.d" / "conf" / "OCF" / "postgresql" / "postgresql"
+    assert stat.S_IMODE(instance.stat().st_mode) == 0o600
+    assert "OCF_RESKEY_pgdata='/srv/hapack/postgresql'" in instance.read_text()
+    haresources = (tmp_path / "ha.d" / "haresources").read_text().splitlines()[-1]
+    assert haresources == ("node1 OCF::vip::vip OCF::partition::partition "
+                           "OCF::activemq::activemq OCF::postgresql::postgresql OCF::slapd::slapd")
+
+
+def test_instance_files_quote_for_the_shell():
+    assert heartbeat._sh_quote("it's") == "'it'\\''s'"
