@@ -1,0 +1,90 @@
+"""The ActiveMQ broker's configuration files: what the agent writes and what it accepts.
+
+- :func:`generated_config`: an activemq.xml built with lxml from the agent's
+  parameters (the default when the operator gives none);
+- :func:`check_config`: refuses an operator's activemq.xml that keeps a
+  store outside the data directory (it would not fail over with the
+  partition) or lacks the STOMP connector the monitor talks to;
+- :func:`log4j_properties`: Debian's broker runs log4j 1.2 and logs nothing
+  without a properties file in that format.
+"""
+
+import os
+
+from hapack.ocf import ConfigError
+
+_LOG4J = """log4j.rootLogger=INFO, logfile
+log4j.logger.org.springframework=WARN
+log4j.logger.org.apache.xbean=WARN
+log4j.appender.logfile=org.apache.log4j.RollingFileAppender
+log4j.appender.logfile.file={log}
+log4j.appender.logfile.maxFileSize=10240KB
+log4j.appender.logfile.maxBackupIndex=5
+log4j.appender.logfile.layout=org.apache.log4j.PatternLayout
+log4j.appender.logfile.layout.ConversionPattern=%d | %-5p | %m | %c | %t%n
+"""
+
+
+def log4j_properties(logfile):
+    return _LOG4J.format(log=logfile)
+
+
+def _uri(scheme, host, port):
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def generated_config(broker_name, data_dir, bind_address, openwire_port, stomp_port):
+    """The broker's activemq.xml (bytes): KahaDB in data_dir, OpenWire (unless port 0)
+    and STOMP connectors on bind_address, memory limit at 70% of the heap."""
+    from lxml import etree
+    beans_ns, amq_ns = "http://www.springframework.org/schema/beans", \
+        "http://activemq.apache.org/schema/core"
+    xsi = "http://www.w3.org/2001/XMLSchema-instance"
+    beans = etree.Element(f"{{{beans_ns}}}beans", nsmap={None: beans_ns, "xsi": xsi})
+    beans.set(f"{{{xsi}}}schemaLocation", f"{beans_ns} {beans_ns}/spring-beans.xsd "
+              f"{amq_ns} {amq_ns}/activemq-core.xsd")
+    broker = etree.SubElement(beans, f"{{{amq_ns}}}broker", nsmap={None: amq_ns},
+                              brokerName=broker_name, useJmx="false", persistent="true",
+                              dataDirectory=data_dir)
+
+    def sub(parent, tag, **attrs):
+        return etree.SubElement(parent, f"{{{amq_ns}}}{tag}", **attrs)
+
+    sub(sub(broker, "persistenceAdapter"), "kahaDB", directory=os.path.join(data_dir, "kahadb"))
+    usage = sub(sub(broker, "systemUsage"), "systemUsage")
+    sub(sub(usage, "memoryUsage"), "memoryUsage", percentOfJvmHeap="70")
+    connectors = sub(broker, "transportConnectors")
+    if openwire_port:
+        sub(connectors, "transportConnector", name="openwire",
+            uri=_uri("tcp", bind_address, openwire_port))
+    sub(connectors, "transportConnector", name="stomp",
+        uri=_uri("stomp", bind_address, stomp_port))
+    return etree.tostring(beans, pretty_print=True, xml_declaration=True, encoding="UTF-8")
+
+
+def _port(uri):
+    from urllib.parse import urlsplit
+    try:
+        return urlsplit(uri).port
+    except ValueError:
+        return None
+
+
+def check_config(path, data_dir, stomp_port):
+    """Refuse an activemq.xml whose stores leave data_dir or that lacks our STOMP port."""
+    from lxml import etree
+    try:
+        doc = etree.parse(path)
+    except (OSError, etree.XMLSyntaxError) as exc:
+        raise ConfigError(f"config {path}: {exc}") from None
+    uris = doc.xpath("//*[local-name()='transportConnector']/@uri")
+    if not any(u.startswith("stomp") and _port(u) == stomp_port for u in uris):
+        raise ConfigError(f"config {path} has no stomp:// connector on port {stomp_port} "
+                          "(the monitor speaks STOMP)")
+    dirs = doc.xpath("//*[local-name()='broker']/@dataDirectory | //@directory")
+    for folder in dirs:
+        inside = folder.startswith("${activemq.data}") or \
+            os.path.realpath(folder).startswith(os.path.realpath(data_dir) + os.sep)
+        if not inside and os.path.realpath(folder) != os.path.realpath(data_dir):
+            raise ConfigError(f"config {path} keeps a store in {folder}, outside data_dir "
+                              f"{data_dir}: it would not fail over with the partition")

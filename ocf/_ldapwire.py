@@ -1,0 +1,167 @@
+"""A minimal LDAPv3 client (RFC 4511) with its own BER encoder.
+
+Simple bind, base-scope search, add and delete, over ldap:// (TCP) or
+ldapi:// (unix socket): what slapd's health checks need, with no
+ldapsearch child and no password on a command line.
+"""
+
+from urllib.parse import unquote, urlsplit
+
+from hapack.ocf._wire import AuthError, Wire
+from hapack.probe import ProbeError
+
+SUCCESS, NO_SUCH_OBJECT, INVALID_CREDENTIALS, ALREADY_EXISTS = 0, 32, 49, 68
+BIND, SEARCH, ADD, DELETE, UNBIND = 0x60, 0x63, 0x68, 0x4A, 0x42
+BIND_RESPONSE, ENTRY, DONE, REFERENCE, ADD_RESPONSE, DEL_RESPONSE = 0x61, 0x64, 0x65, 0x73, 0x69, 0x6B
+
+
+# -- BER --------------------------------------------------------------------
+
+def tlv(tag, value):
+    size = len(value)
+    if size < 0x80:
+        return bytes((tag, size)) + value
+    raw = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(raw))) + raw + value
+
+
+def integer(value, tag=0x02):
+    return tlv(tag, value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big", signed=True))
+
+
+def octets(text, tag=0x04):
+    return tlv(tag, text.encode("utf-8") if isinstance(text, str) else text)
+
+
+def sequence(*parts, tag=0x30):
+    return tlv(tag, b"".join(parts))
+
+
+def decode(data, offset=0):
+    """(tag, value, next offset) of the TLV at offset."""
+    if offset + 2 > len(data):
+        raise ProbeError("LDAP: truncated BER element")
+    tag, size = data[offset], data[offset + 1]
+    offset += 2
+    if size & 0x80:
+        count = size & 0x7F
+        size = int.from_bytes(data[offset:offset + count], "big")
+        offset += count
+    if offset + size > len(data):
+        raise ProbeError("LDAP: truncated BER element")
+    return tag, data[offset:offset + size], offset + size
+
+
+def elements(data):
+    offset, found = 0, []
+    while offset < len(data):
+        tag, value, offset = decode(data, offset)
+        found.append((tag, value))
+    return found
+
+
+def ldap_result(value):
+    """(resultCode, diagnosticMessage) of an LDAPResult."""
+    parts = elements(value)
+    code = int.from_bytes(parts[0][1], "big")
+    diag = parts[2][1].decode("utf-8", errors="replace") if len(parts) > 2 else ""
+    return code, diag
+
+
+def entry_attributes(value):
+    """The attributes of a SearchResultEntry: {name: [values]}."""
+    _, attrs = elements(value)[:2]
+    found = {}
+    for _, attr in elements(attrs[1]):
+        (_, name), (_, values) = elements(attr)[:2]
+        found[name.decode().lower()] = [v.decode("utf-8", errors="replace")
+                                        for _, v in elements(values)]
+    return found
+
+
+def address(url):
+    """(host, port) for ldap://, the socket path for ldapi://."""
+    parts = urlsplit(url)
+    if parts.scheme == "ldap":
+        return (parts.hostname or "127.0.0.1", parts.port or 389)
+    if parts.scheme == "ldapi" and parts.netloc:
+        return unquote(parts.netloc)
+    raise ValueError(f"{url!r}: the monitor speaks ldap://host:port/ or ldapi://<socket>/")
+
+
+# -- the client ---------------------------------------------------------------
+
+class Ldap:
+    def __init__(self, url, timeout):
+        self.wire = Wire(address(url), timeout, f"LDAP {url}")
+        self.next_id = 0
+
+    def request(self, op):
+        self.next_id += 1
+        self.wire.send(sequence(integer(self.next_id), op))
+
+    def response(self):
+        """(tag, value) of the next message for our last request."""
+        wire = self.wire
+        while True:
+            head = wire.take(2)
+            size = head[1]
+            if size & 0x80:
+                size = int.from_bytes(wire.take(size & 0x7F), "big")
+            (_, msgid), (tag, value) = elements(wire.take(size))[:2]
+            if int.from_bytes(msgid, "big") == self.next_id:
+                return tag, value
+
+    def call(self, op, expect):
+        self.request(op)
+        tag, value = self.response()
+        if tag != expect:
+            raise ProbeError(f"{self.wire.what}: unexpected answer (tag 0x{tag:02x})")
+        return ldap_result(value)
+
+    def bind(self, dn="", password=""):
+        code, diag = self.call(tlv(BIND, integer(3) + octets(dn) + octets(password, 0x80)),
+                               BIND_RESPONSE)
+        if code == INVALID_CREDENTIALS:
+            raise AuthError(f"{self.wire.what}: bind as {dn or 'anonymous'} refused: "
+                            f"invalid credentials")
+        if code != SUCCESS:
+            raise ProbeError(f"{self.wire.what}: bind as {dn or 'anonymous'} failed: "
+                             f"result {code} {diag}".rstrip())
+
+    def read(self, dn, attrs=("1.1",)):
+        """Base-scope search of dn: its attributes, or raise when absent."""
+        self.request(tlv(SEARCH, octets(dn) + integer(0, 0x0A) + integer(0, 0x0A) + integer(1)
+                         + integer(0) + tlv(0x01, b"\x00") + octets("objectClass", 0x87)
+                         + sequence(*(octets(a) for a in attrs))))
+        found = None
+        while True:
+            tag, value = self.response()
+            if tag == ENTRY:
+                found = entry_attributes(value)
+            elif tag == DONE:
+                code, diag = ldap_result(value)
+                if code != SUCCESS:
+                    name = "no such object" if code == NO_SUCH_OBJECT else f"result {code}"
+                    raise ProbeError(f"{self.wire.what}: search of {dn}: {name} {diag}".rstrip())
+                if found is None:
+                    raise ProbeError(f"{self.wire.what}: search of {dn} returned no entry")
+                return found
+            elif tag != REFERENCE:
+                raise ProbeError(f"{self.wire.what}: unexpected answer (tag 0x{tag:02x})")
+
+    def add(self, dn, attrs):
+        """Add an entry ({type: [values]}); returns the result code."""
+        body = b"".join(sequence(octets(name), sequence(*(octets(v) for v in values), tag=0x31))
+                        for name, values in attrs.items())
+        return self.call(tlv(ADD, octets(dn) + sequence(body)), ADD_RESPONSE)
+
+    def delete(self, dn):
+        return self.call(octets(dn, DELETE), DEL_RESPONSE)
+
+    def unbind(self):
+        self.request(tlv(UNBIND, b""))
+        self.wire.close()
+
+    def close(self):
+        self.wire.close()

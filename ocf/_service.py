@@ -1,0 +1,155 @@
+"""What the stateful agents (activemq, postgresql, slapd) share beyond ``_daemon``.
+
+``_daemon.Server`` runs the instance (pid identity, start until healthy,
+graceful/TERM/KILL stop); this module adds what a stateful layer needs:
+
+- the node-local parameters each of them declares (service user, run and
+  log directories, the monitor's credentials file, the client timeout);
+- per-instance run and log directories owned by the service user, kept off
+  the replicated partition;
+- commands run as the service user with its groups and a fresh environment
+  (the runner's ``user=`` keeps root's group);
+- protocol checks whose failures become OCF errors, and a start that gives
+  up at once on an answer waiting cannot change (a store lock held by
+  another server, a refused login) instead of polling to the deadline.
+"""
+
+import os
+
+from hapack.ocf import ConfigError, GenericError, NotInstalled, OCFError, Param
+
+SETPRIV = "/usr/bin/setpriv"
+CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+
+def absolute_path(text):
+    if not os.path.isabs(text):
+        raise ValueError(f"{text!r} is not an absolute path")
+    return os.path.normpath(text)
+
+
+def common_params(user):
+    """The parameters every stateful agent declares, with its service user."""
+    return (
+        Param("user", "Service user",
+              "The system user the server runs as; it must be able to write the data "
+              "directory.", default=user),
+        Param("run_dir", "Node-local run directory",
+              "Pid file, sockets and generated files go to <run_dir>/<agent>-<instance>/, "
+              "created at start. Keep it off the replicated partition.",
+              default="/run/hapack", check=absolute_path),
+        Param("log_dir", "Node-local log directory",
+              "The server's log goes to <log_dir>/<agent>-<instance>/, created at start.",
+              default="/var/log/hapack", check=absolute_path),
+        Param("credentials_file", "Monitor password file",
+              "A file owned by root with mode 0600 whose first line is the password the "
+              "monitor uses; the password never appears on a command line, in an "
+              "environment or in a log. Unset: no password.", check=absolute_path),
+        Param("check_timeout", "Health-check client timeout (s)",
+              "Seconds one protocol round trip of the monitor may take (always bounded by "
+              "the operation timeout too).", kind="integer", default=5, minimum=1, maximum=600),
+    )
+
+
+def run_path(ctx, *parts):
+    name = f"{ctx.agent.name}-{ctx.instance}".replace("/", "_")
+    return os.path.join(ctx.params.run_dir, name, *parts)
+
+
+def log_path(ctx, *parts):
+    name = f"{ctx.agent.name}-{ctx.instance}".replace("/", "_")
+    return os.path.join(ctx.params.log_dir, name, *parts)
+
+
+def prepare_dirs(ctx):
+    """Create the instance's run and log directories, owned by the service user."""
+    from hapack.ocf._datadir import ensure_dir
+    user = ctx.params.user
+    try:
+        for base, mine in ((ctx.params.run_dir, run_path(ctx)),
+                           (ctx.params.log_dir, log_path(ctx))):
+            ensure_dir(base)
+            ensure_dir(mine, user, 0o750)
+    except OSError as exc:
+        raise GenericError(f"cannot create {exc.filename}: {exc.strerror}") from None
+
+
+def account(name):
+    import pwd
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise NotInstalled(f"user {name} does not exist on this node") from None
+
+
+def require_executable(path, what):
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise NotInstalled(f"{what} {path} is not installed (or not executable)")
+
+
+def as_user(user, argv):
+    """argv run as user, with the user's groups and a fresh minimal environment."""
+    entry = account(user)
+    return [SETPRIV, f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups",
+            "--reset-env", "--", *argv]
+
+
+def client_timeout(ctx):
+    """Seconds one protocol round trip may take: check_timeout, within the deadline."""
+    return max(0.1, min(float(ctx.params.check_timeout), ctx.deadline.left()))
+
+
+class Final(Exception):
+    """A start check's failure that waiting cannot change; carries the OCF error."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
+def checked(ctx, check):
+    """Run a protocol check; its failure becomes the OCF error. A refused login is
+    configuration (final) during start, a failure of the service in a monitor."""
+    from hapack.ocf._wire import AuthError
+    from hapack.probe import ProbeError
+    try:
+        return check()
+    except AuthError as exc:
+        if ctx.action == "start":
+            raise Final(ConfigError(str(exc))) from None
+        raise GenericError(str(exc)) from None
+    except ProbeError as exc:
+        raise GenericError(str(exc)) from None
+
+
+def start_server(srv, launch, checks):
+    """``srv.start``, except that a Final failure ends the start at once (stopping
+    what this start launched) with its own error."""
+    was_running = srv.pid() is not None
+    try:
+        srv.start(launch, checks)
+    except Final as final:
+        if not was_running:
+            srv.ctx.log.warning(f"start failed ({final}); stopping what it started")
+            try:
+                srv.stop()
+            except OCFError as exc:
+                srv.ctx.log.error(f"cleaning up after the failed start: {exc}")
+        raise final.error from None
+
+
+def file_size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def read_since(path, offset, limit=1 << 20):
+    """What was appended to a log after offset (text; '' when unreadable)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset if offset <= os.path.getsize(path) else 0)
+            return handle.read(limit).decode("utf-8", errors="replace")
+    except OSError:
+        return ""

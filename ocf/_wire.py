@@ -1,0 +1,88 @@
+"""One client connection for the protocol checks (STOMP, PostgreSQL, LDAP).
+
+TCP or a unix socket; one timeout bounds the whole exchange, so a hung
+server fails the check in time instead of hanging the monitor. Errors are
+:class:`hapack.probe.ProbeError` with a readable message; :class:`AuthError`
+marks a refused login (a configuration problem, not a sick server).
+"""
+
+import socket
+import time
+
+from hapack.probe import ProbeError
+
+
+class AuthError(ProbeError):
+    """The server refused the monitor's credentials."""
+
+
+class Wire:
+    def __init__(self, address, timeout, what):
+        """address: (host, port) or the path of a unix socket."""
+        self.what = what
+        self.end = time.monotonic() + timeout
+        self.buffer = b""
+        try:
+            if isinstance(address, str):
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(timeout)
+                self.sock.connect(address)
+            else:
+                self.sock = socket.create_connection(address, timeout=timeout)
+        except OSError as exc:
+            raise ProbeError(f"cannot connect to {what}: {self._why(exc)}") from None
+
+    def _why(self, exc):
+        if isinstance(exc, (TimeoutError, socket.timeout)):
+            return "no answer in time"
+        return exc.strerror or str(exc)
+
+    def _left(self):
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise ProbeError(f"{self.what}: no answer in time")
+        return left
+
+    def send(self, data):
+        try:
+            self.sock.settimeout(self._left())
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise ProbeError(f"{self.what}: send failed: {self._why(exc)}") from None
+
+    def fill(self):
+        """Read more bytes into the buffer; raise when the peer closed."""
+        try:
+            self.sock.settimeout(self._left())
+            chunk = self.sock.recv(65536)
+        except OSError as exc:
+            raise ProbeError(f"{self.what}: receive failed: {self._why(exc)}") from None
+        if not chunk:
+            raise ProbeError(f"{self.what}: the server closed the connection")
+        self.buffer += chunk
+
+    def take(self, count):
+        """Exactly count bytes."""
+        while len(self.buffer) < count:
+            self.fill()
+        data, self.buffer = self.buffer[:count], self.buffer[count:]
+        return data
+
+    def take_until(self, marker):
+        """Bytes up to (without) marker; the marker is consumed."""
+        while marker not in self.buffer:
+            self.fill()
+        data, _, self.buffer = self.buffer.partition(marker)
+        return data
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

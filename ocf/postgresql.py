@@ -1,0 +1,255 @@
+"""ocf:hapack:postgresql -- a PostgreSQL cluster whose PGDATA is on the replicated partition.
+
+Start refuses a PGDATA that is not on a mounted, writable file system (the
+partition is not mounted here) and runs ``pg_ctl start`` as the service user
+with this instance's port and a node-local socket directory; it returns
+once ``SELECT 1`` answers. Stop is ``pg_ctl -m fast``, then ``-m
+immediate``, then TERM and KILL of every process working in PGDATA.
+
+The instance is ``_daemon.Server`` with PostgreSQL's own identity: a
+postgres process whose working directory is PGDATA. That rejects a
+postmaster.pid naming a pid that belongs to another cluster here (the file
+travels with the partition), and finds backends orphaned by a killed
+postmaster (each runs in its own session).
+
+The monitor speaks the protocol itself over the unix socket (no psql, the
+password read from a root-only file): level 0 the postmaster alive and
+listening, level 10 ``SELECT 1``, level 20 a row written, read back and
+deleted in a probe table.
+"""
+
+import os
+
+from hapack.ocf import Action, Agent, GenericError, NotInstalled, Param
+from hapack.ocf import _daemon as d
+from hapack.ocf._service import (absolute_path, account, as_user, checked, client_timeout,
+                                 common_params, log_path, prepare_dirs, require_executable,
+                                 run_path, start_server)
+
+NAME = "postgresql"
+
+
+def identifier(text):
+    import re
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?", text):
+        raise ValueError(f"{text!r} is not a plain lower-case SQL name (schema.table allowed)")
+    return text
+
+
+PARAMS = (
+    Param("pgdata", "Data directory (PGDATA)",
+          "The cluster's data directory, on the replicated partition (a subdirectory of the "
+          "mount, owned by the service user, mode 0700). Start refuses it when it is not on "
+          "a mounted, writable file system.", required=True, unique=True, check=absolute_path),
+    Param("bindir", "PostgreSQL binaries", "Directory with pg_ctl and postgres.",
+          default="/usr/lib/postgresql/15/bin", check=absolute_path),
+    Param("config", "postgresql.conf outside PGDATA",
+          "Path of postgresql.conf when it is not in PGDATA (passed as -c config_file=).",
+          check=absolute_path),
+    Param("listen_address", "TCP listen addresses",
+          "listen_addresses of the server (comma-separated; the monitor uses the unix socket).",
+          default="127.0.0.1"),
+    Param("port", "Port", "TCP port, also the number of the unix socket.", kind="integer",
+          default=5432, minimum=1, maximum=65535, unique=True),
+    Param("options", "Extra server options",
+          "More postgres options, e.g. '-c shared_buffers=64MB' (passed through pg_ctl -o; "
+          "no secrets here)."),
+    Param("database", "Monitor database", "Database the monitor connects to.",
+          default="postgres"),
+    Param("monitor_user", "Monitor role",
+          "Role the monitor logs in as (password, if the server asks, from credentials_file). "
+          "Level 20 needs it to create and write the probe table.", default="postgres"),
+    Param("probe_table", "Level-20 probe table",
+          "Table the level-20 monitor writes one row to, reads it back and deletes it; "
+          "created when missing.", default="hapack_probe", check=identifier),
+) + common_params("postgres")
+
+
+# -- the running server --------------------------------------------------------
+
+def _cwd_is(pid, folder):
+    try:
+        return os.readlink(f"/proc/{pid}/cwd") == folder
+    except OSError:
+        return False
+
+
+class Postmaster(d.Server):
+    """``_daemon.Server`` with PostgreSQL's own notion of "this instance's process":
+    a postgres process working in PGDATA (its cwd). A postmaster.pid that came with
+    the partition may name a pid that is another cluster's postgres here; and the
+    backends, each in its own session, are found by their cwd when orphaned."""
+
+    def __init__(self, ctx, **kwargs):
+        self.pgdata = os.path.realpath(ctx.params.pgdata)
+        super().__init__(ctx, os.path.join(ctx.params.pgdata, "postmaster.pid"), **kwargs)
+
+    def _is_ours(self, pid):
+        return super()._is_ours(pid) and _cwd_is(pid, self.pgdata)
+
+    def leftovers(self, exclude=()):
+        from hapack.process import alive, exe, holders
+        return [pid for pid, _, how in holders(self.pgdata)
+                if how == "cwd" and pid not in exclude and alive(pid)
+                and (exe(pid) or "").removesuffix(" (deleted)") == self.exe]
+
+
+def server(ctx):
+    p = ctx.params
+    return Postmaster(ctx, exe=os.path.join(p.bindir, "postgres"), port=p.port,
+                      log=log_path(ctx, "postgresql.log"), what="PostgreSQL")
+
+
+def _socket(ctx):
+    return run_path(ctx, f".s.PGSQL.{ctx.params.port}")
+
+
+def _connect(ctx):
+    from hapack.ocf._pgwire import PgConnection
+    from hapack.ocf._secret import read_secret
+    p = ctx.params
+    password = read_secret(p.credentials_file) if p.credentials_file else None
+    return PgConnection(_socket(ctx), p.monitor_user, p.database, password, client_timeout(ctx))
+
+
+def _select_one(ctx):
+    with _connect(ctx) as conn:
+        if conn.query("SELECT 1") != [["1"]]:
+            raise GenericError("SELECT 1 did not return 1")
+
+
+def _write_probe(ctx):
+    """Insert, read back and delete one row (a committed write through the WAL)."""
+    import time
+    from hapack.ocf._pgwire import PgError, literal
+    table = ctx.params.probe_table
+    token = literal(f"{ctx.node} {ctx.instance} {time.time_ns()}")
+    insert = f"INSERT INTO {table} (token) VALUES ({token})"
+    with _connect(ctx) as conn:
+        try:
+            conn.query(insert)
+        except PgError as exc:
+            if exc.sqlstate != "42P01":  # undefined_table
+                raise
+            conn.query(f"CREATE TABLE IF NOT EXISTS {table} (token text PRIMARY KEY, "
+                       "written timestamptz NOT NULL DEFAULT now())")
+            conn.query(insert)
+        if conn.query(f"SELECT count(*) FROM {table} WHERE token = {token}") != [["1"]]:
+            raise GenericError(f"the probe row written to {table} cannot be read back")
+        conn.query(f"DELETE FROM {table} WHERE token = {token} "
+                   "OR written < now() - interval '1 hour'")
+
+
+def _select_check(ctx):
+    checked(ctx, lambda: _select_one(ctx))
+
+
+def _write_check(ctx):
+    checked(ctx, lambda: _write_probe(ctx))
+
+
+CHECKS = {10: _select_check, 20: _write_check}
+
+
+def monitor(ctx):
+    return server(ctx).monitor(CHECKS)
+
+
+# -- start and stop --------------------------------------------------------------
+
+def _server_options(ctx):
+    import shlex
+    p = ctx.params
+    opts = ["-p", str(p.port), "-k", run_path(ctx), "-c", f"listen_addresses={p.listen_address}"]
+    if p.config:
+        opts += ["-c", f"config_file={p.config}"]
+    return " ".join(map(shlex.quote, opts)) + (f" {p.options}" if p.options else "")
+
+
+def _pg_ctl(ctx, *args):
+    p = ctx.params
+    return as_user(p.user, [os.path.join(p.bindir, "pg_ctl"), *args, "-D", p.pgdata])
+
+
+def start(ctx):
+    srv = server(ctx)
+
+    def launch():
+        prepare_dirs(ctx)
+        seconds = max(1, int(ctx.deadline.left()))
+        result = ctx.run(_pg_ctl(ctx, "start", "-w", "-t", str(seconds), "-l", srv.log,
+                                 "-o", _server_options(ctx)))
+        if not result.ok:
+            raise GenericError(f"pg_ctl start failed: {d.tail(srv.log) or result.output()}")
+
+    start_server(srv, launch, CHECKS)
+
+
+def _pg_ctl_stop(ctx, pid):
+    """The graceful part: pg_ctl stop -m fast, then -m immediate, in half the time left."""
+    from hapack.proc import CommandError
+    budget = ctx.deadline.left() * 0.5
+    for mode, share in (("fast", 0.6), ("immediate", 1.0)):
+        seconds = max(1, int(budget * share))
+        try:
+            result = ctx.run(_pg_ctl(ctx, "stop", "-m", mode, "-w", "-t", str(seconds)),
+                             timeout=seconds + 1)
+            if result.ok:
+                return
+            ctx.log.warning(f"pg_ctl stop -m {mode}: {result.output()}")
+        except CommandError as exc:
+            ctx.log.warning(f"pg_ctl stop -m {mode}: {exc}")
+        budget = ctx.deadline.left() * 0.5
+
+
+def stop(ctx):
+    server(ctx).stop(graceful=_pg_ctl_stop, graceful_timeout=ctx.deadline.left())
+
+
+def validate(ctx):
+    p = ctx.params
+    if ctx.action == "start" or ctx.check_level >= 10:
+        require_executable(os.path.join(p.bindir, "pg_ctl"), "pg_ctl")
+        require_executable(os.path.join(p.bindir, "postgres"), "postgres")
+        account(p.user)
+        if p.config and not os.path.isfile(p.config):
+            raise NotInstalled(f"config {p.config} does not exist on this node")
+        if p.credentials_file:
+            from hapack.ocf._secret import check_secret_file
+            check_secret_file(p.credentials_file)
+    if ctx.action == "start":
+        from hapack.ocf._datadir import require_data_dir
+        require_data_dir(p.pgdata, p.user, "PGDATA")
+        if not os.path.isfile(os.path.join(p.pgdata, "PG_VERSION")):
+            raise NotInstalled(f"PGDATA {p.pgdata} is not an initialized cluster (no "
+                               "PG_VERSION): run initdb there once, on the partition")
+
+
+AGENT = Agent(
+    NAME, version="1.0",
+    shortdesc="PostgreSQL with its data on the replicated partition",
+    longdesc=("Runs one PostgreSQL cluster whose PGDATA is on the replicated partition, as the "
+              "service user, with its own port and a node-local socket directory. Start "
+              "refuses an unmounted PGDATA and returns once SELECT 1 answers; stop is pg_ctl "
+              "-m fast, then -m immediate, then KILL of every process of the cluster. "
+              "Monitor (PostgreSQL protocol spoken by the agent over the unix socket, password "
+              "from a root-only file): level 0 the postmaster of this PGDATA alive and "
+              "listening, level 10 SELECT 1, level 20 a row written, read back and deleted."),
+    params=PARAMS,
+    actions=(
+        Action("start", start, 60),
+        Action("stop", stop, 60),
+        Action("monitor", monitor, 20, interval=10, depth=0),
+        Action("monitor", monitor, 30, interval=30, depth=10),
+        Action("monitor", monitor, 30, interval=120, depth=20),
+    ),
+    validate=validate,
+)
+
+
+def main():
+    AGENT.run()
+
+
+if __name__ == "__main__":
+    main()

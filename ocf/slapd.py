@@ -1,0 +1,287 @@
+"""ocf:hapack:slapd -- an OpenLDAP server whose databases are on the replicated partition.
+
+Start refuses a data directory that is not on a mounted, writable file
+system, or a configuration with a database outside it; runs slapd in the
+foreground (``-d``, so its log goes to a file: no syslog runs on the
+nodes) as a background daemon with its own pid file, dropping to the
+service user; returns once every configured suffix answers a base search.
+Stop is SIGTERM (slapd shuts down cleanly), then KILL.
+
+Monitor levels: 0 the slapd of this configuration alive and listening on
+its ldap:// ports and ldapi:// sockets; 10 a base search of each suffix;
+20 a probe entry added, read back and deleted. The client is built in (no
+ldapsearch child); the bind password comes from a root-only file.
+"""
+
+import os
+import signal
+
+from hapack.ocf import Action, Agent, ConfigError, GenericError, NotInstalled, Param
+from hapack.ocf import _daemon as d
+from hapack.ocf._service import (CLEAN_ENV, absolute_path, account, checked, client_timeout,
+                                 common_params, log_path, prepare_dirs, require_executable,
+                                 run_path, start_server)
+
+NAME = "slapd"
+
+
+def services(text):
+    urls = text.split()
+    for url in urls:
+        if not url.startswith(("ldap://", "ldapi://", "ldaps://")):
+            raise ValueError(f"{url!r} is not an ldap://, ldaps:// or ldapi:// URL")
+    if not any(url.startswith(("ldap://", "ldapi://")) for url in urls):
+        raise ValueError("needs an ldap:// or ldapi:// URL for the monitor")
+    return tuple(urls)
+
+
+PARAMS = (
+    Param("config", "Configuration",
+          "slapd.conf (a file: -f) or a cn=config directory (-F) of this instance.",
+          required=True, unique=True, check=absolute_path),
+    Param("data_dir", "Data directory",
+          "Directory on the replicated partition that holds every database directory of "
+          "the configuration. Start refuses it when it is not on a mounted file system "
+          "writable by the service user, and validate refuses a database outside it.",
+          required=True, unique=True, check=absolute_path),
+    Param("services", "Listener URLs",
+          "slapd -h: space-separated ldap://, ldaps:// and ldapi:// URLs. The monitor uses "
+          "the first ldap:// or ldapi:// one.", default="ldap://127.0.0.1:389/", check=services),
+    Param("slapd", "slapd binary", "Path of slapd.", default="/usr/sbin/slapd",
+          check=absolute_path),
+    Param("group", "Service group", "Group slapd runs as (-g).", default="openldap"),
+    Param("log_level", "Log level", "slapd -d level written to the instance's log file.",
+          default="stats"),
+    Param("bind_dn", "Monitor bind DN",
+          "DN the monitor binds as (password from credentials_file). Unset: anonymous "
+          "searches; level 20 needs a DN that may add and delete below probe_parent."),
+    Param("probe_parent", "Level-20 probe parent",
+          "DN under which level 20 adds and deletes its probe entry. Unset: the first "
+          "suffix."),
+) + common_params("openldap")
+
+
+# -- the configuration ----------------------------------------------------------------
+
+def _ldif_values(path, attrs):
+    """{attr: [values]} of an LDIF file (folded lines, base64 values)."""
+    import base64
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read().replace("\n ", "")
+    found = {a: [] for a in attrs}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name in found:
+            found[name].append(base64.b64decode(value[1:].strip()).decode()
+                               if value.startswith(":") else value.strip())
+    return found
+
+
+def databases(config):
+    """[(suffix, directory or None)] of the databases in slapd.conf or cn=config."""
+    if os.path.isdir(config):
+        import glob
+        found = []
+        for path in sorted(glob.glob(os.path.join(config, "cn=config", "olcDatabase=*.ldif"))):
+            values = _ldif_values(path, ("olcSuffix", "olcDbDirectory"))
+            folder = (values["olcDbDirectory"] or [None])[0]
+            found += [(suffix, folder) for suffix in values["olcSuffix"]]
+        return found
+    import shlex
+    databases, current = [], None
+    with open(config, encoding="utf-8") as handle:
+        text = handle.read().replace("\n ", " ").replace("\n\t", " ")
+    for line in text.splitlines():
+        words = shlex.split(line, comments=True) if line.strip() else []
+        if words and words[0].lower() == "database":
+            current = {"suffix": [], "directory": None}
+            databases.append(current)
+        elif current is not None and len(words) > 1 and words[0].lower() == "suffix":
+            current["suffix"].append(words[1])
+        elif current is not None and len(words) > 1 and words[0].lower() == "directory":
+            current["directory"] = words[1]
+    return [(s, db["directory"]) for db in databases for s in db["suffix"]]
+
+
+def _suffixes(ctx):
+    try:
+        found = databases(ctx.params.config)
+    except (OSError, ValueError) as exc:
+        raise NotInstalled(f"cannot read config {ctx.params.config}: {exc}") from None
+    if not found:
+        raise ConfigError(f"config {ctx.params.config} defines no database suffix to serve")
+    return found
+
+
+# -- the running server -------------------------------------------------------------
+
+def server(ctx):
+    p = ctx.params
+    return d.Server(ctx, run_path(ctx, "slapd.pid"), exe=p.slapd, marker=p.config,
+                    log=log_path(ctx, "slapd.log"), what="slapd")
+
+
+def _ldapi_path(url):
+    from urllib.parse import unquote, urlsplit
+    return unquote(urlsplit(url).netloc)
+
+
+def _listening(ctx):
+    """Level 0 beyond a live process: every ldap:// port and ldapi:// socket is there."""
+    from hapack.process import listening_ports
+    pid = server(ctx).pid()
+    ports = listening_ports([pid]) if pid else set()
+    for url in ctx.params.services:
+        if url.startswith("ldapi://") and not os.path.exists(_ldapi_path(url)):
+            raise GenericError(f"slapd (pid {pid}) has no socket for {url}")
+        if url.startswith(("ldap://", "ldaps://")):
+            from urllib.parse import urlsplit
+            port = urlsplit(url).port or (389 if url.startswith("ldap:") else 636)
+            if port not in ports:
+                raise GenericError(f"slapd (pid {pid}) is not listening on port {port} ({url})")
+
+
+def _client(ctx):
+    from hapack.ocf._ldapwire import Ldap
+    p = ctx.params
+    url = next(u for u in p.services if u.startswith(("ldap://", "ldapi://")))
+    client = Ldap(url, client_timeout(ctx))
+    if p.bind_dn:
+        from hapack.ocf._secret import read_secret
+        client.bind(p.bind_dn, read_secret(p.credentials_file) if p.credentials_file else "")
+    return client
+
+
+def _search(ctx):
+    """Level 10: a base search of every suffix."""
+    def search():
+        client = _client(ctx)
+        try:
+            for suffix, _ in _suffixes(ctx):
+                client.read(suffix)
+            client.unbind()
+        finally:
+            client.close()
+    checked(ctx, search)
+
+
+def _probe(ctx):
+    """Level 20: add, read back and delete an entry."""
+    import time
+    from hapack.ocf._ldapwire import ALREADY_EXISTS, NO_SUCH_OBJECT, SUCCESS
+    p = ctx.params
+    if not p.bind_dn:
+        raise ConfigError("the level-20 monitor writes an entry: set bind_dn and credentials_file")
+    dn = f"cn=hapack-probe-{ctx.instance},{p.probe_parent or _suffixes(ctx)[0][0]}"
+    token = f"{ctx.node} {time.time_ns()}"
+    entry = {"objectClass": ["organizationalRole"], "cn": [f"hapack-probe-{ctx.instance}"],
+             "description": [token]}
+
+    def probe():
+        client = _client(ctx)
+        try:
+            code, diag = client.add(dn, entry)
+            if code == ALREADY_EXISTS:  # left by an interrupted probe
+                client.delete(dn)
+                code, diag = client.add(dn, entry)
+            if code != SUCCESS:
+                raise GenericError(f"cannot add the probe entry {dn}: result {code} {diag}")
+            if client.read(dn, ("description",)).get("description") != [token]:
+                raise GenericError(f"the probe entry {dn} reads back differently")
+            code, diag = client.delete(dn)
+            if code not in (SUCCESS, NO_SUCH_OBJECT):
+                raise GenericError(f"cannot delete the probe entry {dn}: result {code} {diag}")
+            client.unbind()
+        finally:
+            client.close()
+    checked(ctx, probe)
+
+
+CHECKS = {0: _listening, 10: _search, 20: _probe}
+
+
+def monitor(ctx):
+    return server(ctx).monitor(CHECKS)
+
+
+# -- start and stop ---------------------------------------------------------------------
+
+def command(ctx):
+    p = ctx.params
+    return [p.slapd, "-d", p.log_level, "-u", p.user, "-g", p.group,
+            "-F" if os.path.isdir(p.config) else "-f", p.config, "-h", " ".join(p.services)]
+
+
+def start(ctx):
+    srv = server(ctx)
+
+    def launch():
+        prepare_dirs(ctx)
+        d.spawn(ctx, command(ctx), srv.pidfile, srv.log, env=dict(CLEAN_ENV), cwd=run_path(ctx))
+
+    start_server(srv, launch, CHECKS)
+
+
+def stop(ctx):
+    server(ctx).stop(graceful=signal.SIGTERM, graceful_timeout=ctx.deadline.left() * 0.8)
+    for url in ctx.params.services:  # slapd removes its sockets, unless it was killed
+        if url.startswith("ldapi://") and os.path.exists(_ldapi_path(url)):
+            os.unlink(_ldapi_path(url))
+
+
+def validate(ctx):
+    p = ctx.params
+    if p.bind_dn and not p.credentials_file:
+        raise ConfigError("bind_dn needs credentials_file (the bind password)")
+    if ctx.action != "start" and ctx.check_level < 10:
+        return
+    require_executable(p.slapd, "slapd")
+    account(p.user)
+    import grp
+    try:
+        grp.getgrnam(p.group)
+    except KeyError:
+        raise NotInstalled(f"group {p.group} does not exist on this node") from None
+    if not os.path.exists(p.config):
+        raise NotInstalled(f"config {p.config} does not exist on this node")
+    data = os.path.realpath(p.data_dir)
+    for suffix, folder in _suffixes(ctx):
+        if folder and not os.path.realpath(folder).startswith(data + os.sep) \
+                and os.path.realpath(folder) != data:
+            raise ConfigError(f"the database of {suffix} is in {folder}, outside data_dir "
+                              f"{p.data_dir}: it would not fail over with the partition")
+    if p.credentials_file:
+        from hapack.ocf._secret import check_secret_file
+        check_secret_file(p.credentials_file)
+    if ctx.action == "start":
+        from hapack.ocf._datadir import require_data_dir
+        require_data_dir(p.data_dir, p.user, "data_dir")
+
+
+AGENT = Agent(
+    NAME, version="1.0",
+    shortdesc="OpenLDAP slapd with its databases on the replicated partition",
+    longdesc=("Runs slapd for one configuration (slapd.conf or cn=config) whose databases "
+              "live in data_dir on the replicated partition, logging to a node-local file. "
+              "Start refuses an unmounted data_dir and returns once every suffix answers. "
+              "Monitor: level 0 process, ports and sockets; level 10 a base search of each "
+              "suffix; level 20 a probe entry added, read and deleted (bind password from a "
+              "root-only file, never on a command line). Stop: SIGTERM, then KILL."),
+    params=PARAMS,
+    actions=(
+        Action("start", start, 30),
+        Action("stop", stop, 30),
+        Action("monitor", monitor, 20, interval=10, depth=0),
+        Action("monitor", monitor, 20, interval=30, depth=10),
+        Action("monitor", monitor, 30, interval=120, depth=20),
+    ),
+    validate=validate,
+)
+
+
+def main():
+    AGENT.run()
+
+
+if __name__ == "__main__":
+    main()
