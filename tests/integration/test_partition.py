@@ -1,0 +1,341 @@
+"""ocf:hapack:partition, shared backend, on a real ext4 loop device.
+
+ocf-tester with its promote/demote sequence, the mount and its options, a
+busy mount released by stop (TERM, then KILL for a holder that ignores
+TERM), a stop that cannot finish (a writer stuck on a frozen file system)
+failing with the holder named, level 20 catching a read-only remount and a
+hung disk within its own timeout, and the promotion gate on a file system
+that was not released cleanly.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import need_binary, need_root
+
+AGENT = [sys.executable, "-m", "hapack.ocf.partition"]
+
+
+def sh(*argv, check=True):
+    return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=60)
+
+
+def mounted_at(path):
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        return [line.split()[4] for line in handle
+                if line.split()[4].replace("\\040", " ") == path]
+
+
+class Disk:
+    """A sparse image, ext4, on a loop device; everything removed at close."""
+
+    def __init__(self, folder, index, unclean=False):
+        self.folder = folder
+        self.image = os.path.join(folder, f"disk{index}.img")
+        with open(self.image, "wb") as handle:
+            handle.truncate(64 * 1024 * 1024)
+        sh("mkfs.ext4", "-q", "-F", "-E", "nodiscard", self.image)
+        if unclean:  # as left by a node that crashed with it mounted
+            sh("debugfs", "-w", "-R", "feature needs_recovery", self.image)
+        self.device = sh("losetup", "--find", "--show", self.image).stdout.strip()
+
+    def close(self):
+        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+            points = [line.split()[4] for line in handle]
+        for point in reversed(points):
+            if point.startswith(self.folder):
+                sh("fsfreeze", "-u", point, check=False)
+                sh("umount", point, check=False)
+        for line in sh("losetup", "-j", self.image).stdout.splitlines():  # ours only
+            sh("losetup", "-d", line.split(":")[0], check=False)
+        os.unlink(self.image)
+
+
+@pytest.fixture
+def disk(tmp_path):
+    need_root()
+    need_binary("mkfs.ext4", "losetup", "debugfs", "fsfreeze")
+    made = []
+
+    def make(unclean=False):
+        made.append(Disk(str(tmp_path), len(made), unclean))
+        return made[-1]
+    try:
+        yield make
+    finally:
+        for item in made:
+            item.close()
+
+
+@pytest.fixture
+def agent(tmp_path):
+    """agent(action, device, level=None, **params) -> CompletedProcess of the agent."""
+    rsctmp = tmp_path / "rsctmp"
+    rsctmp.mkdir()
+
+    def call(action, dev, level=None, env=None, **params):
+        full = {"PATH": os.environ["PATH"], "OCF_ROOT": "/usr/lib/ocf",
+                "OCF_RESOURCE_INSTANCE": "data", "HA_RSCTMP": str(rsctmp),
+                "OCF_RESKEY_CRM_meta_timeout": "20000", "OCF_RESKEY_CRM_meta_interval": "10000",
+                "OCF_RESKEY_backend": "shared", "OCF_RESKEY_device": dev.device,
+                "OCF_RESKEY_directory": str(tmp_path / "data"), "OCF_RESKEY_fstype": "ext4",
+                "OCF_RESKEY_fence_confirmed_file": str(tmp_path / "fenced")}
+        full.update({f"OCF_RESKEY_{k}": str(v) for k, v in params.items()})
+        if level is not None:
+            full["OCF_CHECK_LEVEL"] = str(level)
+        full.update(env or {})
+        return subprocess.run(AGENT + [action], env=full, capture_output=True, text=True,
+                              timeout=120)
+    call.directory = str(tmp_path / "data")
+    call.rsctmp = str(rsctmp)
+    return call
+
+
+def reason(result):
+    return " ".join(line for line in result.stderr.splitlines() if "ocf-exit-reason" in line)
+
+
+# -- the OCF contract ------------------------------------------------------------------
+
+def test_ocf_tester_passes(disk, installed, tmp_path):
+    need_binary("ocf-tester")
+    dev = disk()
+    env = dict(os.environ, HA_RSCTMP=str(tmp_path))
+    result = subprocess.run(
+        ["ocf-tester", "-n", "part-test", "-o", "backend=shared", "-o", f"device={dev.device}",
+         "-o", f"directory={tmp_path / 'data'}", "-o", "fstype=ext4", "-o", "options=noatime",
+         "-o", "fence_confirmed_file=", installed("partition")],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "passed all tests" in result.stdout
+    assert not mounted_at(tmp_path / "data")
+
+
+def test_started_is_not_mounted_and_promoted_is_mounted_read_write(disk, agent):
+    dev = disk()
+    assert agent("monitor", dev).returncode == 7
+    assert agent("start", dev, options="noatime,nodev").returncode == 0
+    assert agent("monitor", dev).returncode == 0
+    assert not mounted_at(agent.directory)
+    assert agent("promote", dev, options="noatime,nodev").returncode == 0
+    assert os.path.isdir(agent.directory) and mounted_at(agent.directory)
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        line = next(l for l in handle if l.split()[4] == agent.directory)
+    assert "rw" in line.split()[5] and "noatime" in line.split()[5] and "nodev" in line.split()[5]
+    for level in (0, 10, 20):
+        assert agent("monitor", dev, level=level, options="noatime,nodev").returncode == 8
+    assert agent("monitor", dev, options="noatime,noexec").returncode == 9  # options differ
+    assert agent("promote", dev).returncode == 0  # again: already promoted
+    assert agent("demote", dev).returncode == 0
+    assert not mounted_at(agent.directory)
+    assert agent("monitor", dev).returncode == 0
+    assert agent("stop", dev).returncode == 0
+    assert agent("monitor", dev).returncode == 7
+    assert agent("stop", dev).returncode == 0
+
+
+def test_bad_input_on_a_real_node(disk, agent, tmp_path):
+    dev = disk()
+
+    class Fake:
+        device = str(tmp_path / "not-a-device")
+    open(Fake.device, "w").close()
+    result = agent("start", Fake)
+    assert result.returncode == 6 and "is not a block device" in reason(result)
+    Fake.device = "/dev/hapack-missing-disk"
+    result = agent("start", Fake)
+    assert result.returncode == 5 and "does not exist on this node" in reason(result)
+    assert agent("monitor", Fake, env={"OCF_RESKEY_CRM_meta_interval": "0"}).returncode == 7
+    result = agent("start", dev, directory="/")
+    assert result.returncode == 6 and "'/' cannot be" in reason(result)
+
+
+def test_a_directory_used_by_another_mount_is_refused(disk, agent):
+    dev, other = disk(), disk()
+    os.makedirs(agent.directory)
+    sh("mount", other.device, agent.directory)
+    result = agent("start", dev)
+    assert result.returncode == 1 and f"already a mount point of {other.device}" in reason(result)
+
+
+# -- stop within the budget -----------------------------------------------------------
+
+IGNORE_TERM = ("import signal, sys, time\n"
+               "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+               "f = open(sys.argv[1], 'w'); print('ready', flush=True); time.sleep(600)\n")
+
+
+def test_stop_kills_the_holders_and_releases_the_mount(disk, agent):
+    dev = disk()
+    assert agent("start", dev).returncode == 0
+    assert agent("promote", dev).returncode == 0
+    polite = subprocess.Popen(["sleep", "600"], cwd=agent.directory)
+    stubborn = subprocess.Popen([sys.executable, "-c", IGNORE_TERM,
+                                 os.path.join(agent.directory, "journal")],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert stubborn.stdout.readline().strip() == "ready"
+        assert sh("umount", agent.directory, check=False).returncode != 0  # really busy
+        started = time.monotonic()
+        result = agent("stop", dev, env={"OCF_RESKEY_CRM_meta_timeout": "20000"})
+        assert result.returncode == 0, result.stderr
+        assert time.monotonic() - started < 20
+        assert polite.wait(timeout=5) == -signal.SIGTERM
+        assert stubborn.wait(timeout=5) == -signal.SIGKILL
+        assert not mounted_at(agent.directory)
+        assert "busy" in result.stderr and str(stubborn.pid) in result.stderr
+    finally:
+        for proc in (polite, stubborn):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+WRITER = ("import os, sys, time\n"
+          "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)\n"
+          "print('ready', flush=True); time.sleep(1)\n"
+          "os.write(fd, b'x' * 65536); os.fsync(fd)\n")
+
+
+def test_a_stop_that_cannot_finish_names_the_holders(disk, agent):
+    dev = disk()
+    assert agent("start", dev).returncode == 0
+    assert agent("promote", dev).returncode == 0
+    writer = subprocess.Popen([sys.executable, "-c", WRITER,
+                               os.path.join(agent.directory, "f")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        sh("fsfreeze", "-f", agent.directory)  # the writer hangs in the kernel: unkillable
+        time.sleep(1.5)
+        started = time.monotonic()
+        result = agent("stop", dev, env={"OCF_RESKEY_CRM_meta_timeout": "6000"})
+        assert time.monotonic() - started < 15  # within the budget, not a hang
+        assert result.returncode == 1
+        assert f"still held by python3[{writer.pid}]" in reason(result) or \
+            f"[{writer.pid}]" in reason(result)
+        assert mounted_at(agent.directory)  # nothing pretended
+    finally:
+        sh("fsfreeze", "-u", agent.directory, check=False)
+        writer.wait(timeout=10)
+    assert agent("stop", dev).returncode == 0
+    assert not mounted_at(agent.directory)
+
+
+# -- deeper monitors ------------------------------------------------------------------
+
+def test_level_20_detects_a_read_only_remount(disk, agent):
+    dev = disk()
+    assert agent("start", dev).returncode == 0
+    assert agent("promote", dev).returncode == 0
+    sh("mount", "-o", "remount,ro", agent.directory)
+    result = agent("monitor", dev, level=20)
+    assert result.returncode == 9 and "read-only" in reason(result)
+    assert agent("demote", dev).returncode == 0
+
+
+def test_level_20_reports_a_hung_disk_within_its_own_timeout(disk, agent):
+    dev = disk()
+    assert agent("start", dev).returncode == 0
+    assert agent("promote", dev).returncode == 0
+    sh("fsfreeze", "-f", agent.directory)
+    try:
+        assert agent("monitor", dev, level=0).returncode == 8
+        started = time.monotonic()
+        result = agent("monitor", dev, level=20, probe_timeout=1)
+        assert time.monotonic() - started < 10
+        assert result.returncode == 9 and "no answer within 1s" in reason(result)
+    finally:
+        sh("fsfreeze", "-u", agent.directory)
+    time.sleep(0.5)  # the probe child left behind finishes after the thaw
+    assert agent("monitor", dev, level=20).returncode == 8
+    assert agent("stop", dev).returncode == 0
+
+
+# -- the promotion gate ----------------------------------------------------------------
+
+def test_an_unclean_file_system_needs_proof_that_the_peer_is_off(disk, agent, tmp_path):
+    dev = disk(unclean=True)
+    assert agent("start", dev).returncode == 0
+    result = agent("promote", dev)
+    assert result.returncode == 1 and "journal needs recovery" in reason(result)
+    assert not mounted_at(agent.directory)
+
+    fenced = tmp_path / "fenced"
+    fenced.write_text("node2\n")
+    then = time.time() - 600
+    os.utime(fenced, (then, then))
+    result = agent("promote", dev)
+    assert result.returncode == 1 and "old" in reason(result)
+
+    fenced.write_text("node2\n")  # hamon: node2 confirmed powered off just now
+    result = agent("promote", dev)
+    assert result.returncode == 0, result.stderr
+    assert mounted_at(agent.directory)
+    assert agent("stop", dev).returncode == 0
+
+
+def pacemaker_env(tmp_path, stonith):
+    cib = tmp_path / "cib.xml"
+    cib.write_text(sh("cibadmin", "--empty").stdout)
+    env = {"CIB_file": str(cib), "OCF_RESKEY_crm_feature_set": "3.16.1",
+           "OCF_RESKEY_CRM_meta_promotable": "true", "OCF_RESKEY_CRM_meta_notify": "true",
+           "OCF_RESKEY_CRM_meta_on_node": "node1"}
+    if stonith is not None:
+        sh("crm_attribute", "--type", "crm_config", "--name", "stonith-enabled", "--update",
+           stonith)
+    return env
+
+
+PRE_PROMOTE = {"OCF_RESKEY_CRM_meta_notify_type": "pre",
+               "OCF_RESKEY_CRM_meta_notify_operation": "promote",
+               "OCF_RESKEY_CRM_meta_notify_promote_resource": "data:0",
+               "OCF_RESKEY_CRM_meta_notify_promote_uname": "node1"}
+
+
+@pytest.mark.parametrize("stonith,allowed", [("false", False), ("true", True)])
+def test_pacemakers_pre_promote_notification_opens_the_gate(disk, agent, tmp_path, monkeypatch,
+                                                            stonith, allowed):
+    need_binary("cibadmin", "crm_attribute")
+    dev = disk(unclean=True)
+    env = pacemaker_env(tmp_path, None)
+    monkeypatch.setenv("CIB_file", env["CIB_file"])
+    sh("crm_attribute", "--type", "crm_config", "--name", "stonith-enabled", "--update", stonith)
+    assert agent("start", dev, env=env).returncode == 0
+    assert agent("promote", dev, env=env).returncode == 1  # no notification yet
+    assert agent("notify", dev, env=dict(env, **PRE_PROMOTE)).returncode == 0
+    result = agent("promote", dev, env=env)
+    assert (result.returncode == 0) is allowed, result.stderr
+    if not allowed:
+        assert "stonith-enabled=false" in reason(result)
+    assert agent("stop", dev, env=env).returncode == 0
+
+
+def test_pacemaker_reporting_the_peer_promoted_is_refused(disk, agent, tmp_path, monkeypatch):
+    dev = disk()  # even a clean file system
+    env = pacemaker_env(tmp_path, None)
+    monkeypatch.setenv("CIB_file", env["CIB_file"])
+    assert agent("start", dev, env=env).returncode == 0
+    peer = dict(PRE_PROMOTE, OCF_RESKEY_CRM_meta_notify_master_resource="data:1",
+                OCF_RESKEY_CRM_meta_notify_master_uname="node2")
+    assert agent("notify", dev, env=dict(env, **peer)).returncode == 0
+    result = agent("promote", dev, env=env)
+    assert result.returncode == 1 and "Pacemaker reports node2 promoted" in reason(result)
+    assert not mounted_at(agent.directory)
+    assert agent("stop", dev, env=env).returncode == 0
+
+
+def test_the_device_mounted_elsewhere_on_this_node_is_refused(disk, agent, tmp_path):
+    dev = disk()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert agent("start", dev).returncode == 0
+    sh("mount", dev.device, str(elsewhere))
+    result = agent("promote", dev)
+    assert result.returncode == 1 and "already mounted on" in reason(result)
