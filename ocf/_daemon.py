@@ -32,9 +32,10 @@ directory, a database). The API is small and kept stable:
 
 ``srv.stop(graceful=None, graceful_timeout=0)``
     SIGCONT (a frozen server cannot act on TERM), then ``graceful`` (a
-    signal number sent to the main pid, or a callable(ctx, pid)) for up to
-    ``graceful_timeout`` seconds, then TERM and KILL to the whole tree (and
-    leftovers) within ``ctx.deadline``. Zombies count as stopped. The pid
+    signal number sent to the main pid, or a callable(ctx, pid) that returns
+    False when it could not ask) for up to ``graceful_timeout`` seconds, then
+    TERM (at most 10 s) and KILL to the whole tree (and leftovers) within
+    ``ctx.deadline``. Zombies count as stopped. The pid
     file is removed. Raises GenericError naming the pids that survived KILL.
 
 ``spawn(ctx, argv, pidfile, output, user=None, env=None, cwd=None)``
@@ -274,8 +275,9 @@ def _excerpt(text, limit=80):
     return repr(text[:limit] + ("..." if len(text) > limit else ""))
 
 
-def tail(path, lines=3):
-    """The last non-empty lines of a file, joined with ' | ' ('' when unreadable)."""
+def tail(path, lines=3, width=200):
+    """The last non-empty lines of a file (their last ``width`` characters), joined
+    with ' | ' ('' when unreadable)."""
     if not path:
         return ""
     try:
@@ -285,7 +287,7 @@ def tail(path, lines=3):
             text = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    found = [line.strip() for line in text.splitlines() if line.strip()]
+    found = [line.strip()[-width:] for line in text.splitlines() if line.strip()]
     return " | ".join(found[-lines:])
 
 
@@ -477,10 +479,10 @@ class Server:
         main = self.pid()
         if graceful is not None and graceful_timeout > 0 and main:
             budget = Deadline(min(graceful_timeout, ctx.deadline.left() * 0.5))
-            self._graceful(graceful, main)
-            pids = process.wait_gone(pids, budget)
-            if pids:
-                ctx.log.info(f"graceful stop did not finish within {budget.seconds:.1f}s")
+            if self._graceful(graceful, main) is not False:
+                pids = process.wait_gone(pids, budget)
+                if pids:
+                    ctx.log.info(f"graceful stop did not finish within {budget.seconds:.1f}s")
         survivors = self._terminate(pids, ctx.deadline, term_wait=10.0 if main else 1.0)
         if survivors:
             raise GenericError(f"{self.what} processes {' '.join(map(str, survivors))} are "
@@ -489,11 +491,12 @@ class Server:
         ctx.log.info(f"{self.what} stopped")
 
     def _graceful(self, graceful, pid):
+        """Ask pid to stop; False when that could not even be asked."""
         if callable(graceful):
-            graceful(self.ctx, pid)
-        else:
-            self.ctx.log.info(f"sending {signal.Signals(graceful).name} to {pid} (graceful stop)")
-            process.signal_pids([pid], graceful)
+            return graceful(self.ctx, pid)
+        self.ctx.log.info(f"sending {signal.Signals(graceful).name} to {pid} (graceful stop)")
+        process.signal_pids([pid], graceful)
+        return True
 
     def _terminate(self, pids, deadline, term_wait=10.0):
         """TERM (waiting at most term_wait s), then KILL, within deadline; the survivors."""

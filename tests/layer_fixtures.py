@@ -24,6 +24,12 @@ from conftest import need_binary
 MODULES = "/usr/lib/apache2/modules"
 JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
 TOMCAT_CONF = "/etc/tomcat10"
+# The application's own health page: 503 while the file 'down' exists beside it.
+APP_HEALTH = """<%@ page contentType="text/plain" %><%
+if (new java.io.File(application.getRealPath("/down")).exists()) {
+    response.setStatus(503); out.print("APP DOWN");
+} else { out.print("APP OK"); } %>
+"""
 
 
 def free_port():
@@ -201,8 +207,9 @@ class Tomcat(Instance):
 
     agent = "tomcat"
 
-    def __init__(self, root, name="tomcat"):
+    def __init__(self, root, name="tomcat", port=None):
         super().__init__(root, name)
+        self.port = port or self.port
         self.base = os.path.join(self.root, "base")
         for sub in ("conf", "logs", "temp", "work", "webapps/app"):
             os.makedirs(os.path.join(self.base, sub), mode=0o755)
@@ -211,8 +218,8 @@ class Tomcat(Instance):
                       "tomcat-users.xml", "jaspic-providers.xml"):
             shutil.copy(os.path.join(TOMCAT_CONF, name_), os.path.join(self.base, "conf"))
         write(os.path.join(self.base, "conf", "server.xml"), self.server_xml())
-        self.app_health = os.path.join(self.base, "webapps", "app", "health.jsp")
-        write(self.app_health, '<%@ page contentType="text/plain" %>APP OK\n')
+        write(os.path.join(self.base, "webapps", "app", "health.jsp"), APP_HEALTH)
+        self.app_down = os.path.join(self.base, "webapps", "app", "down")
         subprocess.run(["chown", "-R", "tomcat:tomcat", self.base], check=True)
 
     def server_xml(self):

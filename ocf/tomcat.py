@@ -1,0 +1,308 @@
+"""ocf:hapack:tomcat -- a Java application server instance (Tomcat, or any command).
+
+The instance is a directory (CATALINA_BASE) of its own; the server runs in
+the foreground as an unprivileged user, detached by start-stop-daemon, which
+writes the pid file as root before the program starts, so the pid file
+never depends on the server. ``flavor=tomcat`` runs ``catalina.sh run`` of
+``catalina_home`` and, by default, checks a tiny health page the agent puts
+into the instance (``webapps/hapack-health/ping.jsp``: it goes through the
+connector, the servlet pipeline and Jasper). ``flavor=command`` runs any
+server that stays in the foreground (another Jakarta EE server, Jetty...)
+from ``start_command`` with the same contract: pid file, port, health URL,
+graceful stop (``stop_command`` or SIGTERM), then TERM, then KILL.
+Monitor levels: 0 = the JVM is alive and listening on ``port``;
+10 = ``status_url``; 20 = ``test_url``, the application's own health URL.
+"""
+
+import os
+import signal
+
+from hapack.ocf import Action, Agent, ArgsError, ConfigError, GenericError, NotInstalled, Param
+from hapack.ocf import _daemon as d
+from hapack.proc import CommandError
+
+NAME = "tomcat"
+HEALTH_APP = "hapack-health"
+HEALTH_PAGE = '<%@ page contentType="text/plain" %>PONG <%= application.getServerInfo() %>\n'
+EXIT_ON_INIT_FAILURE = "-Dorg.apache.catalina.startup.EXIT_ON_INIT_FAILURE=true"
+
+PARAMS = (
+    Param("catalina_base", "Instance directory (CATALINA_BASE)",
+          "Absolute path of the instance: conf/, logs/, temp/, work/, webapps/. It is the "
+          "server's working directory and is exported as CATALINA_BASE.",
+          required=True, unique=True, check=d.absolute_path),
+    Param("flavor", "Server kind",
+          "tomcat: run catalina.sh run of catalina_home. command: run start_command (any "
+          "server that stays in the foreground), with status_url required.",
+          kind="choice", choices=("tomcat", "command"), default="tomcat"),
+    Param("catalina_home", "Tomcat installation (CATALINA_HOME)",
+          "Where Tomcat is installed (bin/catalina.sh, lib/).", default="/usr/share/tomcat10",
+          check=d.absolute_path),
+    Param("java_home", "JAVA_HOME",
+          "Java installation to run. Unset: /usr/lib/jvm/default-java, else the java on PATH.",
+          check=d.absolute_path),
+    Param("java_opts", "JVM options (JAVA_OPTS)",
+          "Options for the JVM, e.g. '-Xms64m -Xmx256m'.", default="-Djava.awt.headless=true"),
+    Param("catalina_opts", "Server options (CATALINA_OPTS)",
+          "Options for the server's JVM only (not for tools such as configtest). The tomcat "
+          "flavor adds " + EXIT_ON_INIT_FAILURE + " so a port clash fails the start at once."),
+    Param("user", "User", "Unprivileged user the server runs as.", default="tomcat"),
+    Param("start_command", "Start command (flavor=command)",
+          "Command line of a server that stays in the foreground, split like a shell would "
+          "(no expansion). Runs as user in catalina_base with JAVA_HOME, JAVA_OPTS, "
+          "CATALINA_OPTS and CATALINA_BASE set.", check=d.split_options),
+    Param("stop_command", "Graceful stop command",
+          "Command line that asks the server to stop (e.g. catalina.sh stop with a shutdown "
+          "port), run as user with the same environment. Unset: SIGTERM, which runs the "
+          "JVM's shutdown hooks (Tomcat stops cleanly).", check=d.split_options),
+    Param("output_log", "Console log",
+          "File that receives the server's standard output and error. Unset: "
+          "<catalina_base>/logs/catalina.out.", check=d.absolute_path),
+    *d.stop_params(graceful=("Seconds the graceful stop (stop_command, or SIGTERM) may take "
+                             "before SIGKILL. Always bounded by the stop timeout.")),
+    *d.check_params(
+        port=8080,
+        status_url=("URL fetched at check level 10. Unset (tomcat flavor): "
+                    "http://<address>:<port>/" + HEALTH_APP + "/ping.jsp, a page the agent "
+                    "creates in <catalina_base>/webapps when it is missing."),
+        status_regex=("Regular expression the level-10 answer must contain. Unset: PONG for "
+                      "the agent's health page; only the HTTP status for other URLs.")),
+)
+
+
+# -- the instance -------------------------------------------------------------------
+
+def java_home(ctx):
+    if ctx.params.java_home:
+        return ctx.params.java_home
+    if os.path.isdir("/usr/lib/jvm/default-java"):
+        return "/usr/lib/jvm/default-java"
+    from hapack.proc import which
+    java = which("java")
+    return os.path.dirname(os.path.dirname(os.path.realpath(java))) if java else "/usr"
+
+
+def pidfile(ctx):
+    return ctx.params.pidfile or d.rsc_path(ctx, "pid")
+
+
+def output_log(ctx):
+    return ctx.params.output_log or os.path.join(ctx.params.catalina_base, "logs", "catalina.out")
+
+
+def server(ctx):
+    p = ctx.params
+    tomcat = p.flavor == "tomcat"
+    return d.Server(ctx, pidfile(ctx), port=p.port, log=output_log(ctx), what=p.flavor,
+                    exe=os.path.join(java_home(ctx), "bin", "java") if tomcat else None,
+                    marker=f"-Dcatalina.base={p.catalina_base}" if tomcat else None)
+
+
+def environment(ctx, extra_opts=""):
+    p = ctx.params
+    opts = " ".join(filter(None, (extra_opts, p.catalina_opts or "")))
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "LANG": ctx.environ.get("LANG", "C.UTF-8"), "JAVA_HOME": java_home(ctx),
+            "JAVA_OPTS": p.java_opts or "", "CATALINA_OPTS": opts,
+            "CATALINA_HOME": p.catalina_home, "CATALINA_BASE": p.catalina_base,
+            "CATALINA_TMPDIR": os.path.join(p.catalina_base, "temp")}
+
+
+def command(ctx):
+    p = ctx.params
+    if p.flavor == "command":
+        return list(p.start_command)
+    return [os.path.join(p.catalina_home, "bin", "catalina.sh"), "run"]
+
+
+def status_url(ctx):
+    p = ctx.params
+    return p.status_url or d.default_url(p, f"/{HEALTH_APP}/ping.jsp")
+
+
+def _status(ctx):
+    p = ctx.params
+    pattern = p.status_regex or (None if p.status_url else "^PONG")
+    d.http_expect(ctx, status_url(ctx), p.client_timeout, p.expect_status, regex=pattern)
+
+
+def _test(ctx):
+    p = ctx.params
+    if p.test_url:
+        d.http_expect(ctx, p.test_url, p.client_timeout, p.expect_status, regex=p.test_regex)
+
+
+CHECKS = {10: _status, 20: _test}
+
+
+# -- local environment ----------------------------------------------------------------
+
+def account(user):
+    import pwd
+    try:
+        return pwd.getpwnam(user)
+    except KeyError:
+        raise NotInstalled(f"user {user} does not exist on this node") from None
+
+
+def writable_by(path, pw):
+    """Whether user pw may write into path, judged from its mode bits (we are root)."""
+    import grp
+    info = os.stat(path)
+    if pw.pw_uid == 0:
+        return True
+    if info.st_uid == pw.pw_uid:
+        return bool(info.st_mode & 0o200)
+    groups = {pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if pw.pw_name in g.gr_mem}
+    if info.st_gid in groups:
+        return bool(info.st_mode & 0o020)
+    return bool(info.st_mode & 0o002)
+
+
+def _owned_dir(path, pw):
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=0o750)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    elif not writable_by(path, pw):
+        raise NotInstalled(f"{path} is not writable by {pw.pw_name}")
+
+
+def prepare(ctx, pw):
+    """Create what the instance needs and may lack: logs/, temp/, work/, the health page."""
+    p = ctx.params
+    for sub in ("logs", "temp", "work"):
+        _owned_dir(os.path.join(p.catalina_base, sub), pw)
+    log = output_log(ctx)
+    _owned_dir(os.path.dirname(log), pw)
+    if not os.path.exists(log):
+        with open(log, "a", encoding="utf-8"):
+            os.chown(log, pw.pw_uid, pw.pw_gid)
+    if p.flavor == "tomcat" and not p.status_url:
+        _health_page(p.catalina_base, pw)
+
+
+def _health_page(base, pw):
+    webapps = os.path.join(base, "webapps")
+    if not os.path.isdir(webapps):
+        raise ArgsError(f"{webapps} does not exist: create it, or set status_url to a page "
+                        "of the instance")
+    app = os.path.join(webapps, HEALTH_APP)
+    page = os.path.join(app, "ping.jsp")
+    if os.path.isfile(page):
+        return
+    os.makedirs(app, mode=0o755, exist_ok=True)
+    with open(page, "w", encoding="utf-8") as handle:
+        handle.write(HEALTH_PAGE)
+    for path in (app, page):
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+# -- the verbs ---------------------------------------------------------------------------
+
+def validate(ctx):
+    p = ctx.params
+    tomcat = p.flavor == "tomcat"
+    if not tomcat and not (p.start_command and p.status_url):
+        raise ConfigError("flavor=command needs start_command and status_url")
+    if ctx.action == "validate-all" and ctx.check_level < 10:
+        return
+    java = os.path.join(java_home(ctx), "bin", "java")
+    if not os.access(java, os.X_OK):
+        raise NotInstalled(f"Java is not installed: {java} is missing (set java_home)")
+    if tomcat:
+        for rel in ("bin/catalina.sh", "bin/bootstrap.jar"):
+            if not os.path.isfile(os.path.join(p.catalina_home, rel)):
+                raise NotInstalled(f"Tomcat is not installed in {p.catalina_home} (no {rel})")
+    else:
+        from hapack.proc import which
+        if which(p.start_command[0]) is None:
+            raise NotInstalled(f"start_command {p.start_command[0]} is not executable")
+    conf = os.path.join(p.catalina_base, "conf", "server.xml") if tomcat else p.catalina_base
+    if not os.path.exists(conf):
+        raise NotInstalled(f"instance {p.catalina_base} has no {os.path.relpath(conf, p.catalina_base)}"
+                           if tomcat else f"instance directory {p.catalina_base} does not exist")
+    if account(p.user).pw_uid == 0 and tomcat:
+        ctx.log.warning("running Tomcat as root: its SecurityListener, if configured, refuses")
+    if ctx.action == "validate-all" and tomcat:
+        _configtest(ctx)
+
+
+def _configtest(ctx):
+    """catalina.sh configtest: parses server.xml in a JVM, as the user."""
+    script = os.path.join(ctx.params.catalina_home, "bin", "catalina.sh")
+    result = ctx.run([script, "configtest"], timeout=60, env=environment(ctx),
+                     user=ctx.params.user, cwd=ctx.params.catalina_base)
+    if not result.ok:
+        lines = (result.stderr + result.stdout).splitlines()
+        severe = [line for line in lines if "SEVERE" in line or "Exception" in line]
+        raise ArgsError(f"{ctx.params.catalina_base} fails catalina.sh configtest: "
+                        f"{(severe or lines or ['exit ' + str(result.returncode)])[-1]}")
+
+
+def start(ctx):
+    p = ctx.params
+    pw = account(p.user)
+    srv = server(ctx)
+
+    def launch():
+        prepare(ctx, pw)
+        extra = EXIT_ON_INIT_FAILURE if p.flavor == "tomcat" else ""
+        env = dict(environment(ctx, extra), HOME=pw.pw_dir, USER=p.user)
+        d.spawn(ctx, command(ctx), srv.pidfile, output_log(ctx), user=p.user, env=env,
+                cwd=p.catalina_base)
+
+    srv.start(launch, CHECKS)
+
+
+def _stop_command(ctx, pid):
+    p = ctx.params
+    ctx.log.info(f"running stop_command for pid {pid}")
+    try:
+        result = ctx.run(list(p.stop_command), timeout=p.graceful_timeout, env=environment(ctx),
+                         user=p.user, cwd=p.catalina_base)
+    except CommandError as exc:  # the escalation that follows still stops the server
+        ctx.log.warning(f"stop_command failed: {exc}")
+        return False
+    if not result.ok:
+        ctx.log.warning(f"stop_command exited {result.returncode}: {result.output()}")
+        return False
+    return True
+
+
+def stop(ctx):
+    p = ctx.params
+    graceful = _stop_command if p.stop_command else signal.SIGTERM
+    server(ctx).stop(graceful=graceful, graceful_timeout=p.graceful_timeout)
+
+
+def monitor(ctx):
+    return server(ctx).monitor(CHECKS)
+
+
+AGENT = Agent(
+    NAME, version="1.0",
+    shortdesc="Java application server instance (Tomcat, or any foreground command)",
+    longdesc=("Runs one application server instance from its own directory (CATALINA_BASE) "
+              "as an unprivileged user, with a pid file of its own, so several instances can "
+              "share a node. Start waits until the health page answers (JVM start takes "
+              "seconds); stop is graceful (stop_command or SIGTERM), then KILL, within the "
+              "timeout. Monitor depth 0 checks the JVM and its listening port, depth 10 the "
+              "health page, depth 20 the application's own health URL (test_url)."),
+    params=PARAMS,
+    actions=(
+        Action("start", start, 120),
+        Action("stop", stop, 60),
+        Action("monitor", monitor, 30, interval=10, depth=0),
+        Action("monitor", monitor, 30, interval=30, depth=10),
+        Action("monitor", monitor, 40, interval=60, depth=20),
+    ),
+    validate=validate,
+)
+
+
+def main():
+    AGENT.run()
+
+
+if __name__ == "__main__":
+    main()
