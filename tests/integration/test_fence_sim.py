@@ -10,7 +10,8 @@ wall-clock stamp in ``power.log`` (the benchmark reads them).
 
 ipmi_sim and everything its hook starts run under a small supervisor that
 is a child subreaper: a killed node is reaped at once (this container's PID 1
-reaps nothing) and whatever is left when the BMC stops is killed with it.
+reaps nothing) and whatever is left when the BMC stops is killed with it;
+the supervisor also stops when the process that started it dies.
 The fence tests (test_fence_ipmi.py) and bench/bench_fence.py use this
 class; the tests here prove the simulation is faithful.
 """
@@ -78,9 +79,11 @@ exit 0
 
 SUPERVISOR = r"""
 import ctypes, os, signal, subprocess, sys
-ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-sim = subprocess.Popen(sys.argv[1:])
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 signal.signal(signal.SIGTERM, lambda *_: sim.terminate())
+libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG: the test runner died
+sim = subprocess.Popen(sys.argv[1:])
 while True:
     pid, _ = os.wait()  # reaps killed nodes as they die
     if pid == sim.pid:
@@ -149,7 +152,11 @@ class SimBmc:
                 raise RuntimeError(f"ipmi_sim did not start: {self.read('ipmi_sim.log')}")
             time.sleep(0.02)
         if self.powered:
-            self.power_on()
+            try:
+                self.power_on()
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def _lan_conf(self, hook):
@@ -171,9 +178,8 @@ class SimBmc:
             except subprocess.TimeoutExpired:
                 os.killpg(self.supervisor.pid, signal.SIGKILL)
                 self.supervisor.wait(10)
-        pid = self.node_pid()
-        if pid is not None and self.powered_node_alive():  # started before the supervisor
-            os.kill(pid, signal.SIGKILL)
+        if self.powered_node_alive() and self._node_is_our_sleep():  # the supervisor missed it
+            os.kill(self.node_pid(), signal.SIGKILL)
 
     def __enter__(self):
         return self.start()
@@ -193,14 +199,20 @@ class SimBmc:
         return int(text) if text else None
 
     def powered_node_alive(self):
-        """The node process exists, is not a zombie, and is our sleep."""
-        pid = self.node_pid()
+        """The node process exists and is not a zombie (what the BMC reports as on)."""
+        return self._node_state() not in (None, "Z", "X")
+
+    def _node_state(self):
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (FileNotFoundError, ProcessLookupError, TypeError):
+            return Path(f"/proc/{self.node_pid()}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return None
+
+    def _node_is_our_sleep(self):
+        try:
+            return Path(f"/proc/{self.node_pid()}/cmdline").read_bytes().startswith(b"sleep\0")
+        except (FileNotFoundError, ProcessLookupError):
             return False
-        return stat.rsplit(")", 1)[1].split()[0] not in "ZX" and cmdline.startswith(b"sleep\0")
 
     def set_off_delay(self, seconds):
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +222,8 @@ class SimBmc:
         """Power on through the BMC (so the node runs under the supervisor)."""
         result = self.ipmitool("chassis", "power", "on")
         if result.returncode != 0 or not self.powered_node_alive():
-            raise RuntimeError(f"power on failed: {result.stderr or result.stdout}")
+            raise RuntimeError(f"power on failed: {result.stderr or result.stdout} "
+                               f"(node {self.node_pid()}: {self._node_state()})")
 
     def power_off_now(self):
         delay = self.read("off_delay")
