@@ -167,6 +167,37 @@ def release(point, deadline, log, term_share=0.5):
         process.escalate([pid for pid, _, _ in holders], deadline, log, steps=steps)
 
 
+def still_open(device):
+    """True when the block device is still claimed: mounted in some other mount
+    namespace (a private copy made by unshare or a service's sandbox) or held."""
+    import errno
+    try:
+        os.close(os.open(device, os.O_RDONLY | os.O_EXCL))
+    except OSError as exc:
+        return exc.errno == errno.EBUSY
+    return False
+
+
+def namespaces_holding(number):
+    """[(pid, comm)], one process per mount namespace that has a mount of device number."""
+    found, seen = [], set()
+    needle = f" {number[0]}:{number[1]} "
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            space = os.readlink(f"/proc/{entry}/ns/mnt")
+            if space in seen:
+                continue
+            seen.add(space)
+            with open(f"/proc/{entry}/mountinfo", encoding="utf-8", errors="replace") as handle:
+                if any(needle in line for line in handle):
+                    found.append((int(entry), process._comm(int(entry))))
+        except OSError:
+            continue
+    return found
+
+
 # -- bounded disk probes ---------------------------------------------------------
 
 class ProbeFailed(Exception):

@@ -308,12 +308,22 @@ def _mount_it(ctx):
 
 
 def _release(ctx):
-    """Unmount the directory (and below) within the budget, keeping a margin for DRBD."""
+    """Unmount the directory (and below) within the budget, keeping a margin for DRBD;
+    then make sure no other mount namespace still has the file system mounted."""
+    p = ctx.params
     deadline = ctx.deadline.sub(min(2.0, ctx.deadline.left() * 0.2))
-    left = _mount.release(ctx.params.directory, deadline, ctx.log)
+    left = _mount.release(p.directory, deadline, ctx.log)
     if left:
         names = ", ".join(f"{comm}[{pid}] ({how})" if pid else comm for pid, comm, how in left)
-        raise GenericError(f"cannot unmount {ctx.params.directory}: still held by {names}")
+        raise GenericError(f"cannot unmount {p.directory}: still held by {names}")
+    from hapack.timing import Deadline, wait_until
+    if wait_until(lambda: not _mount.still_open(p.device), Deadline(min(1.0, deadline.left()))):
+        return
+    number = _mount.device_number(p.device)
+    others = _mount.namespaces_holding(number) if number else []
+    names = ", ".join(f"{comm}[{pid}]" for pid, comm in others) or "an unknown holder"
+    raise GenericError(f"{p.directory} is unmounted here but {p.device} is still in use "
+                       f"(mounted in the mount namespace of {names}): not released")
 
 
 def _level_probe(ctx, error):

@@ -25,18 +25,56 @@ def sh(*argv, check=True):
     return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=60)
 
 
-def mounted_at(path):
-    path = os.path.realpath(path)
-    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
-        return [line.split()[4] for line in handle
-                if line.split()[4].replace("\\040", " ") == path]
+class Space:
+    """A private mount namespace for this test's mounts.
+
+    Other engineers' labs create mount namespaces all the time; a namespace
+    made while one of our file systems is mounted in the root namespace gets
+    a private copy of that mount and keeps the file system busy after our
+    umount. Mounting only in a namespace of our own avoids that.
+    """
+
+    def __init__(self):
+        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private",
+                                        "sleep", "infinity"])
+        mine = os.readlink("/proc/self/ns/mnt")
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{self.holder.pid}/ns/mnt") == mine:
+            assert time.monotonic() < deadline, "unshare did not make a mount namespace"
+            time.sleep(0.01)
+
+    def argv(self, argv):
+        return ["nsenter", f"--target={self.holder.pid}", "--mount", "--", *map(str, argv)]
+
+    def run(self, *argv, check=True):
+        return sh(*self.argv(argv), check=check)
+
+    def popen(self, argv, **kwargs):
+        return subprocess.Popen(self.argv(argv), **kwargs)
+
+    def mounts(self):
+        with open(f"/proc/{self.holder.pid}/mountinfo", encoding="utf-8") as handle:
+            return [line.split()[4].replace("\\040", " ") for line in handle]
+
+    def mounted_at(self, path):
+        return [point for point in self.mounts() if point == os.path.realpath(path)]
+
+    def unmount_below(self, folder):
+        for point in reversed(self.mounts()):
+            if point.startswith(folder):
+                self.run("fsfreeze", "-u", point, check=False)
+                self.run("umount", point, check=False)
+
+    def close(self, folder):
+        self.unmount_below(folder)
+        self.holder.kill()
+        self.holder.wait()
 
 
 class Disk:
-    """A sparse image, ext4, on a loop device; everything removed at close."""
+    """A sparse image, ext4, on a loop device; detached (ours only) at close."""
 
     def __init__(self, folder, index, unclean=False):
-        self.folder = folder
         self.image = os.path.join(folder, f"disk{index}.img")
         with open(self.image, "wb") as handle:
             handle.truncate(64 * 1024 * 1024)
@@ -46,20 +84,24 @@ class Disk:
         self.device = sh("losetup", "--find", "--show", self.image).stdout.strip()
 
     def close(self):
-        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
-            points = [line.split()[4] for line in handle]
-        for point in reversed(points):
-            if point.startswith(self.folder):
-                sh("fsfreeze", "-u", point, check=False)
-                sh("umount", point, check=False)
-        for line in sh("losetup", "-j", self.image).stdout.splitlines():  # ours only
+        for line in sh("losetup", "-j", self.image).stdout.splitlines():
             sh("losetup", "-d", line.split(":")[0], check=False)
         os.unlink(self.image)
 
 
 @pytest.fixture
-def disk(tmp_path):
+def space(tmp_path):
     need_root()
+    need_binary("unshare", "nsenter")
+    made = Space()
+    try:
+        yield made
+    finally:
+        made.close(str(tmp_path))
+
+
+@pytest.fixture
+def disk(tmp_path, space):
     need_binary("mkfs.ext4", "losetup", "debugfs", "fsfreeze")
     made = []
 
@@ -69,13 +111,14 @@ def disk(tmp_path):
     try:
         yield make
     finally:
+        space.unmount_below(str(tmp_path))
         for item in made:
             item.close()
 
 
 @pytest.fixture
-def agent(tmp_path):
-    """agent(action, device, level=None, **params) -> CompletedProcess of the agent."""
+def agent(tmp_path, space):
+    """agent(action, disk, level=None, env=None, **params) -> CompletedProcess, in our namespace."""
     rsctmp = tmp_path / "rsctmp"
     rsctmp.mkdir()
 
@@ -90,10 +133,9 @@ def agent(tmp_path):
         if level is not None:
             full["OCF_CHECK_LEVEL"] = str(level)
         full.update(env or {})
-        return subprocess.run(AGENT + [action], env=full, capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(space.argv(AGENT + [action]), env=full, capture_output=True,
+                              text=True, timeout=120)
     call.directory = str(tmp_path / "data")
-    call.rsctmp = str(rsctmp)
     return call
 
 
@@ -103,29 +145,29 @@ def reason(result):
 
 # -- the OCF contract ------------------------------------------------------------------
 
-def test_ocf_tester_passes(disk, installed, tmp_path):
+def test_ocf_tester_passes(disk, installed, tmp_path, space):
     need_binary("ocf-tester")
     dev = disk()
     env = dict(os.environ, HA_RSCTMP=str(tmp_path))
-    result = subprocess.run(
+    result = subprocess.run(space.argv(
         ["ocf-tester", "-n", "part-test", "-o", "backend=shared", "-o", f"device={dev.device}",
          "-o", f"directory={tmp_path / 'data'}", "-o", "fstype=ext4", "-o", "options=noatime",
-         "-o", "fence_confirmed_file=", installed("partition")],
+         "-o", "fence_confirmed_file=", installed("partition")]),
         capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "passed all tests" in result.stdout
-    assert not mounted_at(tmp_path / "data")
+    assert not space.mounted_at(tmp_path / "data")
 
 
-def test_started_is_not_mounted_and_promoted_is_mounted_read_write(disk, agent):
+def test_started_is_not_mounted_and_promoted_is_mounted_read_write(disk, agent, space):
     dev = disk()
     assert agent("monitor", dev).returncode == 7
     assert agent("start", dev, options="noatime,nodev").returncode == 0
     assert agent("monitor", dev).returncode == 0
-    assert not mounted_at(agent.directory)
+    assert not space.mounted_at(agent.directory)
     assert agent("promote", dev, options="noatime,nodev").returncode == 0
-    assert os.path.isdir(agent.directory) and mounted_at(agent.directory)
-    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+    assert os.path.isdir(agent.directory) and space.mounted_at(agent.directory)
+    with open(f"/proc/{space.holder.pid}/mountinfo", encoding="utf-8") as handle:
         line = next(l for l in handle if l.split()[4] == agent.directory)
     assert "rw" in line.split()[5] and "noatime" in line.split()[5] and "nodev" in line.split()[5]
     for level in (0, 10, 20):
@@ -133,7 +175,7 @@ def test_started_is_not_mounted_and_promoted_is_mounted_read_write(disk, agent):
     assert agent("monitor", dev, options="noatime,noexec").returncode == 9  # options differ
     assert agent("promote", dev).returncode == 0  # again: already promoted
     assert agent("demote", dev).returncode == 0
-    assert not mounted_at(agent.directory)
+    assert not space.mounted_at(agent.directory)
     assert agent("monitor", dev).returncode == 0
     assert agent("stop", dev).returncode == 0
     assert agent("monitor", dev).returncode == 7
@@ -156,10 +198,10 @@ def test_bad_input_on_a_real_node(disk, agent, tmp_path):
     assert result.returncode == 6 and "'/' cannot be" in reason(result)
 
 
-def test_a_directory_used_by_another_mount_is_refused(disk, agent):
+def test_a_directory_used_by_another_mount_is_refused(disk, agent, space):
     dev, other = disk(), disk()
     os.makedirs(agent.directory)
-    sh("mount", other.device, agent.directory)
+    space.run("mount", other.device, agent.directory)
     result = agent("start", dev)
     assert result.returncode == 1 and f"already a mount point of {other.device}" in reason(result)
 
@@ -171,24 +213,24 @@ IGNORE_TERM = ("import signal, sys, time\n"
                "f = open(sys.argv[1], 'w'); print('ready', flush=True); time.sleep(600)\n")
 
 
-def test_stop_kills_the_holders_and_releases_the_mount(disk, agent):
+def test_stop_kills_the_holders_and_releases_the_mount(disk, agent, space):
     dev = disk()
     assert agent("start", dev).returncode == 0
     assert agent("promote", dev).returncode == 0
-    polite = subprocess.Popen(["sleep", "600"], cwd=agent.directory)
-    stubborn = subprocess.Popen([sys.executable, "-c", IGNORE_TERM,
+    polite = space.popen(["sh", "-c", f"cd {agent.directory} && exec sleep 600"])
+    stubborn = space.popen([sys.executable, "-c", IGNORE_TERM,
                                  os.path.join(agent.directory, "journal")],
                                 stdout=subprocess.PIPE, text=True)
     try:
         assert stubborn.stdout.readline().strip() == "ready"
-        assert sh("umount", agent.directory, check=False).returncode != 0  # really busy
+        assert space.run("umount", agent.directory, check=False).returncode != 0  # busy
         started = time.monotonic()
         result = agent("stop", dev, env={"OCF_RESKEY_CRM_meta_timeout": "20000"})
         assert result.returncode == 0, result.stderr
         assert time.monotonic() - started < 20
         assert polite.wait(timeout=5) == -signal.SIGTERM
         assert stubborn.wait(timeout=5) == -signal.SIGKILL
-        assert not mounted_at(agent.directory)
+        assert not space.mounted_at(agent.directory)
         assert "busy" in result.stderr and str(stubborn.pid) in result.stderr
     finally:
         for proc in (polite, stubborn):
@@ -203,16 +245,16 @@ WRITER = ("import os, sys, time\n"
           "os.write(fd, b'x' * 65536); os.fsync(fd)\n")
 
 
-def test_a_stop_that_cannot_finish_names_the_holders(disk, agent):
+def test_a_stop_that_cannot_finish_names_the_holders(disk, agent, space):
     dev = disk()
     assert agent("start", dev).returncode == 0
     assert agent("promote", dev).returncode == 0
-    writer = subprocess.Popen([sys.executable, "-c", WRITER,
+    writer = space.popen([sys.executable, "-c", WRITER,
                                os.path.join(agent.directory, "f")], stdout=subprocess.PIPE,
                               text=True)
     try:
         assert writer.stdout.readline().strip() == "ready"
-        sh("fsfreeze", "-f", agent.directory)  # the writer hangs in the kernel: unkillable
+        space.run("fsfreeze", "-f", agent.directory)  # the writer hangs in the kernel: unkillable
         time.sleep(1.5)
         started = time.monotonic()
         result = agent("stop", dev, env={"OCF_RESKEY_CRM_meta_timeout": "6000"})
@@ -220,31 +262,31 @@ def test_a_stop_that_cannot_finish_names_the_holders(disk, agent):
         assert result.returncode == 1
         assert f"still held by python3[{writer.pid}]" in reason(result) or \
             f"[{writer.pid}]" in reason(result)
-        assert mounted_at(agent.directory)  # nothing pretended
+        assert space.mounted_at(agent.directory)  # nothing pretended
     finally:
-        sh("fsfreeze", "-u", agent.directory, check=False)
+        space.run("fsfreeze", "-u", agent.directory, check=False)
         writer.wait(timeout=10)
     assert agent("stop", dev).returncode == 0
-    assert not mounted_at(agent.directory)
+    assert not space.mounted_at(agent.directory)
 
 
 # -- deeper monitors ------------------------------------------------------------------
 
-def test_level_20_detects_a_read_only_remount(disk, agent):
+def test_level_20_detects_a_read_only_remount(disk, agent, space):
     dev = disk()
     assert agent("start", dev).returncode == 0
     assert agent("promote", dev).returncode == 0
-    sh("mount", "-o", "remount,ro", agent.directory)
+    space.run("mount", "-o", "remount,ro", agent.directory)
     result = agent("monitor", dev, level=20)
     assert result.returncode == 9 and "read-only" in reason(result)
     assert agent("demote", dev).returncode == 0
 
 
-def test_level_20_reports_a_hung_disk_within_its_own_timeout(disk, agent):
+def test_level_20_reports_a_hung_disk_within_its_own_timeout(disk, agent, space):
     dev = disk()
     assert agent("start", dev).returncode == 0
     assert agent("promote", dev).returncode == 0
-    sh("fsfreeze", "-f", agent.directory)
+    space.run("fsfreeze", "-f", agent.directory)
     try:
         assert agent("monitor", dev, level=0).returncode == 8
         started = time.monotonic()
@@ -252,7 +294,7 @@ def test_level_20_reports_a_hung_disk_within_its_own_timeout(disk, agent):
         assert time.monotonic() - started < 10
         assert result.returncode == 9 and "no answer within 1s" in reason(result)
     finally:
-        sh("fsfreeze", "-u", agent.directory)
+        space.run("fsfreeze", "-u", agent.directory)
     time.sleep(0.5)  # the probe child left behind finishes after the thaw
     assert agent("monitor", dev, level=20).returncode == 8
     assert agent("stop", dev).returncode == 0
@@ -260,12 +302,12 @@ def test_level_20_reports_a_hung_disk_within_its_own_timeout(disk, agent):
 
 # -- the promotion gate ----------------------------------------------------------------
 
-def test_an_unclean_file_system_needs_proof_that_the_peer_is_off(disk, agent, tmp_path):
+def test_an_unclean_file_system_needs_proof_that_the_peer_is_off(disk, agent, tmp_path, space):
     dev = disk(unclean=True)
     assert agent("start", dev).returncode == 0
     result = agent("promote", dev)
     assert result.returncode == 1 and "journal needs recovery" in reason(result)
-    assert not mounted_at(agent.directory)
+    assert not space.mounted_at(agent.directory)
 
     fenced = tmp_path / "fenced"
     fenced.write_text("node2\n")
@@ -277,7 +319,7 @@ def test_an_unclean_file_system_needs_proof_that_the_peer_is_off(disk, agent, tm
     fenced.write_text("node2\n")  # hamon: node2 confirmed powered off just now
     result = agent("promote", dev)
     assert result.returncode == 0, result.stderr
-    assert mounted_at(agent.directory)
+    assert space.mounted_at(agent.directory)
     assert agent("stop", dev).returncode == 0
 
 
@@ -317,7 +359,7 @@ def test_pacemakers_pre_promote_notification_opens_the_gate(disk, agent, tmp_pat
     assert agent("stop", dev, env=env).returncode == 0
 
 
-def test_pacemaker_reporting_the_peer_promoted_is_refused(disk, agent, tmp_path, monkeypatch):
+def test_pacemaker_reporting_the_peer_promoted_is_refused(disk, agent, tmp_path, monkeypatch, space):
     dev = disk()  # even a clean file system
     env = pacemaker_env(tmp_path, None)
     monkeypatch.setenv("CIB_file", env["CIB_file"])
@@ -327,15 +369,39 @@ def test_pacemaker_reporting_the_peer_promoted_is_refused(disk, agent, tmp_path,
     assert agent("notify", dev, env=dict(env, **peer)).returncode == 0
     result = agent("promote", dev, env=env)
     assert result.returncode == 1 and "Pacemaker reports node2 promoted" in reason(result)
-    assert not mounted_at(agent.directory)
+    assert not space.mounted_at(agent.directory)
     assert agent("stop", dev, env=env).returncode == 0
 
 
-def test_the_device_mounted_elsewhere_on_this_node_is_refused(disk, agent, tmp_path):
+def test_the_device_mounted_elsewhere_on_this_node_is_refused(disk, agent, tmp_path, space):
     dev = disk()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     assert agent("start", dev).returncode == 0
-    sh("mount", dev.device, str(elsewhere))
+    space.run("mount", dev.device, str(elsewhere))
     result = agent("promote", dev)
     assert result.returncode == 1 and "already mounted on" in reason(result)
+
+
+def test_a_copy_of_the_mount_in_another_namespace_is_not_a_release(disk, agent, space):
+    """A namespace made while the partition was mounted (unshare, a sandboxed service) keeps
+    the file system mounted after our umount: demote must say so, not report success."""
+    dev = disk()
+    assert agent("start", dev).returncode == 0
+    assert agent("promote", dev).returncode == 0
+    copy = space.popen(["unshare", "--mount", "--propagation", "private", "sleep", "600"])
+    try:
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{copy.pid}/ns/mnt") == os.readlink(
+                f"/proc/{space.holder.pid}/ns/mnt"):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        result = agent("demote", dev)
+        assert result.returncode == 1
+        assert f"mounted in the mount namespace of sleep[{copy.pid}]" in reason(result)
+    finally:
+        copy.kill()
+        copy.wait()
+    assert agent("demote", dev).returncode == 0
+    assert agent("promote", dev).returncode == 0  # released cleanly now
+    assert agent("stop", dev).returncode == 0
