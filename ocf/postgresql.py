@@ -176,6 +176,7 @@ def start(ctx):
 
     def launch():
         prepare_dirs(ctx)
+        _remove_socket(ctx)
         seconds = max(1, int(ctx.deadline.left()))
         result = ctx.run(_pg_ctl(ctx, "start", "-w", "-t", str(seconds), "-l", srv.log,
                                  "-o", _server_options(ctx)))
@@ -202,8 +203,20 @@ def _pg_ctl_stop(ctx, pid):
         budget = ctx.deadline.left() * 0.5
 
 
+def _remove_socket(ctx):
+    """A killed postmaster leaves its socket and the socket's lock file (naming a pid
+    that may linger as a zombie, which PostgreSQL takes for a live postmaster)."""
+    for path in (_socket(ctx), _socket(ctx) + ".lock"):
+        try:
+            os.unlink(path)
+            ctx.log.info(f"removed the stale {path}")
+        except FileNotFoundError:
+            pass
+
+
 def stop(ctx):
     server(ctx).stop(graceful=_pg_ctl_stop, graceful_timeout=ctx.deadline.left())
+    _remove_socket(ctx)
 
 
 def validate(ctx):
