@@ -1,0 +1,195 @@
+"""ocf:hapack:slapd against Debian's slapd 2.5, the mdb database on an ext4 loop mount."""
+
+import os
+import signal
+import time
+from urllib.parse import quote
+
+import pytest
+
+from conftest import need_binary, need_root
+from hapack.ocf._ldapwire import Ldap
+from hapack.process import alive, read_pidfile
+from hapack.probe import ProbeError
+from stateful_fixtures import (AgentCall, free_port, loop_partition, owned_dir, reason,
+                               secret_file, sh, workspace)
+
+SUFFIX = "dc=example,dc=com"
+ADMIN = f"cn=admin,{SUFFIX}"
+PASSWORD = f"ldap pass {os.getpid()}"
+SEED = f"""dn: {SUFFIX}
+objectClass: dcObject
+objectClass: organization
+o: Example
+dc: example
+
+dn: ou=people,{SUFFIX}
+objectClass: organizationalUnit
+ou: people
+"""
+
+
+def slapd_conf(path, directory, rootpw):
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(f"""include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+database mdb
+maxsize 104857600
+suffix "{SUFFIX}"
+rootdn "{ADMIN}"
+rootpw {rootpw}
+directory {directory}
+access to * by * read
+""")
+    return path
+
+
+class Directory:
+    def __init__(self, call, work, port):
+        self.call, self.work, self.port = call, work, port
+
+    @property
+    def pidfile(self):
+        return f"{self.work}/run/slapd-{self.call.instance}/slapd.pid"
+
+    def client(self):
+        client = Ldap(f"ldap://127.0.0.1:{self.port}/", 5)
+        client.bind(ADMIN, PASSWORD)
+        return client
+
+
+@pytest.fixture(scope="module")
+def directory(installed):
+    need_root()
+    need_binary("slapd", "slapadd", "slappasswd", "slaptest", "start-stop-daemon")
+    with workspace("ldap") as work, loop_partition(work) as mnt:
+        data = owned_dir(f"{mnt}/ldap", "openldap", 0o750)
+        os.makedirs(f"{data}/example")
+        cred = secret_file(f"{work}/cred", PASSWORD)
+        with open(f"{work}/bare", "w", encoding="utf-8") as handle:
+            handle.write(PASSWORD)  # slappasswd -T hashes the whole file, newline and all
+        rootpw = sh("slappasswd", "-T", f"{work}/bare").stdout.strip()  # no clear text around
+        os.unlink(f"{work}/bare")
+        conf = slapd_conf(f"{work}/slapd.conf", f"{data}/example", rootpw)
+        seed = f"{work}/seed.ldif"
+        with open(seed, "w", encoding="utf-8") as handle:
+            handle.write(SEED)
+        sh("slapadd", "-f", conf, "-l", seed)
+        sh("chown", "-R", "openldap:openldap", data)
+        port, instance = free_port(), f"ldap{os.getpid()}"
+        sock = quote(f"{work}/run/slapd-{instance}/ldapi", safe="")
+        call = AgentCall(installed("slapd"), instance, dict(
+            config=conf, data_dir=data, services=f"ldap://127.0.0.1:{port}/ ldapi://{sock}/",
+            bind_dn=ADMIN, credentials_file=cred, run_dir=f"{work}/run", log_dir=f"{work}/log"))
+        try:
+            yield Directory(call, work, port)
+        finally:
+            call("stop")
+
+
+@pytest.fixture
+def running(directory):
+    result = directory.call("start")
+    assert result.returncode == 0, result.stderr
+    return directory
+
+
+def test_ocf_tester_passes(directory):
+    assert directory.call("stop").returncode == 0
+    result = directory.call.ocf_tester()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "passed all tests" in result.stdout + result.stderr
+
+
+def test_level_20_survives_a_stop_start_cycle_and_leaves_no_probe_entry(running):
+    call = running.call
+    assert call("monitor", level=20).returncode == 0
+    assert call("stop").returncode == 0
+    assert call("monitor").returncode == 7
+    assert not os.path.exists(running.pidfile)
+    assert call("start").returncode == 0
+    assert call("monitor", level=20).returncode == 0
+    client = running.client()
+    try:
+        assert client.read(SUFFIX, ("o",)) == {"o": ["Example"]}
+        with pytest.raises(ProbeError, match="no such object"):
+            client.read(f"cn=hapack-probe-{call.instance},{SUFFIX}")
+    finally:
+        client.close()
+
+
+def test_kill_9_gives_not_running_and_a_restart_serves_the_data(running):
+    pid = read_pidfile(running.pidfile)
+    os.kill(pid, signal.SIGKILL)
+    end = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert running.call("monitor").returncode == 7
+    assert running.call("monitor", level=10).returncode == 7
+    result = running.call("start")
+    assert result.returncode == 0, result.stderr
+    assert running.call("monitor", level=10).returncode == 0
+
+
+def test_a_data_dir_that_is_not_mounted_is_refused(directory):
+    with workspace("ldap-unmounted") as work:
+        data = owned_dir(f"{work}/ldap", "openldap")  # on the root file system
+        conf = slapd_conf(f"{work}/slapd.conf", f"{data}/example", "x")
+        result = directory.call("start", config=conf, data_dir=data)
+        assert result.returncode == 5
+        assert "is on the root file system, not on a mounted partition" in reason(result)
+        assert os.listdir(data) == []
+
+
+def test_a_database_outside_data_dir_is_refused(directory):
+    with workspace("ldap-outside") as work:
+        conf = slapd_conf(f"{work}/slapd.conf", "/var/lib/ldap", "x")
+        result = directory.call("validate-all", config=conf)
+        assert result.returncode == 6 and "outside data_dir" in reason(result)
+
+
+def test_a_cn_config_tree_runs_too(directory):
+    assert directory.call("stop").returncode == 0
+    tree = f"{directory.work}/slapd.d"
+    os.makedirs(tree, exist_ok=True)
+    sh("slaptest", "-f", directory.call.params["config"], "-F", tree)
+    sh("chown", "-R", "openldap:openldap", tree)
+    result = directory.call("start", config=tree)
+    try:
+        assert result.returncode == 0, result.stderr
+        assert directory.call("monitor", level=20, config=tree).returncode == 0
+    finally:
+        assert directory.call("stop", config=tree).returncode == 0
+    assert directory.call("monitor", config=tree).returncode == 7
+
+
+def test_a_wrong_password_fails_monitor_and_start(directory):
+    wrong = secret_file(f"{directory.work}/wrong", "not the password")
+    assert directory.call("start").returncode == 0
+    result = directory.call("monitor", level=10, credentials_file=wrong)
+    assert result.returncode == 1 and "invalid credentials" in reason(result)
+    assert directory.call("stop").returncode == 0
+    result = directory.call("start", credentials_file=wrong)
+    assert result.returncode == 6 and "invalid credentials" in reason(result)
+    assert directory.call("monitor").returncode == 7
+
+
+def test_the_password_stays_out_of_command_lines_environments_and_logs(running):
+    agent_log = f"{running.work}/agent.log"
+    debug = {"HA_debug": "1", "HA_LOGFILE": agent_log, "HA_DEBUGLOG": agent_log}
+    outputs = [running.call(action, level=level, extra_env=debug) for action, level in (
+        ("stop", None), ("start", None), ("monitor", 10), ("monitor", 20))]
+    assert [r.returncode for r in outputs] == [0] * 4
+    with open(agent_log, encoding="utf-8") as handle:
+        logged = handle.read()
+    assert "start-stop-daemon" in logged
+    with open(f"{running.work}/log/slapd-{running.call.instance}/slapd.log",
+              encoding="utf-8") as handle:
+        texts = [r.stdout + r.stderr for r in outputs] + [logged, handle.read()]
+    assert not [text for text in texts if PASSWORD in text]
+    pid = read_pidfile(running.pidfile)
+    for what in ("cmdline", "environ"):
+        with open(f"/proc/{pid}/{what}", "rb") as handle:
+            assert PASSWORD.encode() not in handle.read()
