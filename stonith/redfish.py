@@ -55,9 +55,7 @@ class RedfishDriver(Driver):
         except (OSError, ssl.SSLError) as exc:
             raise BmcUnreachable(f"Redfish service {where}: {exc.strerror or exc}") from None
         if not opened.sysurl or not opened.powerurl:
-            raise AuthError(f"Redfish service {where} shows no computer system with a reset "
-                            f"action to user {settings.username!r} (check the credentials "
-                            "and systems_uri)")
+            raise no_system(opened, settings, where)
         return cls(opened, where)
 
     def get_power(self):
@@ -84,6 +82,19 @@ class RedfishDriver(Driver):
             raise BmcError(f"Redfish service {self.where} failed {what}: {exc}") from None
         except (OSError, ssl.SSLError) as exc:
             raise BmcUnreachable(f"Redfish service {self.where} ({what}): {exc}") from None
+
+
+def no_system(opened, settings, where):
+    """Why pyghmi found no ComputerSystem with a reset action (it only says None)."""
+    path = settings.systems_uri or "/redfish/v1/Systems"
+    status = opened.wc.grab_json_response_with_status(path)[1]
+    if status in (401, 403):
+        return AuthError(f"Redfish service {where} rejected the login of user "
+                         f"{settings.username!r}")
+    if status == 404:
+        return ConfigError(f"systems_uri {path!r} not found on Redfish service {where}")
+    return BmcRefused(f"Redfish service {where} shows no computer system with a reset action "
+                      f"at {path} (HTTP {status})")
 
 
 def open_error(text, where, user):
