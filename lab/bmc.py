@@ -76,11 +76,19 @@ def new_guid() -> str:
     return secrets.token_hex(16)
 
 
-def render_lan_conf(bmc: Bmc, name: str, guid: str, chassis_control: list[str]) -> str:
-    """ipmi_sim's lan.conf for one BMC (ipmi_sim expands nothing: literal paths)."""
-    hook = shlex.join(chassis_control)
-    if '"' in hook or "\\" in hook:
-        raise BmcError(f"chassis_control command cannot be quoted for ipmi_sim: {hook}")
+def render_lan_conf(bmc: Bmc, name: str, guid: str, chassis_control: list[str] | None,
+                    power: str = "") -> str:
+    """ipmi_sim's lan.conf for one BMC (ipmi_sim expands nothing: literal paths).
+
+    The power switch is a ``chassis_control`` hook, or (chassis_control None)
+    the lines in ``power``: e.g. a VM's ``serial 15 ... codec VM`` and
+    ``startcmd`` (:mod:`hapack.lab.vm`).
+    """
+    if chassis_control is not None:
+        hook = shlex.join(chassis_control)
+        if '"' in hook or "\\" in hook:
+            raise BmcError(f"chassis_control command cannot be quoted for ipmi_sim: {hook}")
+        power = f'  chassis_control "{hook}"\n'
     auths = "none md2 md5 straight"
     return (
         f'name "{name}"\n'
@@ -94,7 +102,7 @@ def render_lan_conf(bmc: Bmc, name: str, guid: str, chassis_control: list[str]) 
         f"    allowed_auths_admin {auths}\n"
         f"    guid {guid}\n"
         "  endlan\n"
-        f'  chassis_control "{hook}"\n'
+        f"{power}"
         f'  user 2 true "{bmc.username}" "{bmc.password}" admin 10 {auths}\n'
     )
 
