@@ -111,6 +111,20 @@ def options_list(options):
     return [o for o in (options or "").split(",") if o]
 
 
+def fstype_known(fstype):
+    from hapack.proc import which
+    with open("/proc/filesystems", encoding="ascii") as handle:
+        if fstype in (line.split()[-1] for line in handle if line.strip()):
+            return True
+    if which(f"mount.{fstype}", "/sbin:/usr/sbin:/bin:/usr/bin"):
+        return True
+    try:
+        with open(f"/lib/modules/{os.uname().release}/modules.dep", encoding="utf-8") as handle:
+            return f"/{fstype}.ko" in handle.read()
+    except OSError:
+        return False
+
+
 # -- mounting and unmounting ----------------------------------------------------
 
 def mount_argv(fstype, options, device, directory):

@@ -15,17 +15,11 @@ import re
 
 from hapack.ocf import (OCF, Action, Agent, ConfigError, FailedPromoted, GenericError,
                         NotInstalled, OCFError, Param)
-from hapack.ocf import _drbd, _gate, _mount
+from hapack.ocf import _mount, _replica
+from hapack.ocf._daemon import absolute_path
+from hapack.ocf._replica import BACKENDS, probe, state_path, under_pacemaker, write_score
 
 NAME = "partition"
-RSCTMP = "/run/resource-agents"
-SHARED_SCORE = 1000  # shared backend: the device is present (and was readable at start)
-
-
-def absolute_path(text):
-    if not os.path.isabs(text):
-        raise ValueError(f"{text!r} is not an absolute path")
-    return os.path.normpath(text)
 
 
 def mount_point(text):
@@ -86,176 +80,7 @@ PARAMS = (
 )
 
 
-# -- state kept between calls ------------------------------------------------------
-
-def _path(ctx, suffix):
-    """$HA_RSCTMP/hapack-partition-<resource>.<suffix>; the clone number is dropped."""
-    base = ctx.environ.get("HA_RSCTMP") or RSCTMP
-    rsc = ctx.instance.split(":")[0].replace("/", "_")
-    return os.path.join(base, f"hapack-partition-{rsc}.{suffix}")
-
-
-def _remove(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _under_pacemaker(ctx):
-    return "OCF_RESKEY_crm_feature_set" in ctx.environ
-
-
-def _score(ctx, score, force=False):
-    """Write the promotion score when it changed (always when forced); Pacemaker only."""
-    if score == _drbd.KEEP or not _under_pacemaker(ctx):
-        return
-    cache = _path(ctx, "score")
-    text = "none" if score is None else str(score)
-    try:
-        with open(cache, encoding="ascii") as handle:
-            if handle.read().strip() == text and not force:
-                return
-    except OSError:
-        pass
-    try:
-        if score is None:
-            ctx.clear_promotion_score()
-        else:
-            ctx.set_promotion_score(score)
-    except OCFError as exc:  # retried at the next monitor; not a failure of the resource
-        ctx.log.error(str(exc))
-        return
-    os.makedirs(os.path.dirname(cache), exist_ok=True)
-    with open(cache, "w", encoding="ascii") as handle:
-        handle.write(text + "\n")
-
-
-# -- backends ------------------------------------------------------------------------
-
-class Shared:
-    """A block device all nodes see. Started: present and readable; promoted: mounted."""
-
-    def look(self, ctx):
-        return os.path.exists(_path(ctx, "state"))
-
-    def running(self, look, mine):
-        return look or mine is not None
-
-    def promoted(self, look, mine):
-        return mine is not None
-
-    def problem(self, ctx, look):
-        if _mount.device_number(ctx.params.device) is None:
-            return f"{ctx.params.device} is gone or no longer a block device"
-        return None
-
-    def score(self, ctx, look):
-        return SHARED_SCORE if self.problem(ctx, look) is None else None
-
-    def split_brain(self, ctx):
-        return None
-
-    def start(self, ctx):
-        _probe(ctx, lambda: _mount.read_block(ctx.params.device), GenericError,
-               f"cannot read {ctx.params.device}")
-
-    def refuse(self, ctx, look):
-        return None
-
-    def add_evidence(self, ctx, look, ev):
-        block = _probe(ctx, lambda: _mount.read_block(ctx.params.device), GenericError,
-                       f"cannot read {ctx.params.device}")
-        in_use = _mount.ext_in_use(block) if ctx.params.fstype.startswith("ext") else None
-        ev.released = None if in_use is None else not in_use
-
-    def promote(self, ctx, look):
-        pass
-
-    def demote(self, ctx, look):
-        pass
-
-    stop = demote
-
-
-class Drbd:
-    """A DRBD resource. Started: up (attached, connecting); promoted: Primary."""
-
-    def look(self, ctx):
-        return _drbd.read_state(lambda argv: ctx.run(argv, timeout=10),
-                                ctx.params.drbd_resource, ctx.params.device)
-
-    def running(self, look, mine):
-        return look.configured
-
-    def promoted(self, look, mine):
-        return look.role == "Primary"
-
-    def problem(self, ctx, look):
-        return None
-
-    def score(self, ctx, look):
-        return _drbd.promotion_score(look, bool(self.split_brain(ctx)))
-
-    def split_brain(self, ctx):
-        return _drbd.split_brain(ctx.environ, ctx.params.drbd_resource)
-
-    def _adm(self, ctx, verb, error=GenericError):
-        result = ctx.run(_drbd.drbdadm(verb, ctx.params.drbd_resource))
-        if not result.ok:
-            raise error(f"drbdadm {verb} {ctx.params.drbd_resource} failed: "
-                        f"{result.output() or f'exit {result.returncode}'}")
-
-    def start(self, ctx):
-        if not os.path.exists(_drbd.PROC):
-            result = ctx.run(_drbd.MODPROBE, timeout=30)
-            if not result.ok:
-                raise NotInstalled(f"cannot load the drbd kernel module: {result.output()}")
-        look = self.look(ctx)
-        if not look.configured:
-            self._adm(ctx, "up")
-        elif look.disk == "Diskless" or not look.connected:
-            self._adm(ctx, "adjust")
-        from hapack.timing import Deadline, wait_until
-        wait = Deadline(min(ctx.params.wfc_timeout, ctx.deadline.left()))
-        def connected():
-            state = self.look(ctx)
-            return state if state.connected else None
-
-        look = wait_until(connected, wait) or self.look(ctx)
-        ctx.log.info(f"{ctx.params.drbd_resource} is up: {look}")
-
-    def refuse(self, ctx, look):
-        return _drbd.refuse_promotion(look, bool(self.split_brain(ctx)))
-
-    def add_evidence(self, ctx, look, ev):
-        ev.peer_role, ev.cstate = look.peer_role, look.cstate
-
-    def promote(self, ctx, look):
-        if look.role != "Primary":
-            self._adm(ctx, "primary")
-
-    def demote(self, ctx, look):
-        if look.role == "Primary":
-            self._adm(ctx, "secondary")
-
-    def stop(self, ctx, look):
-        if look.configured:
-            self.demote(ctx, look)
-            self._adm(ctx, "down")
-
-
-BACKENDS = {"shared": Shared(), "drbd": Drbd()}
-
-
 # -- mount helpers ---------------------------------------------------------------------
-
-def _probe(ctx, work, error, what):
-    try:
-        return _mount.bounded(work, ctx.params.probe_timeout)
-    except _mount.ProbeFailed as exc:
-        raise error(f"{what}: {exc}") from None
-
 
 def _ours(ctx, mounts=None):
     """Our device's mount on the directory (the visible one), or None."""
@@ -330,9 +155,9 @@ def _level_probe(ctx, error):
     p = ctx.params
     if ctx.check_level >= 20:
         path = os.path.join(p.directory, f".hapack-probe-{ctx.instance.split(':')[0]}")
-        _probe(ctx, lambda: _mount.write_read_delete(path), error, f"write probe in {p.directory}")
+        probe(ctx, lambda: _mount.write_read_delete(path), error, f"write probe in {p.directory}")
     elif ctx.check_level >= 10:
-        _probe(ctx, lambda: _mount.read_block(p.device), error, f"read from {p.device}")
+        probe(ctx, lambda: _mount.read_block(p.device), error, f"read from {p.device}")
 
 
 # -- the verbs -----------------------------------------------------------------------
@@ -350,7 +175,7 @@ def monitor(ctx):
         raise GenericError(problem)
     if ctx.params.backend == "shared":  # a DRBD Secondary cannot be opened
         _level_probe(ctx, GenericError)
-    _score(ctx, backend.score(ctx, look), force=ctx.is_probe)
+    write_score(ctx, backend.score(ctx, look), force=ctx.is_probe)
     _report_split_brain(ctx, backend, OCF.DEGRADED)
     return OCF.SUCCESS
 
@@ -364,7 +189,7 @@ def _monitor_promoted(ctx, backend, look, mine):
     if problems:
         raise FailedPromoted(f"{p.directory}: {'; '.join(problems)}")
     _level_probe(ctx, FailedPromoted)
-    _score(ctx, backend.score(ctx, look), force=ctx.is_probe)
+    write_score(ctx, backend.score(ctx, look), force=ctx.is_probe)
     _report_split_brain(ctx, backend, OCF.DEGRADED_PROMOTED)
     return OCF.RUNNING_PROMOTED
 
@@ -381,10 +206,10 @@ def start(ctx):
     backend = BACKENDS[p.backend]
     _check_directory(ctx, _mount.table())
     backend.start(ctx)
-    os.makedirs(os.path.dirname(_path(ctx, "state")), exist_ok=True)
-    with open(_path(ctx, "state"), "w", encoding="utf-8") as handle:
+    os.makedirs(os.path.dirname(state_path(ctx, "state")), exist_ok=True)
+    with open(state_path(ctx, "state"), "w", encoding="utf-8") as handle:
         handle.write(f"{p.directory}\n{p.device}\n")
-    _score(ctx, backend.score(ctx, backend.look(ctx)), force=True)
+    write_score(ctx, backend.score(ctx, backend.look(ctx)), force=True)
     ctx.log.info(f"{p.device} is ready (not mounted)")
 
 
@@ -393,13 +218,13 @@ def stop(ctx):
     if _ours(ctx) is not None or _mount.below(ctx.params.directory, _mount.table()):
         _release(ctx)
     backend.stop(ctx, backend.look(ctx))
-    if _under_pacemaker(ctx):
+    if under_pacemaker(ctx):
         try:
             ctx.clear_promotion_score()
         except OCFError as exc:
             ctx.log.warning(str(exc))
     for suffix in ("state", "score", "notify"):
-        _remove(_path(ctx, suffix))
+        _replica.remove(state_path(ctx, suffix))
 
 
 def promote(ctx):
@@ -420,7 +245,7 @@ def promote(ctx):
             backend.demote(ctx, backend.look(ctx))
             raise
         ctx.log.info(f"{p.device} is mounted on {p.directory}")
-    _score(ctx, backend.score(ctx, backend.look(ctx)), force=True)
+    write_score(ctx, backend.score(ctx, backend.look(ctx)), force=True)
 
 
 def _pass_gate(ctx, backend, look):
@@ -428,8 +253,9 @@ def _pass_gate(ctx, backend, look):
     refusal = backend.refuse(ctx, look)
     if refusal:
         raise GenericError(f"refusing to promote: {refusal}")
-    notify = _gate.read_notification(_path(ctx, "notify"))
-    used = _path(ctx, "fence-used")
+    from hapack.ocf import _gate
+    notify = _gate.read_notification(state_path(ctx, "notify"))
+    used = state_path(ctx, "fence-used")
     fenced, note = _gate.read_fence_confirmation(p.fence_confirmed_file, ctx.node, used)
     ev = _gate.Evidence(ctx.node, p.backend, notify=notify, fenced=fenced, fence_note=note,
                         device=p.device)
@@ -440,7 +266,7 @@ def _pass_gate(ctx, backend, look):
     if not allowed:
         raise GenericError(f"refusing to promote: {why}")
     ctx.log.info(f"promotion allowed: {why}")
-    _remove(_path(ctx, "notify"))  # one notification, one promotion
+    _replica.remove(state_path(ctx, "notify"))  # one notification, one promotion
     if fenced and why.startswith(fenced):
         _gate.mark_fence_confirmation_used(p.fence_confirmed_file, used)
 
@@ -452,19 +278,20 @@ def demote(ctx):
         return OCF.NOT_RUNNING
     _release(ctx)
     backend.demote(ctx, look)
-    _score(ctx, backend.score(ctx, backend.look(ctx)), force=True)
+    write_score(ctx, backend.score(ctx, backend.look(ctx)), force=True)
     return None
 
 
 def notify(ctx):
     event = ctx.notify
     if event.key == "pre-promote":
-        _gate.record_notification(_path(ctx, "notify"), event)
+        from hapack.ocf import _gate
+        _gate.record_notification(state_path(ctx, "notify"), event)
     elif event.type == "post":
         backend = BACKENDS[ctx.params.backend]
         look = backend.look(ctx)
         if backend.running(look, _ours(ctx)):
-            _score(ctx, backend.score(ctx, look), force=True)
+            write_score(ctx, backend.score(ctx, look), force=True)
 
 
 # -- validation ----------------------------------------------------------------------
@@ -475,7 +302,7 @@ def validate(ctx):
         raise ConfigError("backend=drbd needs drbd_resource")
     if "ro" in _mount.options_list(p.options):
         raise ConfigError("options must not contain 'ro': the promoted partition is read-write")
-    if _under_pacemaker(ctx):
+    if under_pacemaker(ctx):
         _check_clone(ctx)
     if ctx.action != "validate-all" or ctx.check_level >= 10:
         _check_node(ctx)
@@ -503,47 +330,18 @@ def _check_node(ctx):
         if _mount.device_number(p.device) is None:
             raise ConfigError(f"{p.device} is not a block device")
     else:
-        _check_drbd_config(ctx)
-    if not _fstype_known(p.fstype):
+        _replica.check_drbd_config(ctx)
+    if not _mount.fstype_known(p.fstype):
         raise NotInstalled(f"file system type {p.fstype} is not supported by this kernel")
     if os.path.exists(p.directory) and not os.path.isdir(p.directory):
         raise ConfigError(f"{p.directory} exists and is not a directory")
     _check_nesting(ctx)
 
 
-def _check_drbd_config(ctx):
-    p = ctx.params
-    from hapack.proc import which
-    if which("drbdadm") is None:
-        raise NotInstalled("drbdadm is not installed (drbd-utils)")
-    result = ctx.run(_drbd.drbdadm("sh-dev", p.drbd_resource), timeout=10)
-    if not result.ok:
-        raise NotInstalled(f"DRBD resource {p.drbd_resource} is not configured on this node: "
-                           f"{result.output()}")
-    configured = result.stdout.strip()
-    if configured and os.path.realpath(configured) != os.path.realpath(p.device):
-        raise ConfigError(f"device {p.device} is not the device of DRBD resource "
-                          f"{p.drbd_resource} ({configured})")
-
-
-def _fstype_known(fstype):
-    from hapack.proc import which
-    with open("/proc/filesystems", encoding="ascii") as handle:
-        if fstype in (line.split()[-1] for line in handle if line.strip()):
-            return True
-    if which(f"mount.{fstype}", "/sbin:/usr/sbin:/bin:/usr/bin"):
-        return True
-    try:
-        with open(f"/lib/modules/{os.uname().release}/modules.dep", encoding="utf-8") as handle:
-            return f"/{fstype}.ko" in handle.read()
-    except OSError:
-        return False
-
-
 def _check_nesting(ctx):
     """Refuse a mount point inside (or around) another partition resource's mount point."""
     import glob
-    mine = _path(ctx, "state")
+    mine = state_path(ctx, "state")
     here = ctx.params.directory.rstrip("/") + "/"
     for path in glob.glob(os.path.join(os.path.dirname(mine), "hapack-partition-*.state")):
         if path == mine:

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from hapack.ocf import OCF, _mount, partition
+from hapack.ocf import OCF, _drbd, _mount, partition
 from hapack.timing import Deadline
 
 MOUNTINFO = """\
@@ -144,7 +144,7 @@ def test_stop_of_the_agent_demotes_only_after_the_umount(monkeypatch, fp, tmp_pa
     """drbd: umount (busy) -> TERM -> umount -> drbdadm secondary -> drbdadm down."""
     busy = Busy(monkeypatch, [4242])
     monkeypatch.setattr(_mount, "device_number", lambda device: (7, 3))
-    monkeypatch.setattr(partition._drbd, "PROC", str(tmp_path / "none"))
+    monkeypatch.setattr(_drbd, "PROC", str(tmp_path / "none"))
     events = ("exists resource name:r0 role:Primary\nexists device name:r0 volume:0 minor:0 "
               "disk:UpToDate\nexists -\n")
     fp.register(["drbdsetup", "events2", "--now", "r0"], stdout=events)

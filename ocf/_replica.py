@@ -1,0 +1,202 @@
+"""The replica under the partition's mount, for the partition agent: a shared LUN or DRBD.
+
+Each backend answers the same questions (running? promoted? what score?)
+and does the replica's part of start, promote, demote and stop; the agent
+does the mount. Also here: the agent's state files in $HA_RSCTMP, the
+promotion score writer (only under Pacemaker, only when the score changed)
+and the bounded disk probe.
+"""
+
+import os
+
+from hapack.ocf import ConfigError, GenericError, NotInstalled, OCFError
+from hapack.ocf import _drbd, _mount
+
+RSCTMP = "/run/resource-agents"
+SHARED_SCORE = 1000  # shared backend: the device is present (and was readable at start)
+
+
+# -- state kept between calls ------------------------------------------------------
+
+def state_path(ctx, suffix):
+    """$HA_RSCTMP/hapack-partition-<resource>.<suffix>; the clone number is dropped."""
+    base = ctx.environ.get("HA_RSCTMP") or RSCTMP
+    rsc = ctx.instance.split(":")[0].replace("/", "_")
+    return os.path.join(base, f"hapack-partition-{rsc}.{suffix}")
+
+
+def remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def under_pacemaker(ctx):
+    return "OCF_RESKEY_crm_feature_set" in ctx.environ
+
+
+def write_score(ctx, score, force=False):
+    """Write the promotion score when it changed (always when forced); Pacemaker only."""
+    if score == _drbd.KEEP or not under_pacemaker(ctx):
+        return
+    cache = state_path(ctx, "score")
+    text = "none" if score is None else str(score)
+    try:
+        with open(cache, encoding="ascii") as handle:
+            if handle.read().strip() == text and not force:
+                return
+    except OSError:
+        pass
+    try:
+        if score is None:
+            ctx.clear_promotion_score()
+        else:
+            ctx.set_promotion_score(score)
+    except OCFError as exc:  # retried at the next monitor; not a failure of the resource
+        ctx.log.error(str(exc))
+        return
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    with open(cache, "w", encoding="ascii") as handle:
+        handle.write(text + "\n")
+
+
+# -- the bounded disk probe ----------------------------------------------------------
+
+def probe(ctx, work, error, what):
+    try:
+        return _mount.bounded(work, ctx.params.probe_timeout)
+    except _mount.ProbeFailed as exc:
+        raise error(f"{what}: {exc}") from None
+
+
+# -- backends ------------------------------------------------------------------------
+
+class Shared:
+    """A block device all nodes see. Started: present and readable; promoted: mounted."""
+
+    def look(self, ctx):
+        return os.path.exists(state_path(ctx, "state"))
+
+    def running(self, look, mine):
+        return look or mine is not None
+
+    def promoted(self, look, mine):
+        return mine is not None
+
+    def problem(self, ctx, look):
+        if _mount.device_number(ctx.params.device) is None:
+            return f"{ctx.params.device} is gone or no longer a block device"
+        return None
+
+    def score(self, ctx, look):
+        return SHARED_SCORE if self.problem(ctx, look) is None else None
+
+    def split_brain(self, ctx):
+        return None
+
+    def start(self, ctx):
+        probe(ctx, lambda: _mount.read_block(ctx.params.device), GenericError,
+               f"cannot read {ctx.params.device}")
+
+    def refuse(self, ctx, look):
+        return None
+
+    def add_evidence(self, ctx, look, ev):
+        block = probe(ctx, lambda: _mount.read_block(ctx.params.device), GenericError,
+                       f"cannot read {ctx.params.device}")
+        in_use = _mount.ext_in_use(block) if ctx.params.fstype.startswith("ext") else None
+        ev.released = None if in_use is None else not in_use
+
+    def promote(self, ctx, look):
+        pass
+
+    def demote(self, ctx, look):
+        pass
+
+    stop = demote
+
+
+class Drbd:
+    """A DRBD resource. Started: up (attached, connecting); promoted: Primary."""
+
+    def look(self, ctx):
+        return _drbd.read_state(lambda argv: ctx.run(argv, timeout=10),
+                                ctx.params.drbd_resource, ctx.params.device)
+
+    def running(self, look, mine):
+        return look.configured
+
+    def promoted(self, look, mine):
+        return look.role == "Primary"
+
+    def problem(self, ctx, look):
+        return None
+
+    def score(self, ctx, look):
+        return _drbd.promotion_score(look, bool(self.split_brain(ctx)))
+
+    def split_brain(self, ctx):
+        return _drbd.split_brain(ctx.environ, ctx.params.drbd_resource)
+
+    def _adm(self, ctx, verb, error=GenericError):
+        result = ctx.run(_drbd.drbdadm(verb, ctx.params.drbd_resource))
+        if not result.ok:
+            raise error(f"drbdadm {verb} {ctx.params.drbd_resource} failed: "
+                        f"{result.output() or f'exit {result.returncode}'}")
+
+    def start(self, ctx):
+        if not os.path.exists(_drbd.PROC):
+            result = ctx.run(_drbd.MODPROBE, timeout=30)
+            if not result.ok:
+                raise NotInstalled(f"cannot load the drbd kernel module: {result.output()}")
+        look = self.look(ctx)
+        if not look.configured:
+            self._adm(ctx, "up")
+        elif look.disk == "Diskless" or not look.connected:
+            self._adm(ctx, "adjust")
+        from hapack.timing import Deadline, wait_until
+        wait = Deadline(min(ctx.params.wfc_timeout, ctx.deadline.left()))
+        def connected():
+            state = self.look(ctx)
+            return state if state.connected else None
+
+        look = wait_until(connected, wait) or self.look(ctx)
+        ctx.log.info(f"{ctx.params.drbd_resource} is up: {look}")
+
+    def refuse(self, ctx, look):
+        return _drbd.refuse_promotion(look, bool(self.split_brain(ctx)))
+
+    def add_evidence(self, ctx, look, ev):
+        ev.peer_role, ev.cstate = look.peer_role, look.cstate
+
+    def promote(self, ctx, look):
+        if look.role != "Primary":
+            self._adm(ctx, "primary")
+
+    def demote(self, ctx, look):
+        if look.role == "Primary":
+            self._adm(ctx, "secondary")
+
+    def stop(self, ctx, look):
+        if look.configured:
+            self.demote(ctx, look)
+            self._adm(ctx, "down")
+
+
+BACKENDS = {"shared": Shared(), "drbd": Drbd()}
+
+
+def check_drbd_config(ctx):
+    p = ctx.params
+    from hapack.proc import which
+    if which("drbdadm") is None:
+        raise NotInstalled("drbdadm is not installed (drbd-utils)")
+    result = ctx.run(_drbd.drbdadm("sh-dev", p.drbd_resource), timeout=10)
+    if not result.ok:
+        raise NotInstalled(f"DRBD resource {p.drbd_resource} is not configured on this node: "
+                           f"{result.output()}")
+    configured = result.stdout.strip()
+    if configured and os.path.realpath(configured) != os.path.realpath(p.device):
+        raise ConfigError(f"device {p.device} is not the device of DRBD resource "
+                          f"{p.drbd_resource} ({configured})")
