@@ -18,14 +18,13 @@ Stop is SIGTERM (the broker's shutdown hook stops it cleanly), then KILL.
 """
 
 import os
-import signal
 
-from hapack.ocf import Action, Agent, ConfigError, GenericError, NotInstalled, Param
+from hapack.ocf import Agent, ConfigError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
 from hapack.ocf._activemq_conf import check_config, generated_config, log4j_properties
-from hapack.ocf._service import (CLEAN_ENV, Final, absolute_path, account, checked, client_timeout,
-                                 common_params, file_size, log_path, prepare_dirs, read_since,
-                                 require_executable, run_path, start_server)
+from hapack.ocf._service import (CLEAN_ENV, Final, account, actions, checked,
+                                 client_timeout, common_params, file_size, log_path, prepare_dirs,
+                                 read_since, require_executable, run_path, start_server)
 
 NAME = "activemq"
 LOCKED = "is locked by another server"
@@ -49,12 +48,12 @@ PARAMS = (
     Param("data_dir", "Broker data directory (activemq.data)",
           "KahaDB and the broker's temporary store, on the replicated partition. Start "
           "refuses it when it is not on a mounted file system writable by the service user.",
-          required=True, unique=True, check=absolute_path),
+          required=True, unique=True, check=d.absolute_path),
     Param("config", "activemq.xml",
           "The broker's own activemq.xml. It must declare a stomp:// connector on stomp_port "
           "and keep its stores under data_dir (or ${activemq.data}). Unset: the agent writes "
           "one from broker_name, bind_address, openwire_port and stomp_port.",
-          check=absolute_path),
+          check=d.absolute_path),
     Param("broker_name", "Broker name", "brokerName of the generated configuration.",
           default="hapack", check=name),
     Param("bind_address", "Listen address", "Address the connectors listen on.",
@@ -65,11 +64,11 @@ PARAMS = (
     Param("stomp_port", "STOMP port", "Port of the STOMP connector the monitor talks to.",
           kind="integer", default=61613, minimum=1, maximum=65535, unique=True),
     Param("java", "Java binary", "The java executable.", default="/usr/bin/java",
-          check=absolute_path),
+          check=d.absolute_path),
     Param("java_opts", "JVM options", "Options for the JVM, e.g. heap sizes.",
           default="-Xms64m -Xmx512m"),
     Param("activemq_home", "ActiveMQ installation", "Directory with bin/activemq.jar and lib/.",
-          default="/usr/share/activemq", check=absolute_path),
+          default="/usr/share/activemq", check=d.absolute_path),
     Param("broker_user", "Monitor login",
           "STOMP login of the monitor (password from credentials_file) when the broker "
           "requires authentication. Unset: anonymous."),
@@ -230,6 +229,7 @@ def start(ctx):
 
 
 def stop(ctx):
+    import signal
     server(ctx).stop(graceful=signal.SIGTERM, graceful_timeout=ctx.deadline.left() * 0.8)
 
 
@@ -269,13 +269,7 @@ AGENT = Agent(
               "level 10 a STOMP round trip, level 20 a persistent message through a probe "
               "queue. Stop: SIGTERM (clean broker shutdown), then KILL."),
     params=PARAMS,
-    actions=(
-        Action("start", start, 60),
-        Action("stop", stop, 60),
-        Action("monitor", monitor, 20, interval=10, depth=0),
-        Action("monitor", monitor, 30, interval=30, depth=10),
-        Action("monitor", monitor, 30, interval=120, depth=20),
-    ),
+    actions=actions(start, stop, monitor),
     validate=validate,
 )
 

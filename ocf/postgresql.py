@@ -20,11 +20,11 @@ deleted in a probe table.
 
 import os
 
-from hapack.ocf import Action, Agent, GenericError, NotInstalled, Param
+from hapack.ocf import Agent, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
-from hapack.ocf._service import (absolute_path, account, as_user, checked, client_timeout,
-                                 common_params, log_path, prepare_dirs, require_executable,
-                                 run_path, start_server)
+from hapack.ocf._service import (account, actions, as_user, checked,
+                                 client_timeout, common_params, log_path, prepare_dirs,
+                                 require_executable, run_path, start_server)
 
 NAME = "postgresql"
 
@@ -40,12 +40,13 @@ PARAMS = (
     Param("pgdata", "Data directory (PGDATA)",
           "The cluster's data directory, on the replicated partition (a subdirectory of the "
           "mount, owned by the service user, mode 0700). Start refuses it when it is not on "
-          "a mounted, writable file system.", required=True, unique=True, check=absolute_path),
+          "a mounted, writable file system.", required=True, unique=True,
+          check=d.absolute_path),
     Param("bindir", "PostgreSQL binaries", "Directory with pg_ctl and postgres.",
-          default="/usr/lib/postgresql/15/bin", check=absolute_path),
+          default="/usr/lib/postgresql/15/bin", check=d.absolute_path),
     Param("config", "postgresql.conf outside PGDATA",
           "Path of postgresql.conf when it is not in PGDATA (passed as -c config_file=).",
-          check=absolute_path),
+          check=d.absolute_path),
     Param("listen_address", "TCP listen addresses",
           "listen_addresses of the server (comma-separated; the monitor uses the unix socket).",
           default="127.0.0.1"),
@@ -249,13 +250,7 @@ AGENT = Agent(
               "from a root-only file): level 0 the postmaster of this PGDATA alive and "
               "listening, level 10 SELECT 1, level 20 a row written, read back and deleted."),
     params=PARAMS,
-    actions=(
-        Action("start", start, 60),
-        Action("stop", stop, 60),
-        Action("monitor", monitor, 20, interval=10, depth=0),
-        Action("monitor", monitor, 30, interval=30, depth=10),
-        Action("monitor", monitor, 30, interval=120, depth=20),
-    ),
+    actions=actions(start, stop, monitor),
     validate=validate,
 )
 

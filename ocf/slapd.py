@@ -14,13 +14,12 @@ ldapsearch child); the bind password comes from a root-only file.
 """
 
 import os
-import signal
 
-from hapack.ocf import Action, Agent, ConfigError, GenericError, NotInstalled, Param
+from hapack.ocf import Agent, ConfigError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
-from hapack.ocf._service import (CLEAN_ENV, absolute_path, account, checked, client_timeout,
-                                 common_params, log_path, prepare_dirs, require_executable,
-                                 run_path, start_server)
+from hapack.ocf._service import (CLEAN_ENV, account, actions, checked,
+                                 client_timeout, common_params, log_path, prepare_dirs,
+                                 require_executable, run_path, start_server)
 
 NAME = "slapd"
 
@@ -38,17 +37,17 @@ def services(text):
 PARAMS = (
     Param("config", "Configuration",
           "slapd.conf (a file: -f) or a cn=config directory (-F) of this instance.",
-          required=True, unique=True, check=absolute_path),
+          required=True, unique=True, check=d.absolute_path),
     Param("data_dir", "Data directory",
           "Directory on the replicated partition that holds every database directory of "
           "the configuration. Start refuses it when it is not on a mounted file system "
           "writable by the service user, and validate refuses a database outside it.",
-          required=True, unique=True, check=absolute_path),
+          required=True, unique=True, check=d.absolute_path),
     Param("services", "Listener URLs",
           "slapd -h: space-separated ldap://, ldaps:// and ldapi:// URLs. The monitor uses "
           "the first ldap:// or ldapi:// one.", default="ldap://127.0.0.1:389/", check=services),
     Param("slapd", "slapd binary", "Path of slapd.", default="/usr/sbin/slapd",
-          check=absolute_path),
+          check=d.absolute_path),
     Param("group", "Service group", "Group slapd runs as (-g).", default="openldap"),
     Param("log_level", "Log level", "slapd -d level written to the instance's log file.",
           default="stats"),
@@ -223,6 +222,7 @@ def start(ctx):
 
 
 def stop(ctx):
+    import signal
     server(ctx).stop(graceful=signal.SIGTERM, graceful_timeout=ctx.deadline.left() * 0.8)
     for url in ctx.params.services:  # slapd removes its sockets, unless it was killed
         if url.startswith("ldapi://") and os.path.exists(_ldapi_path(url)):
@@ -268,13 +268,7 @@ AGENT = Agent(
               "suffix; level 20 a probe entry added, read and deleted (bind password from a "
               "root-only file, never on a command line). Stop: SIGTERM, then KILL."),
     params=PARAMS,
-    actions=(
-        Action("start", start, 30),
-        Action("stop", stop, 30),
-        Action("monitor", monitor, 20, interval=10, depth=0),
-        Action("monitor", monitor, 20, interval=30, depth=10),
-        Action("monitor", monitor, 30, interval=120, depth=20),
-    ),
+    actions=actions(start, stop, monitor, start_timeout=30, stop_timeout=30),
     validate=validate,
 )
 
