@@ -180,7 +180,11 @@ def read_state(run, resource, device):
     minor = minor_of(device)
     if proc_version(text) == 8 and minor is not None:
         return parse_proc(text, minor)
-    result = run(events2(resource))
+    from hapack.proc import CommandNotFound
+    try:
+        result = run(events2(resource))
+    except CommandNotFound:  # no drbd-utils: nothing of DRBD can be up
+        return UNCONFIGURED
     if not result.ok:  # "No such resource", no module: not up
         return UNCONFIGURED
     return parse_events2(result.stdout)

@@ -58,28 +58,39 @@ def other_promoted(notify, node):
     return sorted({n for n in staying + notify["promote"] if n != node})
 
 
+class Decision(tuple):
+    """(allowed, sentence), plus ``basis``: the evidence that allowed it (or None)."""
+
+    def __new__(cls, allowed, why, basis=None):
+        decision = super().__new__(cls, (allowed, why))
+        decision.basis = basis
+        return decision
+
+
 def decide(ev):
-    """(allowed, sentence) for a promotion of this node."""
+    """The Decision on a promotion of this node."""
     if ev.notify is not None:
         others = other_promoted(ev.notify, ev.node)
         if others:
-            return False, f"Pacemaker reports {', '.join(others)} promoted or being promoted"
+            return Decision(False, f"Pacemaker reports {', '.join(others)} promoted or being "
+                                   "promoted")
     if ev.backend == "drbd" and ev.peer_role == "Primary":
-        return False, "the DRBD peer is Primary"
+        return Decision(False, "the DRBD peer is Primary")
     if ev.backend == "drbd" and ev.peer_role == "Secondary":
-        return True, "the DRBD peer is connected and Secondary"
+        return Decision(True, "the DRBD peer is connected and Secondary", "drbd")
     if ev.backend == "shared" and ev.released:
-        return True, f"the file system on {ev.device} is mounted nowhere and was released cleanly"
+        return Decision(True, f"the file system on {ev.device} is mounted nowhere and was "
+                              "released cleanly", "disk")
     if ev.notify is not None and ev.node in ev.notify["promote"]:
         if ev.stonith_enabled:
-            return True, ("Pacemaker promotes this node and no other is promoted "
-                          "(it fences a lost node before promoting)")
+            return Decision(True, "Pacemaker promotes this node and no other is promoted "
+                                  "(it fences a lost node before promoting)", "pacemaker")
         if ev.stonith_enabled is False:
-            return False, ("stonith-enabled=false: without fencing, Pacemaker's view does not "
-                           "prove the peer stopped using the partition")
+            return Decision(False, "stonith-enabled=false: without fencing, Pacemaker's view "
+                                   "does not prove the peer stopped using the partition")
     if ev.fenced:
-        return True, f"{ev.fenced} was confirmed powered off"
-    return False, _missing(ev)
+        return Decision(True, f"{ev.fenced} was confirmed powered off", "fence")
+    return Decision(False, _missing(ev))
 
 
 def _missing(ev):

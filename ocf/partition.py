@@ -262,12 +262,13 @@ def _pass_gate(ctx, backend, look):
     backend.add_evidence(ctx, look, ev)
     if notify is not None and ctx.node in notify["promote"]:
         ev.stonith_enabled = _gate.stonith_enabled(ctx)
-    allowed, why = _gate.decide(ev)
+    decision = _gate.decide(ev)
+    allowed, why = decision
     if not allowed:
         raise GenericError(f"refusing to promote: {why}")
     ctx.log.info(f"promotion allowed: {why}")
     _replica.remove(state_path(ctx, "notify"))  # one notification, one promotion
-    if fenced and why.startswith(fenced):
+    if decision.basis == "fence":
         _gate.mark_fence_confirmation_used(p.fence_confirmed_file, used)
 
 

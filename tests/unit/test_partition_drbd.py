@@ -300,3 +300,17 @@ def test_scores_are_written_through_crm_attribute(fp, drbd_node):
     fp.register(["crm_attribute", "--promotion", "-l", "reboot", "-D"])
     assert run(env, "monitor")[0] == OCF.SUCCESS
     assert fp.call_count(["crm_attribute", "--promotion", "-l", "reboot", "-D"]) == 1
+
+
+def test_without_drbd_utils_nothing_is_up_but_a_hang_is_not_hidden(monkeypatch, tmp_path):
+    from hapack.proc import CommandNotFound, CommandTimeout
+    monkeypatch.setattr(_drbd, "PROC", str(tmp_path / "none"))
+
+    def missing(argv):
+        raise CommandNotFound(argv, "command not found")
+
+    def hung(argv):
+        raise CommandTimeout(argv, "no answer within 10.0s")
+    assert _drbd.read_state(missing, "r0", DEVICE) is _drbd.UNCONFIGURED
+    with pytest.raises(CommandTimeout):
+        _drbd.read_state(hung, "r0", DEVICE)

@@ -182,3 +182,10 @@ class Ctx:
 def test_stonith_enabled(fp, rc, out, value):
     fp.register(_gate.STONITH_QUERY, stdout=out, returncode=rc)
     assert _gate.stonith_enabled(Ctx()) is value
+
+
+def test_the_decision_names_its_basis():
+    assert decide(peer_crashed_hamon_fenced_it()).basis == "fence"
+    assert decide(peer_crashed_pacemaker_fenced_it()).basis == "pacemaker"
+    assert decide(switchover_after_clean_demote()).basis == "disk"
+    assert decide(peer_may_still_write()).basis is None
