@@ -1,0 +1,482 @@
+"""One decision per tick: ``decide(snapshot) -> Decision``, a pure function.
+
+The daemon builds an immutable :class:`Snapshot` of everything it knows
+(the peer's liveness and last word, this node's state and resources, the
+fencing so far, operator requests), calls :func:`decide`, logs the
+decision's sentence and carries out its one action. Nothing here reads a
+socket, a file or the clock.
+
+The safety rules live here, in one place:
+
+* the partition is promoted and the stateful layers started only behind the
+  *gate*: the peer's power confirmed off through its BMC, or the peer alive
+  and acknowledging our claim while holding nothing, or the peer gone after
+  announcing a clean exit with nothing held;
+* a fence race is won by the node that held the stateful side (a tie goes to
+  the stack's primary): it fences at once, the other waits ``fence_delay``;
+* a node that lost its upstream (ping targets) never fences and never takes
+  over: it yields;
+* a node that has not seen its peer since it started takes over only once
+  the peer's BMC reports the power off (wait-for-all);
+* a failed stop makes this node FAILED: the peer fences it.
+"""
+
+import enum
+from dataclasses import dataclass
+
+from hapack.hamon.states import EDGES, State
+
+
+class Act(str, enum.Enum):
+    WAIT = "wait"
+    GOTO = "goto"                  # only change state
+    PROBE = "probe"                # learn what runs here: one monitor of every resource
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"            # stop, then start, in place
+    PROMOTE = "promote"
+    DEMOTE = "demote"
+    MONITOR = "monitor"
+    POWER_STATUS = "power-status"  # ask the peer's BMC
+    FENCE = "fence"                # power the peer off and confirm it
+    EXIT = "exit"
+
+
+class Res(str, enum.Enum):
+    UNKNOWN = "unknown"
+    STOPPED = "stopped"
+    STARTED = "started"
+    PROMOTED = "promoted"
+    FAILED = "failed"
+    STOP_FAILED = "stop-failed"
+
+
+class Power(str, enum.Enum):
+    UNKNOWN = "unknown"
+    ON = "on"
+    OFF = "off"                    # confirmed by the BMC: a status read or a fence
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Act
+    reason: str
+    resource: str | None = None
+    to: State | None = None        # the state to enter (before the action runs)
+
+
+@dataclass(frozen=True)
+class ResourceView:
+    name: str
+    status: Res
+    failures: int = 0              # recent failures (within the failure timeout)
+    monitor_due: bool = False
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The settings decide() reads."""
+
+    initdead: float = 10.0
+    fence_delay: float = 1.0
+    fence_retries: int = 3
+    fence_retry_interval: float = 5.0
+    migration_threshold: int = 3
+    vip_first: bool = True
+    auto_failback: bool = False
+    failback_holddown: float = 300.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    state: State
+    in_state: float                # seconds in this state
+    uptime: float                  # seconds since the daemon started
+    policy: Policy
+    peer_name: str
+    preferred: bool                # this node is the stack's primary
+    peer: object                   # membership.PeerLiveness
+    partition: ResourceView
+    base: tuple = ()               # stateless layers, in start order
+    side: tuple = ()               # the stateful side after promotion, in start order (VIP included)
+    probed: bool = True
+    busy: str | None = None        # the step running now
+    power: Power = Power.UNKNOWN   # the peer's power, as its BMC last said
+    power_age: float = float("inf")  # seconds since that answer
+    lost_for: float = 0.0          # seconds since the peer was declared lost (0: alive)
+    fence_attempts: int = 0
+    last_fence_ago: float = float("inf")
+    was_active: bool = False       # this node held the stateful side when the peer was lost
+    claim_acked: bool = False      # the peer echoed a heartbeat announcing our claim
+    vip_tried: bool = False        # the VIP was tried ahead of the gate in this takeover
+    handed_over: bool = False      # we released the stateful side for the peer
+    peer_healthy_for: float = 0.0  # seconds the peer has been alive and eligible
+    upstream: bool | None = None
+    eligible: bool = True
+    standby: bool = False
+    maintenance: bool = False
+    takeover_requested: bool = False  # `hamon takeover` on this node
+    stopping: bool = False
+
+    @property
+    def peer_status(self):
+        return self.peer.status
+
+    def peer_says(self, flag):
+        """A flag of the peer's last heartbeat (False when never heard)."""
+        return bool(self.peer.status is not None and getattr(self.peer.status, flag))
+
+    def res(self, name):
+        for view in (self.partition, *self.base, *self.side):
+            if view.name == name:
+                return view
+        raise KeyError(name)
+
+
+def wait(reason):
+    return Decision(Act.WAIT, reason)
+
+
+def goto(state, reason):
+    return Decision(Act.GOTO, reason, to=state)
+
+
+def decide(s):
+    """The one thing to do now, and why."""
+    if s.busy:
+        return wait(f"busy: {s.busy}")
+    if s.state is State.STOPPED:
+        return Decision(Act.EXIT, "stopped")
+    if s.stopping and s.state not in (State.STOPPING, State.STOPPED):
+        if s.state in (State.MAINTENANCE, State.FAILED):
+            return goto(State.STOPPED, f"shutting down from {s.state.value}: resources left "
+                        "as they are")
+        return goto(State.STOPPING, "shutting down: stopping everything in reverse")
+    if s.maintenance and s.state not in (State.MAINTENANCE, State.STOPPING):
+        return goto(State.MAINTENANCE, "maintenance mode: hands off every resource")
+    if State.FAILED in EDGES[s.state] and _stop_failed(s):
+        return goto(State.FAILED, f"stop of {_stop_failed(s)} failed: {s.peer_name} must "
+                    "fence this node")
+    return _BY_STATE[s.state](s)
+
+
+# -- helpers -----------------------------------------------------------------------
+
+def _stop_failed(s):
+    for view in (s.partition, *s.base, *s.side):
+        if view.status is Res.STOP_FAILED:
+            return view.name
+    return None
+
+
+def shoots_first(was_active, peer_was_active, preferred):
+    """In a split both nodes fence; the one that held the stateful side goes first."""
+    if was_active != peer_was_active:
+        return was_active
+    return preferred
+
+
+def can_acquire(s):
+    return (s.eligible and not s.standby and not s.maintenance and s.upstream is not False)
+
+
+def _base(s):
+    """Starting, restarting and monitoring what runs on both nodes; None when all is well."""
+    for view in (s.partition, *s.base):
+        if view.status is Res.STOPPED:
+            return Decision(Act.START, f"{view.name} is stopped: starting it", view.name)
+        if view.status is Res.FAILED:
+            return Decision(Act.RESTART, f"{view.name} failed ({view.failures} recent "
+                            "failures): restarting it here", view.name)
+    for view in (s.partition, *s.base):
+        if view.monitor_due and view.status in (Res.STARTED, Res.PROMOTED):
+            return Decision(Act.MONITOR, f"monitoring {view.name}", view.name)
+    return None
+
+
+def _gate(s):
+    """Why it is safe to take the partition now, or None."""
+    if s.power is Power.OFF:
+        return f"{s.peer_name} is confirmed powered off"
+    if s.peer.alive and s.claim_acked and not s.peer_says("active"):
+        return f"{s.peer_name} acknowledged our claim and holds nothing"
+    if not s.peer.alive and s.peer_says("leaving") and not s.peer_says("active"):
+        return f"{s.peer_name} left cleanly holding nothing"
+    return None
+
+
+def _fence(s, first):
+    """The next fencing step, or None when fencing is not wanted now."""
+    if s.upstream is False:
+        return wait(f"{s.peer_name} is silent but our upstream is down too: yielding "
+                    "(no fencing from a node that lost its upstream)")
+    if s.power is Power.UNKNOWN and not first and s.power_age == float("inf"):
+        return Decision(Act.POWER_STATUS, f"asking {s.peer_name}'s BMC whether it is "
+                        "already off")
+    if not first and s.lost_for < s.policy.fence_delay:
+        return wait(f"{s.peer_name} held the stateful side: it fences first; waiting "
+                    f"{s.policy.fence_delay - s.lost_for:.1f}s more before fencing it")
+    if s.fence_attempts and s.last_fence_ago < _backoff(s):
+        return wait(f"fencing {s.peer_name} failed {s.fence_attempts} times: retrying in "
+                    f"{_backoff(s) - s.last_fence_ago:.1f}s")
+    return Decision(Act.FENCE, f"powering {s.peer_name} off through its BMC")
+
+
+def _backoff(s):
+    if s.fence_attempts < s.policy.fence_retries:
+        return min(1.0, s.policy.fence_retry_interval)
+    return s.policy.fence_retry_interval
+
+
+def _side_care(s):
+    """Local restarts and monitors of the stateful side on the active node."""
+    if s.partition.status is Res.FAILED:
+        return goto(State.RELEASING, "the partition failed here: stopping the stateful side "
+                    "(it restarts here or on the peer)")
+    for view in s.side:
+        if view.status is Res.FAILED:
+            if view.failures >= s.policy.migration_threshold and _peer_can_take(s):
+                return goto(State.RELEASING, f"{view.name} failed {view.failures} times: "
+                            f"switching over to {s.peer_name}")
+            return Decision(Act.RESTART, f"{view.name} failed ({view.failures} recent "
+                            "failures): restarting it here", view.name)
+    for view in (s.partition, *s.side):
+        if view.monitor_due and view.status in (Res.STARTED, Res.PROMOTED):
+            return Decision(Act.MONITOR, f"monitoring {view.name}", view.name)
+    return None
+
+
+def _peer_can_take(s):
+    return (s.peer.alive and s.peer_says("eligible") and not s.peer_says("active")
+            and not s.peer_says("maintenance") and s.peer_status.upstream is not False)
+
+
+def _holding(s):
+    return s.partition.status is Res.PROMOTED or any(
+        v.status in (Res.STARTED, Res.FAILED) for v in s.side)
+
+
+# -- the states --------------------------------------------------------------------
+
+def _starting(s):
+    if not s.probed:
+        return Decision(Act.PROBE, "learning what already runs on this node")
+    if _holding(s):
+        if s.peer.alive and s.peer_says("active"):
+            return goto(State.RELEASING, f"the stateful side runs here but {s.peer_name} "
+                        "holds it too: releasing ours")
+        return goto(State.PRIMARY, "the stateful side already runs here: resuming as primary")
+    if s.peer.alive:
+        return goto(State.SECONDARY, f"{s.peer_name} is alive")
+    step = _base(s)
+    if step:
+        return step
+    if s.takeover_requested and can_acquire(s):
+        return goto(State.TAKEOVER, f"takeover requested while {s.peer_name} is silent: "
+                    "fencing it first")
+    if s.uptime < s.policy.initdead:
+        return wait(f"waiting for {s.peer_name} (wait-for-all): {s.uptime:.1f}s of "
+                    f"{s.policy.initdead:.0f}s")
+    if s.power is Power.OFF and can_acquire(s):
+        return goto(State.TAKEOVER, f"{s.peer_name} was never seen and its BMC reports "
+                    "the power off: taking over")
+    if s.power_age >= s.policy.fence_retry_interval:
+        return Decision(Act.POWER_STATUS, f"{s.peer_name} not seen since start: asking its BMC")
+    return wait(f"{s.peer_name} not seen since start and its power is {s.power.value}: not "
+                "taking over (wait-for-all; 'hamon takeover' fences it and takes over)")
+
+
+def _secondary(s):
+    step = _secondary_role(s)
+    if step is not None:
+        return step
+    return _base(s) or wait(_standing_by(s))
+
+
+def _secondary_role(s):
+    if not s.peer.alive:
+        if s.peer_says("maintenance"):
+            return wait(f"{s.peer_name} is silent but was in maintenance: hands off")
+        if not can_acquire(s):
+            return wait(f"{s.peer_name} is silent but this node may not take over "
+                        f"({_why_not(s)})")
+        return goto(State.TAKEOVER, f"{s.peer_name} silent for {s.peer.silent_for:.2f}s on "
+                    "every link")
+    if s.peer_says("stop_failed") and can_acquire(s):
+        return goto(State.TAKEOVER, f"{s.peer_name} failed to stop a resource: fencing it "
+                    "and taking over")
+    if not can_acquire(s) or s.peer_says("active"):
+        return None
+    if s.peer_says("released") and not s.handed_over:
+        return goto(State.TAKEOVER, f"{s.peer_name} released the stateful side: taking it "
+                    "over")
+    if s.handed_over:
+        return None
+    if s.preferred or not s.peer_says("eligible"):
+        return goto(State.TAKEOVER, "nobody holds the stateful side: acquiring it")
+    return None
+
+
+def _why_not(s):
+    if s.maintenance:
+        return "maintenance"
+    if s.standby:
+        return "standby"
+    if s.upstream is False:
+        return "its upstream is down"
+    return "too many recent failures of the stateful side here"
+
+
+def _standing_by(s):
+    if s.peer.alive and s.peer_says("active"):
+        return f"standing by: {s.peer_name} holds the stateful side"
+    return "standing by"
+
+
+def _takeover(s):
+    if s.peer.alive and s.peer_says("active") and not s.peer_says("stop_failed") \
+            and s.power is not Power.OFF and _yields_claim(s):
+        return goto(State.RELEASING, f"{s.peer_name} is alive and holds the stateful side: "
+                    "abandoning the takeover")
+    gate = _gate(s)
+    if gate is None:
+        return _before_gate(s)
+    return _acquire(s, gate)
+
+
+def _yields_claim(s):
+    """Both claim: the stack's primary keeps its claim, unless the peer already holds it."""
+    peer_state = s.peer_status.state if s.peer_status else ""
+    return peer_state not in (State.TAKEOVER.value, State.BLOCKED.value) or not s.preferred
+
+
+def _before_gate(s):
+    vip = _vip(s)
+    if s.policy.vip_first and vip is not None and vip.status is Res.STOPPED and not s.vip_tried:
+        return Decision(Act.START, "moving the VIP first (the patent's order)", vip.name)
+    if s.peer.alive and not s.peer_says("active") and not s.peer_says("stop_failed"):
+        return wait(f"waiting for {s.peer_name} to acknowledge our claim")
+    first = (s.takeover_requested or s.peer_says("stop_failed")
+             or shoots_first(s.was_active, s.peer_says("active"), s.preferred))
+    step = _fence(s, first)
+    if step.action is Act.FENCE and s.fence_attempts >= s.policy.fence_retries:
+        return goto(State.BLOCKED, f"fencing {s.peer_name} failed {s.fence_attempts} times: "
+                    "keeping the VIP only, never mounting the partition; retrying every "
+                    f"{s.policy.fence_retry_interval:.0f}s")
+    return step
+
+
+def _vip(s):
+    for view in s.side:
+        if view.name == "vip":
+            return view
+    return None
+
+
+def _acquire(s, gate):
+    if s.partition.status is Res.STOPPED:
+        return Decision(Act.START, "starting the partition (ready, not mounted)",
+                        s.partition.name)
+    if s.partition.status is not Res.PROMOTED:
+        if s.partition.status is Res.FAILED and s.partition.failures >= s.policy.migration_threshold:
+            return goto(State.RELEASING, f"the partition failed {s.partition.failures} times "
+                        "here: giving up the takeover")
+        return Decision(Act.PROMOTE, f"{gate}: promoting and mounting the partition",
+                        s.partition.name)
+    for view in s.side:
+        if view.status is Res.FAILED and view.failures >= s.policy.migration_threshold:
+            return goto(State.RELEASING, f"{view.name} failed {view.failures} times here: "
+                        "giving up the takeover")
+        if view.status is Res.FAILED:
+            return Decision(Act.RESTART, f"{view.name} failed to start: trying again",
+                            view.name)
+        if view.status is not Res.STARTED:
+            return Decision(Act.START, f"starting {view.name}", view.name)
+    return goto(State.PRIMARY, "the stateful side runs here")
+
+
+def _blocked(s):
+    if s.peer.alive and s.peer_says("active") and not s.peer_says("stop_failed"):
+        return goto(State.RELEASING, f"{s.peer_name} is back and holds the stateful side: "
+                    "dropping our VIP")
+    gate = _gate(s)
+    if gate is not None:
+        return goto(State.TAKEOVER, f"{gate}: resuming the takeover")
+    if s.upstream is not False and s.last_fence_ago >= s.policy.fence_retry_interval:
+        return Decision(Act.FENCE, f"retrying to power {s.peer_name} off")
+    return wait(f"fencing {s.peer_name} failed {s.fence_attempts} times: VIP only, the "
+                "partition stays unmounted")
+
+
+def _primary(s):
+    if not s.peer.alive and s.peer.ever_seen and s.power is not Power.OFF \
+            and not s.peer_says("leaving") and not s.peer_says("maintenance"):
+        step = _fence(s, shoots_first(True, s.peer_says("active"), s.preferred))
+        if step.action is not Act.WAIT or s.upstream is False:
+            return step
+    step = _side_care(s) or _release_wanted(s) or _base(s)
+    return step or wait("primary: the stateful side runs here")
+
+
+def _release_wanted(s):
+    if not _peer_can_take(s):
+        return None
+    if s.standby:
+        return goto(State.RELEASING, f"standby: handing the stateful side to {s.peer_name}")
+    if s.peer_status.request == "takeover":
+        return goto(State.RELEASING, f"{s.peer_name} asked to take over: releasing")
+    if s.upstream is False and s.peer_status.upstream:
+        return goto(State.RELEASING, f"our upstream is down and {s.peer_name}'s is not: "
+                    "switching over")
+    if s.policy.auto_failback and not s.preferred and s.peer_healthy_for >= s.policy.failback_holddown:
+        return goto(State.RELEASING, f"failing back to {s.peer_name}, healthy for "
+                    f"{s.peer_healthy_for:.0f}s")
+    return None
+
+
+def _releasing(s):
+    step = _stop_side(s)
+    return step or goto(State.SECONDARY, "the stateful side is stopped here")
+
+
+def _stop_side(s):
+    for view in reversed(s.side):
+        if view.status in (Res.STARTED, Res.FAILED, Res.UNKNOWN):
+            return Decision(Act.STOP, f"stopping {view.name}", view.name)
+    if s.partition.status is Res.PROMOTED or (s.partition.status is Res.FAILED
+                                              and s.partition.failures):
+        return Decision(Act.DEMOTE, "unmounting and demoting the partition", s.partition.name)
+    return None
+
+
+def _failed(s):
+    return wait(f"a stop failed: waiting for {s.peer_name} to fence this node")
+
+
+def _maintenance(s):
+    if not s.maintenance:
+        return goto(State.STARTING, "maintenance over: looking at what runs here again")
+    return wait("maintenance: nothing is started, stopped or fenced")
+
+
+def _stopping(s):
+    step = _stop_side(s)
+    if step:
+        return step
+    for view in reversed((s.partition, *s.base)):
+        if view.status in (Res.STARTED, Res.PROMOTED, Res.FAILED):
+            return Decision(Act.STOP, f"stopping {view.name}", view.name)
+    return goto(State.STOPPED, "everything is stopped")
+
+
+_BY_STATE = {
+    State.STARTING: _starting,
+    State.SECONDARY: _secondary,
+    State.TAKEOVER: _takeover,
+    State.BLOCKED: _blocked,
+    State.PRIMARY: _primary,
+    State.RELEASING: _releasing,
+    State.FAILED: _failed,
+    State.MAINTENANCE: _maintenance,
+    State.STOPPING: _stopping,
+}

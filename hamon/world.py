@@ -1,0 +1,110 @@
+"""What the daemon remembers between ticks, and the snapshot decide() gets of it.
+
+:class:`World` is the only mutable record of the daemon: each resource's
+status, recent failures and next monitor; the peer's power as its BMC last
+reported it and the fencing so far; the current takeover's bookkeeping; the
+operator's requests. It is changed in the main thread only (results of the
+worker are applied there), and :meth:`World.snapshot` freezes it, with the
+membership's view of the peer, into a :class:`~hapack.hamon.decide.Snapshot`.
+"""
+
+from collections import deque
+
+from hapack.hamon.decide import Policy, Power, Res, ResourceView, Snapshot
+from hapack.hamon.states import ACTIVE
+
+INF = float("inf")
+
+
+class ResourceState:
+    def __init__(self, resource):
+        self.resource = resource
+        self.status = Res.UNKNOWN
+        self.failures = deque()
+        self.next_monitor = INF
+        self.last = ""                # the last outcome, for status
+
+    def recent_failures(self, now, timeout):
+        while self.failures and timeout and now - self.failures[0] > timeout:
+            self.failures.popleft()
+        return len(self.failures)
+
+
+class World:
+    def __init__(self, partition, base, side, failure_timeout, migration_threshold):
+        self.partition = ResourceState(partition)
+        self.base = [ResourceState(r) for r in base]
+        self.side = [ResourceState(r) for r in side]
+        self.by_name = {r.resource.name: r for r in self.all()}
+        self.failure_timeout = failure_timeout
+        self.migration_threshold = migration_threshold
+        self.probed = False
+        self.power = Power.UNKNOWN
+        self.power_at = None
+        self.fence_attempts = 0
+        self.last_fence_at = None
+        self.was_active = False
+        self.claim_seq = None
+        self.vip_tried = False
+        self.handed_over = False
+        self.handed_over_at = None
+        self.release_for_peer = False
+        self.standby = False
+        self.maintenance = False
+        self.takeover_requested = None  # monotonic time of the request
+        self.stopping = False
+        self.peer_healthy_since = None
+        self.timeline = None
+        self.timelines = {}
+
+    def all(self):
+        return [self.partition, *self.base, *self.side]
+
+    def holding(self):
+        """Any part of the stateful side is (or may be) running here."""
+        return self.partition.status in (Res.PROMOTED, Res.STOP_FAILED) or any(
+            r.status in (Res.STARTED, Res.FAILED, Res.STOP_FAILED) for r in self.side)
+
+    def eligible(self, now):
+        return all(r.recent_failures(now, self.failure_timeout) < self.migration_threshold
+                   for r in (self.partition, *self.side))
+
+    def active(self, state):
+        return state in ACTIVE or self.holding()
+
+    def forget_power(self):
+        self.power, self.power_at = Power.UNKNOWN, None
+        self.fence_attempts, self.last_fence_at = 0, None
+
+    def views(self, group, now):
+        return tuple(ResourceView(r.resource.name, r.status,
+                                  r.recent_failures(now, self.failure_timeout),
+                                  now >= r.next_monitor) for r in group)
+
+    def snapshot(self, machine, now, started, peer, policy, peer_name, preferred, busy,
+                 upstream, dead_time):
+        lost_for = 0.0 if peer.alive else max(0.0, peer.silent_for - dead_time)
+        return Snapshot(
+            state=machine.state, in_state=now - machine.since, uptime=now - started,
+            policy=policy, peer_name=peer_name, preferred=preferred, peer=peer,
+            partition=self.views([self.partition], now)[0], base=self.views(self.base, now),
+            side=self.views(self.side, now), probed=self.probed, busy=busy, power=self.power,
+            power_age=INF if self.power_at is None else now - self.power_at,
+            lost_for=lost_for if peer.ever_seen else INF, fence_attempts=self.fence_attempts,
+            last_fence_ago=INF if self.last_fence_at is None else now - self.last_fence_at,
+            was_active=self.was_active,
+            claim_acked=self.claim_seq is not None and peer.ack_seq >= self.claim_seq,
+            vip_tried=self.vip_tried, handed_over=self.handed_over,
+            peer_healthy_for=0.0 if self.peer_healthy_since is None
+            else now - self.peer_healthy_since,
+            upstream=upstream, eligible=self.eligible(now), standby=self.standby,
+            maintenance=self.maintenance, takeover_requested=self.takeover_requested is not None,
+            stopping=self.stopping)
+
+
+def policy_of(config):
+    s, cluster = config.settings, config.stack.cluster
+    return Policy(initdead=s.initdead, fence_delay=s.fence_delay, fence_retries=s.fence_retries,
+                  fence_retry_interval=s.fence_retry_interval,
+                  migration_threshold=cluster.migration_threshold, vip_first=config.vip_first,
+                  auto_failback=s.auto_failback, failback_holddown=s.failback_holddown)
