@@ -1,0 +1,75 @@
+"""Cutting the peer's power: fence_bmc, run as pacemaker-fenced would run it.
+
+The peer's BMC is described once in the stack file (``[nodes.bmc]``);
+:class:`Fencer` hands those parameters to ``fence_bmc`` as ``key=value``
+lines on stdin (the fence-agents protocol) with ``action=off`` or
+``action=status``. ``off`` exits 0 only once the BMC reports the power off.
+A confirmed power-off is written to the partition agent's fence
+confirmation file, the evidence its promotion gate accepts.
+"""
+
+import os
+import time
+
+from hapack.hamon.decide import Power
+from hapack.proc import CommandError, run
+
+STATUS_ON, STATUS_OFF = 0, 2
+
+
+class FenceFailed(Exception):
+    """The BMC did not confirm (or could not tell) what was asked."""
+
+
+class Fencer:
+    def __init__(self, agent, peer, bmc, timeout, log):
+        self.agent = agent
+        self.peer = peer
+        self.bmc = bmc
+        self.timeout = timeout
+        self.log = log
+
+    def request(self, action):
+        params = {k: v for k, v in self.bmc.agent_params(self.peer).items()
+                  if not k.startswith("pcmk_")}
+        params.update(action=action, nodename=self.peer, plug=self.peer,
+                      power_timeout=f"{self.timeout:g}")
+        return "".join(f"{k}={v}\n" for k, v in params.items())
+
+    def _run(self, action):
+        secrets = (self.bmc.password,) if self.bmc.password else ()
+        try:
+            return run([self.agent], input=self.request(action), timeout=self.timeout + 5,
+                       secrets=secrets, log=self.log)
+        except CommandError as exc:
+            raise FenceFailed(str(exc)) from None
+
+    def status(self):
+        """Power.ON or Power.OFF as the BMC reports it; FenceFailed if it cannot tell."""
+        result = self._run("status")
+        if result.returncode == STATUS_OFF:
+            return Power.OFF
+        if result.returncode == STATUS_ON:
+            return Power.ON
+        raise FenceFailed(f"status of {self.peer}: {_last_line(result)}")
+
+    def off(self):
+        """Power the peer off; returns once the BMC reports it off, else FenceFailed."""
+        result = self._run("off")
+        if result.returncode != 0:
+            raise FenceFailed(f"off of {self.peer}: {_last_line(result)}")
+
+
+def _last_line(result):
+    text = result.output() or f"exit {result.returncode}"
+    return text.splitlines()[-1]
+
+
+def confirm(path, peer, by, how):
+    """Record for the partition agent that ``peer`` is confirmed powered off."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(f"{peer} powered off, confirmed by {by} ({how}) at "
+                     f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+    os.replace(tmp, path)

@@ -1,0 +1,129 @@
+"""Running OCF agent actions the way Pacemaker's executor does.
+
+Each resource of the stack file (the partition, the VIP, every layer) is
+one :class:`Resource`; :class:`OcfExecutor` runs one of its actions as a
+subprocess through :func:`hapack.proc.run`: the agent's executable under
+``$OCF_ROOT/resource.d/<provider>/<type>``, the parameters as
+``OCF_RESKEY_*``, the operation's timeout both as
+``OCF_RESKEY_CRM_meta_timeout`` and as the subprocess deadline, and the
+``ocf-exit-reason:`` line picked out of stderr.
+"""
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+from hapack.proc import CommandError, CommandNotFound, CommandTimeout, run
+
+EXIT_REASON = "ocf-exit-reason:"
+SUCCESS, ERR_GENERIC, ERR_INSTALLED, NOT_RUNNING = 0, 1, 5, 7
+RUNNING_PROMOTED, FAILED_PROMOTED, DEGRADED, DEGRADED_PROMOTED = 8, 9, 190, 191
+CODE_NAMES = {0: "success", 1: "generic error", 2: "invalid argument", 3: "unimplemented",
+              4: "insufficient privileges", 5: "not installed", 6: "not configured",
+              7: "not running", 8: "running promoted", 9: "failed promoted",
+              190: "degraded", 191: "degraded promoted"}
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Resource:
+    name: str
+    agent: str                   # ocf:provider:type
+    params: Mapping[str, str]
+    ops: object                  # hapack.stack.Ops (milliseconds)
+    kind: str                    # partition | stateless | vip | stateful
+
+    def timeout(self, action):
+        ms = getattr(self.ops, f"{action}_timeout", None) or self.ops.monitor_timeout or 20_000
+        return ms / 1000.0
+
+    def interval(self, promoted=False):
+        ms = (self.ops.promoted_monitor_interval if promoted else None) or self.ops.monitor_interval
+        return (ms or 10_000) / 1000.0
+
+
+def stack_resources(stack):
+    """(partition, stateless layers, stateful side in start order) of a stack."""
+    partition = Resource("partition", stack.partition.agent, stack.partition.agent_params(),
+                         stack.partition.ops, "partition")
+    base = tuple(Resource(layer.name, layer.agent, layer.agent_params(), layer.ops, "stateless")
+                 for layer in stack.stateless)
+    by_name = {layer.name: layer for layer in stack.stateful}
+    side = []
+    for name in stack.stateful_order():
+        if name == "vip":
+            side.append(Resource("vip", stack.vip.agent, stack.vip.agent_params(),
+                                 stack.vip.ops, "vip"))
+        else:
+            layer = by_name[name]
+            side.append(Resource(name, layer.agent, layer.agent_params(), layer.ops, "stateful"))
+    return partition, base, tuple(side)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    rc: int
+    reason: str
+    seconds: float
+
+    @property
+    def ok(self):
+        return self.rc == SUCCESS
+
+    def describe(self):
+        name = CODE_NAMES.get(self.rc, f"exit {self.rc}")
+        return f"{name}: {self.reason}" if self.reason else name
+
+
+class OcfExecutor:
+    """Runs agent actions on this node."""
+
+    def __init__(self, ocf_root, node, log, rsctmp="/run/resource-agents"):
+        self.ocf_root = ocf_root
+        self.node = node
+        self.log = log
+        self.rsctmp = rsctmp
+
+    def path(self, resource):
+        _, provider, kind = resource.agent.split(":")
+        return os.path.join(self.ocf_root, "resource.d", provider, kind)
+
+    def environ(self, resource, action, interval_s=0.0):
+        _, provider, kind = resource.agent.split(":")
+        env = {"PATH": PATH, "LANG": "C.UTF-8", "OCF_ROOT": self.ocf_root,
+               "OCF_RA_VERSION_MAJOR": "1", "OCF_RA_VERSION_MINOR": "1",
+               "OCF_RESOURCE_INSTANCE": resource.name, "OCF_RESOURCE_TYPE": kind,
+               "OCF_RESOURCE_PROVIDER": provider, "HA_RSCTMP": self.rsctmp,
+               "OCF_RESKEY_CRM_meta_timeout": str(int(resource.timeout(action) * 1000)),
+               "OCF_RESKEY_CRM_meta_interval": str(int(interval_s * 1000)),
+               "OCF_RESKEY_CRM_meta_on_node": self.node, "OCF_CHECK_LEVEL": "0"}
+        for key in ("HA_debug", "HA_LOGFILE", "HA_DEBUGLOG"):
+            if key in os.environ:
+                env[key] = os.environ[key]
+        env.update({f"OCF_RESKEY_{k}": str(v) for k, v in resource.params.items()})
+        return env
+
+    def run(self, resource, action, interval_s=0.0):
+        """Run ``action`` (start, stop, monitor, promote, demote); never raises."""
+        timeout = resource.timeout(action)
+        started = time.monotonic()
+        try:
+            result = run([self.path(resource), action], timeout=timeout,
+                         env=self.environ(resource, action, interval_s), log=self.log)
+        except CommandNotFound:
+            return Outcome(ERR_INSTALLED, f"{self.path(resource)} is not installed "
+                           "('hapack install')", time.monotonic() - started)
+        except CommandTimeout:
+            return Outcome(ERR_GENERIC, f"no answer within {timeout:.0f}s",
+                           time.monotonic() - started)
+        except CommandError as exc:
+            return Outcome(ERR_GENERIC, str(exc), time.monotonic() - started)
+        return Outcome(result.returncode, exit_reason(result.stderr), time.monotonic() - started)
+
+
+def exit_reason(stderr):
+    """The last ``ocf-exit-reason:`` line of an agent's stderr ('' if none)."""
+    reasons = [line[len(EXIT_REASON):].strip() for line in (stderr or "").splitlines()
+               if line.startswith(EXIT_REASON)]
+    return reasons[-1] if reasons else ""

@@ -1,0 +1,81 @@
+"""Is our upstream there? ICMP echo to the ping targets, from a thread of its own.
+
+Optional (``ping_targets`` in ``[hamon]``): the upstream is up while any
+target answered within three ping intervals. A node whose upstream is down
+yields: it neither fences its peer nor takes over, so in a split the node
+that can still reach the clients survives (Heartbeat's ipfail idea).
+"""
+
+import os
+import select
+import socket
+import struct
+import threading
+import time
+
+ICMP_ECHO, ICMP_ECHOREPLY = 8, 0
+
+
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def echo_request(ident, seq):
+    head = struct.pack("!BBHHH", ICMP_ECHO, 0, 0, ident, seq)
+    payload = b"hamon-upstream"
+    return struct.pack("!BBHHH", ICMP_ECHO, 0, checksum(head + payload), ident, seq) + payload
+
+
+class Pinger:
+    def __init__(self, targets, interval, clock=time.monotonic):
+        self.targets = tuple(targets)
+        self.interval = interval
+        self.clock = clock
+        self.last_reply = clock()   # the benefit of the doubt at start
+        self.ident = os.getpid() & 0xFFFF
+        self._stop = threading.Event()
+        self._thread = None
+
+    @property
+    def up(self):
+        """True or False; None when no targets are configured."""
+        if not self.targets:
+            return None
+        return self.clock() - self.last_reply < 3 * self.interval
+
+    def start(self):
+        if self.targets:
+            self._thread = threading.Thread(target=self._run, name="hamon-ping", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+
+    def _run(self):
+        with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+            seq = 0
+            while not self._stop.is_set():
+                seq = (seq + 1) & 0xFFFF
+                for target in self.targets:
+                    try:
+                        sock.sendto(echo_request(self.ident, seq), (target, 0))
+                    except OSError:
+                        pass
+                self._replies(sock, self.clock() + self.interval)
+
+    def _replies(self, sock, until):
+        while (left := until - self.clock()) > 0:
+            ready, _, _ = select.select([sock], [], [], left)
+            if not ready:
+                return
+            data, _ = sock.recvfrom(1500)
+            header = (data[0] & 0x0F) * 4
+            kind, _, _, ident, _ = struct.unpack_from("!BBHHH", data, header)
+            if kind == ICMP_ECHOREPLY and ident == self.ident:
+                self.last_reply = self.clock()

@@ -1,0 +1,334 @@
+"""Two hamon daemons on a fake clock, joined by MemoryTransport, with fake agents and BMCs.
+
+Each test plays a fault on :class:`Pair` and checks the outcome and, at
+every tick, that the partition is never promoted on both nodes at once.
+"""
+
+import io
+import json
+import os
+import pathlib
+
+import pytest
+
+from hapack.hamon import report
+from hapack.hamon.config import Config, settings
+from hapack.hamon.daemon import Daemon, fresh_window
+from hapack.hamon.decide import Power
+from hapack.hamon.events import EventLog
+from hapack.hamon.fence import FenceFailed
+from hapack.hamon.ocfexec import Outcome
+from hapack.hamon.packet import Heartbeat, Keyring, Status, encode
+from hapack.hamon.states import State
+from hapack.hamon.transport import Hub, MemoryTransport
+from hapack.stack import loads
+
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "stack.toml"
+KEYS = Keyring.parse("auth 1\n1 0123456789abcdef0123\n")
+RC = {"stopped": 7, "started": 0, "promoted": 8}
+AFTER = {"start": "started", "stop": "stopped", "promote": "promoted", "demote": "started"}
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeAgents:
+    """Resources of one node: their state, the calls made, failures to inject."""
+
+    def __init__(self):
+        self.state, self.calls, self.fail, self.broken = {}, [], {}, set()
+
+    def run(self, r, action, interval_s=0.0):
+        self.calls.append((r.name, action))
+        if (r.name, action) in self.fail:
+            self.fail[(r.name, action)] -= 1
+            if not self.fail[(r.name, action)]:
+                del self.fail[(r.name, action)]
+            return Outcome(1, f"{action} injected failure", 0.0)
+        current = self.state.get(r.name, "stopped")
+        if action == "monitor":
+            return Outcome(1 if r.name in self.broken else RC[current], "", 0.0)
+        self.state[r.name] = AFTER[action]
+        if action in ("stop", "start"):
+            self.broken.discard(r.name)
+        return Outcome(0, "", 0.0)
+
+
+class FakeBmc:
+    def __init__(self, pair, peer):
+        self.pair, self.peer, self.reachable, self.calls = pair, peer, True, []
+
+    def status(self):
+        self.calls.append("status")
+        if not self.reachable:
+            raise FenceFailed("no answer from the BMC")
+        return Power.ON if self.pair.power[self.peer] else Power.OFF
+
+    def off(self):
+        self.calls.append("off")
+        if not self.reachable:
+            raise FenceFailed("no answer from the BMC")
+        self.pair.power_off(self.peer)
+
+
+class Pair:
+    def __init__(self, tmp, hamon_table=""):
+        text = EXAMPLE.read_text() + f'\n[hamon]\nstate_dir = "{tmp}"\n{hamon_table}'
+        stack = loads(text, check_agents=False)
+        self.hub, self.clock = Hub(), Clock()
+        self.power = {"node1": True, "node2": True}
+        self.frozen = set()
+        self.nodes = {}
+        for i, name in enumerate(("node1", "node2")):
+            self.nodes[name] = self._daemon(Config(stack, name, settings(stack.hamon)), i, tmp)
+
+    def _daemon(self, cfg, i, tmp):
+        transport = MemoryTransport(self.hub, cfg.node, KEYS, 100 + i, cfg.peer.name,
+                                    len(cfg.links), fresh_window(cfg.settings, len(cfg.links)))
+        log = EventLog(cfg.node, None, stream=io.StringIO())
+        d = Daemon(cfg, transport, FakeAgents(), FakeBmc(self, cfg.peer.name), log,
+                   clock=self.clock)
+        d.worker.threaded = False
+        d.actor.confirmation_file = os.path.join(tmp, f"fence-confirmed-{cfg.node}")
+        return d
+
+    def __getitem__(self, name):
+        return self.nodes[name]
+
+    def agents(self, name):
+        return self.nodes[name].actor.ocf
+
+    def promoted(self, name):
+        return self.power[name] and self.agents(name).state.get("partition") == "promoted"
+
+    def power_off(self, name):
+        self.power[name] = False
+        self.frozen.discard(name)
+
+    def run(self, seconds, dt=0.05):
+        for _ in range(round(seconds / dt)):
+            self.clock.now += dt
+            for name, d in self.nodes.items():
+                if self.power[name] and name not in self.frozen:
+                    d.tick()
+            assert not (self.promoted("node1") and self.promoted("node2")), \
+                "the partition is promoted on both nodes"
+
+    def state(self, name):
+        return self.nodes[name].machine.state
+
+    def log(self, name):
+        return self.nodes[name].log.stream.getvalue()
+
+    def cut(self, node, *links):
+        self.hub.cut |= {(node, link) for link in links}
+
+
+@pytest.fixture
+def pair(tmp_path):
+    p = Pair(str(tmp_path))
+    p.run(3)
+    assert (p.state("node1"), p.state("node2")) == (State.PRIMARY, State.SECONDARY)
+    return p
+
+
+def test_cold_start_the_primary_acquires_and_everything_starts(pair):
+    assert pair.agents("node1").state == {
+        "partition": "promoted", "vip": "started", "activemq": "started",
+        "postgresql": "started", "slapd": "started", "apache": "started", "tomcat": "started"}
+    assert pair.agents("node2").state == {"partition": "started", "apache": "started",
+                                          "tomcat": "started"}
+    assert pair["node2"].actor.fencer.calls == [] and pair["node1"].actor.fencer.calls == []
+
+
+def test_power_loss_of_the_primary_takes_over_with_the_peer_off(pair):
+    pair.power_off("node1")
+    pair.run(0.95)  # its last heartbeat left at most one interval (0.2s) before the cut
+    assert pair.state("node2") is State.SECONDARY
+    pair.run(0.4)
+    assert pair.state("node2") is State.PRIMARY
+    assert pair.promoted("node2")
+    assert pair["node2"].actor.fencer.calls == ["status"]  # already off: no need to shoot
+    steps = [s["step"] for s in pair["node2"].world.timelines["takeover"]["steps"]]
+    assert steps == ["decided", "start vip", "power-status", "promote partition",
+                     "start activemq", "start postgresql", "start slapd", "end"]
+    confirmation = pathlib.Path(pair["node2"].actor.confirmation_file).read_text()
+    assert confirmation.startswith("node1 powered off, confirmed by node2")
+
+
+def test_one_link_cut_is_degraded_not_a_failover(pair):
+    pair.cut("node1", 0)
+    pair.run(5)
+    assert (pair.state("node1"), pair.state("node2")) == (State.PRIMARY, State.SECONDARY)
+    st = report.status_of(pair["node2"])
+    assert [(link["name"], link["up"]) for link in st["links"]] == [("lan", False), ("hb", True)]
+    assert "link lan: down" in pair.log("node2")
+    assert pair.power == {"node1": True, "node2": True}
+
+
+def test_all_links_cut_exactly_one_keeps_the_stack(pair):
+    pair.cut("node1", 0, 1)
+    pair.run(4)
+    assert pair.power == {"node1": True, "node2": False}
+    assert pair.state("node1") is State.PRIMARY
+    assert pair["node1"].actor.fencer.calls == ["off"]
+
+
+def test_all_links_cut_with_the_roles_swapped_the_holder_still_wins(tmp_path):
+    pair = Pair(str(tmp_path))
+    pair.run(3)
+    pair["node1"].world.standby = True
+    pair.run(3)
+    assert (pair.state("node1"), pair.state("node2")) == (State.SECONDARY, State.PRIMARY)
+    pair.cut("node2", 0, 1)
+    pair.run(4)
+    assert pair.power == {"node1": False, "node2": True}
+
+
+@pytest.mark.parametrize("node", ["node1", "node2"])
+def test_a_short_freeze_of_either_node_changes_nothing(pair, node):
+    pair.frozen.add(node)
+    pair.run(0.75)
+    pair.frozen.discard(node)
+    pair.run(3)
+    assert (pair.state("node1"), pair.state("node2")) == (State.PRIMARY, State.SECONDARY)
+    assert pair.power == {"node1": True, "node2": True}
+    assert pair["node1"].actor.fencer.calls == [] and pair["node2"].actor.fencer.calls == []
+
+
+def test_a_three_second_freeze_of_the_primary_is_fenced_and_taken_over(pair):
+    pair.frozen.add("node1")
+    pair.run(3)
+    assert pair.power["node1"] is False
+    pair.run(0.5)
+    assert pair.state("node2") is State.PRIMARY
+
+
+def test_bmc_unreachable_keeps_the_vip_only_and_never_mounts(pair):
+    pair["node2"].actor.fencer.reachable = False
+    pair.power["node1"] = False  # its BMC cannot tell anyone
+    pair.run(10)
+    assert pair.state("node2") is State.BLOCKED
+    assert pair.agents("node2").state["vip"] == "started"
+    assert pair.agents("node2").state["partition"] == "started"  # never promoted
+    assert ("partition", "promote") not in pair.agents("node2").calls
+    pair["node2"].actor.fencer.reachable = True
+    pair.run(6)
+    assert pair.state("node2") is State.PRIMARY
+
+
+def test_standby_hands_over_without_fencing(pair):
+    answer = report.handle(pair["node1"], {"cmd": "standby", "on": True})
+    assert answer["ok"]
+    pair.run(2)
+    assert (pair.state("node1"), pair.state("node2")) == (State.SECONDARY, State.PRIMARY)
+    assert pair["node2"].actor.fencer.calls == []
+    calls = [c for c in pair.agents("node1").calls if c[1] != "monitor"]
+    at = calls.index(("slapd", "stop"))
+    assert calls[at:at + 5] == [("slapd", "stop"), ("postgresql", "stop"), ("activemq", "stop"),
+                                ("vip", "stop"), ("partition", "demote")]
+
+
+def test_takeover_command_on_the_secondary(pair):
+    assert report.handle(pair["node2"], {"cmd": "takeover"})["ok"]
+    pair.run(2)
+    assert (pair.state("node1"), pair.state("node2")) == (State.SECONDARY, State.PRIMARY)
+    assert pair["node2"].actor.fencer.calls == []
+    pair.run(10)  # no failback
+    assert pair.state("node2") is State.PRIMARY
+
+
+def test_a_failing_stateful_layer_restarts_here_then_switches_over(pair):
+    agents = pair.agents("node1")
+    agents.broken.add("postgresql")
+    pair.run(11)
+    assert ("postgresql", "stop") in agents.calls and pair.state("node1") is State.PRIMARY
+    for _ in range(3):
+        agents.broken.add("postgresql")
+        pair.run(11)
+    assert (pair.state("node1"), pair.state("node2")) == (State.SECONDARY, State.PRIMARY)
+    assert pair["node2"].actor.fencer.calls == []
+    assert "switching over to node2" in pair.log("node1")
+
+
+def test_a_failed_stop_gets_the_node_fenced_by_its_peer(pair):
+    pair.agents("node1").fail[("postgresql", "stop")] = 1
+    report.handle(pair["node1"], {"cmd": "standby", "on": True})
+    pair.run(3)
+    assert pair.power["node1"] is False
+    assert pair["node2"].actor.fencer.calls == ["off"]
+    assert pair.state("node2") is State.PRIMARY
+
+
+def test_clean_shutdown_of_the_primary_hands_over_without_fencing(pair):
+    pair["node1"].world.stopping = True
+    pair.run(3)
+    assert pair.state("node1") is State.STOPPED and not pair["node1"].running
+    pair.power["node1"] = False  # the daemon is gone (the host runs on)
+    pair.run(3)
+    assert pair.state("node2") is State.PRIMARY
+    assert pair["node2"].actor.fencer.calls == []
+    assert pair.agents("node1").state == {k: "stopped" for k in pair.agents("node1").state}
+
+
+def test_maintenance_then_silence_is_hands_off(pair):
+    report.handle(pair["node1"], {"cmd": "maintenance", "on": True})
+    pair.run(1)
+    assert pair.state("node1") is State.MAINTENANCE
+    pair.frozen.add("node1")  # the daemon restarts, say
+    pair.run(5)
+    assert pair.state("node2") is State.SECONDARY and pair["node2"].actor.fencer.calls == []
+    pair.frozen.discard("node1")
+    report.handle(pair["node1"], {"cmd": "maintenance", "on": False})
+    pair.run(2)
+    assert pair.state("node1") is State.PRIMARY
+
+
+def test_forged_and_replayed_packets_change_nothing(pair):
+    recorded = [(link, data) for sender, link, data in pair.hub.tap if sender == "node1"][-40:]
+    forger = Keyring.parse("auth 1\n1 a-guessed-secret-000\n")
+    pair.power_off("node1")
+    for n in range(40):
+        for link, data in recorded:
+            pair.hub.inject("node2", link, data)
+        forged = Heartbeat(0, 10**9, n, 0, 0, n, Status("node1", "primary", active=True))
+        pair.hub.inject("node2", 0, encode(forger, forged))
+        pair.run(0.05)
+    assert pair.state("node2") is State.PRIMARY
+    rejected = pair["node2"].transport.rejected
+    assert rejected["replay"] > 0 and rejected["bad-mac"] == 40
+
+
+def test_status_shows_the_last_failover_timeline(pair):
+    pair.power_off("node1")
+    pair.run(2)
+    st = report.status_of(pair["node2"])
+    assert st["state"] == "primary" and st["peer"]["alive"] is False
+    assert st["failover"]["outcome"].startswith("primary")
+    text = report.render(json.loads(json.dumps(st)))
+    assert "last failover:" in text and "promote partition" in text
+    assert "lan" in text and "DOWN" in text
+
+
+def test_startup_alone_waits_for_all_until_the_bmc_says_off(tmp_path):
+    pair = Pair(str(tmp_path), 'initdead = "2s"\n')
+    pair.power["node1"] = False
+    pair.run(1.5)
+    assert pair.state("node2") is State.STARTING
+    pair.run(1)
+    assert pair.state("node2") is State.PRIMARY
+    assert pair["node2"].actor.fencer.calls == ["status"]
+
+
+def test_startup_alone_with_the_peer_powered_on_does_not_take_over(tmp_path):
+    pair = Pair(str(tmp_path), 'initdead = "2s"\n')
+    pair.frozen.add("node1")  # on, but silent
+    pair.run(10)
+    assert pair.state("node2") is State.STARTING
+    assert pair.power["node1"] is True
+    assert "wait-for-all" in pair.log("node2")
