@@ -38,7 +38,7 @@ LONGDESC = (
     "password in the CIB; secrets are never printed or logged.")
 
 PARAMS = (
-    Param("driver", "Protocol to the BMC: ipmi or redfish",
+    Param("driver", "Protocol to the BMC.",
           kind="choice", choices=tuple(REGISTRY), default="ipmi"),
     Param("ip", "BMC address or host name", required=True, aliases=("ipaddr",)),
     Param("ipport", "BMC port (default: 623 for ipmi, 443 for redfish)",
@@ -55,24 +55,24 @@ PARAMS = (
           "The name of the node whose power this BMC switches. list prints it, and on, off, "
           "reboot and status refuse any other target (plug/nodename)."),
     Param("lanplus", "(ipmi) Use IPMI 2.0 RMCP+ (the only protocol supported)",
-          "IPMI 2.0 RMCP+ sessions (what ipmitool calls lanplus). Accepted for fence_ipmilan "
+          "(ipmi) IPMI 2.0 RMCP+ sessions (what ipmitool calls lanplus). Accepted for fence_ipmilan "
           "compatibility; false (IPMI 1.5, MD5 without encryption) is refused.",
           kind="boolean", default=True),
     Param("cipher", "(ipmi) RMCP+ cipher suite: 17 or 3 (default: 17, falling back to 3)",
-          "The cipher suite of the RMCP+ session. Unset, 17 (SHA-256) is offered first and 3 "
+          "(ipmi) The cipher suite of the RMCP+ session. Unset, 17 (SHA-256) is offered first and 3 "
           "(SHA-1, AES) if the BMC refuses it; 3 skips the refused offer (faster on BMCs "
           "without suite 17, like ipmi_sim); 17 refuses to fall back.",
           kind="choice", choices=("3", "17")),
-    Param("privlvl", "(ipmi) Privilege level of the session",
+    Param("privlvl", "(ipmi) Privilege level of the session.",
           kind="choice", choices=("callback", "user", "operator", "administrator"),
           default="administrator"),
     Param("hexadecimal_kg", "(ipmi) BMC key (Kg) in hexadecimal, if the BMC has one set",
           secret=True),
     Param("systems_uri", "(redfish) Path of the ComputerSystem (default: discovered)",
-          "For example /redfish/v1/Systems/1 or just its last part; needed only when the "
-          "service manages several systems."),
+          "(redfish) The ComputerSystem to power, for example /redfish/v1/Systems/1 or just "
+          "its last part; needed only when the service manages several systems."),
     Param("ca_file", "(redfish) PEM file of trusted CA certificates",
-          "Certificates that the BMC's TLS certificate must chain to (with the BMC's address "
+          "(redfish) A PEM file of certificates that the BMC's TLS certificate must chain to (with the BMC's address "
           "or name in its subjectAltName), or the BMC's own self-signed certificate. Unset, "
           "the system CA store is used."),
     Param("ssl_insecure", "(redfish) Do not verify the BMC's TLS certificate",

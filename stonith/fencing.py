@@ -184,7 +184,7 @@ def read_stdin(agent, text, log):
         key, sep, value = line.partition("=")
         param = agent.param(key)
         if not sep:
-            log.warning(f"stdin line {number}: no '=' in {key.strip()[:40]!r}, ignored")
+            log.warning(f"stdin line {number} has no '=': ignored")  # never echo it: a secret?
         elif param is None:
             log.warning(f"ignoring unknown parameter {key.strip()[:40]!r}")
         else:
@@ -197,9 +197,11 @@ def read_argv(agent, argv):
     raw = RawRequest()
     args = list(argv)
     while args:
+        position = len(argv) - len(args) + 1
         arg = args.pop(0)
         if not arg.startswith("--") or arg == "--":
-            raise ConfigError(f"unexpected argument {arg!r} (options are --name=value)")
+            # not echoed: a stray word may be a password that lost its option
+            raise ConfigError(f"argument {position} is not an --option (use --name=value)")
         key, sep, value = arg[2:].partition("=")
         param = agent.param(key)
         if param is None:
