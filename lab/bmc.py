@@ -129,17 +129,9 @@ def choose_port(addresses: list[str], bound: set[tuple[str, int]]) -> int:
     raise BmcError("no free UDP port for the BMCs")
 
 
-def start_ipmi_sim(bmc_dir: Path) -> subprocess.Popen:
-    log = open(bmc_dir / "ipmi_sim.log", "ab")
-    try:
-        return subprocess.Popen(
-            ["ipmi_sim", "-c", str(bmc_dir / "lan.conf"), "-f", str(bmc_dir / "bmc.emu"),
-             "-s", str(bmc_dir / "state"), "-n"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True,
-        )
-    finally:
-        log.close()
+def ipmi_sim_argv(bmc_dir: Path) -> list[str]:
+    return ["ipmi_sim", "-c", str(bmc_dir / "lan.conf"), "-f", str(bmc_dir / "bmc.emu"),
+            "-s", str(bmc_dir / "state"), "-n"]
 
 
 def ipmitool(bmc: Bmc, *command: str, timeout: float = 15.0, timeout_s: int = 2, retries: int = 1) -> str:

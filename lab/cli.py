@@ -140,9 +140,11 @@ def cmd_power(args) -> int:
 
 
 def cmd_down(args) -> int:
-    names = [args.name] if args.name else Lab.names()
+    if args.name:
+        names = [args.name] if Lab.attach(args.name).down() else []
+    else:
+        names = Lab.down_all()
     for name in names:
-        Lab.attach(name).down()
         print(f"lab {name} down")
     if not names:
         print("no lab")

@@ -8,7 +8,9 @@ even after the process that built it was killed.
 
 from __future__ import annotations
 
+import fcntl
 import grp
+import json
 import os
 import pwd
 import secrets
@@ -69,28 +71,36 @@ class NodeCommandError(subprocess.CalledProcessError):
 
 @dataclass
 class Spawned:
-    """A background process started in a node with :meth:`Lab.spawn`."""
+    """A background process started in a node with :meth:`Lab.spawn`.
+
+    ``pid`` is its pid inside the node; ``host`` its (pid, starttime) in the
+    host, None if it was gone before it could be seen.
+    """
 
     node: str
     argv: list[str]
-    popen: subprocess.Popen
+    pid: int
+    host: tuple[int, int] | None
     log: Path
 
     @property
     def running(self) -> bool:
-        return self.popen.poll() is None
+        return alive(self.host)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """SIGKILL the process group (the nsenter and the command inside the node)."""
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    def stop(self, wait: float = 5.0) -> None:
+        """SIGKILL it and wait up to ``wait`` seconds until it is gone.
+
+        On a frozen node the kill lands at thaw: pass ``wait=0``.
+        """
+        if not alive(self.host):
+            return
         try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass  # frozen node: the SIGKILL lands at thaw
+            os.kill(self.host[0], signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while alive(self.host) and time.monotonic() < deadline:
+            time.sleep(0.005)
 
 
 def missing_prerequisites(stack_name: str = "pacemaker") -> list[str]:
@@ -157,20 +167,26 @@ class Lab:
         reaped = []
         for lab_dir in lab_dirs(Path(root)):
             try:
-                stale = is_stale(read_state(lab_dir))
-            except (OSError, ValueError):
-                stale = True
-            if stale:
-                cls.attach(lab_dir.name, root).down()
+                if not is_stale(read_state(lab_dir)):
+                    continue
+                lab = cls.attach(lab_dir.name, root)
+            except (OSError, LabError):
+                continue  # its owner is taking it down right now
+            if lab.down():
                 reaped.append(lab_dir.name)
         return reaped
 
     @classmethod
     def down_all(cls, root: Path = LAB_ROOT) -> list[str]:
         """Tear down every lab on this machine; return their names."""
-        names = cls.names(root)
-        for name in names:
-            cls.attach(name, root).down()
+        names = []
+        for name in cls.names(root):
+            try:
+                lab = cls.attach(name, root)
+            except (OSError, LabError):
+                continue
+            if lab.down():
+                names.append(name)
         return names
 
     def __enter__(self) -> "Lab":
@@ -197,6 +213,8 @@ class Lab:
             self.down()
             raise
         self.state["phase"] = "up"
+        if self.persistent:
+            self.state["owner"] = None  # stays up after we exit, until 'hapack lab down'
         self._save()
         return self
 
@@ -225,13 +243,13 @@ class Lab:
         return {
             "version": 1, "name": plan.name, "block": plan.block, "stack": self.stack,
             "phase": "building", "created": time.time(), "dir": str(lab_dir),
-            "owner": None if self.persistent else proc_id(os.getpid()),
+            "owner": proc_id(os.getpid()),
             "boot_delay": self.boot_delay, "token_ms": self.token_ms,
             "subnets": {link: str(n) for link, n in plan.subnets.items()},
             "bridges": [plan.bridge(link) for link in LINKS],
             "client": {"holder": None, "veth": plan.client_veth, "addr": str(plan.client_addr)},
             "nodes": {node: self._node_config(plan, lab_dir, node) for node in self.nodes},
-            "bmcs": {}, "ipmi_sim": {}, "disk": None, "bmc_unreachable": [],
+            "bmcs": {}, "ipmi_sim": {}, "reaper": None, "disk": None, "bmc_unreachable": [],
         }
 
     def _node_config(self, plan: Plan, lab_dir: Path, node: str) -> dict:
@@ -270,12 +288,14 @@ class Lab:
                 os.makedirs(group, exist_ok=True)
         plan = self.plan
         net.create_bridges(plan, [str(plan.bmc_addr(node)) for node in self.nodes])
-        self.state["client"]["holder"] = self._start_client(plan)
-        self._save()
+        self._write_bmcs(plan)
+        self._start_host_processes()
+        net.wire_client(plan, self.state["client"]["holder"][0])
         disk = SharedDisk.create(self.dir / "disk.img", self.disk_mb, label=f"hapack-{self.name}")
         self.state["disk"] = disk.to_json()
         self._save()
-        self._start_bmcs()
+        for node in self.nodes:
+            bmcmod.wait_ready(self.bmc(node))
 
     def corosync_conf_text(self) -> str:
         if self._corosync_conf is not None:
@@ -330,8 +350,7 @@ class Lab:
                     created.append(path)
             write_json(record, created, mode=0o644)
 
-    def _start_bmcs(self) -> None:
-        plan = self.plan
+    def _write_bmcs(self, plan: Plan) -> None:
         addrs = [str(plan.bmc_addr(node)) for node in self.nodes]
         port = bmcmod.choose_port(addrs, bmcmod.parse_proc_net_udp(Path("/proc/net/udp").read_text()))
         for node in self.nodes:
@@ -349,25 +368,65 @@ class Lab:
                 bmcmod.render_lan_conf(bmc, f"{plan.prefix}-{node}", bmcmod.new_guid(), hook))
             (bmc_dir / "bmc.emu").write_text(bmcmod.BMC_EMU)
             self.state["bmcs"][node] = bmc.to_json()
-            proc = bmcmod.start_ipmi_sim(bmc_dir)
-            self._children.append(proc)
-            self.state["ipmi_sim"][node] = proc_id(proc.pid)
-            self._save()
-        for node in self.nodes:
-            bmcmod.wait_ready(self.bmc(node))
+        self._save()
+
+    def _start_host_processes(self) -> None:
+        """Start the reaper, and through it the client's holder and the BMCs."""
+        commands = [{"argv": net.CLIENT_HOLDER, "log": None}]
+        commands += [{"argv": bmcmod.ipmi_sim_argv(self.dir / "bmc" / node),
+                      "log": str(self.dir / "bmc" / node / "ipmi_sim.log")} for node in self.nodes]
+        with open(self.dir / "reaper.log", "ab") as log:
+            reaper = subprocess.Popen([sys.executable, "-I", "-S", str(HERE / "reaper.py")],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                      start_new_session=True, text=True)
+        self._children.append(reaper)
+        self.state["reaper"] = proc_id(reaper.pid)
+        self._save()
+        reaper.stdin.write(json.dumps(commands) + "\n")
+        reaper.stdin.close()
+        line = reaper.stdout.readline()
+        reaper.stdout.close()
+        pids = json.loads(line) if line else None
+        if not isinstance(pids, list):
+            raise LabError(f"the lab's reaper did not start its processes: {line.strip() or 'no answer'}")
+        holder, *sims = pids
+        self.state["client"]["holder"] = proc_id(holder)
+        self.state["ipmi_sim"] = {node: proc_id(pid) for node, pid in zip(self.nodes, sims)}
+        self._save()
 
     # -- teardown --------------------------------------------------------
-    def down(self) -> None:
-        """Remove everything of the lab. Safe to call twice, or on a half-built lab."""
+    def down(self) -> bool:
+        """Remove everything of the lab. Safe to call twice, or on a half-built lab.
+
+        Returns False if there was nothing left to remove (already down, here
+        or by another process).
+        """
         if not self.state:
-            return
+            return False
+        try:
+            fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            self.state = {}
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # one teardown at a time, e.g. owner and reaper
+            if not (self.dir / STATE_FILE).exists():
+                self.state = {}
+                return False
+            self._teardown()
+        finally:
+            os.close(fd)
+        return True
+
+    def _teardown(self) -> None:
         errors: list[str] = []
         self.stop_background()
         for node, cfg in self.state.get("nodes", {}).items():
             if Path(cfg["dir"]).is_dir():
                 self._step(errors, f"power off {node}", PowerSwitch(self.dir, node).off)
-        self._step(errors, "stop BMCs", self._stop_bmcs)
+        self._step(errors, "stop BMCs", lambda: self._kill("ipmi_sim", self.state.get("ipmi_sim", {}).values()))
         self._step(errors, "remove client", self._remove_client)
+        self._step(errors, "stop reaper", lambda: self._kill("reaper", [self.state.get("reaper")]))
         errors += net.delete_links(self.plan.interfaces)
         if self.state.get("disk"):
             self._step(errors, "detach disk", lambda: detach(Path(self.state["disk"]["image"])))
@@ -387,8 +446,9 @@ class Lab:
         except Exception as exc:  # noqa: BLE001 - teardown goes on, and reports every failure
             errors.append(f"{what}: {exc}")
 
-    def _stop_bmcs(self) -> None:
-        idents = [i for i in self.state.get("ipmi_sim", {}).values() if alive(i)]
+    def _kill(self, what: str, idents) -> None:
+        """TERM, then KILL, the recorded processes ``idents``; wait until they are gone."""
+        idents = [i for i in idents if alive(i)]
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid, _ in idents:
                 try:
@@ -398,21 +458,16 @@ class Lab:
             deadline = time.monotonic() + 2.0
             while any(alive(i) for i in idents) and time.monotonic() < deadline:
                 self._reap_children()
-                time.sleep(0.01)
+                time.sleep(0.005)
             if not any(alive(i) for i in idents):
                 break
         self._reap_children()
         if any(alive(i) for i in idents):
-            raise LabError("ipmi_sim did not die")
+            raise LabError(f"{what} did not die")
 
     def _reap_children(self) -> None:
         for child in self._children:
             child.poll()
-
-    def _start_client(self, plan: Plan) -> list[int]:
-        holder = net.start_client(plan)
-        self._children.append(holder)
-        return list(proc_id(holder.pid))
 
     def _remove_client(self) -> None:
         holder = self.state["client"].get("holder")
@@ -708,8 +763,10 @@ class Lab:
     # -- running things in nodes and the client --------------------------
     def stop_background(self) -> None:
         """Stop the processes and VIP watches this Lab object started."""
-        for thing in self._watches + self._spawned:
-            thing.stop()
+        for watch in self._watches:
+            watch.stop()
+        for spawned in self._spawned:
+            spawned.stop(wait=0 if self.frozen(spawned.node) else 5.0)
         self._watches.clear()
         self._spawned.clear()
 
@@ -790,20 +847,18 @@ class Lab:
 
     def spawn(self, node: str, argv: list[str], *, name: str | None = None,
               env: dict[str, str] | None = None) -> Spawned:
-        """Start ``argv`` in the background inside ``node``; output to ``nodes/<node>/spawn/<name>.log``.
+        """Start ``argv`` as a daemon inside ``node``; output to ``nodes/<node>/spawn/<name>.log``.
 
-        It dies with the node (power off, crash); it does not come back at
-        the next boot: use ``Lab(services=...)`` for that.
+        The process is adopted by the node's PID 1, in the node's cgroups. It
+        dies with the node (power off, crash) and does not come back at the
+        next boot: use ``Lab(services=...)`` for that.
         """
-        if self.frozen(node):
-            raise NodeFrozen(f"{node} is frozen; thaw it first")
         name = name or Path(str(argv[0])).name
         log = self.node_dir(node) / "spawn" / f"{name}.log"
-        with open(log, "ab") as out:
-            popen = subprocess.Popen(self._nsenter(node) + ["--", *map(str, argv)], stdin=subprocess.DEVNULL,
-                                     stdout=out, stderr=subprocess.STDOUT, env=self._env(env),
-                                     start_new_session=True, preexec_fn=self._joiner(node))
-        spawned = Spawned(node, list(map(str, argv)), popen, log)
+        launcher = [sys.executable, "-I", "-S", str(HERE / "launch.py"), str(log), "--", *map(str, argv)]
+        pid = int(self.exec(node, launcher, env=env, timeout=30).stdout.split()[-1])
+        host = next((proc_id(p.host_pid) for p in self.processes(node) if p.pid == pid), None)
+        spawned = Spawned(node, list(map(str, argv)), pid, host, log)
         self._spawned.append(spawned)
         return spawned
 

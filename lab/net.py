@@ -69,36 +69,32 @@ def create_bridges(plan: Plan, bmc_addrs: list[str]) -> None:
     ip_batch(lines)
 
 
-def start_client(plan: Plan) -> subprocess.Popen:
-    """Start the client: an anonymous network namespace held by one process, on the service LAN.
+CLIENT_HOLDER = ["unshare", "--net", "--", "sleep", "infinity"]
 
-    Like a node, it needs no ``ip netns`` name (and so no /run/netns mount):
-    it vanishes with its holder process.
+
+def wire_client(plan: Plan, holder: int) -> None:
+    """Plug the client into the service LAN: ``holder`` is a process running CLIENT_HOLDER.
+
+    Like a node, the client is an anonymous network namespace held by one
+    process: it needs no ``ip netns`` name (and so no /run/netns mount) and
+    vanishes with its holder.
     """
-    holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "infinity"], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_new_netns(holder.pid)
-        enter = ["nsenter", f"--target={holder.pid}", "--net", "--"]
-        subprocess.run(enter + ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
-                                "net.ipv6.conf.default.disable_ipv6=1"],
-                       check=True, capture_output=True, timeout=30)
-        ip_batch([f"link add {plan.client_veth} address {plan.client_veth_mac} type veth "
-                  f"peer name {CLIENT_IFACE} address {plan.client_mac} netns {holder.pid}",
-                  f"link set {plan.client_veth} addrgenmode none",
-                  f"link set {plan.client_veth} master {plan.bridge('lan')} up"])
-        prefixlen = plan.subnets["lan"].prefixlen
-        lines = ["link set lo up", f"addr add {plan.client_addr}/{prefixlen} dev {CLIENT_IFACE}",
-                 f"link set {CLIENT_IFACE} up"]
-        proc = subprocess.run(enter + ["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True,
-                              capture_output=True, timeout=30)
-        if proc.returncode != 0:
-            raise NetError(f"client network: {proc.stderr.strip()}")
-    except BaseException:
-        holder.kill()
-        holder.wait()
-        raise
-    return holder
+    wait_new_netns(holder)
+    enter = ["nsenter", f"--target={holder}", "--net", "--"]
+    subprocess.run(enter + ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+                            "net.ipv6.conf.default.disable_ipv6=1"],
+                   check=True, capture_output=True, timeout=30)
+    ip_batch([f"link add {plan.client_veth} address {plan.client_veth_mac} type veth "
+              f"peer name {CLIENT_IFACE} address {plan.client_mac} netns {holder}",
+              f"link set {plan.client_veth} addrgenmode none",
+              f"link set {plan.client_veth} master {plan.bridge('lan')} up"])
+    prefixlen = plan.subnets["lan"].prefixlen
+    lines = ["link set lo up", f"addr add {plan.client_addr}/{prefixlen} dev {CLIENT_IFACE}",
+             f"link set {CLIENT_IFACE} up"]
+    proc = subprocess.run(enter + ["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True,
+                          capture_output=True, timeout=30)
+    if proc.returncode != 0:
+        raise NetError(f"client network: {proc.stderr.strip()}")
 
 
 def wait_new_netns(pid: int, timeout: float = 5.0) -> None:

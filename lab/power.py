@@ -33,7 +33,7 @@ from pathlib import Path
 UNSHARE = ["unshare", "--net", "--mount", "--uts", "--ipc", "--pid", "--fork",
            "--mount-proc", "--kill-child=SIGKILL"]
 WIRE_TIMEOUT = 3.0
-GONE_TIMEOUT = 5.0
+GONE_TIMEOUT = 2.0
 POLL = 0.005
 
 
@@ -121,11 +121,11 @@ class PowerSwitch:
         try:
             state = self.state()
             was_on = state.get("on")
-            self._pull_plug(state)
+            steps = self._pull_plug(state)
             state["on"] = False
             state["off_since"] = time.time()
             self._save(state)
-            return "off" if was_on else "already off"
+            return f"off ({steps})" if was_on else "already off"
         finally:
             os.close(fd)
 
@@ -226,8 +226,12 @@ class PowerSwitch:
         except FileNotFoundError:
             return set()
 
-    def _pull_plug(self, state: dict) -> None:
-        """Kill everything of the node, frozen or not, and wait until it is gone."""
+    def _pull_plug(self, state: dict) -> str:
+        """Kill everything of the node, frozen or not, and wait until it is gone.
+
+        Returns how long each step took, for the power log.
+        """
+        t0 = time.monotonic()
         for pid in self.members():
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -238,13 +242,17 @@ class PowerSwitch:
         freezer = Path(self.cfg["freezer"], "freezer.state")
         if freezer.exists():
             freezer.write_text("THAWED\n")
+        t1 = time.monotonic()
         self.unplug_cables()
-        deadline = time.monotonic() + GONE_TIMEOUT
+        t2 = time.monotonic()
+        deadline = t2 + GONE_TIMEOUT
         while time.monotonic() < deadline:
             if not (self.members() or _alive(state.get("unshare")) or _alive(state.get("init"))):
                 break
             time.sleep(POLL)
+        t3 = time.monotonic()
         (self.dir / "boot").write_text(f"off {time.monotonic():.6f} {time.time():.6f}\n")
+        return f"kill {t1 - t0:.3f}s, unplug {t2 - t1:.3f}s, reap {t3 - t2:.3f}s"
 
 
 def main(argv: list[str]) -> int:
