@@ -4,13 +4,15 @@
     hapack lab status [--name N] [--json]
     hapack lab exec [--name N] NODE|client -- CMD...
     hapack lab power [--name N] NODE on|off|reset|cycle|status [--wait]
-    hapack lab down [--name N]
+    hapack lab down [--name N] [--force]
 
-A lab brought up here stays up (its state is in /var/tmp/hapack-lab/<name>/)
-until ``hapack lab down``. Commands that act on one lab take ``--name``, or
-the HAPACK_LAB environment variable, or the only lab there is. ``down``
-without a name removes every lab on the machine, including leftovers of
-crashed runs.
+A lab brought up here (default name ``dev``) stays up, its state in
+/var/tmp/hapack-lab/<name>/, until ``hapack lab down``. Commands that act on
+one lab take ``--name``, else the HAPACK_LAB environment variable, else
+``dev`` if it exists, else the only lab there is. ``down`` without a name
+removes every lab on the machine: the CLI's, and the leftovers of crashed or
+killed runs; a lab whose owning process (a test run) is still alive is left
+to it unless ``--force``.
 """
 
 from __future__ import annotations
@@ -50,15 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     power.add_argument("--wait", action="store_true", help="wait until booted (on) or gone (off)")
     down = sub.add_parser("down", help="tear a lab down (all labs without --name)")
     down.add_argument("--name", default=None)
+    down.add_argument("--force", action="store_true", help="also labs of running test processes")
     return parser
 
 
 def pick(name: str | None) -> Lab:
-    """The lab to act on: --name, $HAPACK_LAB, or the only one."""
+    """The lab to act on: --name, $HAPACK_LAB, the CLI's default lab, or the only one."""
     name = name or os.environ.get("HAPACK_LAB")
     if name:
         return Lab.attach(name)
     names = Lab.names()
+    if DEFAULT_NAME in names:
+        return Lab.attach(DEFAULT_NAME)
     if len(names) == 1:
         return Lab.attach(names[0])
     if not names:
@@ -143,11 +148,18 @@ def cmd_down(args) -> int:
     if args.name:
         names = [args.name] if Lab.attach(args.name).down() else []
     else:
-        names = Lab.down_all()
+        names = []
+        for name in Lab.names():
+            lab = Lab.attach(name)
+            if lab.owner_alive() and not args.force:
+                print(f"lab {name} belongs to running process {lab.state['owner'][0]}: left to it "
+                      "(--force to take it down anyway)")
+            elif lab.down():
+                names.append(name)
     for name in names:
         print(f"lab {name} down")
     if not names:
-        print("no lab")
+        print("no lab taken down")
     return 0
 
 

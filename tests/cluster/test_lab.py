@@ -207,6 +207,19 @@ def test_the_shared_disk_is_one_ext4_device_seen_by_both_nodes(plain):
     assert "ext4" in lab.exec("node2", ["blkid", "-o", "value", "-s", "TYPE", disk.device]).stdout
 
 
+def test_boot_services_start_on_every_boot_unlike_spawned_processes(new_lab):
+    services = [{"name": "hello", "argv": Lab.responder_argv("0.0.0.0", 7000)}]
+    with new_lab(stack="none", boot_delay=0, services=services) as lab:
+        with lab.watch_vip(lab.addr("node2"), 7000) as watch:
+            watch.wait_for("node2", timeout=5)
+            lab.spawn("node2", Lab.responder_argv("0.0.0.0", 7001))
+            lab.power("node2", "reset", wait=True)
+            watch.wait_for("node2", timeout=5, after=time.monotonic())
+        assert "listening 0.0.0.0:7000" in lab.logs("node2")["hapack/hello.log"].read_text()
+        names = [p.cmdline for p in lab.processes("node2")]
+        assert any("7000" in c for c in names) and not any("7001" in c for c in names)
+
+
 # -- teardown ----------------------------------------------------------------
 def snapshot(lab: Lab) -> dict:
     """Everything of ``lab`` that down must remove."""
