@@ -197,8 +197,11 @@ def main(argv=None, environ=None):
                         help="seconds to wait for an unreachable peer to be fenced")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     environ.setdefault("HA_LOGFACILITY", "daemon")
+    # DRBD runs handlers through the kernel's usermode helper: no stdin, stdout
+    # or stderr at all (sys.stderr is None), and a log line must not fail them.
+    stderr = sys.stderr if sys.stderr is not None else open(os.devnull, "w", encoding="utf-8")
     log = Logger(f"partition-handler({args.resource or environ.get('DRBD_RESOURCE', '?')})",
-                 environ)
+                 environ, stderr=stderr)
     handler = Handler(args, environ, log)
     if not handler.resource:
         log.error("no DRBD resource: set DRBD_RESOURCE or --resource")
