@@ -9,10 +9,7 @@ even after the process that built it was killed.
 from __future__ import annotations
 
 import fcntl
-import grp
-import json
 import os
-import pwd
 import secrets
 import shutil
 import signal
@@ -24,21 +21,19 @@ from ipaddress import IPv4Network
 from pathlib import Path
 
 from . import bmc as bmcmod
-from . import net, observe
+from . import build, net, observe
 from . import stack as stackmod
 from .bmc import Bmc, BmcError
 from .disk import SharedDisk, detach
 from .naming import LINKS, NODE_IFACES, NODES, Plan, allocate_block, check_link, check_name, node_index
 from .power import PowerSwitch
 from .state import (LAB_ROOT, STATE_FILE, alive, global_lock, is_stale, lab_dirs, locked, proc_id,
-                    read_json, read_state, write_json)
+                    read_state, write_json)
 
 STACKS = ("pacemaker", "none")
 DEFAULT_BOOT_DELAY = 2.0
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-CGROUP_CONTROLLERS = ("freezer", "cpuacct", "memory")
-MOUNTPOINTS_FILE = ".mountpoints.json"
-HERE = Path(__file__).resolve().parent
+CGROUP_ROOT = build.CGROUP_ROOT
+HERE = build.HERE
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BASE_BINARIES = ("unshare", "nsenter", "ip", "ipmi_sim", "ipmitool", "losetup", "mkfs.ext4", "ping")
 STACK_BINARIES = {"pacemaker": ("corosync", "corosync-cfgtool", "pacemakerd", "crm_mon", "cibadmin"),
@@ -248,49 +243,40 @@ class Lab:
             "subnets": {link: str(n) for link, n in plan.subnets.items()},
             "bridges": [plan.bridge(link) for link in LINKS],
             "client": {"holder": None, "veth": plan.client_veth, "addr": str(plan.client_addr)},
-            "nodes": {node: self._node_config(plan, lab_dir, node) for node in self.nodes},
+            "nodes": {node: build.node_config(plan, lab_dir, node, self.stack, self.services)
+                      for node in self.nodes},
             "bmcs": {}, "ipmi_sim": {}, "reaper": None, "disk": None, "bmc_unreachable": [],
-        }
-
-    def _node_config(self, plan: Plan, lab_dir: Path, node: str) -> dict:
-        node_dir = lab_dir / "nodes" / node
-        binds = [("etc-corosync", "/etc/corosync"), ("etc-hapack", "/etc/hapack"),
-                 ("var-lib-pacemaker", "/var/lib/pacemaker"), ("var-lib-corosync", "/var/lib/corosync"),
-                 ("var-log", "/var/log"), ("hosts", "/etc/hosts")]
-        return {
-            "dir": str(node_dir), "hostname": node, "stack": self.stack, "services": self.services,
-            "freezer": str(CGROUP_ROOT / "freezer" / plan.cgroup(node)),
-            "cgroups": [str(CGROUP_ROOT / c / plan.cgroup(node)) for c in CGROUP_CONTROLLERS
-                        if (CGROUP_ROOT / c).is_dir()],
-            "veths": [{"link": link, "host": plan.veth(node, link), "host_mac": plan.veth_mac(node, link),
-                       "peer": NODE_IFACES[link], "mac": plan.node_mac(node, link),
-                       "bridge": plan.bridge(link)} for link in LINKS],
-            "ifaces": [{"name": NODE_IFACES[link], "addr": f"{plan.addr(node, link)}/{plan.subnets[link].prefixlen}"}
-                       for link in LINKS],
-            "binds": [(str(node_dir / src), dst) for src, dst in binds],
-            "init_argv": [sys.executable, "-I", "-S", str(HERE / "nodeinit.py"), str(lab_dir), node],
         }
 
     def _save(self) -> None:
         write_json(self.dir / STATE_FILE, self.state)
 
+    def _record_reaper(self, ident) -> None:
+        self.state["reaper"] = ident
+        self._save()
+
     # -- building --------------------------------------------------------
     def _build(self) -> None:
-        self._make_mountpoints()
+        plan = self.plan
+        build.make_mountpoints(self.root)
         (self.dir / "shared").mkdir(exist_ok=True)
         corosync_conf = self.corosync_conf_text()
         authkey = os.urandom(stackmod.AUTHKEY_BYTES)
         cib = stackmod.seed_cib(self.cluster_options) if self.stack == "pacemaker" else None
+        hosts = build.hosts_text(plan, self.nodes)
         for node in self.nodes:
-            self._make_node_dirs(node, corosync_conf, authkey, cib)
-        for node in self.nodes:
+            build.make_node_dirs(self.node_dir(node), corosync_conf, authkey, cib, hosts, self.boot_delay)
             for group in self.state["nodes"][node]["cgroups"]:
                 os.makedirs(group, exist_ok=True)
-        plan = self.plan
         net.create_bridges(plan, [str(plan.bmc_addr(node)) for node in self.nodes])
-        self._write_bmcs(plan)
-        self._start_host_processes()
-        net.wire_client(plan, self.state["client"]["holder"][0])
+        self.state["bmcs"] = build.write_bmcs(plan, self.dir, self.nodes)
+        self._save()
+        reaper, (holder, *sims) = build.start_host_processes(self.dir, self.nodes, self._record_reaper)
+        self._children.append(reaper)
+        self.state["client"]["holder"] = holder
+        self.state["ipmi_sim"] = dict(zip(self.nodes, sims))
+        self._save()
+        net.wire_client(plan, holder[0])
         disk = SharedDisk.create(self.dir / "disk.img", self.disk_mb, label=f"hapack-{self.name}")
         self.state["disk"] = disk.to_json()
         self._save()
@@ -304,95 +290,6 @@ class Lab:
         return stackmod.render_corosync_conf(
             plan.cluster_name, {n: (str(plan.addr(n, "lan")), str(plan.addr(n, "hb"))) for n in self.nodes},
             self.token_ms)
-
-    def _make_node_dirs(self, node: str, corosync_conf: str, authkey: bytes, cib: bytes | None) -> None:
-        node_dir = self.node_dir(node)
-        hacluster, haclient = pwd.getpwnam("hacluster").pw_uid, grp.getgrnam("haclient").gr_gid
-        for sub in ("etc-corosync/uidgid.d", "etc-hapack", "var-lib-corosync", "spawn",
-                    "var-log/cluster", "var-log/corosync", "var-log/hapack", "var-log/crmsh"):
-            (node_dir / sub).mkdir(parents=True, exist_ok=True)
-        for sub, mode in (("var-lib-pacemaker/cib", 0o750), ("var-lib-pacemaker/pengine", 0o750),
-                          ("var-lib-pacemaker/blackbox", 0o750), ("var-lib-pacemaker/cores", 0o750),
-                          ("var-log/pacemaker", 0o770), ("var-log/pacemaker/bundles", 0o770)):
-            path = node_dir / sub
-            path.mkdir(parents=True, exist_ok=True)
-            os.chown(path, hacluster, haclient)
-            path.chmod(mode)
-        (node_dir / "etc-corosync/corosync.conf").write_text(corosync_conf)
-        stackmod.write_authkey(node_dir / "etc-corosync/authkey", authkey)
-        if cib is not None:
-            cib_file = node_dir / "var-lib-pacemaker/cib/cib.xml"
-            cib_file.write_bytes(cib)
-            os.chown(cib_file, hacluster, haclient)
-            cib_file.chmod(0o600)
-        (node_dir / "hosts").write_text(self._hosts_text())
-        (node_dir / "boot_delay").write_text(f"{self.boot_delay}\n")
-
-    def _hosts_text(self) -> str:
-        plan = self.plan
-        lines = ["127.0.0.1\tlocalhost"]
-        for node in self.nodes:
-            lines.append(f"{plan.addr(node, 'lan')}\t{node}")
-            lines.append(f"{plan.addr(node, 'hb')}\t{node}-hb")
-            lines.append(f"{plan.addr(node, 'bmc')}\t{node}-mgmt")
-            lines.append(f"{plan.bmc_addr(node)}\t{node}-bmc")
-        lines.append(f"{plan.client_addr}\tclient")
-        return "\n".join(lines) + "\n"
-
-    def _make_mountpoints(self) -> None:
-        """Create the mount points the nodes need but the host lacks (shared by all labs)."""
-        with global_lock(self.root):
-            record = self.root / MOUNTPOINTS_FILE
-            created = read_json(record) if record.exists() else []
-            for path in ("/etc/hapack", "/var/lib/corosync", "/var/lib/pacemaker"):
-                if not os.path.isdir(path):
-                    os.makedirs(path, mode=0o755)
-                    created.append(path)
-            write_json(record, created, mode=0o644)
-
-    def _write_bmcs(self, plan: Plan) -> None:
-        addrs = [str(plan.bmc_addr(node)) for node in self.nodes]
-        port = bmcmod.choose_port(addrs, bmcmod.parse_proc_net_udp(Path("/proc/net/udp").read_text()))
-        for node in self.nodes:
-            bmc_dir = self.dir / "bmc" / node
-            (bmc_dir / "state").mkdir(parents=True, exist_ok=True)
-            password = bmcmod.new_password()
-            password_file = bmc_dir / "password"
-            fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(password + "\n")
-            bmc = Bmc(node=node, address=str(plan.bmc_addr(node)), port=port, username=f"adm-{node}",
-                      password=password, password_file=str(password_file))
-            hook = [sys.executable, "-I", "-S", str(HERE / "power.py"), str(self.dir), node]
-            (bmc_dir / "lan.conf").write_text(
-                bmcmod.render_lan_conf(bmc, f"{plan.prefix}-{node}", bmcmod.new_guid(), hook))
-            (bmc_dir / "bmc.emu").write_text(bmcmod.BMC_EMU)
-            self.state["bmcs"][node] = bmc.to_json()
-        self._save()
-
-    def _start_host_processes(self) -> None:
-        """Start the reaper, and through it the client's holder and the BMCs."""
-        commands = [{"argv": net.CLIENT_HOLDER, "log": None}]
-        commands += [{"argv": bmcmod.ipmi_sim_argv(self.dir / "bmc" / node),
-                      "log": str(self.dir / "bmc" / node / "ipmi_sim.log")} for node in self.nodes]
-        with open(self.dir / "reaper.log", "ab") as log:
-            reaper = subprocess.Popen([sys.executable, "-I", "-S", str(HERE / "reaper.py")],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                      start_new_session=True, text=True)
-        self._children.append(reaper)
-        self.state["reaper"] = proc_id(reaper.pid)
-        self._save()
-        reaper.stdin.write(json.dumps(commands) + "\n")
-        reaper.stdin.close()
-        line = reaper.stdout.readline()
-        reaper.stdout.close()
-        pids = json.loads(line) if line else None
-        if not isinstance(pids, list):
-            raise LabError(f"the lab's reaper did not start its processes: {line.strip() or 'no answer'}")
-        holder, *sims = pids
-        self.state["client"]["holder"] = proc_id(holder)
-        self.state["ipmi_sim"] = {node: proc_id(pid) for node, pid in zip(self.nodes, sims)}
-        self._save()
 
     # -- teardown --------------------------------------------------------
     def down(self) -> bool:
@@ -424,14 +321,17 @@ class Lab:
         for node, cfg in self.state.get("nodes", {}).items():
             if Path(cfg["dir"]).is_dir():
                 self._step(errors, f"power off {node}", PowerSwitch(self.dir, node).off)
-        self._step(errors, "stop BMCs", lambda: self._kill("ipmi_sim", self.state.get("ipmi_sim", {}).values()))
-        self._step(errors, "remove client", self._remove_client)
-        self._step(errors, "stop reaper", lambda: self._kill("reaper", [self.state.get("reaper")]))
+        reap = self._reap_children
+        self._step(errors, "stop BMCs", lambda: build.kill_recorded(
+            "ipmi_sim", self.state.get("ipmi_sim", {}).values(), reap))
+        self._step(errors, "remove client", lambda: build.remove_client(self.state["client"].get("holder"), reap))
+        self._step(errors, "stop reaper", lambda: build.kill_recorded("reaper", [self.state.get("reaper")], reap))
         errors += net.delete_links(self.plan.interfaces)
         if self.state.get("disk"):
             self._step(errors, "detach disk", lambda: detach(Path(self.state["disk"]["image"])))
-        self._step(errors, "remove cgroups", self._remove_cgroups)
-        self._step(errors, "remove mount points", self._remove_mountpoints)
+        self._step(errors, "remove cgroups", lambda: build.remove_cgroups(
+            g for cfg in self.state.get("nodes", {}).values() for g in cfg["cgroups"]))
+        self._step(errors, "remove mount points", lambda: build.remove_mountpoints(self.root, self.name))
         if errors:
             self.state["phase"] = "down-failed"
             self._save()
@@ -446,69 +346,9 @@ class Lab:
         except Exception as exc:  # noqa: BLE001 - teardown goes on, and reports every failure
             errors.append(f"{what}: {exc}")
 
-    def _kill(self, what: str, idents) -> None:
-        """TERM, then KILL, the recorded processes ``idents``; wait until they are gone."""
-        idents = [i for i in idents if alive(i)]
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid, _ in idents:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + 2.0
-            while any(alive(i) for i in idents) and time.monotonic() < deadline:
-                self._reap_children()
-                time.sleep(0.005)
-            if not any(alive(i) for i in idents):
-                break
-        self._reap_children()
-        if any(alive(i) for i in idents):
-            raise LabError(f"{what} did not die")
-
     def _reap_children(self) -> None:
         for child in self._children:
             child.poll()
-
-    def _remove_client(self) -> None:
-        holder = self.state["client"].get("holder")
-        if not alive(holder):
-            return
-        netns = os.readlink(f"/proc/{holder[0]}/ns/net")
-        doomed = [proc_id(pid) for pid in net.pids_in_netns(netns)]
-        for ident in doomed:
-            if alive(ident):
-                os.kill(ident[0], signal.SIGKILL)
-        deadline = time.monotonic() + 5.0
-        while any(alive(i) for i in doomed):
-            self._reap_children()
-            if time.monotonic() > deadline:
-                raise LabError("client processes did not die")
-            time.sleep(0.01)
-
-    def _remove_cgroups(self) -> None:
-        groups = [Path(g) for cfg in self.state.get("nodes", {}).values() for g in cfg["cgroups"]]
-        deadline = time.monotonic() + 5.0
-        for group in groups:
-            while group.exists():
-                try:
-                    group.rmdir()
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-
-    def _remove_mountpoints(self) -> None:
-        with global_lock(self.root):
-            others = [d for d in lab_dirs(self.root) if d.name != self.name]
-            record = self.root / MOUNTPOINTS_FILE
-            if others or not record.exists():
-                return
-            for path in read_json(record):
-                try:
-                    os.rmdir(path)
-                except OSError:
-                    pass
-            record.unlink()
 
     # -- facts -----------------------------------------------------------
     def owner_alive(self) -> bool:

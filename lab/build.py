@@ -1,0 +1,217 @@
+"""Building and tearing down the host side of a lab (the helpers of Lab.up/down).
+
+Each function takes what it needs explicitly; :class:`hapack.lab.core.Lab`
+decides the order and records every object in ``lab.json`` before it exists.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+from . import bmc as bmcmod
+from . import net
+from .bmc import Bmc
+from .naming import LINKS, NODE_IFACES, Plan
+from .stack import write_authkey
+from .state import ProcId, alive, global_lock, lab_dirs, proc_id, read_json, write_json
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_CONTROLLERS = ("freezer", "cpuacct", "memory")
+MOUNTPOINTS_FILE = ".mountpoints.json"
+HERE = Path(__file__).resolve().parent
+# (directory of the node's "disk", where it is mounted in the node)
+NODE_BINDS = (("etc-corosync", "/etc/corosync"), ("etc-hapack", "/etc/hapack"),
+              ("var-lib-pacemaker", "/var/lib/pacemaker"), ("var-lib-corosync", "/var/lib/corosync"),
+              ("var-log", "/var/log"), ("hosts", "/etc/hosts"))
+# Mount points the nodes need; created in the host if missing, removed with the last lab.
+MOUNTPOINTS = ("/etc/hapack", "/var/lib/corosync", "/var/lib/pacemaker")
+PLAIN_DIRS = ("etc-corosync/uidgid.d", "etc-hapack", "var-lib-corosync", "spawn",
+              "var-log/cluster", "var-log/corosync", "var-log/hapack", "var-log/crmsh")
+HACLUSTER_DIRS = (("var-lib-pacemaker/cib", 0o750), ("var-lib-pacemaker/pengine", 0o750),
+                  ("var-lib-pacemaker/blackbox", 0o750), ("var-lib-pacemaker/cores", 0o750),
+                  ("var-log/pacemaker", 0o770), ("var-log/pacemaker/bundles", 0o770))
+
+
+def node_config(plan: Plan, lab_dir: Path, node: str, stack: str, services: list[dict]) -> dict:
+    """What the power switch and the node's init need to know about ``node``."""
+    node_dir = lab_dir / "nodes" / node
+    return {
+        "dir": str(node_dir), "hostname": node, "stack": stack, "services": services,
+        "freezer": str(CGROUP_ROOT / "freezer" / plan.cgroup(node)),
+        "cgroups": [str(CGROUP_ROOT / c / plan.cgroup(node)) for c in CGROUP_CONTROLLERS
+                    if (CGROUP_ROOT / c).is_dir()],
+        "veths": [{"link": link, "host": plan.veth(node, link), "host_mac": plan.veth_mac(node, link),
+                   "peer": NODE_IFACES[link], "mac": plan.node_mac(node, link),
+                   "bridge": plan.bridge(link)} for link in LINKS],
+        "ifaces": [{"name": NODE_IFACES[link], "addr": f"{plan.addr(node, link)}/{plan.subnets[link].prefixlen}"}
+                   for link in LINKS],
+        "binds": [(str(node_dir / src), dst) for src, dst in NODE_BINDS],
+        "init_argv": [sys.executable, "-I", "-S", str(HERE / "nodeinit.py"), str(lab_dir), node],
+    }
+
+
+def hosts_text(plan: Plan, nodes: Iterable[str]) -> str:
+    """The nodes' /etc/hosts: every lab address by name."""
+    lines = ["127.0.0.1\tlocalhost"]
+    for node in nodes:
+        lines.append(f"{plan.addr(node, 'lan')}\t{node}")
+        lines.append(f"{plan.addr(node, 'hb')}\t{node}-hb")
+        lines.append(f"{plan.addr(node, 'bmc')}\t{node}-mgmt")
+        lines.append(f"{plan.bmc_addr(node)}\t{node}-bmc")
+    lines.append(f"{plan.client_addr}\tclient")
+    return "\n".join(lines) + "\n"
+
+
+def make_node_dirs(node_dir: Path, corosync_conf: str, authkey: bytes, cib: bytes | None,
+                   hosts: str, boot_delay: float) -> None:
+    """The node's persistent "disk" (pitfall P11: hacluster owns Pacemaker's dirs)."""
+    hacluster, haclient = pwd.getpwnam("hacluster").pw_uid, grp.getgrnam("haclient").gr_gid
+    for sub in PLAIN_DIRS:
+        (node_dir / sub).mkdir(parents=True, exist_ok=True)
+    for sub, mode in HACLUSTER_DIRS:
+        path = node_dir / sub
+        path.mkdir(parents=True, exist_ok=True)
+        os.chown(path, hacluster, haclient)
+        path.chmod(mode)
+    (node_dir / "etc-corosync/corosync.conf").write_text(corosync_conf)
+    write_authkey(node_dir / "etc-corosync/authkey", authkey)
+    if cib is not None:
+        cib_file = node_dir / "var-lib-pacemaker/cib/cib.xml"
+        cib_file.write_bytes(cib)
+        os.chown(cib_file, hacluster, haclient)
+        cib_file.chmod(0o600)
+    (node_dir / "hosts").write_text(hosts)
+    (node_dir / "boot_delay").write_text(f"{boot_delay}\n")
+
+
+def make_mountpoints(root: Path) -> None:
+    """Create the mount points the nodes need but the host lacks (shared by all labs)."""
+    with global_lock(root):
+        record = root / MOUNTPOINTS_FILE
+        created = read_json(record) if record.exists() else []
+        for path in MOUNTPOINTS:
+            if not os.path.isdir(path):
+                os.makedirs(path, mode=0o755)
+                created.append(path)
+        write_json(record, created, mode=0o644)
+
+
+def remove_mountpoints(root: Path, leaving: str) -> None:
+    """Remove the mount points labs created, once lab ``leaving`` is the last one."""
+    with global_lock(root):
+        others = [d for d in lab_dirs(root) if d.name != leaving]
+        record = root / MOUNTPOINTS_FILE
+        if others or not record.exists():
+            return
+        for path in read_json(record):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+        record.unlink()
+
+
+def write_bmcs(plan: Plan, lab_dir: Path, nodes: Iterable[str]) -> dict[str, dict]:
+    """lan.conf, bmc.emu and a password file per node; returns each ``Bmc`` as JSON."""
+    addrs = [str(plan.bmc_addr(node)) for node in nodes]
+    port = bmcmod.choose_port(addrs, bmcmod.parse_proc_net_udp(Path("/proc/net/udp").read_text()))
+    bmcs = {}
+    for node in nodes:
+        bmc_dir = lab_dir / "bmc" / node
+        (bmc_dir / "state").mkdir(parents=True, exist_ok=True)
+        password = bmcmod.new_password()
+        password_file = bmc_dir / "password"
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(password + "\n")
+        bmc = Bmc(node=node, address=str(plan.bmc_addr(node)), port=port, username=f"adm-{node}",
+                  password=password, password_file=str(password_file))
+        hook = [sys.executable, "-I", "-S", str(HERE / "power.py"), str(lab_dir), node]
+        (bmc_dir / "lan.conf").write_text(
+            bmcmod.render_lan_conf(bmc, f"{plan.prefix}-{node}", bmcmod.new_guid(), hook))
+        (bmc_dir / "bmc.emu").write_text(bmcmod.BMC_EMU)
+        bmcs[node] = bmc.to_json()
+    return bmcs
+
+
+def start_host_processes(lab_dir: Path, nodes: Iterable[str],
+                         record_reaper: Callable[[ProcId | None], None]) -> tuple[subprocess.Popen, list]:
+    """Start the reaper and, through it, the client's holder and one ipmi_sim per node.
+
+    ``record_reaper`` is called with the reaper's identity as soon as it
+    exists. Returns the reaper and the identities of [holder, *ipmi_sims].
+    """
+    commands = [{"argv": net.CLIENT_HOLDER, "log": None}]
+    commands += [{"argv": bmcmod.ipmi_sim_argv(lab_dir / "bmc" / node),
+                  "log": str(lab_dir / "bmc" / node / "ipmi_sim.log")} for node in nodes]
+    with open(lab_dir / "reaper.log", "ab") as log:
+        reaper = subprocess.Popen([sys.executable, "-I", "-S", str(HERE / "reaper.py")],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                  start_new_session=True, text=True)
+    record_reaper(proc_id(reaper.pid))
+    reaper.stdin.write(json.dumps(commands) + "\n")
+    reaper.stdin.close()
+    line = reaper.stdout.readline()
+    reaper.stdout.close()
+    pids = json.loads(line) if line else None
+    if not isinstance(pids, list):
+        raise RuntimeError(f"the lab's reaper did not start its processes: {line.strip() or 'no answer'}")
+    return reaper, [proc_id(pid) for pid in pids]
+
+
+def kill_recorded(what: str, idents: Iterable, reap: Callable[[], None] = lambda: None) -> None:
+    """TERM, then KILL, the recorded processes ``idents``; wait until they are gone."""
+    idents = [i for i in idents if alive(i)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid, _ in idents:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 2.0
+        while any(alive(i) for i in idents) and time.monotonic() < deadline:
+            reap()
+            time.sleep(0.005)
+        if not any(alive(i) for i in idents):
+            break
+    reap()
+    if any(alive(i) for i in idents):
+        raise RuntimeError(f"{what} did not die")
+
+
+def remove_client(holder: ProcId | None, reap: Callable[[], None] = lambda: None) -> None:
+    """Kill every process in the client's network namespace, its holder last."""
+    if not alive(holder):
+        return
+    netns = os.readlink(f"/proc/{holder[0]}/ns/net")
+    doomed = [proc_id(pid) for pid in net.pids_in_netns(netns)]
+    for ident in doomed:
+        if alive(ident):
+            os.kill(ident[0], signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while any(alive(i) for i in doomed):
+        reap()
+        if time.monotonic() > deadline:
+            raise RuntimeError("client processes did not die")
+        time.sleep(0.01)
+
+
+def remove_cgroups(groups: Iterable[str]) -> None:
+    deadline = time.monotonic() + 5.0
+    for group in map(Path, groups):
+        while group.exists():
+            try:
+                group.rmdir()
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
