@@ -53,18 +53,17 @@ directory, a database). The API is small and kept stable:
     A per-instance runtime path under ``$HA_RSCTMP`` (default
     /run/resource-agents): ``hapack-<agent>-<instance>.<suffix>``.
 
-``check_params(...)``, ``stop_params(...)``, ``server_params(...)``
-    The parameter declarations the HTTP-checked agents share.
+``check_params(...)``, ``stop_params(...)``, ``server_params(...)``, ``server_actions(...)``
+    The parameter and action declarations the HTTP-checked agents share.
 
 ``split_options(text)``, ``regex(text)``, ``url(text)``, ``absolute_path(text)``
     Param checks.
 """
 
 import os
-import signal
 
-from hapack import process
-from hapack.ocf import OCF, GenericError, OCFError, Param
+from hapack.ocf import OCF, Action, GenericError, OCFError, Param
+from hapack.ocf._http import http_expect, http_get, split_url  # noqa: F401  (part of the API)
 from hapack.proc import CommandError
 from hapack.timing import Deadline
 
@@ -92,8 +91,7 @@ def regex(text):
 
 
 def url(text):
-    if not text.startswith(("http://", "https://")) or len(text) < 10:
-        raise ValueError(f"{text!r} is not an http:// or https:// URL")
+    split_url(text)
     return text
 
 
@@ -160,6 +158,14 @@ def server_params(*, binary, port, status_url, status_regex, graceful):
     )
 
 
+def server_actions(start, stop, monitor, *, start_timeout=40, stop_timeout=60):
+    """start, stop, and monitor at depth 0 every 10 s, 10 every 30 s, 20 every 60 s."""
+    return (Action("start", start, start_timeout), Action("stop", stop, stop_timeout),
+            Action("monitor", monitor, 30, interval=10, depth=0),
+            Action("monitor", monitor, 30, interval=30, depth=10),
+            Action("monitor", monitor, 40, interval=60, depth=20))
+
+
 def rsc_path(ctx, suffix):
     base = ctx.environ.get("HA_RSCTMP") or RSCTMP
     name = ctx.instance.replace("/", "_")
@@ -171,109 +177,7 @@ def default_url(p, path):
     return f"http://{host}:{p.port}{path}"
 
 
-# -- checks ---------------------------------------------------------------------
-
-def http_expect(ctx, url, timeout, status=200, regex=None, parse=None):
-    """GET url; raise GenericError unless it answers as expected.
-
-    Returns ``parse(body)`` when ``parse`` is given (it raises ValueError on
-    a bad page), else the body.
-    """
-    limit = ctx.deadline.left(timeout)
-    if limit <= 0:
-        raise GenericError(f"no time left to check {url}")
-    got, body = http_get(url, limit)
-    if got != status:
-        raise GenericError(f"{url} answered HTTP {got}, expected {status}")
-    if regex is not None:
-        import re
-        if re.search(regex, body) is None:
-            raise GenericError(f"{url}: the answer does not contain /{regex}/: {_excerpt(body)}")
-    if parse is None:
-        return body
-    try:
-        return parse(body)
-    except ValueError as exc:
-        raise GenericError(f"{url}: {exc}") from None
-
-
-def http_get(url, timeout, max_body=1 << 20):
-    """(status, body) of an HTTP/1.0 GET; ``timeout`` bounds the whole exchange.
-
-    Used instead of hapack.probe.http_get, which fails on every answer (it
-    reads ``conn.sock`` after http.client has handed the closed connection's
-    socket to the response). A raw socket also keeps http.client and email
-    out of every monitor. HTTPS is not verified: this is a health check.
-    """
-    import socket
-    import time
-    from urllib.parse import urlsplit
-    parts = urlsplit(url)
-    end = time.monotonic() + timeout
-    default = 443 if parts.scheme == "https" else 80
-    host, port = parts.hostname, parts.port or default
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    request = (f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\nUser-Agent: hapack\r\n"
-               "Accept: */*\r\n\r\n").encode()
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            if parts.scheme == "https":
-                sock = _tls(sock, host)
-            sock.sendall(request)
-            data = _read_all(sock, end, max_body)
-    except (TimeoutError, socket.timeout):
-        raise GenericError(f"{url}: no answer within {timeout:g}s") from None
-    except OSError as exc:
-        raise GenericError(f"{url}: cannot connect to {host}:{port}: "
-                           f"{exc.strerror or exc}") from None
-    return _parse_response(url, data)
-
-
-def _tls(sock, host):
-    import ssl
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context.wrap_socket(sock, server_hostname=host)
-
-
-def _read_all(sock, end, max_body):
-    import time
-    data = b""
-    while len(data) < max_body:
-        left = end - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        sock.settimeout(left)
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def parse_response(data):
-    """(status, body text) of a raw HTTP answer; ValueError when it is not one."""
-    head, _, body = data.partition(b"\r\n\r\n")
-    words = head.split(b"\r\n", 1)[0].split()
-    if len(words) < 2 or not words[0].startswith(b"HTTP/") or not words[1].isdigit():
-        raise ValueError(f"not an HTTP answer: {_excerpt(head.decode('latin-1'))}")
-    return int(words[1]), body.decode("utf-8", errors="replace")
-
-
-def _parse_response(url, data):
-    if not data:
-        raise GenericError(f"{url}: the server closed the connection without answering")
-    try:
-        return parse_response(data)
-    except ValueError as exc:
-        raise GenericError(f"{url}: {exc}") from None
-
-
-def _excerpt(text, limit=80):
-    text = " ".join(text.split())
-    return repr(text[:limit] + ("..." if len(text) > limit else ""))
-
+# -- logs ---------------------------------------------------------------------------
 
 def tail(path, lines=3, width=200):
     """The last non-empty lines of a file (their last ``width`` characters), joined
@@ -306,6 +210,148 @@ def spawn(ctx, argv, pidfile, output, user=None, env=None, cwd=None):
         raise GenericError(f"cannot start {argv[0]}: {result.output() or f'exit {result.returncode}'}")
 
 
+# -- /proc, the monitor's way ------------------------------------------------------
+# The monitor path reads /proc here instead of importing hapack.process, whose
+# 'import signal' pulls in enum (about 4 ms of a monitor that is a fresh
+# interpreter). Start and stop import hapack.process for its escalation.
+
+def _stat(pid):
+    """The fields of /proc/<pid>/stat after the command name, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid):
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in (b"Z", b"X", b"x")
+
+
+def _read_pid(path):
+    try:
+        with open(path, "rb") as handle:
+            word = (handle.read(64).split() or [b""])[0]
+    except OSError:
+        return None
+    return int(word) if word.isdigit() and int(word) > 1 else None
+
+
+def _exe(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+    except OSError:
+        return None
+
+
+def _listening_inodes(port):
+    """Inodes of the TCP sockets listening on port in this network namespace.
+
+    One sock_diag netlink dump per address family, of listening sockets only
+    (reading /proc/net/tcp6 walks every connection and took ~4 ms here);
+    /proc/net/tcp{,6} when netlink is not available.
+    """
+    import _socket
+    try:
+        sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, 4)  # NETLINK_SOCK_DIAG
+    except OSError:
+        return _proc_listening_inodes(port)
+    try:
+        sock.settimeout(2.0)
+        return {inode for family in (_socket.AF_INET, _socket.AF_INET6)
+                for inode in _diag_listeners(sock, family, port)}
+    except OSError:
+        return _proc_listening_inodes(port)
+    finally:
+        sock.close()
+
+
+def _diag_listeners(sock, family, port):
+    # inet_diag_req_v2: family, IPPROTO_TCP, ext, pad, states = 1 << TCP_LISTEN, sockid
+    request = bytes((family, 6, 0, 0)) + (1 << 10).to_bytes(4, "little") + bytes(48)
+    # nlmsghdr: length, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, pid
+    header = ((16 + len(request)).to_bytes(4, "little") + (20).to_bytes(2, "little")
+              + (0x301).to_bytes(2, "little") + family.to_bytes(4, "little") + bytes(4))
+    sock.sendall(header + request)
+    while True:
+        data, offset = sock.recv(65536), 0
+        while offset + 16 <= len(data):
+            length = int.from_bytes(data[offset:offset + 4], "little")
+            kind = int.from_bytes(data[offset + 4:offset + 6], "little")
+            if kind == 3:  # NLMSG_DONE
+                return
+            if kind == 2:  # NLMSG_ERROR
+                raise OSError(f"sock_diag refused the dump of family {family}")
+            message = data[offset + 16:offset + length]
+            if int.from_bytes(message[4:6], "big") == port:  # inet_diag_msg: sport
+                yield int.from_bytes(message[68:72], "little")  # idiag_inode
+            offset += (length + 3) & ~3
+        if not data:
+            return
+
+
+def _proc_listening_inodes(port):
+    wanted, inodes = f":{port:04X}".encode(), set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, "rb") as handle:
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[3] == b"0A" and fields[1].endswith(wanted):
+                        inodes.add(int(fields[9]))
+        except OSError:
+            continue
+    return inodes
+
+
+def _listens(pid, port):
+    """Whether pid holds a socket listening on TCP port (this network namespace)."""
+    inodes = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    if not inodes:
+        return False
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for name in names:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}") in inodes:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _younger_than(pid, path, slack=1.0):
+    """True when pid started more than ``slack`` seconds after path was last written."""
+    fields = _stat(pid)
+    try:
+        mtime = os.stat(path).st_mtime
+        with open("/proc/stat", "rb") as handle:
+            btime = next(int(line.split()[1]) for line in handle if line.startswith(b"btime"))
+        started = btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, StopIteration, ValueError, TypeError, IndexError):
+        return False
+    return started > mtime + slack
+
+
+def _group_ids(pid):
+    """(process group, session) of pid, or None."""
+    fields = _stat(pid)
+    try:
+        return int(fields[2]), int(fields[3])
+    except (TypeError, IndexError, ValueError):
+        return None
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 # -- the instance ------------------------------------------------------------------
 
 class Server:
@@ -324,17 +370,17 @@ class Server:
     # level 0 ---------------------------------------------------------------------
 
     def _is_ours(self, pid):
-        """The process is this server's: its executable matches and it is
-        not younger than the pid file (a reused pid started later)."""
+        """The process is this server's: its executable matches (when readable: not
+        across namespaces) and it is not younger than the pid file (a reused pid)."""
         if self.exe is not None:
-            link = process.exe(pid)
-            if link is not None and link.removesuffix(" (deleted)") != self.exe:
-                return False  # an unreadable link (other namespace) cannot judge
+            link = _exe(pid)
+            if link is not None and link != self.exe:
+                return False
         return not _younger_than(pid, self.pidfile)
 
     def pid(self):
-        pid = process.read_pidfile(self.pidfile)
-        if pid is None or not process.alive(pid) or not self._is_ours(pid):
+        pid = _read_pid(self.pidfile)
+        if pid is None or not _alive(pid) or not self._is_ours(pid):
             return None
         return pid
 
@@ -343,7 +389,7 @@ class Server:
         pid = self.pid()
         if pid is None:
             return None
-        if self.port is not None and self.port not in process.listening_ports([pid]):
+        if self.port is not None and not _listens(pid, self.port):
             raise GenericError(f"{self.what} (pid {pid}) is running but not listening "
                                f"on port {self.port}")
         return pid
@@ -381,9 +427,9 @@ class Server:
 
     def _wait_healthy(self, checks, deadline, started):
         import time
-        interval = 0.05
+        interval = 0.01
         while True:
-            if self._dead_after_start(started):
+            if started and self._died():
                 reason = f"{self.what} exited during start"
                 break
             try:
@@ -401,10 +447,10 @@ class Server:
         raise GenericError(f"{self.what} did not become healthy: {reason}"
                            + (f"; log: {log}" if log else ""))
 
-    def _dead_after_start(self, started):
+    def _died(self):
         """The pid file names a pid that is gone (the server died while starting)."""
-        pid = process.read_pidfile(self.pidfile)
-        return started and pid is not None and not process.alive(pid)
+        pid = _read_pid(self.pidfile)
+        return pid is not None and not _alive(pid)
 
     def _abort(self, exc):
         self.ctx.log.warning(f"start failed ({exc}); cleaning up")
@@ -437,7 +483,7 @@ class Server:
         its executable is ``exe`` and its command line has ``marker`` as a
         word. No guessing by name.
         """
-        recorded = process.read_pidfile(self.pidfile)
+        recorded = _read_pid(self.pidfile)
         if recorded is None and (self.exe is None or self.marker is None):
             return []
         found = []
@@ -445,7 +491,7 @@ class Server:
             if not entry.isdigit() or int(entry) in exclude or int(entry) == os.getpid():
                 continue
             pid = int(entry)
-            if process.alive(pid) and (self._in_group(pid, recorded) or self._marked(pid)):
+            if _alive(pid) and (self._in_group(pid, recorded) or self._marked(pid)):
                 found.append(pid)
         return found
 
@@ -456,31 +502,33 @@ class Server:
         return ids is not None and leader in ids and self._is_ours(pid)
 
     def _marked(self, pid):
-        if self.exe is None or self.marker is None:
+        if self.exe is None or self.marker is None or _exe(pid) != self.exe:
             return False
-        if (process.exe(pid) or "").removesuffix(" (deleted)") != self.exe:
-            return False
-        joined = " ".join(process.cmdline(pid))
+        from hapack.process import cmdline
+        joined = " ".join(cmdline(pid))
         return self.marker in joined.split() or (" " in self.marker and self.marker in joined)
 
     def _pids(self):
+        from hapack.process import children
         pid = self.pid()
-        tree = [pid, *process.children(pid)] if pid else []
+        tree = [pid, *children(pid)] if pid else []
         return tree + self.leftovers(exclude=tree)
 
     def stop(self, graceful=None, graceful_timeout=0.0):
+        import signal
+        from hapack.process import signal_pids, wait_gone
         ctx = self.ctx
         pids = self._pids()
         if not pids:
             _remove(self.pidfile)
             ctx.log.info(f"{self.what} is not running")
             return
-        process.signal_pids(pids, signal.SIGCONT)
+        signal_pids(pids, signal.SIGCONT)
         main = self.pid()
         if graceful is not None and graceful_timeout > 0 and main:
             budget = Deadline(min(graceful_timeout, ctx.deadline.left() * 0.5))
             if self._graceful(graceful, main) is not False:
-                pids = process.wait_gone(pids, budget)
+                pids = wait_gone(pids, budget)
                 if pids:
                     ctx.log.info(f"graceful stop did not finish within {budget.seconds:.1f}s")
         survivors = self._terminate(pids, ctx.deadline, term_wait=10.0 if main else 1.0)
@@ -492,51 +540,26 @@ class Server:
 
     def _graceful(self, graceful, pid):
         """Ask pid to stop; False when that could not even be asked."""
+        import signal
         if callable(graceful):
             return graceful(self.ctx, pid)
         self.ctx.log.info(f"sending {signal.Signals(graceful).name} to {pid} (graceful stop)")
-        process.signal_pids([pid], graceful)
+        try:
+            os.kill(pid, graceful)
+        except ProcessLookupError:
+            pass
         return True
 
     def _terminate(self, pids, deadline, term_wait=10.0):
         """TERM (waiting at most term_wait s), then KILL, within deadline; the survivors."""
-        pids = [pid for pid in pids if process.alive(pid)]
+        import signal
+        from hapack.process import escalate, signal_pids
+        pids = [pid for pid in pids if _alive(pid)]
         if not pids:
             return []
-        process.signal_pids(pids, signal.SIGCONT)
+        signal_pids(pids, signal.SIGCONT)
         term = Deadline(min(deadline.left() * 0.6, term_wait))
-        left = process.escalate(pids, term, self.ctx.log, steps=((signal.SIGTERM, 1.0),))
+        left = escalate(pids, term, self.ctx.log, steps=((signal.SIGTERM, 1.0),))
         if left:
-            left = process.escalate(left, deadline, self.ctx.log, steps=((signal.SIGKILL, 1.0),))
+            left = escalate(left, deadline, self.ctx.log, steps=((signal.SIGKILL, 1.0),))
         return left
-
-
-def _younger_than(pid, path, slack=1.0):
-    """True when pid started more than ``slack`` seconds after path was last written."""
-    try:
-        mtime = os.stat(path).st_mtime
-        info = process.stat(pid)
-        with open("/proc/stat", encoding="ascii") as handle:
-            btime = next(int(line.split()[1]) for line in handle if line.startswith("btime"))
-    except (OSError, StopIteration, ValueError):
-        return False
-    if info is None:
-        return False
-    return btime + info[2] / os.sysconf("SC_CLK_TCK") > mtime + slack
-
-
-def _group_ids(pid):
-    """(process group, session) of pid, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return int(fields[2]), int(fields[3])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _remove(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

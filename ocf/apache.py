@@ -12,9 +12,8 @@ as expected.
 """
 
 import os
-import signal
 
-from hapack.ocf import Action, Agent, ArgsError, GenericError, NotInstalled, Param
+from hapack.ocf import Agent, ArgsError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
 
 NAME = "apache"
@@ -136,6 +135,7 @@ def start(ctx):
 
 
 def stop(ctx):
+    import signal
     server(ctx).stop(graceful=signal.SIGWINCH, graceful_timeout=ctx.params.graceful_timeout)
 
 
@@ -153,13 +153,7 @@ AGENT = Agent(
               "the master process and its listening port, depth 10 mod_status, depth 20 a "
               "page through the whole chain (test_url)."),
     params=PARAMS,
-    actions=(
-        Action("start", start, 40),
-        Action("stop", stop, 60),
-        Action("monitor", monitor, 20, interval=10, depth=0),
-        Action("monitor", monitor, 30, interval=30, depth=10),
-        Action("monitor", monitor, 40, interval=60, depth=20),
-    ),
+    actions=d.server_actions(start, stop, monitor),
     validate=validate,
 )
 

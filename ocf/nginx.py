@@ -11,9 +11,8 @@ Monitor levels: 0 = the master is alive and listening on ``port``;
 """
 
 import os
-import signal
 
-from hapack.ocf import Action, Agent, ArgsError, GenericError, NotInstalled, Param
+from hapack.ocf import Agent, ArgsError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
 
 NAME = "nginx"
@@ -69,13 +68,30 @@ def main_directives(text):
 
 
 def _tokens(text):
-    import re
-    for match in re.finditer(r'#[^\n]*|"((?:\\.|[^"\\])*)"|\'((?:\\.|[^\'\\])*)\'|([{};])|([^\s{};"\'#]+)',
-                             text):
-        if match.group(0).startswith("#"):
-            continue
-        quoted = match.group(1) if match.group(1) is not None else match.group(2)
-        yield quoted if quoted is not None else match.group(0)
+    """Words (quotes removed), '{', '}' and ';' of an nginx configuration."""
+    i, size = 0, len(text)
+    while i < size:
+        char = text[i]
+        if char.isspace():
+            i += 1
+        elif char == "#":
+            end = text.find("\n", i)
+            i = size if end < 0 else end
+        elif char in "{};":
+            yield char
+            i += 1
+        elif char in "\"'":
+            end = i + 1
+            while end < size and text[end] != char:
+                end += 2 if text[end] == "\\" else 1
+            yield text[i + 1:end]
+            i = end + 1
+        else:
+            end = i
+            while end < size and not text[end].isspace() and text[end] not in "{};\"'#":
+                end += 1
+            yield text[i:end]
+            i = end
 
 
 def _last(directives, name):
@@ -137,18 +153,29 @@ def server(ctx, layout):
 # -- checks -------------------------------------------------------------------------
 
 def parse_stub_status(text):
-    """stub_status output as a dict of ints; ValueError when it is something else."""
-    import re
-    active = re.search(r"Active connections:\s*(\d+)", text)
-    counts = re.search(r"\n\s*(\d+)\s+(\d+)\s+(\d+)\s*\n", text)
-    rww = re.search(r"Reading:\s*(\d+)\s+Writing:\s*(\d+)\s+Waiting:\s*(\d+)", text)
-    if not (active and counts and rww):
+    """stub_status output as a dict of ints; ValueError when it is something else.
+
+    Active connections: 3
+    server accepts handled requests
+     17 15 40
+    Reading: 0 Writing: 1 Waiting: 2
+    """
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    try:
+        active, head, counts, rww = lines[:4]
+        if active[:2] != ["Active", "connections:"] or head[1:] != ["accepts", "handled",
+                                                                    "requests"]:
+            raise ValueError
+        if rww[0::2] != ["Reading:", "Writing:", "Waiting:"]:
+            raise ValueError
+        values = [int(word) for word in (active[2], *counts, *rww[1::2])]
+    except ValueError:
+        values = []
+    if len(values) != 7:
         raise ValueError("not stub_status output (Active connections / accepts handled "
                          "requests / Reading Writing Waiting): is 'stub_status;' there?")
-    names = ("accepts", "handled", "requests", "reading", "writing", "waiting")
-    found = dict(zip(names, map(int, counts.groups() + rww.groups())))
-    found["active"] = int(active.group(1))
-    return found
+    return dict(zip(("active", "accepts", "handled", "requests", "reading", "writing",
+                     "waiting"), values))
 
 
 def _status(ctx):
@@ -213,6 +240,7 @@ def start(ctx):
 
 
 def stop(ctx):
+    import signal
     server(ctx, Layout(ctx)).stop(graceful=signal.SIGQUIT,
                                   graceful_timeout=ctx.params.graceful_timeout)
 
@@ -231,13 +259,7 @@ AGENT = Agent(
               "timeout. Monitor depth 0 checks the master process and its listening port, "
               "depth 10 stub_status, depth 20 a page through the whole chain (test_url)."),
     params=PARAMS,
-    actions=(
-        Action("start", start, 40),
-        Action("stop", stop, 60),
-        Action("monitor", monitor, 20, interval=10, depth=0),
-        Action("monitor", monitor, 30, interval=30, depth=10),
-        Action("monitor", monitor, 40, interval=60, depth=20),
-    ),
+    actions=d.server_actions(start, stop, monitor),
     validate=validate,
 )
 

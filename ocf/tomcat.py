@@ -15,9 +15,8 @@ Monitor levels: 0 = the JVM is alive and listening on ``port``;
 """
 
 import os
-import signal
 
-from hapack.ocf import Action, Agent, ArgsError, ConfigError, GenericError, NotInstalled, Param
+from hapack.ocf import Agent, ArgsError, ConfigError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
 from hapack.proc import CommandError
 
@@ -120,10 +119,17 @@ def status_url(ctx):
     return p.status_url or d.default_url(p, f"/{HEALTH_APP}/ping.jsp")
 
 
+def pong(body):
+    """The agent's health page: 'PONG <server info>'."""
+    if not body.startswith("PONG"):
+        raise ValueError(f"the health page answered {body[:40]!r}, not PONG")
+
+
 def _status(ctx):
     p = ctx.params
-    pattern = p.status_regex or (None if p.status_url else "^PONG")
-    d.http_expect(ctx, status_url(ctx), p.client_timeout, p.expect_status, regex=pattern)
+    default_page = not (p.status_regex or p.status_url)
+    d.http_expect(ctx, status_url(ctx), p.client_timeout, p.expect_status,
+                  regex=p.status_regex, parse=pong if default_page else None)
 
 
 def _test(ctx):
@@ -270,6 +276,7 @@ def _stop_command(ctx, pid):
 
 
 def stop(ctx):
+    import signal
     p = ctx.params
     graceful = _stop_command if p.stop_command else signal.SIGTERM
     server(ctx).stop(graceful=graceful, graceful_timeout=p.graceful_timeout)
@@ -289,13 +296,7 @@ AGENT = Agent(
               "timeout. Monitor depth 0 checks the JVM and its listening port, depth 10 the "
               "health page, depth 20 the application's own health URL (test_url)."),
     params=PARAMS,
-    actions=(
-        Action("start", start, 120),
-        Action("stop", stop, 60),
-        Action("monitor", monitor, 30, interval=10, depth=0),
-        Action("monitor", monitor, 30, interval=30, depth=10),
-        Action("monitor", monitor, 40, interval=60, depth=20),
-    ),
+    actions=d.server_actions(start, stop, monitor, start_timeout=120),
     validate=validate,
 )
 

@@ -207,9 +207,10 @@ class Tomcat(Instance):
 
     agent = "tomcat"
 
-    def __init__(self, root, name="tomcat", port=None):
+    def __init__(self, root, name="tomcat", port=None, shutdown_port=-1):
         super().__init__(root, name)
         self.port = port or self.port
+        self.shutdown_port = shutdown_port  # -1: none (catalina.sh stop cannot work)
         self.base = os.path.join(self.root, "base")
         for sub in ("conf", "logs", "temp", "work", "webapps/app"):
             os.makedirs(os.path.join(self.base, sub), mode=0o755)
@@ -224,7 +225,7 @@ class Tomcat(Instance):
 
     def server_xml(self):
         return f"""<?xml version="1.0" encoding="UTF-8"?>
-<Server port="-1" shutdown="SHUTDOWN">
+<Server port="{self.shutdown_port}" address="127.0.0.1" shutdown="SHUTDOWN">
   <Listener className="org.apache.catalina.startup.VersionLoggerListener" />
   <Service name="Catalina">
     <Connector address="127.0.0.1" port="{self.port}" protocol="HTTP/1.1"

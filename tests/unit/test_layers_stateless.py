@@ -17,6 +17,7 @@ from hapack import process
 from hapack.log import NullLogger
 from hapack.ocf import GenericError
 from hapack.ocf import _daemon as d
+from hapack.ocf import _http as h
 from hapack.ocf import apache, nginx, tomcat
 from hapack.ocf.runner import Context
 from hapack.params import ParamError, from_environ, parse
@@ -285,18 +286,36 @@ def test_a_refused_connection_names_the_address():
         d.http_get(f"http://127.0.0.1:{port}/", 1)
 
 
+@pytest.mark.parametrize("url,parts", [
+    ("http://127.0.0.1:8080/server-status?auto",
+     ("http", "127.0.0.1", 8080, "/server-status?auto", "127.0.0.1:8080")),
+    ("http://[::1]/x#frag", ("http", "::1", 80, "/x", "[::1]")),
+    ("https://web.example", ("https", "web.example", 443, "/", "web.example")),
+    ("http://h:81?q=1", ("http", "h", 81, "/?q=1", "h:81")),
+])
+def test_split_url(url, parts):
+    assert h.split_url(url) == parts
+
+
+@pytest.mark.parametrize("url", ["ftp://h/", "127.0.0.1:80/x", "http://:80/", "http://h:port/",
+                                 "http://h:70000/"])
+def test_split_url_refuses(url):
+    with pytest.raises(ValueError):
+        h.split_url(url)
+
+
 @pytest.mark.parametrize("raw,expected", [
     (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nPONG", (200, "PONG")),
     (b"HTTP/1.0 404 Not Found\r\n\r\n", (404, "")),
 ])
 def test_parse_response(raw, expected):
-    assert d.parse_response(raw) == expected
+    assert h.parse_response(raw) == expected
 
 
 @pytest.mark.parametrize("raw", [b"SSH-2.0-OpenSSH_9.2\r\n", b"HTTP/1.1 OK\r\n\r\n"])
 def test_parse_response_refuses_what_is_not_http(raw):
     with pytest.raises(ValueError, match="not an HTTP answer"):
-        d.parse_response(raw)
+        h.parse_response(raw)
 
 
 # -- pids, zombies and leftovers (real processes) ------------------------------------
@@ -360,6 +379,18 @@ def test_level_0_needs_the_port(tmp_path, spawned):
     assert server(tmp_path, pidfile, port=port).check_process() == child.pid
     with pytest.raises(GenericError, match=f"not listening on port {port + 1}"):
         server(tmp_path, pidfile, port=port + 1).check_process()
+
+
+def test_sock_diag_and_proc_net_agree_on_listeners():
+    with socket.socket(socket.AF_INET6) as six, socket.socket() as four:
+        six.bind(("::1", 0))
+        six.listen()
+        port = six.getsockname()[1]
+        four.bind(("127.0.0.1", port))
+        four.listen()
+        inodes = {os.fstat(six.fileno()).st_ino, os.fstat(four.fileno()).st_ino}
+        assert d._listening_inodes(port) == inodes == d._proc_listening_inodes(port)
+    assert d._listening_inodes(port) == set()
 
 
 def test_stop_ends_workers_left_behind_by_a_killed_leader(tmp_path, spawned):
