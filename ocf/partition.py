@@ -310,13 +310,15 @@ def validate(ctx):
 
 
 def _check_clone(ctx):
+    """Pacemaker passes promoted_max (and the legacy master_max) to promotable clones only."""
     meta = ctx.meta
-    if meta.get("promotable", "").lower() != "true":
+    promoted_max = meta.get("promoted_max") or meta.get("master_max")
+    if not promoted_max:
         raise ConfigError(f"{NAME} must run as a promotable clone (promotable=true)")
     if not ctx.notify_enabled:
         raise ConfigError(f"{NAME} needs notify=true on its clone: the promotion gate reads "
                           "Pacemaker's pre-promote notification")
-    if int(meta.get("promoted_max", meta.get("master_max", "1")) or 1) > 1:
+    if int(promoted_max) > 1:
         raise ConfigError("promoted-max must be 1: the partition is mounted on one node only")
     if int(meta.get("clone_node_max", "1") or 1) > 1:
         raise ConfigError("clone-node-max must be 1")

@@ -327,7 +327,7 @@ def pacemaker_env(tmp_path, stonith):
     cib = tmp_path / "cib.xml"
     cib.write_text(sh("cibadmin", "--empty").stdout)
     env = {"CIB_file": str(cib), "OCF_RESKEY_crm_feature_set": "3.16.1",
-           "OCF_RESKEY_CRM_meta_promotable": "true", "OCF_RESKEY_CRM_meta_notify": "true",
+           "OCF_RESKEY_CRM_meta_promoted_max": "1", "OCF_RESKEY_CRM_meta_notify": "true",
            "OCF_RESKEY_CRM_meta_on_node": "node1"}
     if stonith is not None:
         sh("crm_attribute", "--type", "crm_config", "--name", "stonith-enabled", "--update",

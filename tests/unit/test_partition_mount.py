@@ -196,15 +196,15 @@ def test_an_unknown_file_system_type_is_not_installed(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("meta,words", [
-    ({"OCF_RESKEY_CRM_meta_promotable": "false"}, "must run as a promotable clone"),
+    ({"OCF_RESKEY_CRM_meta_promoted_max": ""}, "must run as a promotable clone"),
     ({"OCF_RESKEY_CRM_meta_notify": "false"}, "needs notify=true"),
     ({"OCF_RESKEY_CRM_meta_promoted_max": "2"}, "promoted-max must be 1"),
     ({"OCF_RESKEY_CRM_meta_clone_node_max": "2"}, "clone-node-max must be 1"),
 ])
 def test_pacemaker_clone_settings_are_checked(tmp_path, monkeypatch, meta, words):
     monkeypatch.setattr(_mount, "device_number", lambda device: (7, 3))
-    good = {"OCF_RESKEY_crm_feature_set": "3.16.1", "OCF_RESKEY_CRM_meta_promotable": "true",
-            "OCF_RESKEY_CRM_meta_notify": "true", "OCF_RESKEY_CRM_meta_promoted_max": "1"}
+    good = {"OCF_RESKEY_crm_feature_set": "3.16.1", "OCF_RESKEY_CRM_meta_promoted_max": "1",
+            "OCF_RESKEY_CRM_meta_notify": "true"}
     assert validate(tmp_path, **good)[0] == OCF.SUCCESS
     code, err = validate(tmp_path, **dict(good, **meta))
     assert code == OCF.ERR_CONFIGURED and words in err
