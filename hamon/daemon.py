@@ -9,6 +9,7 @@ only set flags. The systemd watchdog is fed only after a tick that ran to
 its end and kept the heartbeats on time.
 """
 
+import collections
 import math
 import os
 import select
@@ -18,7 +19,7 @@ import time
 import traceback
 
 from hapack.hamon.actor import Actor, Worker, step_name
-from hapack.hamon.decide import Act, decide
+from hapack.hamon.decide import BMC_ACTIONS, Act, decide
 from hapack.hamon.membership import Membership
 from hapack.hamon.ocfexec import stack_resources
 from hapack.hamon.packet import Status
@@ -54,7 +55,7 @@ def fresh_window(settings, links):
 
 class Daemon:
     def __init__(self, config, transport, ocf, fencer, log, *, pinger=None,
-                 clock=time.monotonic, worker=None):
+                 clock=time.monotonic, threaded=True):
         self.config = config
         self.s = config.settings
         self.transport = transport
@@ -69,11 +70,13 @@ class Daemon:
                            cluster.migration_threshold)
         self.machine = StateMachine(log, self._on_change, clock)
         self.actor = Actor(self.world, ocf, fencer, config.node, config.fence_confirmed_file, log)
-        self.worker = worker or Worker(self.wake, clock)
+        # two lanes: the BMC's answer must not wait for an agent, nor the VIP for the BMC
+        self.workers = {lane: Worker(self.wake, clock, threaded) for lane in ("agents", "bmc")}
         self.started = clock()
         self.next_send = self.started
         self.peer_alive = False
         self.last_decision = None
+        self.recent = collections.deque(maxlen=4)
         self.reason = ""
         self.running = True
         self.signals = 0
@@ -88,10 +91,11 @@ class Daemon:
             self.membership.heard(hb, self.clock())
         self._signals()
         for _ in range(MAX_DECISIONS_PER_TICK):
-            for d, result, started, ended in self.worker.collect():
-                self._finished(d, result, started, ended)
+            for worker in self.workers.values():
+                for d, result, started, ended in worker.collect():
+                    self._finished(d, result, started, ended)
             decision = self._decide_and_act(self.clock())
-            if decision.action is Act.WAIT or self.worker.busy or not self.running:
+            if decision.action is Act.WAIT or not self.running:
                 break
         if self.clock() >= self.next_send:
             self.send()
@@ -104,7 +108,8 @@ class Daemon:
         for _ in range(MAX_DECISIONS_PER_TICK):
             snap = self.world.snapshot(
                 self.machine, now, self.started, peer, self.policy, self.config.peer.name,
-                self.config.preferred, self.worker.busy, self.upstream(), self.s.dead_time)
+                self.config.preferred, self.workers["agents"].busy, self.workers["bmc"].busy,
+                self.upstream(), self.s.dead_time)
             decision = decide(snap)
             self._note(decision)
             if decision.to is not None:
@@ -122,7 +127,10 @@ class Daemon:
             return
         if d.resource == "vip" and self.machine.state is State.TAKEOVER:
             self.world.vip_tried = True
-        self.worker.submit(step_name(d), d, self.actor.job(d))
+        self._lane(d).submit(step_name(d), d, self.actor.job(d))
+
+    def _lane(self, d):
+        return self.workers["bmc" if d.action in BMC_ACTIONS else "agents"]
 
     def _finished(self, d, result, started, ended):
         ok, detail = self.actor.apply(d, result, ended)
@@ -130,17 +138,17 @@ class Daemon:
         self.log.event("step", f"{step_name(d)}: {'done' if ok else 'FAILED'} in "
                        f"{ended - started:.3f}s ({detail})", level, step=step_name(d), ok=ok,
                        seconds=round(ended - started, 4), detail=detail)
-        if self.world.timeline is not None and d.action is not Act.MONITOR:
-            step = self.world.timeline.begin(step_name(d))
-            step["start"] = started - self.world.timeline.origin
-            self.world.timeline.end(step, ok, detail)
-            step["end"] = ended - self.world.timeline.origin
+        if d.action is not Act.MONITOR:
+            self.recent.append((step_name(d), started, ended, ok, detail))
+            if self.world.timeline is not None:
+                self.world.timeline.add(step_name(d), started, ended, ok, detail)
 
     def _note(self, d):
         key = (d.action, d.resource, d.to, "".join(c for c in d.reason if not c.isdigit()))
         if key != self.last_decision:
             self.last_decision = key
-            level = "debug" if d.action in (Act.MONITOR, Act.GOTO) else "info"
+            quiet = d.action in (Act.MONITOR, Act.GOTO) or d.reason.startswith("busy")
+            level = "debug" if quiet else "info"
             self.log.event("decision", d.reason, level, action=d.action.value,
                            resource=d.resource, state=self.machine.state.value)
         self.reason = d.reason
@@ -176,6 +184,9 @@ class Daemon:
             w.vip_tried = False
             origin = self.membership.last if not self.peer_alive and self.membership.last else now
             w.timeline = Timeline("takeover", reason, origin, self.clock)
+            for step in self.recent:  # what was done since the peer went silent (early asks)
+                if step[1] >= origin:
+                    w.timeline.add(*step)
             w.timeline.mark("decided", reason)
         elif new is State.BLOCKED and w.timeline is not None:
             w.timeline.mark("blocked", reason)
@@ -255,8 +266,7 @@ class Daemon:
         fds = self.transport.fileno_list() + [self._wake_r] + ([control] if control else [])
         try:
             while self.running:
-                timeout = max(0.0, min(self.next_send, self.clock() + TICK) - self.clock())
-                ready, _, _ = select.select(fds, [], [], timeout)
+                ready, _, _ = select.select(fds, [], [], self._sleep())
                 self._drain_wake()
                 if self._safe_tick() and self.clock() - self.next_send < self.s.interval:
                     watchdog.feed()
@@ -266,6 +276,15 @@ class Daemon:
             sd_notify("STOPPING=1")
             self.send()
         return 1 if self.tick_errors >= MAX_TICK_ERRORS else 0
+
+    def _sleep(self):
+        """Until the next tick, heartbeat, or moment the peer turns late or dead."""
+        now = self.clock()
+        wake = [self.next_send, now + TICK]
+        last = self.membership.last
+        if last is not None:
+            wake += [t for t in (last + self.s.warn, last + self.s.dead_time) if t > now]
+        return max(0.0, min(wake) - now)
 
     def _drain_wake(self):
         try:

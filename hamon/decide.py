@@ -42,6 +42,10 @@ class Act(str, enum.Enum):
     EXIT = "exit"
 
 
+#: Actions that talk to the peer's BMC: they run in a lane of their own.
+BMC_ACTIONS = frozenset({Act.POWER_STATUS, Act.FENCE})
+
+
 class Res(str, enum.Enum):
     UNKNOWN = "unknown"
     STOPPED = "stopped"
@@ -78,6 +82,7 @@ class Policy:
     """The settings decide() reads."""
 
     initdead: float = 10.0
+    warn_time: float = 0.6         # a heartbeat this late makes us ask the peer's BMC early
     fence_delay: float = 1.0
     fence_retries: int = 3
     fence_retry_interval: float = 5.0
@@ -100,7 +105,8 @@ class Snapshot:
     base: tuple = ()               # stateless layers, in start order
     side: tuple = ()               # the stateful side after promotion, in start order (VIP included)
     probed: bool = True
-    busy: str | None = None        # the step running now
+    busy: str | None = None        # the agent step running now
+    bmc_busy: str | None = None    # the BMC step running now
     power: Power = Power.UNKNOWN   # the peer's power, as its BMC last said
     power_age: float = float("inf")  # seconds since that answer
     lost_for: float = 0.0          # seconds since the peer was declared lost (0: alive)
@@ -142,9 +148,19 @@ def goto(state, reason):
 
 
 def decide(s):
-    """The one thing to do now, and why."""
-    if s.busy:
-        return wait(f"busy: {s.busy}")
+    """The one thing to do now, and why.
+
+    While a step runs, the state may still change, but the next step waits
+    for its lane: agents (``busy``) or the peer's BMC (``bmc_busy``).
+    """
+    d = _decide(s)
+    busy = s.bmc_busy if d.action in BMC_ACTIONS else s.busy
+    if busy and d.action not in (Act.GOTO, Act.WAIT):
+        return wait(f"busy: {busy} (next: {d.reason})")
+    return d
+
+
+def _decide(s):
     if s.state is State.STOPPED:
         return Decision(Act.EXIT, "stopped")
     if s.stopping and s.state not in (State.STOPPING, State.STOPPED):
@@ -194,9 +210,22 @@ def _base(s):
     return None
 
 
+def _power_read(s):
+    """The BMC was asked after the peer's last heartbeat (whatever it answered)."""
+    return s.power_age != float("inf") and s.power_age <= s.peer.silent_for
+
+
+def _ask_early(s):
+    """The peer is late: ask its BMC now, so a dead peer is known off when declared dead."""
+    if s.peer.alive and s.peer.silent_for >= s.policy.warn_time and not _power_read(s):
+        return Decision(Act.POWER_STATUS, f"{s.peer_name} is late ({s.peer.silent_for:.2f}s): "
+                        "asking its BMC ahead of time")
+    return None
+
+
 def _gate(s):
     """Why it is safe to take the partition now, or None."""
-    if s.power is Power.OFF:
+    if s.power is Power.OFF and _power_read(s):
         return f"{s.peer_name} is confirmed powered off"
     if s.peer.alive and s.claim_acked and not s.peer_says("active"):
         return f"{s.peer_name} acknowledged our claim and holds nothing"
@@ -210,7 +239,7 @@ def _fence(s, first):
     if s.upstream is False:
         return wait(f"{s.peer_name} is silent but our upstream is down too: yielding "
                     "(no fencing from a node that lost its upstream)")
-    if s.power is Power.UNKNOWN and not first and s.power_age == float("inf"):
+    if not first and not _power_read(s):
         return Decision(Act.POWER_STATUS, f"asking {s.peer_name}'s BMC whether it is "
                         "already off")
     if not first and s.lost_for < s.policy.fence_delay:
@@ -287,7 +316,7 @@ def _starting(s):
 
 
 def _secondary(s):
-    step = _secondary_role(s)
+    step = _secondary_role(s) or _ask_early(s)
     if step is not None:
         return step
     return _base(s) or wait(_standing_by(s))
@@ -338,6 +367,9 @@ def _takeover(s):
             and s.power is not Power.OFF and _yields_claim(s):
         return goto(State.RELEASING, f"{s.peer_name} is alive and holds the stateful side: "
                     "abandoning the takeover")
+    vip = _vip(s)
+    if s.policy.vip_first and vip is not None and vip.status is Res.STOPPED and not s.vip_tried:
+        return Decision(Act.START, "moving the VIP first (the patent's order)", vip.name)
     gate = _gate(s)
     if gate is None:
         return _before_gate(s)
@@ -351,9 +383,6 @@ def _yields_claim(s):
 
 
 def _before_gate(s):
-    vip = _vip(s)
-    if s.policy.vip_first and vip is not None and vip.status is Res.STOPPED and not s.vip_tried:
-        return Decision(Act.START, "moving the VIP first (the patent's order)", vip.name)
     if s.peer.alive and not s.peer_says("active") and not s.peer_says("stop_failed"):
         return wait(f"waiting for {s.peer_name} to acknowledge our claim")
     first = (s.takeover_requested or s.peer_says("stop_failed")
@@ -409,12 +438,12 @@ def _blocked(s):
 
 
 def _primary(s):
-    if not s.peer.alive and s.peer.ever_seen and s.power is not Power.OFF \
+    if not s.peer.alive and s.peer.ever_seen and not (s.power is Power.OFF and _power_read(s)) \
             and not s.peer_says("leaving") and not s.peer_says("maintenance"):
         step = _fence(s, shoots_first(True, s.peer_says("active"), s.preferred))
         if step.action is not Act.WAIT or s.upstream is False:
             return step
-    step = _side_care(s) or _release_wanted(s) or _base(s)
+    step = _ask_early(s) or _side_care(s) or _release_wanted(s) or _base(s)
     return step or wait("primary: the stateful side runs here")
 
 

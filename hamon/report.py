@@ -41,7 +41,7 @@ def status_of(daemon):
     return {
         "node": daemon.config.node, "state": daemon.machine.state.value,
         "in_state": round(daemon.machine.age(), 3), "uptime": round(now - daemon.started, 3),
-        "decision": daemon.reason, "busy": daemon.worker.busy,
+        "decision": daemon.reason, "busy": ", ".join(filter(None, (w.busy for w in daemon.workers.values()))),
         "generation": daemon.transport.generation, "standby": w.standby,
         "maintenance": w.maintenance, "upstream": daemon.upstream(),
         "peer": {"name": daemon.config.peer.name, "alive": peer.alive,

@@ -30,6 +30,11 @@ class Timeline:
     def end(self, step, ok, detail=""):
         step.update(end=self._clock() - self.origin, ok=bool(ok), detail=detail)
 
+    def add(self, name, started, ended, ok, detail=""):
+        """A step that ran from ``started`` to ``ended`` (monotonic)."""
+        self.steps.append({"step": name, "start": started - self.origin,
+                           "end": ended - self.origin, "ok": bool(ok), "detail": detail})
+
     def mark(self, name, detail=""):
         """A point in time (detection, a state change): a step of no length."""
         step = self.begin(name)

@@ -82,13 +82,14 @@ class World:
                                   now >= r.next_monitor) for r in group)
 
     def snapshot(self, machine, now, started, peer, policy, peer_name, preferred, busy,
-                 upstream, dead_time):
+                 bmc_busy, upstream, dead_time):
         lost_for = 0.0 if peer.alive else max(0.0, peer.silent_for - dead_time)
         return Snapshot(
             state=machine.state, in_state=now - machine.since, uptime=now - started,
             policy=policy, peer_name=peer_name, preferred=preferred, peer=peer,
             partition=self.views([self.partition], now)[0], base=self.views(self.base, now),
-            side=self.views(self.side, now), probed=self.probed, busy=busy, power=self.power,
+            side=self.views(self.side, now), probed=self.probed, busy=busy, bmc_busy=bmc_busy,
+            power=self.power,
             power_age=INF if self.power_at is None else now - self.power_at,
             lost_for=lost_for if peer.ever_seen else INF, fence_attempts=self.fence_attempts,
             last_fence_ago=INF if self.last_fence_at is None else now - self.last_fence_at,
@@ -104,7 +105,7 @@ class World:
 
 def policy_of(config):
     s, cluster = config.settings, config.stack.cluster
-    return Policy(initdead=s.initdead, fence_delay=s.fence_delay, fence_retries=s.fence_retries,
+    return Policy(initdead=s.initdead, warn_time=s.warn, fence_delay=s.fence_delay, fence_retries=s.fence_retries,
                   fence_retry_interval=s.fence_retry_interval,
                   migration_threshold=cluster.migration_threshold, vip_first=config.vip_first,
                   auto_failback=s.auto_failback, failback_holddown=s.failback_holddown)

@@ -92,8 +92,7 @@ class Pair:
                                     len(cfg.links), fresh_window(cfg.settings, len(cfg.links)))
         log = EventLog(cfg.node, None, stream=io.StringIO())
         d = Daemon(cfg, transport, FakeAgents(), FakeBmc(self, cfg.peer.name), log,
-                   clock=self.clock)
-        d.worker.threaded = False
+                   clock=self.clock, threaded=False)
         d.actor.confirmation_file = os.path.join(tmp, f"fence-confirmed-{cfg.node}")
         return d
 
@@ -153,9 +152,9 @@ def test_power_loss_of_the_primary_takes_over_with_the_peer_off(pair):
     pair.run(0.4)
     assert pair.state("node2") is State.PRIMARY
     assert pair.promoted("node2")
-    assert pair["node2"].actor.fencer.calls == ["status"]  # already off: no need to shoot
+    assert pair["node2"].actor.fencer.calls == ["status"]  # asked early, already off: no shot
     steps = [s["step"] for s in pair["node2"].world.timelines["takeover"]["steps"]]
-    assert steps == ["decided", "start vip", "power-status", "promote partition",
+    assert steps == ["power-status", "decided", "start vip", "promote partition",
                      "start activemq", "start postgresql", "start slapd", "end"]
     confirmation = pathlib.Path(pair["node2"].actor.confirmation_file).read_text()
     assert confirmation.startswith("node1 powered off, confirmed by node2")
@@ -176,7 +175,7 @@ def test_all_links_cut_exactly_one_keeps_the_stack(pair):
     pair.run(4)
     assert pair.power == {"node1": True, "node2": False}
     assert pair.state("node1") is State.PRIMARY
-    assert pair["node1"].actor.fencer.calls == ["off"]
+    assert pair["node1"].actor.fencer.calls[-1:] == ["off"]
 
 
 def test_all_links_cut_with_the_roles_swapped_the_holder_still_wins(tmp_path):
@@ -198,7 +197,7 @@ def test_a_short_freeze_of_either_node_changes_nothing(pair, node):
     pair.run(3)
     assert (pair.state("node1"), pair.state("node2")) == (State.PRIMARY, State.SECONDARY)
     assert pair.power == {"node1": True, "node2": True}
-    assert pair["node1"].actor.fencer.calls == [] and pair["node2"].actor.fencer.calls == []
+    assert "off" not in pair["node1"].actor.fencer.calls + pair["node2"].actor.fencer.calls
 
 
 def test_a_three_second_freeze_of_the_primary_is_fenced_and_taken_over(pair):
@@ -261,7 +260,7 @@ def test_a_failed_stop_gets_the_node_fenced_by_its_peer(pair):
     report.handle(pair["node1"], {"cmd": "standby", "on": True})
     pair.run(3)
     assert pair.power["node1"] is False
-    assert pair["node2"].actor.fencer.calls == ["off"]
+    assert pair["node2"].actor.fencer.calls.count("off") == 1
     assert pair.state("node2") is State.PRIMARY
 
 
@@ -272,7 +271,7 @@ def test_clean_shutdown_of_the_primary_hands_over_without_fencing(pair):
     pair.power["node1"] = False  # the daemon is gone (the host runs on)
     pair.run(3)
     assert pair.state("node2") is State.PRIMARY
-    assert pair["node2"].actor.fencer.calls == []
+    assert "off" not in pair["node2"].actor.fencer.calls
     assert pair.agents("node1").state == {k: "stopped" for k in pair.agents("node1").state}
 
 
@@ -282,7 +281,8 @@ def test_maintenance_then_silence_is_hands_off(pair):
     assert pair.state("node1") is State.MAINTENANCE
     pair.frozen.add("node1")  # the daemon restarts, say
     pair.run(5)
-    assert pair.state("node2") is State.SECONDARY and pair["node2"].actor.fencer.calls == []
+    assert pair.state("node2") is State.SECONDARY
+    assert "off" not in pair["node2"].actor.fencer.calls
     pair.frozen.discard("node1")
     report.handle(pair["node1"], {"cmd": "maintenance", "on": False})
     pair.run(2)

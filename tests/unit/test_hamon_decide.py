@@ -103,6 +103,7 @@ def test_vip_after_fence_when_configured():
 
 
 def test_a_powered_off_peer_is_taken_over_at_once():
+    assert decide(takeover(peer_silent(), power=Power.OFF, power_age=0.1)).resource == "vip"
     d = decide(takeover(peer_silent(), vip_tried=True, power=Power.OFF, power_age=0.1))
     assert (d.action, d.resource) == (Act.PROMOTE, "partition")
     assert "confirmed powered off" in d.reason
@@ -114,6 +115,22 @@ def test_the_non_holder_waits_before_fencing_then_fences():
     assert d.action is Act.WAIT and "fences first" in d.reason
     d = decide(dataclasses.replace(early, lost_for=1.0))
     assert d.action is Act.FENCE
+
+
+def test_a_late_peer_makes_us_ask_its_bmc_early():
+    late = dataclasses.replace(peer_alive("primary"), silent_for=0.7)
+    d = decide(secondary(late))
+    assert d.action is Act.POWER_STATUS and "ahead of time" in d.reason
+    assert decide(secondary(late, power=Power.ON, power_age=0.1)).action is Act.WAIT
+    assert decide(primary(dataclasses.replace(late, status=Status("node1", "secondary")))).action \
+        is Act.POWER_STATUS
+
+
+def test_a_power_reading_older_than_the_last_heartbeat_is_not_evidence():
+    stale = takeover(peer_silent(for_s=1.3), vip_tried=True, power=Power.OFF, power_age=5.0)
+    assert decide(stale).action is Act.POWER_STATUS
+    fresh = dataclasses.replace(stale, power_age=0.5)
+    assert decide(fresh).action is Act.PROMOTE
 
 
 def test_the_holder_fences_at_once():
@@ -168,7 +185,7 @@ def test_peer_alive_and_acknowledging_opens_the_gate():
 def test_the_partition_is_started_before_it_is_promoted():
     partition, base, side = secondary_side()
     stopped = (dataclasses.replace(partition, status=Res.STOPPED), base, side)
-    d = decide(takeover(peer_silent(), stopped, power=Power.OFF, vip_tried=True))
+    d = decide(takeover(peer_silent(), stopped, power=Power.OFF, power_age=0.1, vip_tried=True))
     assert (d.action, d.resource) == (Act.START, "partition")
 
 
@@ -313,8 +330,14 @@ def test_shutdown_stops_everything_in_reverse():
     assert (d.action, d.resource) == (Act.STOP, "apache")
 
 
-def test_busy_waits():
-    assert decide(secondary(peer_silent(), busy="start vip")).action is Act.WAIT
+def test_busy_waits_for_the_worker_but_may_change_state():
+    assert decide(secondary(peer_silent(), busy="monitor web")).to is State.TAKEOVER
+    d = decide(takeover(peer_silent(), busy="monitor web"))
+    assert d.action is Act.WAIT and d.reason.startswith("busy: monitor web (next: moving the VIP")
+    d = decide(takeover(peer_silent(), bmc_busy="power-status"))
+    assert (d.action, d.resource) == (Act.START, "vip")  # the VIP does not wait for the BMC
+    d = decide(takeover(peer_silent(), bmc_busy="power-status", vip_tried=True))
+    assert d.action is Act.WAIT and "busy: power-status" in d.reason
 
 
 # -- the gate, under random snapshots ------------------------------------------------
@@ -329,7 +352,9 @@ def random_snapshot(rng):
     views = lambda names: tuple(ResourceView(n, rng.choice(list(Res)), rng.randint(0, 4))
                                 for n in names)
     return snapshot(state, peer, (views(["partition"])[0], views(["apache"]), views(SIDE)),
-                    power=rng.choice(list(Power)), preferred=rng.random() < 0.5,
+                    power=rng.choice(list(Power)), power_age=rng.choice([0.1, 2.0, INF]),
+                    preferred=rng.random() < 0.5, busy=rng.choice([None, None, "monitor web"]),
+                    bmc_busy=rng.choice([None, None, "fence"]),
                     claim_acked=rng.random() < 0.5, fence_attempts=rng.randint(0, 4),
                     last_fence_ago=rng.uniform(0, 10), lost_for=rng.uniform(0, 3),
                     vip_tried=rng.random() < 0.5, upstream=rng.choice([None, True, False]),
@@ -338,7 +363,7 @@ def random_snapshot(rng):
 
 
 def gate_holds(s):
-    return (s.power is Power.OFF or (s.peer.alive and s.claim_acked and not s.peer.status.active)
+    return ((s.power is Power.OFF and s.power_age <= s.peer.silent_for) or (s.peer.alive and s.claim_acked and not s.peer.status.active)
             or (not s.peer.alive and s.peer.status.leaving and not s.peer.status.active))
 
 

@@ -1,0 +1,224 @@
+"""hamon on the lab's two nodes: agents, keys, a stack file, the daemons, what to observe.
+
+For the cluster tests and the benchmark (not used by the daemon itself).
+:class:`Rig` stages ``hapack install`` in the lab's shared directory (the
+same path in the host and the nodes), writes a root-only key file into each
+node's private ``/etc/hapack``, seeds an LDAP directory on the shared disk
+and writes a stack file that drives the real agents:
+
+* ``vip``: ocf:hapack:vip on the service LAN;
+* ``partition``: ocf:hapack:partition, backend ``shared``, on the lab's disk;
+* ``web`` (stateless): ocf:heartbeat:anything running the lab's responder on
+  port 8080 of every node, so a client sees which node holds the VIP;
+* ``ldap`` (stateful): ocf:hapack:slapd with its database on the partition.
+
+Fencing goes through fence_bmc to the nodes' ipmi_sim BMCs.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hapack.lab.state import alive
+
+HAMON = os.path.join(os.path.dirname(sys.executable), "hamon")
+PORT = 8080
+SUFFIX = "dc=hamon,dc=lab"
+NODE_STATE = "/etc/hapack/hamon"     # node-private and kept across the node's reboots
+KEY_FILE = "/etc/hapack/hamon.key"
+
+
+class RigError(RuntimeError):
+    pass
+
+
+class Rig:
+    def __init__(self, lab, hamon=None, stateful=True):
+        self.lab = lab
+        self.dir = Path(lab.shared_dir) / "hamon"
+        self.root = self.dir / "root"
+        self.data = str(self.dir / "data")          # the partition's mount point
+        self.stack_file = self.dir / "stack.toml"
+        self.vip = lab.free_vip(0)
+        self.hamon = dict(hamon or {})
+        self.stateful = stateful
+        self.daemons = {}
+
+    # -- setting up -----------------------------------------------------------------
+    def setup(self):
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        self._install()
+        self._keys()
+        if self.stateful:
+            self._seed_ldap()
+        self.stack_file.write_text(self.stack_text())
+        return self
+
+    def _install(self):
+        subprocess.run([sys.executable, "-m", "hapack.cli", "install", "--root", str(self.root)],
+                       check=True, capture_output=True, text=True)
+        ocf = self.root / "usr/lib/ocf"
+        for name, target in (("lib", "/usr/lib/ocf/lib"),
+                             ("resource.d/heartbeat", "/usr/lib/ocf/resource.d/heartbeat")):
+            link = ocf / name
+            if not link.exists():
+                link.symlink_to(target)
+
+    def _keys(self):
+        text = f"auth 1\n1 {os.urandom(32).hex()}\n"
+        for node in self.lab.nodes:
+            path = self.lab.node_dir(node) / "etc-hapack" / "hamon.key"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            shutil.rmtree(self.lab.node_dir(node) / "etc-hapack" / "hamon", ignore_errors=True)
+
+    def _seed_ldap(self):
+        ldap = self.dir / "ldap"
+        ldap.mkdir(exist_ok=True)
+        (ldap / "slapd.conf").write_text(
+            "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n"
+            "modulepath /usr/lib/ldap\nmoduleload back_mdb\ndatabase mdb\nmaxsize 10485760\n"
+            f'suffix "{SUFFIX}"\nrootdn "cn=admin,{SUFFIX}"\n'
+            f"directory {self.data}/ldap/db\naccess to * by * read\n")
+        (ldap / "seed.ldif").write_text(f"dn: {SUFFIX}\nobjectClass: dcObject\n"
+                                        "objectClass: organization\no: hamon\ndc: hamon\n")
+        device = self.lab.shared_disk.device_for(self.lab.nodes[0])
+        script = (f"set -e; mkdir -p {self.data}; mount -t ext4 {device} {self.data}; "
+                  f"trap 'umount {self.data}' EXIT; rm -rf {self.data}/ldap; "
+                  f"mkdir -p {self.data}/ldap/db; slapadd -f {ldap}/slapd.conf -l {ldap}/seed.ldif; "
+                  f"chown -R openldap:openldap {self.data}/ldap; chmod 750 {self.data}/ldap")
+        subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                       check=True, capture_output=True, text=True)
+
+    def stack_text(self):
+        lab = self.lab
+        nodes = ""
+        for node in lab.nodes:
+            bmc = lab.bmc(node)
+            nodes += (f'\n[[nodes]]\nname = "{node}"\n[nodes.bmc]\ndriver = "ipmi"\n'
+                      f'address = "{bmc.address}"\nport = {bmc.port}\n'
+                      f'username = "{bmc.username}"\npassword_file = "{bmc.password_file}"\n'
+                      f"lanplus = true\ncipher = {bmc.cipher}\n")
+        links = "".join(
+            f'\n[[links]]\nname = "{link}"\ninterface = "{lab.iface(link)}"\naddresses = {{ '
+            + ", ".join(f'{n} = "{lab.addr(n, link)}/{lab.prefixlen(link)}"' for n in lab.nodes)
+            + " }\n" for link in ("lan", "hb"))
+        settings = {"key_file": KEY_FILE, "state_dir": NODE_STATE,
+                    "ocf_root": str(self.root / "usr/lib/ocf"),
+                    "fence_agent": str(self.root / "usr/sbin/fence_bmc"), **self.hamon}
+        table = "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
+        return (f'[cluster]\nname = "hamon-{lab.name}"\n{nodes}{links}\n'
+                f'[vip]\naddress = "{self.vip}"\n[vip.params]\narp_count = 3\ndad_timeout = 50\n\n'
+                f'[partition]\nbackend = "shared"\ndevice = "{lab.shared_disk.device}"\n'
+                f'directory = "{self.data}"\nfstype = "ext4"\n\n'
+                + self._layers() + f"\n[hamon]\n{table}")
+
+    def _layers(self):
+        binfile, *options = self.lab.responder_argv("0.0.0.0", PORT)
+        web = (f'[[layers]]\nname = "web"\nagent = "ocf:heartbeat:anything"\nkind = "stateless"\n'
+               f'[layers.params]\nbinfile = "{binfile}"\n'
+               f'cmdline_options = "{" ".join(options)}"\n'
+               'pidfile = "/run/hamon-web.pid"\nlogfile = "/var/log/hamon-web.log"\n')
+        if not self.stateful:
+            return web
+        return web + (f'\n[[layers]]\nname = "ldap"\nagent = "slapd"\nkind = "stateful"\n'
+                      f'data_dir = "{self.data}/ldap"\n[layers.params]\n'
+                      f'config = "{self.dir / "ldap/slapd.conf"}"\n'
+                      f'data_dir = "{self.data}/ldap"\n'
+                      'services = "ldap://127.0.0.1:389/"\n')
+
+    # -- the daemons ----------------------------------------------------------------
+    def start(self, *nodes, debug=False):
+        for node in nodes or self.lab.nodes:
+            argv = [HAMON, "run", "--config", str(self.stack_file), "--node", node]
+            self.daemons[node] = self.lab.spawn(node, argv + (["--debug"] if debug else []),
+                                                name=f"hamon-{node}")
+        return self
+
+    def hamon_cli(self, node, *args, timeout=15):
+        return self.lab.exec(node, [HAMON, *args], check=False, timeout=timeout)
+
+    def status(self, node):
+        result = self.hamon_cli(node, "status", "--json")
+        if result.returncode != 0:
+            raise RigError(f"{node}: hamon status: {result.stderr.strip()}")
+        return json.loads(result.stdout)
+
+    def wait_for(self, predicate, timeout, what, poll=0.1):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                last = predicate()
+                if last:
+                    return last
+            except (RigError, subprocess.SubprocessError, OSError) as exc:
+                last = exc
+            time.sleep(poll)
+        raise RigError(f"{what}: not within {timeout}s (last: {last})")
+
+    def wait_state(self, node, state, timeout=30):
+        return self.wait_for(lambda: self.status(node)["state"] == state and self.status(node),
+                             timeout, f"{node} in state {state}")
+
+    def wait_roles(self, primary, secondary, timeout=40):
+        self.wait_state(primary, "primary", timeout)
+        return self.wait_state(secondary, "secondary", timeout)
+
+    def stop(self, node, timeout=30):
+        """SIGTERM the daemon in ``node`` (a clean stop: everything stops in reverse)."""
+        spawned = self.daemons.pop(node, None)
+        if spawned is None or not spawned.running:
+            return
+        os.kill(spawned.host[0], 15)
+        deadline = time.monotonic() + timeout
+        while alive(spawned.host) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        spawned.stop()
+
+    # -- observing ------------------------------------------------------------------
+    def holders(self):
+        """The nodes in which the partition's file system is mounted."""
+        device = self.lab.shared_disk.device_for(self.lab.nodes[0])
+        return {node for node in self.lab.nodes for m in self.lab.mounts(node)
+                if m.source == device}
+
+    def events(self, node, kind=None):
+        path = self.lab.node_dir(node) / "var-log" / "hamon" / "events.jsonl"
+        try:
+            lines = path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        events = [json.loads(line) for line in lines if line.strip()]
+        return [e for e in events if kind is None or e["event"] == kind]
+
+    def log(self, node):
+        spawned = self.daemons.get(node)
+        path = spawned.log if spawned else self.lab.node_dir(node) / "spawn" / f"hamon-{node}.log"
+        try:
+            return Path(path).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def teardown(self):
+        """Stop the daemons cleanly, then power both nodes off: nothing of the test is left."""
+        for node in list(self.daemons):
+            if self.lab.running(node) and not self.lab.frozen(node):
+                try:
+                    self.stop(node, timeout=20)
+                except OSError:
+                    pass
+        for spawned in self.daemons.values():
+            spawned.stop()
+        self.daemons.clear()
+        for node in self.lab.nodes:
+            if self.lab.frozen(node):
+                self.lab.thaw(node)
+            if self.lab.running(node) or self.lab.power(node, "status") == "on":
+                self.lab.power(node, "off", wait=True)
