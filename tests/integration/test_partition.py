@@ -139,6 +139,13 @@ def agent(tmp_path, space):
     return call
 
 
+def promoted(agent, dev):
+    """Start and promote: the partition mounted in our namespace."""
+    assert agent("start", dev).returncode == 0
+    result = agent("promote", dev)
+    assert result.returncode == 0, result.stderr
+
+
 def reason(result):
     return " ".join(line for line in result.stderr.splitlines() if "ocf-exit-reason" in line)
 
@@ -215,12 +222,11 @@ IGNORE_TERM = ("import signal, sys, time\n"
 
 def test_stop_kills_the_holders_and_releases_the_mount(disk, agent, space):
     dev = disk()
-    assert agent("start", dev).returncode == 0
-    assert agent("promote", dev).returncode == 0
+    promoted(agent, dev)
     polite = space.popen(["sh", "-c", f"cd {agent.directory} && exec sleep 600"])
     stubborn = space.popen([sys.executable, "-c", IGNORE_TERM,
-                                 os.path.join(agent.directory, "journal")],
-                                stdout=subprocess.PIPE, text=True)
+                            os.path.join(agent.directory, "journal")],
+                           stdout=subprocess.PIPE, text=True)
     try:
         assert stubborn.stdout.readline().strip() == "ready"
         assert space.run("umount", agent.directory, check=False).returncode != 0  # busy
@@ -247,11 +253,9 @@ WRITER = ("import os, sys, time\n"
 
 def test_a_stop_that_cannot_finish_names_the_holders(disk, agent, space):
     dev = disk()
-    assert agent("start", dev).returncode == 0
-    assert agent("promote", dev).returncode == 0
-    writer = space.popen([sys.executable, "-c", WRITER,
-                               os.path.join(agent.directory, "f")], stdout=subprocess.PIPE,
-                              text=True)
+    promoted(agent, dev)
+    writer = space.popen([sys.executable, "-c", WRITER, os.path.join(agent.directory, "f")],
+                         stdout=subprocess.PIPE, text=True)
     try:
         assert writer.stdout.readline().strip() == "ready"
         space.run("fsfreeze", "-f", agent.directory)  # the writer hangs in the kernel: unkillable
@@ -274,8 +278,7 @@ def test_a_stop_that_cannot_finish_names_the_holders(disk, agent, space):
 
 def test_level_20_detects_a_read_only_remount(disk, agent, space):
     dev = disk()
-    assert agent("start", dev).returncode == 0
-    assert agent("promote", dev).returncode == 0
+    promoted(agent, dev)
     space.run("mount", "-o", "remount,ro", agent.directory)
     result = agent("monitor", dev, level=20)
     assert result.returncode == 9 and "read-only" in reason(result)
@@ -284,8 +287,7 @@ def test_level_20_detects_a_read_only_remount(disk, agent, space):
 
 def test_level_20_reports_a_hung_disk_within_its_own_timeout(disk, agent, space):
     dev = disk()
-    assert agent("start", dev).returncode == 0
-    assert agent("promote", dev).returncode == 0
+    promoted(agent, dev)
     space.run("fsfreeze", "-f", agent.directory)
     try:
         assert agent("monitor", dev, level=0).returncode == 8
@@ -387,8 +389,7 @@ def test_a_copy_of_the_mount_in_another_namespace_is_not_a_release(disk, agent, 
     """A namespace made while the partition was mounted (unshare, a sandboxed service) keeps
     the file system mounted after our umount: demote must say so, not report success."""
     dev = disk()
-    assert agent("start", dev).returncode == 0
-    assert agent("promote", dev).returncode == 0
+    promoted(agent, dev)
     copy = space.popen(["unshare", "--mount", "--propagation", "private", "sleep", "600"])
     try:
         deadline = time.monotonic() + 10

@@ -192,33 +192,22 @@ def test_promote_makes_primary_then_mounts(fp, drbd_node):
     assert mounted == [DIRECTORY]
 
 
-def test_promote_refuses_while_the_peer_is_primary(fp, drbd_node):
+@pytest.mark.parametrize("state,words", [
+    ({"peer_role": "Primary"}, "the DRBD peer is Primary"),
+    ({"disk": "Outdated", "peer_role": "Unknown", "cstate": "Connecting", "peer_disk": "DUnknown"},
+     "Outdated: it never becomes Primary"),
+    ({"disk": "Inconsistent", "peer_role": "Primary", "cstate": "SyncTarget"},
+     "Inconsistent: it never becomes Primary"),
+    ({"peer_role": "Unknown", "cstate": "Connecting", "peer_disk": "DUnknown"},
+     "role is unknown (cs:Connecting)"),
+])
+def test_promote_refusals(fp, drbd_node, state, words):
     env, mounted = drbd_node
     fp.register(SH_DEV, stdout=DEVICE + "\n")
-    fp.register(EVENTS, stdout=events(peer_role="Primary"))
+    fp.register(EVENTS, stdout=events(**state))
     code, err = run(env, "promote")
-    assert code == OCF.ERR_GENERIC and "the DRBD peer is Primary" in err
+    assert code == OCF.ERR_GENERIC and words in err
     assert fp.call_count(["drbdadm", "primary", "r0"]) == 0 and not mounted
-
-
-def test_promote_refuses_an_outdated_replica(fp, drbd_node):
-    env, mounted = drbd_node
-    fp.register(SH_DEV, stdout=DEVICE + "\n")
-    fp.register(EVENTS, stdout=events(disk="Outdated", peer_role="Unknown",
-                                      cstate="Connecting", peer_disk="DUnknown"))
-    code, err = run(env, "promote")
-    assert code == OCF.ERR_GENERIC and "Outdated: it never becomes Primary" in err
-    assert fp.call_count(["drbdadm", "primary", "r0"]) == 0
-
-
-def test_promote_of_a_disconnected_replica_needs_the_peer_fenced(fp, drbd_node):
-    env, _ = drbd_node
-    fp.register(SH_DEV, stdout=DEVICE + "\n")
-    fp.register(EVENTS, stdout=events(peer_role="Unknown", cstate="Connecting",
-                                      peer_disk="DUnknown"))
-    code, err = run(env, "promote")
-    assert code == OCF.ERR_GENERIC and "role is unknown (cs:Connecting)" in err
-    assert fp.call_count(["drbdadm", "primary", "r0"]) == 0
 
 
 def test_a_failed_mount_demotes_again(fp, drbd_node):
