@@ -7,10 +7,12 @@ directory, a database). The API is small and kept stable:
 ``Server(ctx, pidfile, exe=None, port=None, marker=None, log=None, what="server")``
     One instance as the agent sees it. ``exe`` is the executable the
     process must be (guards against a reused pid; also identifies
-    leftovers), ``port`` the TCP port it must listen on, ``marker`` a word
-    that appears in the command line of the instance's processes and of no
-    other's (e.g. the config file path), ``log`` a file
-    whose last lines explain a failed start.
+    leftovers), ``port`` the TCP port it must listen on (its main process
+    holds the listening socket), ``marker`` a word that appears in the
+    command line of the instance's processes and of no other's (e.g. the
+    config file path), ``log`` a file whose last lines explain a failed start.
+    A pid counts as the instance's only if the process is not younger than
+    the pid file and, with ``exe``, runs that executable.
 
 ``srv.pid()``
     The live pid from the pid file: None when the file is missing, the
@@ -35,8 +37,12 @@ directory, a database). The API is small and kept stable:
     signal number sent to the main pid, or a callable(ctx, pid) that returns
     False when it could not ask) for up to ``graceful_timeout`` seconds, then
     TERM (at most 10 s) and KILL to the whole tree (and leftovers) within
-    ``ctx.deadline``. Zombies count as stopped. The pid
-    file is removed. Raises GenericError naming the pids that survived KILL.
+    ``ctx.deadline``. Zombies count as stopped. The pid file is removed.
+    Raises GenericError naming the pids that survived KILL.
+
+``srv.leftovers()``
+    Processes of the instance outside the main process's tree: the group of
+    a dead (or still ours) recorded pid, and ``exe`` + ``marker`` matches.
 
 ``spawn(ctx, argv, pidfile, output, user=None, env=None, cwd=None)``
     Start a server that stays in the foreground as a detached daemon
@@ -44,10 +50,13 @@ directory, a database). The API is small and kept stable:
     is written by root before the program runs as ``user``.
 
 ``http_expect(ctx, url, timeout, status=200, regex=None, parse=None)``
-    One HTTP GET bounded by ``timeout`` and the deadline; GenericError when
-    the status differs, ``regex`` does not match the body or ``parse(body)``
-    raises ValueError. Returns ``parse(body)``, or the body.
-    ``http_get(url, timeout)`` is the bare GET: (status, body).
+    (from ``_http``) One HTTP GET bounded by ``timeout`` and the deadline;
+    GenericError when the status differs, ``regex`` does not match the body
+    or ``parse(body)`` raises ValueError. Returns ``parse(body)``, or the
+    body. ``http_get(url, timeout)`` is the bare GET: (status, body).
+
+The monitor path imports nothing heavy (no signal/enum, socket, re, urllib):
+every monitor is a fresh interpreter. Start and stop import what they need.
 
 ``rsc_path(ctx, suffix)``
     A per-instance runtime path under ``$HA_RSCTMP`` (default
@@ -478,12 +487,15 @@ class Server:
         """Processes of this instance outside the live main process's tree.
 
         E.g. workers orphaned by a SIGKILLed master. A process counts when its
-        process group or session is the pid recorded in the pid file (even a
-        dead one: Linux does not reuse a pid while a group bears it), or when
-        its executable is ``exe`` and its command line has ``marker`` as a
-        word. No guessing by name.
+        process group or session is the pid recorded in the pid file and that
+        pid is ours or gone (Linux does not reuse a pid while a group bears
+        it, so a dead leader's group is still the instance's), or when its
+        executable is ``exe`` and its command line has ``marker`` as a word.
+        No guessing by name.
         """
         recorded = _read_pid(self.pidfile)
+        if recorded is not None and _alive(recorded) and not self._is_ours(recorded):
+            recorded = None  # the pid now leads someone else's group
         if recorded is None and (self.exe is None or self.marker is None):
             return []
         found = []
@@ -499,7 +511,10 @@ class Server:
         if leader is None or pid == leader:
             return False
         ids = _group_ids(pid)
-        return ids is not None and leader in ids and self._is_ours(pid)
+        if ids is None or leader not in ids:
+            return False
+        exe = _exe(pid) if self.exe is not None else None
+        return exe is None or exe == self.exe
 
     def _marked(self, pid):
         if self.exe is None or self.marker is None or _exe(pid) != self.exe:

@@ -395,7 +395,8 @@ def test_sock_diag_and_proc_net_agree_on_listeners():
 
 def test_stop_ends_workers_left_behind_by_a_killed_leader(tmp_path, spawned):
     leader = spawned(["sh", "-c", "sleep 31 & sleep 32 & wait"], start_new_session=True)
-    pidfile = write_pid(tmp_path / "x.pid", leader.pid)
+    # written long before the workers started, as for workers a master respawned later
+    pidfile = write_pid(tmp_path / "x.pid", leader.pid, age=3600)
     deadline = time.monotonic() + 5
     while len(process.children(leader.pid)) < 2:
         assert time.monotonic() < deadline
@@ -408,6 +409,17 @@ def test_stop_ends_workers_left_behind_by_a_killed_leader(tmp_path, spawned):
     srv.stop()
     assert not any(process.alive(pid) for pid in workers)
     assert not os.path.exists(pidfile)
+
+
+def test_a_reused_leader_pid_does_not_claim_its_group(tmp_path, spawned):
+    leader = spawned(["sh", "-c", "sleep 33 & wait"], start_new_session=True)
+    deadline = time.monotonic() + 5
+    while not process.children(leader.pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    # the pid file is older than this living leader: its pid was "reused"
+    pidfile = write_pid(tmp_path / "x.pid", leader.pid, age=3600)
+    assert server(tmp_path, pidfile).leftovers() == []
 
 
 def test_leftovers_by_marker_need_the_executable_and_the_word(tmp_path, spawned):
