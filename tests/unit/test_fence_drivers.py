@@ -85,6 +85,18 @@ def test_pinned_session_chooses_the_cipher_suite():
     assert initialized(ipmi.session_class(3)).attemptedhash == 1
 
 
+def test_pyghmi_io_waits_are_sliced_once(monkeypatch):
+    pytest.importorskip("pyghmi")
+    from pyghmi.ipmi.private import session
+    calls = []
+    monkeypatch.setattr(session, "_io_wait", lambda t, a=None, q=None: calls.append((t, a, q)))
+    ipmi.slice_io_waits(session)
+    ipmi.slice_io_waits(session)  # idempotent: one wrapper, not two
+    session._io_wait(0.7, ("::ffff:127.0.0.1", 623, 0, 0))
+    session._io_wait(0.001)
+    assert calls == [(ipmi.IO_SLICE, ("::ffff:127.0.0.1", 623, 0, 0), None), (0.001, None, None)]
+
+
 def test_ipmi_15_is_refused_with_a_reason():
     with pytest.raises(ConfigError, match="IPMI 1.5"):
         driver_class("ipmi").check(settings(lanplus="false"))
