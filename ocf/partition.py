@@ -83,12 +83,16 @@ PARAMS = (
 # -- mount helpers ---------------------------------------------------------------------
 
 def _ours(ctx, mounts=None):
-    """Our device's mount on the directory (the visible one), or None."""
+    """Our device's mount on the directory (the visible one), or None. Matched by
+    major:minor; by the source path when the device node is gone (a vanished LUN)."""
     mounts = _mount.table() if mounts is None else mounts
     on_dir = _mount.at(ctx.params.directory, mounts)
+    if not on_dir:
+        return None
     number = _mount.device_number(ctx.params.device)
-    if on_dir and number is not None and on_dir[-1].dev == number:
-        return on_dir[-1]
+    top = on_dir[-1]
+    if top.dev == number or (number is None and top.source == ctx.params.device):
+        return top
     return None
 
 
@@ -186,6 +190,8 @@ def _monitor_promoted(ctx, backend, look, mine):
         raise FailedPromoted(f"{p.drbd_resource} is Primary but {p.device} is not mounted on "
                              f"{p.directory}")
     problems = _mount.option_problems(mine, p.options)
+    if _mount.device_number(p.device) is None:
+        problems.insert(0, f"{p.device} is gone")
     if problems:
         raise FailedPromoted(f"{p.directory}: {'; '.join(problems)}")
     _level_probe(ctx, FailedPromoted)

@@ -217,3 +217,18 @@ def test_a_mount_point_inside_another_partition_is_refused(tmp_path, monkeypatch
     assert code == OCF.ERR_CONFIGURED and "partition resource broker" in err
     code, err = validate(tmp_path, directory=str(tmp_path / "mnt2"))
     assert code == OCF.SUCCESS
+
+
+def test_a_vanished_device_still_mounted_is_still_ours(monkeypatch, tmp_path):
+    """A LUN whose device node disappeared: stop must still unmount it, not skip it."""
+    busy = Busy(monkeypatch, [])
+    monkeypatch.setattr(_mount, "device_number", lambda device: None)
+    env = {"OCF_RESOURCE_INSTANCE": "data", "HA_RSCTMP": str(tmp_path),
+           "OCF_RESKEY_backend": "shared", "OCF_RESKEY_device": "/dev/loop3",
+           "OCF_RESKEY_directory": "/srv/data", "OCF_RESKEY_fstype": "ext4"}
+    monitor = dict(env, OCF_RESKEY_CRM_meta_interval="10000")
+    err = io.StringIO()
+    assert partition.AGENT.execute(["monitor"], monitor, stderr=err) == OCF.FAILED_PROMOTED
+    assert "/dev/loop3 is gone" in err.getvalue()
+    assert partition.AGENT.execute(["stop"], env, stderr=io.StringIO()) == OCF.SUCCESS
+    assert busy.calls == ["umount"] and not busy.mounted
