@@ -91,10 +91,22 @@ def _test(ctx):
 CHECKS = {10: _status, 20: _test}
 
 
-def syntax_error(ctx):
-    """The output of a failed ``-t`` configuration test, or None when it passes."""
-    result = ctx.run(argv(ctx, "-t"), timeout=30)
-    return None if result.ok else (result.output() or f"exit {result.returncode}")
+DISTRO_RUNTIME = ('dir="/var/run/apache2/"', 'dir="/run/apache2/"')
+
+
+def syntax_error(ctx, dump=False):
+    """The output of a failed ``-t`` configuration test, or None when it passes.
+
+    With ``dump`` (validate-all) the test also dumps the run-time settings and
+    warns when the mutexes would live in the distribution instance's run dir.
+    """
+    result = ctx.run(argv(ctx, "-t", *(("-D", "DUMP_RUN_CFG") if dump else ())), timeout=30)
+    if not result.ok:
+        return result.output() or f"exit {result.returncode}"
+    if dump and any(word in result.stdout for word in DISTRO_RUNTIME):
+        ctx.log.warning(f"{ctx.params.config} keeps its mutexes in the default instance's run "
+                        "directory: set DefaultRuntimeDir and Mutex to a directory of its own")
+    return None
 
 
 # -- the verbs ----------------------------------------------------------------------
@@ -114,7 +126,7 @@ def validate(ctx):
         except KeyError:
             raise NotInstalled(f"user {p.user} does not exist on this node") from None
     if ctx.action == "validate-all":
-        error = syntax_error(ctx)
+        error = syntax_error(ctx, dump=True)
         if error:
             raise ArgsError(f"{p.config} does not pass 'apache2 -t': {error}")
 

@@ -164,11 +164,19 @@ def fake_binary(tmp_path):
 def test_apache_validate_all_runs_the_syntax_test(fp, fake_binary):
     binary, conf = fake_binary
     fp.register([binary, "-f", conf, "-c", "PidFile /run/resource-agents/hapack-apache-web.pid",
-                 "-t"], returncode=1,
+                 "-t", "-D", "DUMP_RUN_CFG"], returncode=1,
                 stderr="AH00526: Syntax error on line 3 of /x: Invalid command 'Lissen'\n")
     rc, err = run_agent(apache, "validate-all", binary=binary, config=conf)
     assert rc == 2
     assert "ocf-exit-reason:" in err and "Invalid command 'Lissen'" in err
+
+
+def test_apache_validate_all_warns_about_the_distributions_run_dir(fp, fake_binary):
+    binary, conf = fake_binary
+    fp.register([binary, fp.any()], stdout='Mutex default: dir="/var/run/apache2/" '
+                'mechanism=default\nPidFile: "/x.pid"\n')
+    rc, err = run_agent(apache, "validate-all", binary=binary, config=conf)
+    assert rc == 0 and "set DefaultRuntimeDir and Mutex" in err
 
 
 def test_nginx_validate_all_runs_the_syntax_test(fp, fake_binary):
