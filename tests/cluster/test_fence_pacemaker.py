@@ -2,8 +2,9 @@
 
 Each node's BMC (the lab's ipmi_sim, on the BMC network both nodes reach)
 gets one ``stonith:fence_bmc`` device that may not run on the node it
-fences, configured the way the README tells operators to: ``hostname`` and
-``pcmk_host_list`` naming the node, the password in a root-only file,
+fences, configured the way stonith/README.md tells operators to: ``hostname``
+naming the node (with ``pcmk_host_list`` on one device, the agent's ``list``
+for the other), the password in a root-only file,
 cipher suite 3, and ``pcmk_delay_base`` on the device that fences the
 preferred survivor (node1) as the two-node fence-race guard. Pulling
 node2's power makes node1 fence it (``stonith-action=reboot``: the verified
@@ -44,13 +45,14 @@ def fence_bmc_installed():
         os.unlink(path)
 
 
-def device_xml(lab, node, delay=None):
+def device_xml(lab, node, delay=None, host_list=True):
     """The primitive of the stonith:fence_bmc device that fences ``node``."""
     bmc = lab.bmc(node)
     rid = f"fence-{node}"
     params = {"ip": bmc.address, "ipport": bmc.port, "username": bmc.username,
-              "password_file": bmc.password_file, "cipher": bmc.cipher, "hostname": node,
-              "pcmk_host_list": node}
+              "password_file": bmc.password_file, "cipher": bmc.cipher, "hostname": node}
+    if host_list:
+        params["pcmk_host_list"] = node
     if delay:
         params["pcmk_delay_base"] = delay
     primitive = etree.Element("primitive", id=rid, **{"class": "stonith", "type": "fence_bmc"})
@@ -66,9 +68,11 @@ def configure_fencing(lab):
     run = lab.exec
     run("node1", ["crm_attribute", "--type", "crm_config", "--name", "stonith-enabled",
                   "--update", "true"])
-    for node, delay in (("node1", "2s"), ("node2", None)):  # node1 should win a fence race
+    # node1 should win a fence race: the device that fences it waits; it finds its
+    # target through the agent's list (dynamic-list), fence-node2 has a static list
+    for node, delay, host_list in (("node1", "2s", False), ("node2", None, True)):
         run("node1", ["cibadmin", "--create", "-o", "resources",
-                      "--xml-text", device_xml(lab, node, delay)])
+                      "--xml-text", device_xml(lab, node, delay, host_list)])
         run("node1", ["cibadmin", "--create", "-o", "constraints", "--xml-text",
                       f'<rsc_location id="loc-fence-{node}" rsc="fence-{node}" '
                       f'node="{node}" score="-INFINITY"/>'])
@@ -109,6 +113,8 @@ def test_pacemaker_fences_a_powered_off_peer_with_fence_bmc(new_lab, fence_bmc_i
             == ["node2"]
         listed = lab.exec("node1", ["stonith_admin", "--list", "node2"]).stdout
         assert "fence-node2" in listed and "fence-node1" not in listed
+        listed = lab.exec("node2", ["stonith_admin", "--list", "node1"]).stdout
+        assert "fence-node1" in listed  # found through fence_bmc's list action
 
         lab.power("node2", "off", wait=True)  # the peer loses its power
 
