@@ -97,14 +97,14 @@ class Shared:
 
     def start(self, ctx):
         probe(ctx, lambda: _mount.read_block(ctx.params.device), GenericError,
-               f"cannot read {ctx.params.device}")
+              f"cannot read {ctx.params.device}")
 
     def refuse(self, ctx, look):
         return None
 
     def add_evidence(self, ctx, look, ev):
         block = probe(ctx, lambda: _mount.read_block(ctx.params.device), GenericError,
-                       f"cannot read {ctx.params.device}")
+                      f"cannot read {ctx.params.device}")
         in_use = _mount.ext_in_use(block) if ctx.params.fstype.startswith("ext") else None
         ev.released = None if in_use is None else not in_use
 

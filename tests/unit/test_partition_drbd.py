@@ -303,3 +303,15 @@ def test_without_drbd_utils_nothing_is_up_but_a_hang_is_not_hidden(monkeypatch, 
     assert _drbd.read_state(missing, "r0", DEVICE) is _drbd.UNCONFIGURED
     with pytest.raises(CommandTimeout):
         _drbd.read_state(hung, "r0", DEVICE)
+
+
+def test_validate_checks_the_drbd_configuration(fp, drbd_node):
+    env, _ = drbd_node
+    fp.register(SH_DEV, returncode=10, stderr="'r0' not defined in your config (for this host)")
+    code, err = run(env, "validate-all")
+    assert code == OCF.ERR_INSTALLED and "not defined in your config" in err
+    fp.register(SH_DEV, stdout="/dev/drbd1\n")
+    code, err = run(env, "validate-all")
+    assert code == OCF.ERR_CONFIGURED and "not the device of DRBD resource r0" in err
+    fp.register(SH_DEV, stdout=DEVICE + "\n")
+    assert run(env, "validate-all")[0] == OCF.SUCCESS
