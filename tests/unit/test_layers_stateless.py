@@ -493,3 +493,28 @@ def test_start_gives_up_within_the_deadline_and_cleans_up(tmp_path):
         srv.start(launch, {10: never})
     assert time.monotonic() - began < 3
     assert not process.alive(started[0]) and not os.path.exists(srv.pidfile)
+
+
+def test_start_clears_a_stale_pid_file_and_the_orphans_behind_it(tmp_path, spawned):
+    leader = spawned(["sh", "-c", "sleep 34 & wait"], start_new_session=True)
+    deadline = time.monotonic() + 5
+    while not process.children(leader.pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    orphan = process.children(leader.pid)[0]
+    srv = server(tmp_path, timeout_ms=10000)
+    write_pid(tmp_path / "x.pid", leader.pid)
+    os.kill(leader.pid, signal.SIGKILL)
+    leader.wait()  # the pid file is stale, its group's worker still runs
+
+    def launch():
+        assert not os.path.exists(srv.pidfile)  # removed before the launch
+        d.spawn(srv.ctx, ["/bin/sleep", "60"], srv.pidfile, str(tmp_path / "out.log"))
+
+    srv.start(launch, {})
+    new = srv.pid()
+    try:
+        assert new not in (None, leader.pid) and not process.alive(orphan)
+    finally:
+        srv.stop()
+    assert not process.alive(new)
