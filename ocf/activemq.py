@@ -144,15 +144,23 @@ def _write_config(ctx):
     p = ctx.params
     conf = run_path(ctx, "conf")
     os.makedirs(conf, exist_ok=True)
-    with open(os.path.join(conf, "log4j.properties"), "w", encoding="utf-8") as handle:
-        handle.write(log4j_properties(log_path(ctx, "activemq.log")))
+    os.chmod(conf, 0o755)  # the broker runs as the service user, whatever the umask
+    _write_readable(os.path.join(conf, "log4j.properties"),
+                    log4j_properties(log_path(ctx, "activemq.log")).encode())
     if p.config:
         return p.config
     path = os.path.join(conf, "activemq.xml")
-    with open(path, "wb") as handle:
-        handle.write(generated_config(p.broker_name, p.data_dir, p.bind_address,
-                                      p.openwire_port, p.stomp_port))
+    _write_readable(path, generated_config(p.broker_name, p.data_dir, p.bind_address,
+                                           p.openwire_port, p.stomp_port))
     return path
+
+
+def _write_readable(path, data):
+    """Write a generated (secret-free) file mode 0644: pacemaker-execd's umask (0026)
+    would otherwise leave it unreadable to the broker's user."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o644)
 
 
 def command(ctx, config):

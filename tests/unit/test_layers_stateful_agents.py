@@ -185,6 +185,21 @@ def test_service_user_commands_get_the_users_groups_and_a_fresh_environment():
 AMQ = dict(data_dir="/srv/ha/amq", run_dir="/run/x", log_dir="/var/log/x", stomp_port=61613)
 
 
+def test_activemq_generated_files_are_readable_by_the_broker_whatever_the_umask(tmp_path):
+    """pacemaker-execd runs agents with umask 0026: the broker (another user) must
+    still read the conf directory and the files the agent writes there."""
+    ctx = make_ctx(activemq, **dict(AMQ, run_dir=str(tmp_path)))
+    old = os.umask(0o077)
+    try:
+        path = activemq._write_config(ctx)
+    finally:
+        os.umask(old)
+    conf = os.path.dirname(path)
+    assert os.stat(conf).st_mode & 0o777 == 0o755
+    for name in ("activemq.xml", "log4j.properties"):
+        assert os.stat(os.path.join(conf, name)).st_mode & 0o777 == 0o644
+
+
 def test_activemq_command_line():
     ctx = make_ctx(activemq, **AMQ, java_opts="-Xmx256m -Dfoo='a b'")
     argv = activemq.command(ctx, "/run/x/activemq-t1/conf/activemq.xml")
