@@ -344,6 +344,16 @@ def spawned():
         proc.wait()
 
 
+def started_group(spawn, script, workers):
+    """A session leader (sh) running ``script``, once its ``workers`` children run."""
+    leader = spawn(["sh", "-c", script], start_new_session=True)
+    deadline = time.monotonic() + 5
+    while len(process.children(leader.pid)) < workers:
+        assert time.monotonic() < deadline, "the workers did not start"
+        time.sleep(0.01)
+    return leader
+
+
 def write_pid(path, pid, age=0.0):
     path.write_text(f"{pid}\n")
     if age:
@@ -402,13 +412,9 @@ def test_sock_diag_and_proc_net_agree_on_listeners():
 
 
 def test_stop_ends_workers_left_behind_by_a_killed_leader(tmp_path, spawned):
-    leader = spawned(["sh", "-c", "sleep 31 & sleep 32 & wait"], start_new_session=True)
+    leader = started_group(spawned, "sleep 31 & sleep 32 & wait", 2)
     # written long before the workers started, as for workers a master respawned later
     pidfile = write_pid(tmp_path / "x.pid", leader.pid, age=3600)
-    deadline = time.monotonic() + 5
-    while len(process.children(leader.pid)) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
     workers = process.children(leader.pid)
     os.kill(leader.pid, signal.SIGKILL)
     leader.wait()
@@ -420,11 +426,7 @@ def test_stop_ends_workers_left_behind_by_a_killed_leader(tmp_path, spawned):
 
 
 def test_a_reused_leader_pid_does_not_claim_its_group(tmp_path, spawned):
-    leader = spawned(["sh", "-c", "sleep 33 & wait"], start_new_session=True)
-    deadline = time.monotonic() + 5
-    while not process.children(leader.pid):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    leader = started_group(spawned, "sleep 33 & wait", 1)
     # the pid file is older than this living leader: its pid was "reused"
     pidfile = write_pid(tmp_path / "x.pid", leader.pid, age=3600)
     assert server(tmp_path, pidfile).leftovers() == []
@@ -496,11 +498,7 @@ def test_start_gives_up_within_the_deadline_and_cleans_up(tmp_path):
 
 
 def test_start_clears_a_stale_pid_file_and_the_orphans_behind_it(tmp_path, spawned):
-    leader = spawned(["sh", "-c", "sleep 34 & wait"], start_new_session=True)
-    deadline = time.monotonic() + 5
-    while not process.children(leader.pid):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    leader = started_group(spawned, "sleep 34 & wait", 1)
     orphan = process.children(leader.pid)[0]
     srv = server(tmp_path, timeout_ms=10000)
     write_pid(tmp_path / "x.pid", leader.pid)
