@@ -87,6 +87,7 @@ class Busy:
         monkeypatch.setattr(_mount, "umount", self.umount)
         monkeypatch.setattr(_mount.process, "holders", self.holders)
         monkeypatch.setattr(_mount.process, "escalate", self.escalate)
+        monkeypatch.setattr(_mount, "still_open", lambda device: False)  # no real device here
 
     def umount(self, point):
         self.calls.append("umount")
