@@ -1,6 +1,7 @@
 """Redfish over HTTPS through pyghmi's Redfish client.
 
-The ComputerSystem is discovered from the service root (``systems_uri`` picks
+Requests use HTTP basic auth, never a Redfish session (see
+:func:`basic_auth`). The ComputerSystem is discovered from the service root (``systems_uri`` picks
 one when a manager has several). Certificates are verified by default:
 without ``ca_file`` against the system's CA store with the host name
 checked (pyghmi's own verification); with ``ca_file`` against the CA
@@ -40,9 +41,9 @@ class RedfishDriver(Driver):
         from pyghmi.redfish import command
         where = endpoint(settings, cls)
         try:
-            opened = command.Command(settings.ip, settings.username or "", password or "",
-                                     verifier(settings), sysurl=settings.systems_uri,
-                                     port=settings.ipport or cls.default_port)
+            opened = basic_auth(command.Command)(
+                settings.ip, settings.username or "", password or "", verifier(settings),
+                sysurl=settings.systems_uri, port=settings.ipport or cls.default_port)
         except (UntrustedCertificate, ConfigError):
             raise
         except exceptions.UnrecognizedCertificate:
@@ -82,6 +83,22 @@ class RedfishDriver(Driver):
             raise BmcError(f"Redfish service {self.where} failed {what}: {exc}") from None
         except (OSError, ssl.SSLError) as exc:
             raise BmcUnreachable(f"Redfish service {self.where} ({what}): {exc}") from None
+
+
+def basic_auth(command_class):
+    """pyghmi's Command without a Redfish session: HTTP basic auth on every request.
+
+    pyghmi logs in to the SessionService when the service has one but never
+    deletes the session; with a monitor every minute the BMC's few session
+    slots fill up and the next fence fails. fence_redfish uses basic auth
+    throughout, and so does this.
+    """
+
+    class BasicAuthCommand(command_class):
+        def _get_session_token(self, wc):
+            return None
+
+    return BasicAuthCommand
 
 
 def no_system(opened, settings, where):

@@ -205,3 +205,11 @@ def test_redfish_open_errors():
     assert type(redfish.open_error("Access Denied", "h:443", "admin")) is AuthError
     assert type(redfish.open_error("Multi system manager, sysurl is required parameter",
                                    "h:443", "admin")) is ConfigError
+
+
+def test_redfish_never_opens_a_session_it_would_leak():
+    pytest.importorskip("pyghmi")
+    from pyghmi.redfish import command
+    cls = redfish.basic_auth(command.Command)
+    assert issubclass(cls, command.Command)
+    assert cls._get_session_token(object.__new__(cls), wc=None) is None
