@@ -31,15 +31,17 @@ def partition_installed():
     """The agent where Pacemaker looks (the nodes share /usr), as 'hapack install' writes it."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
+    text = install.wrapper("hapack.ocf.partition", "ocf:hapack:partition")
     placed = not os.path.exists(AGENT)
     if placed:
         os.makedirs(os.path.dirname(AGENT), exist_ok=True)
         with open(AGENT, "w", encoding="utf-8") as handle:
-            handle.write(install.wrapper("hapack.ocf.partition", "ocf:hapack:partition"))
+            handle.write(text)
         os.chmod(AGENT, 0o755)
     yield AGENT
-    if placed:
-        os.unlink(AGENT)
+    manifest = install._read("/" + install.MANIFEST) or ""
+    if placed and AGENT not in manifest and install._read(AGENT) == text:
+        os.unlink(AGENT)  # ours, and no 'hapack install' has claimed it since
 
 
 def clone_xml(lab):
