@@ -75,7 +75,7 @@ class Device:
 
     def __init__(self, opener, where, timing, log):
         self.opener = opener      # () -> Driver, logs in
-        self.where = where        # "address:port" for messages
+        self.where = where        # "IPMI BMC 192.0.2.1:623", for messages
         self.timing = timing
         self.log = log
         self.driver = None
