@@ -148,7 +148,11 @@ class CaVerifier:
     def __init__(self, certificates, host):
         from cryptography import x509
         from cryptography.hazmat.primitives.serialization import Encoding
-        from cryptography.x509.verification import PolicyBuilder, Store
+        try:
+            from cryptography.x509.verification import PolicyBuilder, Store
+        except ImportError:
+            raise ConfigError("ca_file needs the Python package cryptography 42 or later "
+                              "(x509.verification)") from None
         self.pinned = {cert.public_bytes(Encoding.DER) for cert in certificates}
         try:
             name = x509.IPAddress(ipaddress.ip_address(host))
