@@ -5,7 +5,8 @@ the environment hapack is installed in:
 
 - ``$OCF_ROOT/resource.d/hapack/<name>`` for every OCF agent (``ocf:hapack:<name>``);
 - ``/usr/sbin/<fence agent>`` for the fencer (``stonith_admin -I``);
-- the cluster-glue ``external/`` plugin directory for Heartbeat-era stonith.
+- the cluster-glue ``external/`` plugin directory for Heartbeat-era stonith;
+- ``/usr/sbin/hapack-drbd-handler``, the partition agent's DRBD handlers.
 
 A manifest records what was written, so ``--uninstall`` removes exactly
 that; a second run changes nothing; ``--root`` stages into a tree.
@@ -25,6 +26,7 @@ import sysconfig
 
 OCF_AGENTS = ("vip", "partition", "apache", "nginx", "tomcat", "activemq", "postgresql", "slapd")
 FENCE_AGENTS = {"fence_bmc": "hapack.stonith.fence_bmc"}
+SBIN_TOOLS = {"hapack-drbd-handler": "hapack.ocf.partition_handler"}  # drbd.conf handlers
 GLUE_PLUGINS = {"bmc": "hapack.stonith.glue"}
 GLUE_DIRS = ("/usr/lib/x86_64-linux-gnu/stonith/plugins/external",
              "/usr/lib/stonith/plugins/external")
@@ -73,6 +75,9 @@ def planned(root, ocf_root):
     for name, module in FENCE_AGENTS.items():
         if available(module):
             files.append((os.path.join("/usr/sbin", name), wrapper(module, f"stonith:{name}")))
+    for name, module in SBIN_TOOLS.items():
+        if available(module):
+            files.append((os.path.join("/usr/sbin", name), wrapper(module, name)))
     for name, module in GLUE_PLUGINS.items():
         if available(module):
             files.append((os.path.join(glue_dir(root), name),

@@ -132,7 +132,7 @@ def holders(path):
             continue
         how = _holding(int(entry), path)
         if how:
-            found.append((int(entry), _comm(int(entry)), how))
+            found.append((int(entry), comm(int(entry)), how))
     return found
 
 
@@ -158,7 +158,7 @@ def _holding(pid, path):
     return None
 
 
-def _comm(pid):
+def comm(pid):
     try:
         with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as handle:
             return handle.read().strip()

@@ -206,7 +206,7 @@ def namespaces_holding(number):
             seen.add(space)
             with open(f"/proc/{entry}/mountinfo", encoding="utf-8", errors="replace") as handle:
                 if any(needle in line for line in handle):
-                    found.append((int(entry), process._comm(int(entry))))
+                    found.append((int(entry), process.comm(int(entry))))
         except OSError:
             continue
     return found
