@@ -115,8 +115,10 @@ def _suffixes(ctx):
 # -- the running server -------------------------------------------------------------
 
 def server(ctx):
+    """The instance; its pid file is the agent's own (written before slapd drops its
+    privileges), not the configuration's pidfile, which slapd writes as the user."""
     p = ctx.params
-    return d.Server(ctx, run_path(ctx, "slapd.pid"), exe=p.slapd, marker=p.config,
+    return d.Server(ctx, run_path(ctx, "hapack-slapd.pid"), exe=p.slapd, marker=p.config,
                     log=log_path(ctx, "slapd.log"), what="slapd")
 
 

@@ -52,7 +52,7 @@ class Directory:
 
     @property
     def pidfile(self):
-        return f"{self.work}/run/slapd-{self.call.instance}/slapd.pid"
+        return f"{self.work}/run/slapd-{self.call.instance}/hapack-slapd.pid"
 
     def client(self):
         client = Ldap(f"ldap://127.0.0.1:{self.port}/", 5)
