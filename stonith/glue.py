@@ -14,11 +14,20 @@ Operations: ``gethosts``, ``on <host>``, ``off <host>``, ``reset <host>``
 reached and read), ``getconfignames``, ``getinfo-devid``,
 ``getinfo-devname``, ``getinfo-devdescr``, ``getinfo-devurl``,
 ``getinfo-xml``.
+
+``getconfignames`` (:data:`CONFIG_NAMES`) is all cluster-glue passes on:
+``stonith -E`` and Pacemaker's ``fence_legacy`` export only these names, and
+Heartbeat's ``stonith_host`` line gives their values by position, one word
+each (``-`` for a parameter left unset; the last takes the rest of the line).
+With ``fence_confirmed_file`` set, a verified ``off`` or ``reset`` of a host is
+recorded there for the partition agent's promotion gate, as hamon does: under
+Heartbeat this STONITH is what proves the failed node stopped using the disk.
 """
 
 import os
 import sys
 
+from hapack.params import Param
 from hapack.stonith import fencing
 from hapack.stonith.errors import ConfigError
 from hapack.stonith.fence_bmc import AGENT
@@ -34,11 +43,22 @@ INFO = {
     "getinfo-devdescr": AGENT.longdesc,
     "getinfo-devurl": AGENT.vendor_url,
 }
-CONFIG_NAMES = ("hostname", "ip")
+CONFIG_NAMES = ("hostname", "ip", "ipport", "username", "password_file", "driver", "lanplus",
+                "cipher", "fence_confirmed_file")
+UNSET = "-"  # a position on Heartbeat's stonith_host line with no value
+CONFIRM = Param(
+    "fence_confirmed_file", "File recording a verified power-off (for the partition agent)",
+    "After a verified off or reset of a host, write the host's name to this file (the "
+    "partition agent's fence_confirmed_file), so that the partition may be promoted on this "
+    "node although the failed node left it in use. Unset: nothing is written.")
 
 
 def params():
     return [p for p in AGENT.params if p.name not in PROTOCOL_ONLY]
+
+
+def _set(value):
+    return value is not None and value != UNSET
 
 
 def raw_from_environ(environ):
@@ -46,7 +66,7 @@ def raw_from_environ(environ):
     raw = fencing.RawRequest()
     for param in params():
         for key in (param.name, *param.aliases):
-            if environ.get(key) is not None:
+            if _set(environ.get(key)):
                 raw.put(param, key, environ[key])
     return raw
 
@@ -60,7 +80,7 @@ def run_op(op, host, environ, out, log, secrets):
         return 0
     if op == "getinfo-xml":
         from hapack.stonith.metadata import glue_parameters_xml
-        out.write(glue_parameters_xml(params()))
+        out.write(glue_parameters_xml([*params(), CONFIRM]))
         return 0
     if op not in ACTIONS:
         raise ConfigError(f"unknown operation {op!r} (one of {', '.join([*ACTIONS, *INFO])})")
@@ -73,7 +93,21 @@ def run_op(op, host, environ, out, log, secrets):
         raw["plug"] = host
     raw["action"] = ACTIONS[op]
     request = fencing.build_request(AGENT, raw, log, out, secrets)
-    return int(fencing.HANDLERS[request.action](request))
+    rc = int(fencing.HANDLERS[request.action](request))
+    if rc == 0 and op in ("off", "reset") and _set(environ.get(CONFIRM.name) or None):
+        _confirm(environ[CONFIRM.name], host, op, log)
+    return rc
+
+
+def _confirm(path, host, op, log):
+    """Record the verified power-off for the partition's promotion gate (best effort:
+    the fencing itself succeeded)."""
+    from hapack.hamon.fence import confirm
+    try:
+        confirm(path, host, NAME, op)
+        log.info(f"{host} confirmed off: recorded in {path}")
+    except OSError as exc:
+        log.warning(f"{host} is off, but {path} could not be written: {exc}")
 
 
 def main(argv=None, environ=None, out=None):
