@@ -22,7 +22,7 @@ import os
 
 from hapack.ocf import Agent, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
-from hapack.ocf._service import (account, actions, as_user, checked,
+from hapack.ocf._service import (CLEAN_ENV, account, actions, as_user, checked,
                                  client_timeout, common_params, log_path, prepare_dirs,
                                  require_executable, run_path, start_server)
 
@@ -180,7 +180,7 @@ def start(ctx):
         _remove_socket(ctx)
         seconds = max(1, int(ctx.deadline.left()))
         result = ctx.run(_pg_ctl(ctx, "start", "-w", "-t", str(seconds), "-l", srv.log,
-                                 "-o", _server_options(ctx)))
+                                 "-o", _server_options(ctx)), env=dict(CLEAN_ENV))
         if not result.ok:
             raise GenericError(f"pg_ctl start failed: {d.tail(srv.log) or result.output()}")
 
@@ -195,7 +195,7 @@ def _pg_ctl_stop(ctx, pid):
         seconds = max(1, int(budget * share))
         try:
             result = ctx.run(_pg_ctl(ctx, "stop", "-m", mode, "-w", "-t", str(seconds)),
-                             timeout=seconds + 1)
+                             timeout=seconds + 1, env=dict(CLEAN_ENV))
             if result.ok:
                 return
             ctx.log.warning(f"pg_ctl stop -m {mode}: {result.output()}")

@@ -20,6 +20,7 @@ from hapack.ocf import _daemon as d
 from hapack.ocf._service import (CLEAN_ENV, account, actions, checked,
                                  client_timeout, common_params, log_path, prepare_dirs,
                                  require_executable, run_path, start_server)
+from hapack.ocf._slapd_conf import databases, run_files
 
 NAME = "slapd"
 
@@ -61,46 +62,6 @@ PARAMS = (
 
 
 # -- the configuration ----------------------------------------------------------------
-
-def _ldif_values(path, attrs):
-    """{attr: [values]} of an LDIF file (folded lines, base64 values)."""
-    import base64
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read().replace("\n ", "")
-    found = {a: [] for a in attrs}
-    for line in text.splitlines():
-        name, sep, value = line.partition(":")
-        if sep and name in found:
-            found[name].append(base64.b64decode(value[1:].strip()).decode()
-                               if value.startswith(":") else value.strip())
-    return found
-
-
-def databases(config):
-    """[(suffix, directory or None)] of the databases in slapd.conf or cn=config."""
-    if os.path.isdir(config):
-        import glob
-        found = []
-        for path in sorted(glob.glob(os.path.join(config, "cn=config", "olcDatabase=*.ldif"))):
-            values = _ldif_values(path, ("olcSuffix", "olcDbDirectory"))
-            folder = (values["olcDbDirectory"] or [None])[0]
-            found += [(suffix, folder) for suffix in values["olcSuffix"]]
-        return found
-    import shlex
-    databases, current = [], None
-    with open(config, encoding="utf-8") as handle:
-        text = handle.read().replace("\n ", " ").replace("\n\t", " ")
-    for line in text.splitlines():
-        words = shlex.split(line, comments=True) if line.strip() else []
-        if words and words[0].lower() == "database":
-            current = {"suffix": [], "directory": None}
-            databases.append(current)
-        elif current is not None and len(words) > 1 and words[0].lower() == "suffix":
-            current["suffix"].append(words[1])
-        elif current is not None and len(words) > 1 and words[0].lower() == "directory":
-            current["directory"] = words[1]
-    return [(s, db["directory"]) for db in databases for s in db["suffix"]]
-
 
 def _suffixes(ctx):
     try:
@@ -226,9 +187,24 @@ def start(ctx):
 def stop(ctx):
     import signal
     server(ctx).stop(graceful=signal.SIGTERM, graceful_timeout=ctx.deadline.left() * 0.8)
-    for url in ctx.params.services:  # slapd removes its sockets, unless it was killed
-        if url.startswith("ldapi://") and os.path.exists(_ldapi_path(url)):
-            os.unlink(_ldapi_path(url))
+    _remove_leftovers(ctx)
+
+
+def _remove_leftovers(ctx):
+    """What a killed slapd leaves: its ldapi sockets, and its own pid and args files
+    when the pid they name is gone (such a file may be another slapd's)."""
+    from hapack.process import alive, read_pidfile
+    paths = [_ldapi_path(url) for url in ctx.params.services if url.startswith("ldapi://")]
+    try:
+        files = run_files(ctx.params.config)
+    except (OSError, ValueError):
+        files = []
+    if not any(alive(read_pidfile(path)) for path in files):
+        paths += files
+    for path in paths:
+        if os.path.exists(path):
+            os.unlink(path)
+            ctx.log.info(f"removed the stale {path}")
 
 
 def validate(ctx):

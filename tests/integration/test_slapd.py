@@ -29,9 +29,10 @@ ou: people
 """
 
 
-def slapd_conf(path, directory, rootpw):
+def slapd_conf(path, directory, rootpw, pidfile="/dev/null/none"):
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(f"""include /etc/ldap/schema/core.schema
+        handle.write(f"""pidfile {pidfile}
+include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
 modulepath /usr/lib/ldap
 moduleload back_mdb
@@ -72,14 +73,15 @@ def directory(installed):
             handle.write(PASSWORD)  # slappasswd -T hashes the whole file, newline and all
         rootpw = sh("slappasswd", "-T", f"{work}/bare").stdout.strip()  # no clear text around
         os.unlink(f"{work}/bare")
-        conf = slapd_conf(f"{work}/slapd.conf", f"{data}/example", rootpw)
+        port, instance = free_port(), f"ldap{os.getpid()}"
+        run = f"{work}/run/slapd-{instance}"
+        conf = slapd_conf(f"{work}/slapd.conf", f"{data}/example", rootpw, f"{run}/slapd.pid")
         seed = f"{work}/seed.ldif"
         with open(seed, "w", encoding="utf-8") as handle:
             handle.write(SEED)
         sh("slapadd", "-f", conf, "-l", seed)
         sh("chown", "-R", "openldap:openldap", data)
-        port, instance = free_port(), f"ldap{os.getpid()}"
-        sock = quote(f"{work}/run/slapd-{instance}/ldapi", safe="")
+        sock = quote(f"{run}/ldapi", safe="")
         call = AgentCall(installed("slapd"), instance, dict(
             config=conf, data_dir=data, services=f"ldap://127.0.0.1:{port}/ ldapi://{sock}/",
             bind_dn=ADMIN, credentials_file=cred, run_dir=f"{work}/run", log_dir=f"{work}/log"))
@@ -128,6 +130,10 @@ def test_kill_9_gives_not_running_and_a_restart_serves_the_data(running):
         time.sleep(0.05)
     assert running.call("monitor").returncode == 7
     assert running.call("monitor", level=10).returncode == 7
+    run = os.path.dirname(running.pidfile)
+    assert {"ldapi", "slapd.pid"} <= set(os.listdir(run))  # left by the killed slapd
+    assert running.call("stop").returncode == 0
+    assert not {"ldapi", "slapd.pid", "hapack-slapd.pid"} & set(os.listdir(run))
     result = running.call("start")
     assert result.returncode == 0, result.stderr
     assert running.call("monitor", level=10).returncode == 0
@@ -141,6 +147,18 @@ def test_a_data_dir_that_is_not_mounted_is_refused(directory):
         assert result.returncode == 5
         assert "is on the root file system, not on a mounted partition" in reason(result)
         assert os.listdir(data) == []
+
+
+def test_a_read_only_data_dir_is_refused(directory):
+    assert directory.call("stop").returncode == 0
+    mnt = os.path.dirname(directory.call.params["data_dir"])
+    sh("mount", "-o", "remount,ro", mnt)
+    try:
+        result = directory.call("start")
+        assert result.returncode == 4 and "read-only file system" in reason(result)
+        assert directory.call("monitor").returncode == 7
+    finally:
+        sh("mount", "-o", "remount,rw", mnt)
 
 
 def test_a_database_outside_data_dir_is_refused(directory):

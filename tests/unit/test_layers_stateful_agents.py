@@ -12,7 +12,7 @@ from lxml import etree
 from hapack.log import NullLogger
 from hapack.ocf import ConfigError, GenericError, NotInstalled, PermError
 from hapack.ocf import _activemq_conf as amqconf
-from hapack.ocf import _datadir, _secret, _service, activemq, postgresql, slapd
+from hapack.ocf import _datadir, _secret, _service, _slapd_conf, activemq, postgresql, slapd
 from hapack.ocf._wire import AuthError
 from hapack.ocf.runner import Context
 from hapack.params import from_environ, parse
@@ -353,7 +353,7 @@ directory /srv/ha/ldap/two
 def test_databases_of_a_slapd_conf(tmp_path):
     conf = tmp_path / "slapd.conf"
     conf.write_text(SLAPD_CONF)
-    assert slapd.databases(str(conf)) == [("dc=example,dc=com", "/srv/ha/ldap/example"),
+    assert _slapd_conf.databases(str(conf)) == [("dc=example,dc=com", "/srv/ha/ldap/example"),
                                           ("o=Two Words", "/srv/ha/ldap/two")]
 
 
@@ -364,8 +364,18 @@ def test_databases_of_a_cn_config_tree(tmp_path):
     (folder / "olcDatabase={1}mdb.ldif").write_text(
         "dn: olcDatabase={1}mdb\nolcSuffix:: ZGM9ZXhhbXBsZSxkYz1jb20=\n"
         "olcDbDirectory: /srv/ha/ldap/exa\n mple\n")
-    assert slapd.databases(str(tmp_path / "slapd.d")) == \
+    assert _slapd_conf.databases(str(tmp_path / "slapd.d")) == \
         [("dc=example,dc=com", "/srv/ha/ldap/example")]
+
+
+def test_slapd_own_pid_and_args_files(tmp_path):
+    conf = tmp_path / "slapd.conf"
+    conf.write_text("pidfile /run/x/slapd.pid\nargsfile /run/x/slapd.args\n" + SLAPD_CONF)
+    assert _slapd_conf.run_files(str(conf)) == ["/run/x/slapd.pid", "/run/x/slapd.args"]
+    tree = tmp_path / "slapd.d"
+    tree.mkdir()
+    (tree / "cn=config.ldif").write_text("dn: cn=config\nolcArgsFile: /a\nolcPidFile: /p\n")
+    assert _slapd_conf.run_files(str(tree)) == ["/p", "/a"]
 
 
 SLAPD = dict(data_dir="/srv/ha/ldap", run_dir="/run/x", log_dir="/var/log/x")
