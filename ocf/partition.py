@@ -77,6 +77,12 @@ PARAMS = (
           "A file whose first word names a node confirmed powered off, written by hamon "
           "after fence_bmc confirmed it; a promotion not otherwise proven safe accepts it "
           "once, for 5 minutes. Empty disables it.", default="/run/hapack/fence-confirmed"),
+    Param("promote_on_start", "Promote at start (no promotable clone)",
+          "For cluster managers without promotable clones, such as Linux-HA Heartbeat's "
+          "haresources: start also promotes (the promotion gate, then the mount), and a "
+          "refused or failed promotion leaves the partition stopped; stop unmounts and demotes "
+          "as always. Refused under Pacemaker: use a promotable clone there.",
+          kind="boolean", default=False),
 )
 
 
@@ -217,6 +223,20 @@ def start(ctx):
         handle.write(f"{p.directory}\n{p.device}\n")
     write_score(ctx, backend.score(ctx, backend.look(ctx)), force=True)
     ctx.log.info(f"{p.device} is ready (not mounted)")
+    if p.promote_on_start:
+        try:
+            promote(ctx)
+        except OCFError:
+            _undo_start(ctx)
+            raise
+
+
+def _undo_start(ctx):
+    """promote_on_start: a start whose promotion failed leaves nothing started."""
+    try:
+        stop(ctx)
+    except OCFError as exc:
+        ctx.log.error(f"cannot undo the start after the failed promotion: {exc}")
 
 
 def stop(ctx):
@@ -310,6 +330,9 @@ def validate(ctx):
     if "ro" in _mount.options_list(p.options):
         raise ConfigError("options must not contain 'ro': the promoted partition is read-write")
     if under_pacemaker(ctx):
+        if p.promote_on_start:
+            raise ConfigError("promote_on_start is for cluster managers without promotable "
+                              "clones (Heartbeat); under Pacemaker use a promotable clone")
         _check_clone(ctx)
     if ctx.action != "validate-all" or ctx.check_level >= 10:
         _check_node(ctx)
@@ -376,7 +399,8 @@ AGENT = Agent(
               "else never). Promotion is refused while another node may still use the "
               "partition. Stop unmounts within the operation timeout, killing the processes "
               "that hold the mount (found in /proc), and fails naming them when it cannot. "
-              "Must run as a promotable clone with notify=true under Pacemaker."),
+              "Must run as a promotable clone with notify=true under Pacemaker; without "
+              "clones (Heartbeat's haresources) set promote_on_start."),
     params=PARAMS,
     actions=(
         Action("start", start, 60),
