@@ -1,0 +1,76 @@
+"""The VM tier's own machinery without booting anything: kernel lookup, configs, the skip path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hapack.lab import bmc, vm, vmkernel
+
+HERE = Path(__file__).resolve().parent
+
+DEPENDS = """linux-image-amd64
+  Depends: linux-image-6.1.0-56-amd64
+"""
+
+
+def test_the_abi_comes_from_the_meta_package():
+    assert vmkernel.parse_abi(DEPENDS) == "6.1.0-56-amd64"
+    with pytest.raises(vmkernel.KernelUnavailable, match="names no kernel image"):
+        vmkernel.parse_abi("linux-image-amd64\n")
+
+
+def test_cached_abis_sort_by_number():
+    abis = ["6.1.0-9-amd64", "6.1.0-56-amd64", "6.1.0-10-amd64"]
+    assert sorted(abis, key=vmkernel.abi_sort_key)[-1] == "6.1.0-56-amd64"
+
+
+def test_only_a_static_busybox_goes_into_the_initramfs(tmp_path):
+    assert vmkernel.is_static(Path("/sbin/ldconfig"))  # static on Debian
+    assert not vmkernel.is_static(Path("/bin/sh"))
+    assert not vmkernel.is_static(tmp_path / "missing")
+
+
+def test_no_kernel_and_no_fetching_says_why(tmp_path):
+    with pytest.raises(vmkernel.KernelUnavailable,
+                       match=r"no guest kernel in .* fetching is disabled \(HAPACK_VM_FETCH=0\)"):
+        vmkernel.prepare(cache=tmp_path, fetch=False)
+
+
+def test_the_guests_drbd_conf_carries_the_recommended_settings():
+    conf = vm.drbd_conf()
+    for option in ("protocol C;", "ping-int 1;", "ping-timeout 5;", "connect-int 1;",
+                   "after-sb-0pri discard-zero-changes;", "after-sb-1pri consensus;",
+                   "after-sb-2pri disconnect;", "on-io-error detach;"):
+        assert option in conf
+    assert f'split-brain "{sys.executable} -I -m hapack.ocf.partition_handler split-brain"' in conf
+    assert "on vma { address 198.18.0.1:7789; }" in conf
+    assert conf.count("{") == conf.count("}")
+
+
+def test_a_vm_bmc_switches_power_through_its_startcmd():
+    creds = bmc.Bmc(node="vma", address="127.0.0.1", port=16001, username="admin",
+                    password="secret", password_file="/nonexistent")
+    conf = bmc.render_lan_conf(creds, "hapack-vm-vma", "0" * 32, None,
+                               vm.vm_power(16002, Path("/w/vma/power-on.sh")))
+    assert "  serial 15 127.0.0.1 16002 codec VM\n" in conf
+    assert '  startcmd "/w/vma/power-on.sh"\n' in conf
+    assert "startnow false" in conf and "chassis_control" not in conf
+    assert "    addr 127.0.0.1 16001\n" in conf
+
+
+def test_the_tier_skips_with_the_reason_when_no_kernel_can_be_had(tmp_path):
+    """An empty cache and fetching disabled: every VM test skips, saying why; nothing fails."""
+    env = dict(os.environ, HAPACK_VM_CACHE=str(tmp_path), HAPACK_VM_FETCH="0")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs",
+                           str(HERE / "test_agent.py"), str(HERE / "test_failover.py")],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=HERE.parent.parent)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "3 skipped" in proc.stdout
+    assert (f"the VM tier has no guest kernel: no guest kernel in {tmp_path} and fetching "
+            "is disabled (HAPACK_VM_FETCH=0)") in proc.stdout
+    assert not list(tmp_path.iterdir())  # nothing fetched, nothing built
