@@ -1,0 +1,184 @@
+"""The demo's client, run in the lab's client namespace (on the service LAN).
+
+``python -m hapack.lab.democlient run CONFIG_FILE OUT``: until SIGTERM,
+
+* commits one row at a time to PostgreSQL through the VIP (a fresh
+  autocommit ``INSERT`` per id; an id is *acknowledged* only when the server
+  answered the INSERT, i.e. the commit returned). An id whose INSERT failed
+  or timed out is in doubt and never reused; the client reconnects and goes
+  on with the next one, all through the outage;
+* probes every layer on the VIP every 50 ms: ``http`` (the full chain:
+  Apache -> Tomcat -> the app's health page), ``app+db`` (the same page
+  saying the app reaches the database on the VIP),
+  ``postgresql`` (SELECT 1), ``slapd`` (anonymous bind and a read of the
+  suffix), ``activemq`` (STOMP CONNECT).
+
+Events go to OUT, one JSON object a line, flushed at once: ``{"k": "ack",
+"id": N, "t": WALL}`` per acknowledged row, ``{"k": "probe", "name": ...,
+"ok": bool, "t": WALL, "why": ...}`` whenever a probe's answer changes.
+
+``python -m hapack.lab.democlient verify CONFIG_FILE``: prints ``{"rows": [ids]}``,
+every id in the table.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+
+TABLE = "demo_rows"
+INTERVAL = 0.05
+TIMEOUT = 0.5
+
+
+class Out:
+    def __init__(self, path: str):
+        self.handle = open(path, "a", encoding="utf-8", buffering=1)
+        self.lock = threading.Lock()
+
+    def emit(self, **event) -> None:
+        event.setdefault("t", time.time())
+        with self.lock:
+            self.handle.write(json.dumps(event) + "\n")
+
+
+def pg(cfg: dict, timeout: float = 1.0):
+    from hapack.ocf._pgwire import PgConnection
+    return PgConnection((cfg["vip"], cfg["pg_port"]), "postgres", "postgres",
+                        cfg["pg_password"], timeout)
+
+
+def commit_rows(cfg: dict, out: Out, stop: threading.Event) -> None:
+    from hapack.probe import ProbeError
+    conn, next_id = None, 1
+    while not stop.is_set():
+        try:
+            if conn is None:
+                conn = pg(cfg)
+                conn.query(f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigint PRIMARY KEY, "
+                           "at timestamptz NOT NULL DEFAULT now())")
+            row, next_id = next_id, next_id + 1
+            conn.query(f"INSERT INTO {TABLE} (id) VALUES ({row})")
+            out.emit(k="ack", id=row)
+            stop.wait(0.02)
+        except (ProbeError, OSError) as exc:
+            out.emit(k="doubt", id=next_id - 1, why=str(exc)[:200])
+            if conn is not None:
+                conn.wire.close()
+            conn = None
+            stop.wait(0.05)
+
+
+def http_get(host: str, port: int, path: str, timeout: float) -> tuple[int, str]:
+    """(status, body). Not hapack.probe.http_get: that one fails on every answer of a
+    'Connection: close' request (http.client drops conn.sock once the response owns it)."""
+    import http.client
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read(65536).decode("utf-8", errors="replace")
+    finally:
+        conn.close()
+
+
+def check_http(cfg: dict) -> str:
+    status, body = http_get(cfg["vip"], cfg["http_port"], cfg["path"], TIMEOUT)
+    if status != 200 or not body.startswith("APP OK"):
+        raise RuntimeError(f"HTTP {status}: {body.strip()[:120]}")
+    return body.strip()
+
+
+def check_postgresql(cfg: dict) -> str:
+    with pg(cfg, TIMEOUT) as conn:
+        conn.query("SELECT 1")
+    return "SELECT 1"
+
+
+def check_slapd(cfg: dict) -> str:
+    from hapack.ocf._ldapwire import Ldap
+    client = Ldap(f"ldap://{cfg['vip']}:{cfg['ldap_port']}/", TIMEOUT)
+    try:
+        client.bind()
+        client.read(cfg.get("ldap_suffix", "dc=hapack,dc=lab"))
+    finally:
+        client.close()
+    return "search"
+
+
+def check_activemq(cfg: dict) -> str:
+    from hapack.ocf._stomp import Stomp
+    client = Stomp(cfg["vip"], cfg["stomp_port"], TIMEOUT)
+    try:
+        client.connect()
+    finally:
+        client.close()
+    return "CONNECTED"
+
+
+def check_app_db(cfg: dict) -> str:
+    body = check_http(cfg)
+    if not body.endswith("db=up"):
+        raise RuntimeError(f"the app does not reach the database: {body}")
+    return body
+
+
+CHECKS = {"http": check_http, "app+db": check_app_db, "postgresql": check_postgresql, "slapd": check_slapd,
+          "activemq": check_activemq}
+
+
+def probe_loop(name: str, cfg: dict, out: Out, stop: threading.Event) -> None:
+    check, last = CHECKS[name], None
+    while not stop.is_set():
+        began = time.time()
+        try:
+            detail, ok = check(cfg), True
+        except Exception as exc:  # any failure is the answer "down"
+            detail, ok = f"{type(exc).__name__}: {exc}"[:200], False
+        if ok != last:
+            out.emit(k="probe", name=name, ok=ok, t=began, why=detail)
+            last = ok
+        stop.wait(max(0.0, INTERVAL - (time.time() - began)))
+
+
+def run(cfg: dict, path: str) -> int:
+    out, stop = Out(path), threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    threads = [threading.Thread(target=commit_rows, args=(cfg, out, stop), daemon=True)]
+    threads += [threading.Thread(target=probe_loop, args=(name, cfg, out, stop), daemon=True)
+                for name in CHECKS]
+    for thread in threads:
+        thread.start()
+    out.emit(k="started")
+    while not stop.is_set():
+        stop.wait(0.5)
+    for thread in threads:
+        thread.join(timeout=5)
+    out.emit(k="stopped")
+    return 0
+
+
+def verify(cfg: dict) -> int:
+    with pg(cfg, 10.0) as conn:
+        rows = conn.query(f"SELECT id FROM {TABLE} ORDER BY id")
+    print(json.dumps({"rows": [int(r[0]) for r in rows]}))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0]
+    with open(argv[1], encoding="utf-8") as handle:  # a root-only file: it holds a password
+        cfg = json.load(handle)
+    if command == "run":
+        return run(cfg, argv[2])
+    if command == "verify":
+        return verify(cfg)
+    print(f"usage: democlient run CONFIG OUT | verify CONFIG", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
