@@ -12,6 +12,7 @@
 import os
 
 from hapack.ocf import ConfigError
+from hapack.ocf._datadir import inside
 
 _LOG4J = """log4j.rootLogger=INFO, logfile
 log4j.logger.org.springframework=WARN
@@ -83,8 +84,6 @@ def check_config(path, data_dir, stomp_port):
                           "(the monitor speaks STOMP)")
     dirs = doc.xpath("//*[local-name()='broker']/@dataDirectory | //@directory")
     for folder in dirs:
-        inside = folder.startswith("${activemq.data}") or \
-            os.path.realpath(folder).startswith(os.path.realpath(data_dir) + os.sep)
-        if not inside and os.path.realpath(folder) != os.path.realpath(data_dir):
+        if not (folder.startswith("${activemq.data}") or inside(folder, data_dir)):
             raise ConfigError(f"config {path} keeps a store in {folder}, outside data_dir "
                               f"{data_dir}: it would not fail over with the partition")

@@ -40,6 +40,12 @@ def mount_of(path):
     return best
 
 
+def inside(path, folder):
+    """Whether path is folder or below it (symbolic links resolved)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
 def user_can_write(st, user):
     """Whether user (name) may create files in a directory with this stat."""
     entry = pwd.getpwnam(user)

@@ -88,6 +88,19 @@ def account(name):
         raise NotInstalled(f"user {name} does not exist on this node") from None
 
 
+def check_node(ctx, data_dir, what):
+    """The node checks every stateful agent makes (start, and validate-all at level
+    10): the service user, the credentials file, and at start the data directory on
+    a mounted file system the service user may write."""
+    account(ctx.params.user)
+    if ctx.params.credentials_file:
+        from hapack.ocf._secret import check_secret_file
+        check_secret_file(ctx.params.credentials_file)
+    if ctx.action == "start":
+        from hapack.ocf._datadir import require_data_dir
+        require_data_dir(data_dir, ctx.params.user, what)
+
+
 def require_executable(path, what):
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         raise NotInstalled(f"{what} {path} is not installed (or not executable)")

@@ -22,9 +22,10 @@ import os
 from hapack.ocf import Agent, ConfigError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
 from hapack.ocf._activemq_conf import check_config, generated_config, log4j_properties
-from hapack.ocf._service import (CLEAN_ENV, Final, account, actions, checked,
-                                 client_timeout, common_params, file_size, log_path, prepare_dirs,
-                                 read_since, require_executable, run_path, start_server)
+from hapack.ocf._service import (CLEAN_ENV, Final, account, actions, check_node, checked,
+                                 client_timeout, common_params, file_size, log_path,
+                                 prepare_dirs, read_since, require_executable, run_path,
+                                 start_server)
 
 NAME = "activemq"
 LOCKED = "is locked by another server"
@@ -255,15 +256,9 @@ def validate(ctx):
         require_executable(p.java, "java")
         if not os.path.isfile(os.path.join(p.activemq_home, "bin", "activemq.jar")):
             raise NotInstalled(f"{p.activemq_home}/bin/activemq.jar is not installed")
-        account(p.user)
         if p.config:
             check_config(p.config, p.data_dir, p.stomp_port)
-        if p.credentials_file:
-            from hapack.ocf._secret import check_secret_file
-            check_secret_file(p.credentials_file)
-    if ctx.action == "start":
-        from hapack.ocf._datadir import require_data_dir
-        require_data_dir(p.data_dir, p.user, "data_dir")
+        check_node(ctx, p.data_dir, "data_dir")
 
 
 AGENT = Agent(

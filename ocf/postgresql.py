@@ -22,7 +22,7 @@ import os
 
 from hapack.ocf import Agent, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
-from hapack.ocf._service import (CLEAN_ENV, account, actions, as_user, checked,
+from hapack.ocf._service import (CLEAN_ENV, actions, as_user, check_node, checked,
                                  client_timeout, common_params, log_path, prepare_dirs,
                                  require_executable, run_path, start_server)
 
@@ -225,15 +225,10 @@ def validate(ctx):
     if ctx.action == "start" or ctx.check_level >= 10:
         require_executable(os.path.join(p.bindir, "pg_ctl"), "pg_ctl")
         require_executable(os.path.join(p.bindir, "postgres"), "postgres")
-        account(p.user)
         if p.config and not os.path.isfile(p.config):
             raise NotInstalled(f"config {p.config} does not exist on this node")
-        if p.credentials_file:
-            from hapack.ocf._secret import check_secret_file
-            check_secret_file(p.credentials_file)
+        check_node(ctx, p.pgdata, "PGDATA")
     if ctx.action == "start":
-        from hapack.ocf._datadir import require_data_dir
-        require_data_dir(p.pgdata, p.user, "PGDATA")
         if not os.path.isfile(os.path.join(p.pgdata, "PG_VERSION")):
             raise NotInstalled(f"PGDATA {p.pgdata} is not an initialized cluster (no "
                                "PG_VERSION): run initdb there once, on the partition")

@@ -17,9 +17,9 @@ import os
 
 from hapack.ocf import Agent, ConfigError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
-from hapack.ocf._service import (CLEAN_ENV, account, actions, checked,
-                                 client_timeout, common_params, log_path, prepare_dirs,
-                                 require_executable, run_path, start_server)
+from hapack.ocf._service import (CLEAN_ENV, actions, check_node, checked, client_timeout,
+                                 common_params, log_path, prepare_dirs, require_executable,
+                                 run_path, start_server)
 from hapack.ocf._slapd_conf import databases, run_files
 
 NAME = "slapd"
@@ -214,7 +214,6 @@ def validate(ctx):
     if ctx.action != "start" and ctx.check_level < 10:
         return
     require_executable(p.slapd, "slapd")
-    account(p.user)
     import grp
     try:
         grp.getgrnam(p.group)
@@ -222,18 +221,12 @@ def validate(ctx):
         raise NotInstalled(f"group {p.group} does not exist on this node") from None
     if not os.path.exists(p.config):
         raise NotInstalled(f"config {p.config} does not exist on this node")
-    data = os.path.realpath(p.data_dir)
+    from hapack.ocf._datadir import inside
     for suffix, folder in _suffixes(ctx):
-        if folder and not os.path.realpath(folder).startswith(data + os.sep) \
-                and os.path.realpath(folder) != data:
+        if folder and not inside(folder, p.data_dir):
             raise ConfigError(f"the database of {suffix} is in {folder}, outside data_dir "
                               f"{p.data_dir}: it would not fail over with the partition")
-    if p.credentials_file:
-        from hapack.ocf._secret import check_secret_file
-        check_secret_file(p.credentials_file)
-    if ctx.action == "start":
-        from hapack.ocf._datadir import require_data_dir
-        require_data_dir(p.data_dir, p.user, "data_dir")
+    check_node(ctx, p.data_dir, "data_dir")
 
 
 AGENT = Agent(

@@ -140,12 +140,20 @@ class AgentCall:
             self.started = True
         return result
 
-    def ocf_tester(self):
+    def start_ok(self):
+        result = self("start")
+        assert result.returncode == 0, result.stderr
+
+    def assert_ocf_tester_passes(self):
+        """ocf-tester's whole sequence, from a stopped instance."""
         need_binary("ocf-tester")
+        assert self("stop").returncode == 0
         argv = ["ocf-tester", "-n", self.instance]
         for key, value in self.params.items():
             argv += ["-o", f"{key}={value}"]
-        return subprocess.run(argv + [self.path], capture_output=True, text=True, timeout=300)
+        result = subprocess.run(argv + [self.path], capture_output=True, text=True, timeout=300)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0 and "passed all tests" in output, output
 
     def cleanup(self):
         if self.started:

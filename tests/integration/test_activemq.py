@@ -85,16 +85,12 @@ def broker(installed):
 
 @pytest.fixture
 def running(broker):
-    result = broker.call("start")
-    assert result.returncode == 0, result.stderr
+    broker.call.start_ok()
     return broker
 
 
 def test_ocf_tester_passes(broker):
-    assert broker.call("stop").returncode == 0
-    result = broker.call.ocf_tester()
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "passed all tests" in result.stdout + result.stderr
+    broker.call.assert_ocf_tester_passes()
 
 
 def test_level_20_survives_a_stop_start_cycle_and_leaves_the_probe_queue_empty(running):

@@ -56,16 +56,12 @@ def cluster(installed):
 
 @pytest.fixture
 def running(cluster):
-    result = cluster.call("start")
-    assert result.returncode == 0, result.stderr
+    cluster.call.start_ok()
     return cluster
 
 
 def test_ocf_tester_passes(cluster):
-    assert cluster.call("stop").returncode == 0
-    result = cluster.call.ocf_tester()
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "passed all tests" in result.stdout + result.stderr
+    cluster.call.assert_ocf_tester_passes()
 
 
 def test_level_20_survives_a_stop_start_cycle_and_leaves_no_probe_rows(running):

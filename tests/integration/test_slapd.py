@@ -93,16 +93,12 @@ def directory(installed):
 
 @pytest.fixture
 def running(directory):
-    result = directory.call("start")
-    assert result.returncode == 0, result.stderr
+    directory.call.start_ok()
     return directory
 
 
 def test_ocf_tester_passes(directory):
-    assert directory.call("stop").returncode == 0
-    result = directory.call.ocf_tester()
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "passed all tests" in result.stdout + result.stderr
+    directory.call.assert_ocf_tester_passes()
 
 
 def test_level_20_survives_a_stop_start_cycle_and_leaves_no_probe_entry(running):
