@@ -40,6 +40,16 @@ def free_ports(count):
     return sorted(ports)
 
 
+def kill_9(*pids):
+    """SIGKILL pids and wait (10 s at most) until none is alive; zombies count as dead."""
+    from hapack.process import alive
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    end = time.monotonic() + 10
+    while any(alive(pid) for pid in pids) and time.monotonic() < end:
+        time.sleep(0.05)
+
+
 def kill_holders(path):
     """KILL every process using path (servers this test started there), by pid."""
     from hapack.process import alive, holders
@@ -143,6 +153,17 @@ class AgentCall:
     def start_ok(self):
         result = self("start")
         assert result.returncode == 0, result.stderr
+
+    def expect(self, *steps):
+        """Run (action, level, expected code) steps in order, asserting each code."""
+        for action, level, code in steps:
+            result = self(action, level=level)
+            assert result.returncode == code, f"{action} (level {level}): {result.stderr}"
+
+    def assert_level_20_across_a_restart(self):
+        """Level 20 passes, stop leaves it not running, and after start level 20 passes."""
+        self.expect(("monitor", 20, 0), ("stop", None, 0), ("monitor", 0, 7),
+                    ("start", None, 0), ("monitor", 20, 0))
 
     def assert_ocf_tester_passes(self):
         """ocf-tester's whole sequence, from a stopped instance."""

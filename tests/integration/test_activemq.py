@@ -1,7 +1,6 @@
 """ocf:hapack:activemq against Debian's ActiveMQ 5.17, the KahaDB store on an ext4 loop mount."""
 
 import os
-import signal
 import time
 
 import pytest
@@ -9,8 +8,8 @@ import pytest
 from conftest import need_binary, need_root
 from hapack.ocf._stomp import Stomp
 from hapack.process import alive, cmdline, read_pidfile
-from stateful_fixtures import (AgentCall, free_ports, loop_partition, owned_dir, reason,
-                               secret_file, workspace)
+from stateful_fixtures import (AgentCall, free_ports, kill_9, loop_partition, owned_dir,
+                               reason, secret_file, workspace)
 
 JVM = "-Xms64m -Xmx256m"
 PASSWORD = f"amq pass {os.getpid()}"
@@ -94,12 +93,7 @@ def test_ocf_tester_passes(broker):
 
 
 def test_level_20_survives_a_stop_start_cycle_and_leaves_the_probe_queue_empty(running):
-    call = running.call
-    assert call("monitor", level=20).returncode == 0
-    assert call("stop").returncode == 0
-    assert call("monitor").returncode == 7
-    assert call("start").returncode == 0
-    assert call("monitor", level=20).returncode == 0
+    running.call.assert_level_20_across_a_restart()
     running.send("hapack.other", b"kept")  # the browser does see what is queued
     assert running.queued("hapack.other") == 1
     assert running.queued("hapack.probe") == 0
@@ -124,14 +118,8 @@ def test_a_broker_on_a_locked_store_fails_its_start_within_the_deadline(running)
 
 
 def test_kill_9_gives_not_running(running):
-    pid = read_pidfile(running.pidfile())
-    os.kill(pid, signal.SIGKILL)
-    end = time.monotonic() + 10
-    while alive(pid) and time.monotonic() < end:
-        time.sleep(0.05)
-    assert running.call("monitor").returncode == 7
-    assert running.call("monitor", level=20).returncode == 7
-    assert running.call("stop").returncode == 0
+    kill_9(read_pidfile(running.pidfile()))
+    running.call.expect(("monitor", 0, 7), ("monitor", 20, 7), ("stop", None, 0))
     assert not os.path.exists(running.pidfile())
 
 

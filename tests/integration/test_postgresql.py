@@ -1,16 +1,14 @@
 """ocf:hapack:postgresql against Debian's PostgreSQL 15, PGDATA on an ext4 loop mount."""
 
 import os
-import signal
-import time
 
 import pytest
 
 from conftest import need_binary, need_root
 from hapack.ocf._pgwire import PgConnection
 from hapack.process import alive, holders
-from stateful_fixtures import (AgentCall, free_port, loop_partition, owned_dir, reason,
-                               secret_file, sh, workspace)
+from stateful_fixtures import (AgentCall, free_port, kill_9, loop_partition, owned_dir,
+                               reason, secret_file, sh, workspace)
 
 BINDIR = "/usr/lib/postgresql/15/bin"
 PASSWORD = f"pg pass {os.getpid()}"
@@ -65,13 +63,7 @@ def test_ocf_tester_passes(cluster):
 
 
 def test_level_20_survives_a_stop_start_cycle_and_leaves_no_probe_rows(running):
-    call = running.call
-    assert call("monitor", level=20).returncode == 0
-    assert call("stop").returncode == 0
-    assert call("monitor").returncode == 7
-    assert not running.processes()
-    assert call("start").returncode == 0
-    assert call("monitor", level=20).returncode == 0
+    running.call.assert_level_20_across_a_restart()
     assert running.sql("SELECT count(*) FROM hapack_probe") == [["0"]]
 
 
@@ -81,24 +73,17 @@ def test_committed_rows_survive_kill_9_of_every_process(running):
     running.sql("INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(1, 2000) g")
     pids = running.processes()
     assert len(pids) >= 3
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
-    end = time.monotonic() + 10
-    while any(alive(pid) for pid in pids) and time.monotonic() < end:
-        time.sleep(0.05)
-    assert running.call("monitor").returncode == 7
-    assert running.call("monitor", level=10).returncode == 7
-    result = running.call("start")  # crash recovery from the same partition
-    assert result.returncode == 0, result.stderr
+    kill_9(*pids)
+    running.call.expect(("monitor", 0, 7), ("monitor", 10, 7),
+                        ("start", None, 0))  # crash recovery from the same partition
     assert running.sql("SELECT count(*), max(item) FROM orders") == [["2000", "item 999"]]
     assert running.call("monitor", level=20).returncode == 0
 
 
 def test_kill_9_of_the_postmaster_alone_is_cleaned_up_by_stop(running):
     postmaster = int(open(f"{running.pgdata}/postmaster.pid").readline())
-    os.kill(postmaster, signal.SIGKILL)
-    assert running.call("monitor").returncode == 7
-    assert running.call("stop").returncode == 0
+    kill_9(postmaster)
+    running.call.expect(("monitor", 0, 7), ("stop", None, 0))
     assert not [pid for pid in running.processes() if alive(pid)]
     assert not os.path.exists(f"{running.pgdata}/postmaster.pid")
 

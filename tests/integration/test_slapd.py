@@ -1,18 +1,16 @@
 """ocf:hapack:slapd against Debian's slapd 2.5, the mdb database on an ext4 loop mount."""
 
 import os
-import signal
-import time
 from urllib.parse import quote
 
 import pytest
 
 from conftest import need_binary, need_root
 from hapack.ocf._ldapwire import Ldap
-from hapack.process import alive, read_pidfile
+from hapack.process import read_pidfile
 from hapack.probe import ProbeError
-from stateful_fixtures import (AgentCall, free_port, loop_partition, owned_dir, reason,
-                               secret_file, sh, workspace)
+from stateful_fixtures import (AgentCall, free_port, kill_9, loop_partition, owned_dir,
+                               reason, secret_file, sh, workspace)
 
 SUFFIX = "dc=example,dc=com"
 ADMIN = f"cn=admin,{SUFFIX}"
@@ -102,30 +100,19 @@ def test_ocf_tester_passes(directory):
 
 
 def test_level_20_survives_a_stop_start_cycle_and_leaves_no_probe_entry(running):
-    call = running.call
-    assert call("monitor", level=20).returncode == 0
-    assert call("stop").returncode == 0
-    assert call("monitor").returncode == 7
-    assert not os.path.exists(running.pidfile)
-    assert call("start").returncode == 0
-    assert call("monitor", level=20).returncode == 0
+    running.call.assert_level_20_across_a_restart()
     client = running.client()
     try:
         assert client.read(SUFFIX, ("o",)) == {"o": ["Example"]}
         with pytest.raises(ProbeError, match="no such object"):
-            client.read(f"cn=hapack-probe-{call.instance},{SUFFIX}")
+            client.read(f"cn=hapack-probe-{running.call.instance},{SUFFIX}")
     finally:
         client.close()
 
 
 def test_kill_9_gives_not_running_and_a_restart_serves_the_data(running):
-    pid = read_pidfile(running.pidfile)
-    os.kill(pid, signal.SIGKILL)
-    end = time.monotonic() + 10
-    while alive(pid) and time.monotonic() < end:
-        time.sleep(0.05)
-    assert running.call("monitor").returncode == 7
-    assert running.call("monitor", level=10).returncode == 7
+    kill_9(read_pidfile(running.pidfile))
+    running.call.expect(("monitor", 0, 7), ("monitor", 10, 7))
     run = os.path.dirname(running.pidfile)
     assert {"ldapi", "slapd.pid"} <= set(os.listdir(run))  # left by the killed slapd
     assert running.call("stop").returncode == 0
