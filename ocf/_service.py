@@ -16,7 +16,7 @@ graceful/TERM/KILL stop); this module adds what a stateful layer needs:
 
 import os
 
-from hapack.ocf import Action, ConfigError, GenericError, NotInstalled, OCFError, Param
+from hapack.ocf import ConfigError, GenericError, NotInstalled, OCFError, Param
 from hapack.ocf._daemon import absolute_path
 
 SETPRIV = "/usr/bin/setpriv"
@@ -43,17 +43,6 @@ def common_params(user):
         Param("check_timeout", "Health-check client timeout (s)",
               "Seconds one protocol round trip of the monitor may take (always bounded by "
               "the operation timeout too).", kind="integer", default=5, minimum=1, maximum=600),
-    )
-
-
-def actions(start, stop, monitor, start_timeout=60, stop_timeout=60):
-    """The actions of a stateful agent: start, stop, and monitor at depths 0, 10, 20."""
-    return (
-        Action("start", start, start_timeout),
-        Action("stop", stop, stop_timeout),
-        Action("monitor", monitor, 20, interval=10, depth=0),
-        Action("monitor", monitor, 30, interval=30, depth=10),
-        Action("monitor", monitor, 30, interval=120, depth=20),
     )
 
 

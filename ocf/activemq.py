@@ -22,7 +22,7 @@ import os
 from hapack.ocf import Agent, ConfigError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
 from hapack.ocf._activemq_conf import check_config, generated_config, log4j_properties
-from hapack.ocf._service import (CLEAN_ENV, Final, account, actions, check_node, checked,
+from hapack.ocf._service import (CLEAN_ENV, Final, account, check_node, checked,
                                  client_timeout, common_params, file_size, log_path,
                                  prepare_dirs, read_since, require_executable, run_path,
                                  start_server)
@@ -272,7 +272,7 @@ AGENT = Agent(
               "level 10 a STOMP round trip, level 20 a persistent message through a probe "
               "queue. Stop: SIGTERM (clean broker shutdown), then KILL."),
     params=PARAMS,
-    actions=actions(start, stop, monitor),
+    actions=d.server_actions(start, stop, monitor, start_timeout=60),
     validate=validate,
 )
 

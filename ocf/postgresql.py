@@ -22,7 +22,7 @@ import os
 
 from hapack.ocf import Agent, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
-from hapack.ocf._service import (CLEAN_ENV, actions, as_user, check_node, checked,
+from hapack.ocf._service import (CLEAN_ENV, as_user, check_node, checked,
                                  client_timeout, common_params, log_path, prepare_dirs,
                                  require_executable, run_path, start_server)
 
@@ -245,7 +245,7 @@ AGENT = Agent(
               "from a root-only file): level 0 the postmaster of this PGDATA alive and "
               "listening, level 10 SELECT 1, level 20 a row written, read back and deleted."),
     params=PARAMS,
-    actions=actions(start, stop, monitor),
+    actions=d.server_actions(start, stop, monitor, start_timeout=60),
     validate=validate,
 )
 

@@ -17,7 +17,7 @@ import os
 
 from hapack.ocf import Agent, ConfigError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
-from hapack.ocf._service import (CLEAN_ENV, actions, check_node, checked, client_timeout,
+from hapack.ocf._service import (CLEAN_ENV, check_node, checked, client_timeout,
                                  common_params, log_path, prepare_dirs, require_executable,
                                  run_path, start_server)
 from hapack.ocf._slapd_conf import databases, run_files
@@ -239,7 +239,7 @@ AGENT = Agent(
               "suffix; level 20 a probe entry added, read and deleted (bind password from a "
               "root-only file, never on a command line). Stop: SIGTERM, then KILL."),
     params=PARAMS,
-    actions=actions(start, stop, monitor, start_timeout=30, stop_timeout=30),
+    actions=d.server_actions(start, stop, monitor, start_timeout=30, stop_timeout=30),
     validate=validate,
 )
 

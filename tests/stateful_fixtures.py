@@ -165,6 +165,17 @@ class AgentCall:
         self.expect(("monitor", 20, 0), ("stop", None, 0), ("monitor", 0, 7),
                     ("start", None, 0), ("monitor", 20, 0))
 
+    def assert_wrong_password_refused(self, wrong, monitor_says, start_says):
+        """With the password file wrong: a running instance's level-10 monitor fails
+        (1), and start fails as misconfigured (6), leaving nothing running."""
+        self.start_ok()
+        result = self("monitor", level=10, credentials_file=wrong)
+        assert result.returncode == 1 and monitor_says in reason(result), result.stderr
+        self.expect(("stop", None, 0))
+        result = self("start", credentials_file=wrong)
+        assert result.returncode == 6 and start_says in reason(result), result.stderr
+        self.expect(("monitor", 0, 7))
+
     def assert_ocf_tester_passes(self):
         """ocf-tester's whole sequence, from a stopped instance."""
         need_binary("ocf-tester")

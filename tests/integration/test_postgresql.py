@@ -104,13 +104,7 @@ def test_a_pgdata_that_is_not_mounted_is_refused(cluster):
 
 def test_a_wrong_password_fails_monitor_and_start(cluster):
     wrong = secret_file(f"{cluster.work}/wrong", "not the password")
-    assert cluster.call("start").returncode == 0
-    result = cluster.call("monitor", level=10, credentials_file=wrong)
-    assert result.returncode == 1 and "password authentication failed" in reason(result)
-    assert cluster.call("stop").returncode == 0
-    result = cluster.call("start", credentials_file=wrong)
-    assert result.returncode == 6 and "28P01" in reason(result)
-    assert cluster.call("monitor").returncode == 7  # nothing left running
+    cluster.call.assert_wrong_password_refused(wrong, "password authentication failed", "28P01")
     assert not cluster.processes()
 
 

@@ -168,13 +168,8 @@ def test_a_cn_config_tree_runs_too(directory):
 
 def test_a_wrong_password_fails_monitor_and_start(directory):
     wrong = secret_file(f"{directory.work}/wrong", "not the password")
-    assert directory.call("start").returncode == 0
-    result = directory.call("monitor", level=10, credentials_file=wrong)
-    assert result.returncode == 1 and "invalid credentials" in reason(result)
-    assert directory.call("stop").returncode == 0
-    result = directory.call("start", credentials_file=wrong)
-    assert result.returncode == 6 and "invalid credentials" in reason(result)
-    assert directory.call("monitor").returncode == 7
+    directory.call.assert_wrong_password_refused(wrong, "invalid credentials",
+                                                 "invalid credentials")
 
 
 def test_the_password_stays_out_of_command_lines_environments_and_logs(running):
