@@ -103,7 +103,8 @@ def _serve(config, debug):
     transport = UdpTransport(keyring, generation, peer.name, config.links, s.port,
                              fresh_window(s, len(config.links)))
     fencer = Fencer(s.fence_agent, peer.name, peer.bmc, s.fence_timeout, log)
-    pinger = Pinger(s.ping_targets, s.ping_interval).start() if s.ping_targets else None
+    pinger = Pinger(s.ping_targets, s.ping_interval, s.dead_time / 2).start() \
+        if s.ping_targets else None
     daemon = Daemon(config, transport, OcfExecutor(s.ocf_root, config.node, log), fencer, log,
                     pinger=pinger)
     server = control.ControlServer(s.run_dir, lambda req: report.handle(daemon, req), log)

@@ -32,7 +32,7 @@ class Settings:
     fence_retry_interval: float = 5.0
     vip: str = ""                   # "": before_fence unless the stack sets vip.start_after
     ping_targets: tuple = ()
-    ping_interval: float = 0.5
+    ping_interval: float = 0.2
     auto_failback: bool = False
     failback_holddown: float = 300.0
     state_dir: str = "/var/lib/hamon"
@@ -116,6 +116,10 @@ def _relations(s, given, problems):
                      "node")
     if "warn_time" in given and not 0 < s.warn_time < s.dead_time:
         problems.add("warn_time", "must be above 0 and below dead_time")
+    if s.ping_targets and s.ping_interval > s.dead_time / 4:
+        problems.add("ping_interval", "must be at most a quarter of dead_time: the upstream "
+                     "must be known (half the dead time without an answer) before the peer "
+                     "is declared dead")
     if s.fence_delay and s.fence_delay < 2 * s.interval:
         problems.add("fence_delay", "must be 0 or at least two heartbeat intervals (the "
                      "difference between the two nodes' detection times)")

@@ -223,7 +223,7 @@ class Daemon:
             eligible=w.eligible(self.clock()) and not w.standby and state not in (
                 State.STOPPING, State.STOPPED, State.MAINTENANCE),
             released=w.handed_over, stop_failed=state is State.FAILED,
-            maintenance=state is State.MAINTENANCE,
+            maintenance=state is State.MAINTENANCE or w.maintenance,
             leaving=state in (State.STOPPING, State.STOPPED),
             request="takeover" if w.takeover_requested else "", upstream=self.upstream())
 

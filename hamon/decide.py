@@ -263,12 +263,19 @@ def _side_care(s):
         return goto(State.RELEASING, "the partition failed here: stopping the stateful side "
                     "(it restarts here or on the peer)")
     for view in s.side:
+        given_up = view.failures >= s.policy.migration_threshold
+        if view.status is Res.FAILED and given_up and _peer_can_take(s):
+            return goto(State.RELEASING, f"{view.name} failed {view.failures} times: "
+                        f"switching over to {s.peer_name}")
+        if view.status is Res.FAILED and given_up:
+            return Decision(Act.STOP, f"{view.name} failed {view.failures} times and "
+                            f"{s.peer_name} cannot take over: leaving it stopped", view.name)
         if view.status is Res.FAILED:
-            if view.failures >= s.policy.migration_threshold and _peer_can_take(s):
-                return goto(State.RELEASING, f"{view.name} failed {view.failures} times: "
-                            f"switching over to {s.peer_name}")
             return Decision(Act.RESTART, f"{view.name} failed ({view.failures} recent "
                             "failures): restarting it here", view.name)
+        if view.status is Res.STOPPED and not given_up:
+            return Decision(Act.START, f"{view.name} may run here again: starting it",
+                            view.name)
     for view in (s.partition, *s.side):
         if view.monitor_due and view.status in (Res.STARTED, Res.PROMOTED):
             return Decision(Act.MONITOR, f"monitoring {view.name}", view.name)

@@ -15,6 +15,7 @@ from hapack.hamon.decide import Power
 from hapack.proc import CommandError, run
 
 STATUS_ON, STATUS_OFF = 0, 2
+LOGIN_TIMEOUT = 5.0   # fence_bmc's own default, kept within our fence timeout
 
 
 class FenceFailed(Exception):
@@ -33,7 +34,8 @@ class Fencer:
         params = {k: v for k, v in self.bmc.agent_params(self.peer).items()
                   if not k.startswith("pcmk_")}
         params.update(action=action, nodename=self.peer, plug=self.peer,
-                      power_timeout=f"{self.timeout:g}")
+                      power_timeout=f"{self.timeout:g}",
+                      login_timeout=f"{min(self.timeout, LOGIN_TIMEOUT):g}")
         return "".join(f"{k}={v}\n" for k, v in params.items())
 
     def _run(self, action):

@@ -1,7 +1,9 @@
 """Is our upstream there? ICMP echo to the ping targets, from a thread of its own.
 
 Optional (``ping_targets`` in ``[hamon]``): the upstream is up while any
-target answered within three ping intervals. A node whose upstream is down
+target answered within ``window`` seconds (half the dead time), so when the
+peer is declared dead the answer says how the upstream was *after* the peer
+fell silent. A node whose upstream is down
 yields: it neither fences its peer nor takes over, so in a split the node
 that can still reach the clients survives (Heartbeat's ipfail idea).
 """
@@ -32,9 +34,10 @@ def echo_request(ident, seq):
 
 
 class Pinger:
-    def __init__(self, targets, interval, clock=time.monotonic):
+    def __init__(self, targets, interval, window, clock=time.monotonic):
         self.targets = tuple(targets)
         self.interval = interval
+        self.window = window
         self.clock = clock
         self.last_reply = clock()   # the benefit of the doubt at start
         self.ident = os.getpid() & 0xFFFF
@@ -46,7 +49,7 @@ class Pinger:
         """True or False; None when no targets are configured."""
         if not self.targets:
             return None
-        return self.clock() - self.last_reply < 3 * self.interval
+        return self.clock() - self.last_reply < self.window
 
     def start(self):
         if self.targets:

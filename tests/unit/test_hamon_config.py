@@ -31,7 +31,8 @@ def test_defaults_are_the_issue_timings():
 
 
 def test_durations_and_bounds():
-    s = settings({"interval": "100ms", "dead_time": "500ms", "ping_targets": ["198.18.0.1"]})
+    s = settings({"interval": "100ms", "dead_time": "500ms", "ping_targets": ["198.18.0.1"],
+                  "ping_interval": "100ms"})
     assert (s.interval, s.dead_time, s.ping_targets) == (0.1, 0.5, ("198.18.0.1",))
 
 

@@ -262,8 +262,10 @@ def test_stateful_layer_failing_restarts_here_then_switches_over():
     assert (d.action, d.resource) == (Act.RESTART, "postgresql")
     d = decide(primary(peer, primary_side(postgresql=3)))
     assert d.to is State.RELEASING and "switching over" in d.reason
+    d = decide(primary(peer_alive("secondary", eligible=False), primary_side(postgresql=2)))
+    assert (d.action, d.resource) == (Act.RESTART, "postgresql")
     d = decide(primary(peer_alive("secondary", eligible=False), primary_side(postgresql=3)))
-    assert d.action is Act.RESTART
+    assert (d.action, d.resource) == (Act.STOP, "postgresql") and "leaving it stopped" in d.reason
 
 
 def test_release_stops_in_reverse_then_demotes():

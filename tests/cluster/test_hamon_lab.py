@@ -1,0 +1,256 @@
+"""hamon on the lab's two nodes: real agents (vip, partition, slapd, anything), fence_bmc
+to ipmi_sim BMCs, faults injected by the lab.
+
+Every test watches the nodes' mount tables in the background and asserts at
+the end that the partition was never mounted on two nodes at once.
+"""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from hapack.hamon.rig import Rig
+
+NODE1, NODE2 = "node1", "node2"
+BOOT = 40   # seconds for both daemons to settle into their roles
+
+
+@pytest.fixture
+def rig(plain):
+    """hamon running on both nodes of the shared lab, node1 primary."""
+    rigs = []
+
+    def make(**hamon):
+        r = Rig(plain, hamon=hamon).setup()
+        rigs.append(r)
+        r.start()
+        r.wait_roles(NODE1, NODE2, BOOT)
+        return r
+    yield make
+    for r in rigs:
+        for node in (NODE1, NODE2):  # shown when the test failed
+            print(f"===== hamon on {node}\n{r.log(node)[-6000:]}")
+        r.teardown()
+
+
+def off(lab, node):
+    return lab.power(node, "status") == "off"
+
+
+def rejected(rig, node):
+    return rig.status(node)["rejected"]
+
+
+def test_power_loss_of_the_primary_is_taken_over_with_the_peer_off(rig, plain):
+    r = rig()
+    with r.watch_mounts() as mounts, plain.watch_vip(r.vip, 8080) as watch:
+        watch.wait_for(NODE1, timeout=10)
+        cut = time.monotonic()
+        plain.power(NODE1, "off")
+        answered = watch.wait_for(NODE2, timeout=15, after=cut)
+        st = r.wait_state(NODE2, "primary", timeout=15)
+        assert mounts.first(NODE2, after=cut) is not None
+    assert mounts.most in ({NODE1}, {NODE2})
+    assert off(plain, NODE1)
+    assert answered.mono - cut < 5.0  # generous: speed is measured by bench/bench_hamon.py
+    steps = [s["step"] for s in st["failover"]["steps"]]
+    assert steps.index("start vip") < steps.index("promote partition") < steps.index("start ldap")
+    assert any(s["step"] == "power-status" and "off" in s["detail"]
+               for s in st["failover"]["steps"])
+    assert {x["name"]: x["status"] for x in st["resources"]} == {
+        "partition": "promoted", "web": "started", "vip": "started", "ldap": "started"}
+
+
+def test_one_link_cut_is_degraded_not_a_failover(rig, plain):
+    r = rig()
+    with r.watch_mounts() as mounts:
+        plain.cut_link(NODE1, "hb")
+        st = r.wait_for(lambda: not r.status(NODE2)["links"][1]["up"] and r.status(NODE2), 10,
+                        "link hb reported down")
+        time.sleep(3)
+        assert r.status(NODE1)["state"] == "primary"
+        assert r.status(NODE2)["state"] == "secondary"
+    assert [(link["name"], link["up"]) for link in st["links"]] == [("lan", True), ("hb", False)]
+    assert mounts.most == {NODE1}
+    assert not off(plain, NODE1) and not off(plain, NODE2)
+    assert "link hb: down" in r.log(NODE2)
+
+
+def test_all_links_cut_exactly_one_node_keeps_the_stack(rig, plain):
+    r = rig()
+    with r.watch_mounts() as mounts:
+        plain.cut_link(NODE1, "lan")
+        plain.cut_link(NODE1, "hb")
+        r.wait_for(lambda: off(plain, NODE2), 15, "node2 powered off")
+        time.sleep(2)
+        assert not off(plain, NODE1)
+        assert r.status(NODE1)["state"] == "primary"
+    assert mounts.most == {NODE1}
+
+
+def test_all_links_cut_the_node_without_upstream_yields(rig, plain):
+    """Ping targets: node1 (holder) lost its service LAN, so node2 fences it."""
+    r = rig(ping_targets=[plain.client_addr])
+    with r.watch_mounts() as mounts:
+        plain.cut_link(NODE1, "lan")
+        plain.cut_link(NODE1, "hb")
+        r.wait_for(lambda: off(plain, NODE1), 15, "node1 powered off")
+        r.wait_state(NODE2, "primary", timeout=15)
+        assert not off(plain, NODE2)
+    assert mounts.most in ({NODE1}, {NODE2})
+    assert "upstream is down" in r.log(NODE1)
+    assert "powering node2 off" not in r.log(NODE1)
+
+
+def test_a_half_second_freeze_changes_nothing(rig, plain):
+    r = rig()
+    with r.watch_mounts() as mounts, plain.watch_vip(r.vip, 8080) as watch:
+        for node in (NODE1, NODE2):
+            plain.freeze(node)
+            time.sleep(0.5)
+            plain.thaw(node)
+            time.sleep(3)
+        assert r.status(NODE1)["state"] == "primary"
+        assert r.status(NODE2)["state"] == "secondary"
+    assert not any(s.answer == NODE2 for s in watch.samples)
+    assert mounts.most == {NODE1}
+    assert not off(plain, NODE1) and not off(plain, NODE2)
+    assert all(not e["message"].startswith("powering") for e in r.events(NODE2))
+
+
+def test_a_three_second_freeze_is_fenced_and_taken_over(rig, plain):
+    r = rig()
+    with r.watch_mounts() as mounts:
+        plain.freeze(NODE1)
+        time.sleep(3)
+        if plain.running(NODE1):
+            plain.thaw(NODE1)
+        r.wait_state(NODE2, "primary", timeout=15)
+    assert off(plain, NODE1)
+    assert mounts.most in ({NODE1}, {NODE2})
+    steps = [s["step"] for s in r.status(NODE2)["failover"]["steps"]]
+    assert "fence" in steps
+
+
+def test_bmc_unreachable_keeps_the_vip_only_and_never_mounts(rig, plain):
+    r = rig(fence_timeout="2s", fence_retry_interval="2s")
+    with r.watch_mounts() as mounts, plain.watch_vip(r.vip, 8080) as watch:
+        plain.bmc_unreachable(NODE1)
+        cut = time.monotonic()
+        plain.crash(NODE1)
+        watch.wait_for(NODE2, timeout=15, after=cut)
+        st = r.wait_state(NODE2, "blocked", timeout=40)
+        time.sleep(3)
+        assert NODE2 not in mounts.most
+        assert {x["name"]: x["status"] for x in r.status(NODE2)["resources"]}["partition"] \
+            == "started"
+        reachable = time.monotonic()
+        plain.bmc_reachable(NODE1)
+        r.wait_state(NODE2, "primary", timeout=30)
+        assert mounts.first(NODE2) > reachable
+    assert st["peer"]["fence_attempts"] >= 3
+    assert off(plain, NODE1)
+    assert mounts.most in ({NODE1}, {NODE2})
+
+
+SNIFF = """
+import socket, struct, sys, time, json
+peers, port, seconds, out = sys.argv[1].split(","), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+s.settimeout(0.2)
+got, end = [], time.monotonic() + seconds
+while time.monotonic() < end:
+    try:
+        frame = s.recv(65535)
+    except socket.timeout:
+        continue
+    ip = frame[14:]
+    if ip[9] != 17 or socket.inet_ntoa(ip[12:16]) not in peers:
+        continue
+    udp = ip[(ip[0] & 15) * 4:]
+    if struct.unpack("!H", udp[2:4])[0] == port:
+        got.append([socket.inet_ntoa(ip[16:20]), udp[8:].hex()])
+json.dump(got, open(out, "w"))
+"""
+
+REPLAY = """
+import socket, sys, time, json, os
+sources, port, seconds, path = json.loads(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+packets = json.load(open(path))
+socks = {}
+for local, peer in sources.items():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((local, 0))
+    socks[peer] = s
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    for dst, data in packets:
+        socks[dst].sendto(bytes.fromhex(data), (dst, port))
+        forged = bytearray(bytes.fromhex(data)); forged[-1] ^= 1
+        socks[dst].sendto(bytes(forged), (dst, port))
+    time.sleep(0.05)
+"""
+
+
+def test_forged_and_replayed_packets_do_not_keep_a_dead_peer_alive(rig, plain):
+    """node1's daemon dies; its recorded heartbeats (and forgeries) keep coming: ignored."""
+    r = rig()
+    capture = r.dir / "capture.json"
+    lan, hb = plain.addr(NODE1, "lan"), plain.addr(NODE1, "hb")
+    plain.exec(NODE2, ["python3", "-c", SNIFF, f"{lan},{hb}", "5405", "2", str(capture)],
+               timeout=30)
+    sniffed = json.loads(capture.read_text())  # [destination, packet] sent by node1
+    assert len(sniffed) >= 8 and {dst for dst, _ in sniffed} == {
+        plain.addr(NODE2, "lan"), plain.addr(NODE2, "hb")}
+    with r.watch_mounts() as mounts:
+        daemon = r.daemons.pop(NODE1)
+        os.kill(daemon.host[0], signal.SIGKILL)  # the daemon dies; the node and its stack live
+        sources = {plain.addr(NODE1, link): plain.addr(NODE2, link) for link in ("lan", "hb")}
+        plain.spawn(NODE1, ["python3", "-c", REPLAY, json.dumps(sources), "5405", "30",
+                            str(capture)], name="replayer")
+        r.wait_state(NODE2, "primary", timeout=20)
+    counts = rejected(r, NODE2)
+    assert counts.get("bad-mac", 0) > 0
+    assert counts.get("replay", 0) + counts.get("stale", 0) > 0
+    assert off(plain, NODE1)
+    assert mounts.most in ({NODE1}, {NODE2})
+
+
+def test_standby_and_takeover_commands_switch_over_without_fencing(rig, plain):
+    r = rig()
+    with r.watch_mounts() as mounts, plain.watch_vip(r.vip, 8080) as watch:
+        result = r.hamon_cli(NODE1, "standby")
+        assert result.returncode == 0, result.stderr
+        r.wait_roles(NODE2, NODE1, timeout=30)
+        watch.wait_for(NODE2, timeout=10)
+        assert r.hamon_cli(NODE1, "standby", "off").returncode == 0
+        result = r.hamon_cli(NODE1, "takeover")
+        assert result.returncode == 0 and "takeover requested" in result.stdout
+        r.wait_roles(NODE1, NODE2, timeout=30)
+        watch.wait_for(NODE1, timeout=10)
+    assert not off(plain, NODE1) and not off(plain, NODE2)
+    assert mounts.most in ({NODE1}, {NODE2})
+    assert all(e["message"] != "powering node1 off through its BMC" for e in r.events(NODE2))
+    text = r.hamon_cli(NODE2, "status").stdout
+    assert "last release:" in text and "node node2: secondary" in text
+
+
+def test_status_maintenance_and_a_clean_stop(rig, plain):
+    r = rig()
+    text = r.hamon_cli(NODE1, "status").stdout
+    assert "node node1: primary" in text and "lan" in text and "ldap" in text
+    assert r.hamon_cli(NODE1, "maintenance", "on").returncode == 0
+    r.wait_state(NODE1, "maintenance", timeout=10)
+    r.stop(NODE1)  # leaves the resources running: maintenance
+    time.sleep(3)
+    assert r.status(NODE2)["state"] == "secondary" and r.holders() == {NODE1}
+    r.start(NODE1)
+    r.wait_state(NODE1, "primary", timeout=30)  # finds the stack running and resumes
+    with r.watch_mounts() as mounts:
+        r.stop(NODE1)  # a clean stop hands the stateful side over without fencing
+        r.wait_state(NODE2, "primary", timeout=30)
+    assert not off(plain, NODE1)
+    assert mounts.most in ({NODE1}, {NODE2})
