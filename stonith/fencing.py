@@ -78,7 +78,7 @@ COMMON = (
     Param("power_wait", "Seconds to wait after a power request before the first status poll",
           kind="float", default=0.0, check=_positive),
     Param("stonith_status_sleep", "Seconds between status polls while waiting for a power change",
-          kind="float", default=0.05, check=_poll),
+          kind="float", default=0.025, check=_poll),
     Param("login_timeout", "Deadline in seconds for one login to the BMC",
           "Each login attempt is abandoned after this long (a dead BMC would otherwise hold "
           "pyghmi for about 4s per attempt); power changes log in again within power_timeout.",

@@ -10,7 +10,7 @@ login attempt to a dead BMC and then says ``'None'``). Transient failures
 end the action at once.
 
 A power change is done when the switch *reports* the requested state: the
-engine polls every ``stonith_status_sleep`` seconds (50 ms by default, not
+engine polls every ``stonith_status_sleep`` seconds (25 ms by default, not
 the 1 s of pyghmi's ``wait`` or fence-agents' loop) after an optional
 ``power_wait``.
 """
@@ -33,7 +33,7 @@ class Timing:
 
     __slots__ = ("power_timeout", "power_wait", "poll", "login", "command")
 
-    def __init__(self, power_timeout=20.0, power_wait=0.0, poll=0.05, login=5.0, command=3.0):
+    def __init__(self, power_timeout=20.0, power_wait=0.0, poll=0.025, login=5.0, command=3.0):
         self.power_timeout = power_timeout
         self.power_wait = power_wait
         self.poll = poll
