@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -188,20 +187,13 @@ class Rig:
 
     # -- observing ------------------------------------------------------------------
     def holders(self):
-        """The nodes in which the partition's file system is mounted."""
-        device = self.lab.shared_disk.device_for(self.lab.nodes[0])
-        found = set()
-        for node in self.lab.nodes:
-            try:
-                mounts = self.lab.mounts(node)
-            except OSError:  # the node is dying as we look: its mounts go with it
-                mounts = []
-            found |= {node for m in mounts if m.source == device}
-        return found
+        """The nodes in which the partition is mounted."""
+        return set(self.watch_mounts().holders())
 
-    def watch_mounts(self, interval=0.02):
-        """Sample :meth:`holders` in the background: ``with rig.watch_mounts() as seen:``."""
-        return MountWatch(self, interval)
+    def watch_mounts(self):
+        """``with rig.watch_mounts() as mounts:`` samples the holders in the background."""
+        from hapack.lab.failover import MountSampler
+        return MountSampler(self.lab, self.data)
 
     def events(self, node, kind=None):
         path = self.lab.node_dir(node) / "var-log" / "hamon" / "events.jsonl"
@@ -237,40 +229,3 @@ class Rig:
             if self.lab.running(node) or self.lab.power(node, "status") == "on":
                 self.lab.power(node, "off", wait=True)
 
-
-class MountWatch:
-    """Which nodes had the partition mounted, sampled until the block ends."""
-
-    def __init__(self, rig, interval):
-        self.rig, self.interval = rig, interval
-        self.samples = []          # (monotonic, frozenset of nodes)
-        self.error = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mount-watch", daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self):
-        try:
-            while not self._stop.is_set():
-                self.samples.append((time.monotonic(), frozenset(self.rig.holders())))
-                self._stop.wait(self.interval)
-        except Exception as exc:  # noqa: BLE001 - reported by `most`, never silently lost
-            self.error = exc
-
-    @property
-    def most(self):
-        """The largest set of nodes seen holding the partition at once."""
-        if self.error is not None:
-            raise RigError(f"the mount watch stopped: {self.error!r}")
-        return max((nodes for _, nodes in self.samples), key=len, default=frozenset())
-
-    def first(self, node, after=0.0):
-        """When ``node`` was first seen holding it (after ``after``), or None."""
-        return next((t for t, nodes in self.samples if t >= after and node in nodes), None)
