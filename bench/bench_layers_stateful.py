@@ -16,7 +16,11 @@ plus ldapsearch of each suffix), shown against both. Start and stop
 alternate agent by agent on the same instance. ActiveMQ has no stock agent:
 its figures stand alone. Per operation: median wall and CPU time per call
 and processes spawned per call (strace); ratio = hapack / stock (below 1:
-hapack is faster). Target: every hapack monitor faster than the stock one.
+hapack is faster). Our agents run from a regular install of the working tree
+in a throw-away venv (``python -I -S`` wrappers, as in production); --dev
+measures the dev venv's editable install instead, whose import finder adds
+about 10 ms to every call. Target: every hapack monitor faster than the
+stock one.
 Needs root, resource-agents, postgresql-15, slapd, ldap-utils, activemq;
 stops everything it started and removes the loop mount.
 """
@@ -31,6 +35,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(HERE, "..", "tests")]
 from _common import Stats, environment, print_table, processes, timed  # noqa: E402
+from bench_layers_stateless import install  # noqa: E402  (regular install, or --dev)
 from stateful_fixtures import (free_port, free_ports, loop_partition, owned_dir,  # noqa: E402
                                secret_file, sh, workspace)
 
@@ -188,24 +193,22 @@ def activemq(work, mnt, ours_path, runs, count):
     return rows
 
 
-def install(root):
-    subprocess.run([sys.executable, "-m", "hapack.cli", "install", "--root", root],
-                   check=True, capture_output=True)
-    return lambda name: os.path.join(root, "usr/lib/ocf/resource.d/hapack", name)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=30, help="monitors per agent and level")
     parser.add_argument("--cycles", type=int, default=3, help="start/stop cycles per agent")
     parser.add_argument("--only", choices=("postgresql", "slapd", "activemq"), action="append")
+    parser.add_argument("--dev", action="store_true",
+                        help="measure the dev venv's editable install, not a regular one")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (loop mounts, servers that drop privileges)")
     wanted = args.only or ["postgresql", "slapd", "activemq"]
     results = {}
     with tempfile.TemporaryDirectory() as staged, contextlib.ExitStack() as stack:
-        path = install(staged)
+        path = install(staged, args.dev)
+        print(f"hapack agents: {'editable (dev venv)' if args.dev else 'regular install'}, "
+              f"e.g. {path('postgresql')}")
         for name in wanted:
             work = stack.enter_context(workspace(f"bench-{name}"))
             mnt = stack.enter_context(loop_partition(work, size_mb=300))

@@ -1,7 +1,7 @@
 """The ActiveMQ broker's configuration files: what the agent writes and what it accepts.
 
-- :func:`generated_config`: an activemq.xml built with lxml from the agent's
-  parameters (the default when the operator gives none);
+- :func:`generated_config`: an activemq.xml built with ElementTree from the
+  agent's parameters (the default when the operator gives none);
 - :func:`check_config`: refuses an operator's activemq.xml that keeps a
   store outside the data directory (it would not fail over with the
   partition) or lacks the STOMP connector the monitor talks to;
@@ -14,6 +14,9 @@ import os
 from hapack.ocf import ConfigError
 from hapack.ocf._datadir import inside
 
+BEANS = "http://www.springframework.org/schema/beans"
+AMQ = "http://activemq.apache.org/schema/core"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
 _LOG4J = """log4j.rootLogger=INFO, logfile
 log4j.logger.org.springframework=WARN
 log4j.logger.org.apache.xbean=WARN
@@ -36,21 +39,19 @@ def _uri(scheme, host, port):
 
 def generated_config(broker_name, data_dir, bind_address, openwire_port, stomp_port):
     """The broker's activemq.xml (bytes): KahaDB in data_dir, OpenWire (unless port 0)
-    and STOMP connectors on bind_address, memory limit at 70% of the heap."""
-    from lxml import etree
-    beans_ns, amq_ns = "http://www.springframework.org/schema/beans", \
-        "http://activemq.apache.org/schema/core"
-    xsi = "http://www.w3.org/2001/XMLSchema-instance"
-    beans = etree.Element(f"{{{beans_ns}}}beans", nsmap={None: beans_ns, "xsi": xsi})
-    beans.set(f"{{{xsi}}}schemaLocation", f"{beans_ns} {beans_ns}/spring-beans.xsd "
-              f"{amq_ns} {amq_ns}/activemq-core.xsd")
-    broker = etree.SubElement(beans, f"{{{amq_ns}}}broker", nsmap={None: amq_ns},
-                              brokerName=broker_name, useJmx="false", persistent="true",
-                              dataDirectory=data_dir)
+    and STOMP connectors on bind_address, memory limit at 70% of the heap. Built with
+    the standard library's ElementTree, so starting a broker needs no lxml."""
+    from xml.etree import ElementTree as ET
+    for prefix, uri in (("", BEANS), ("amq", AMQ), ("xsi", XSI)):
+        ET.register_namespace(prefix, uri)
+    beans = ET.Element(f"{{{BEANS}}}beans", {f"{{{XSI}}}schemaLocation": (
+        f"{BEANS} {BEANS}/spring-beans.xsd {AMQ} {AMQ}/activemq-core.xsd")})
 
     def sub(parent, tag, **attrs):
-        return etree.SubElement(parent, f"{{{amq_ns}}}{tag}", **attrs)
+        return ET.SubElement(parent, f"{{{AMQ}}}{tag}", attrs)
 
+    broker = sub(beans, "broker", brokerName=broker_name, useJmx="false", persistent="true",
+                 dataDirectory=data_dir)
     sub(sub(broker, "persistenceAdapter"), "kahaDB", directory=os.path.join(data_dir, "kahadb"))
     usage = sub(sub(broker, "systemUsage"), "systemUsage")
     sub(sub(usage, "memoryUsage"), "memoryUsage", percentOfJvmHeap="70")
@@ -60,7 +61,8 @@ def generated_config(broker_name, data_dir, bind_address, openwire_port, stomp_p
             uri=_uri("tcp", bind_address, openwire_port))
     sub(connectors, "transportConnector", name="stomp",
         uri=_uri("stomp", bind_address, stomp_port))
-    return etree.tostring(beans, pretty_print=True, xml_declaration=True, encoding="UTF-8")
+    ET.indent(beans)
+    return ET.tostring(beans, encoding="UTF-8", xml_declaration=True)
 
 
 def _port(uri):
@@ -73,17 +75,18 @@ def _port(uri):
 
 def check_config(path, data_dir, stomp_port):
     """Refuse an activemq.xml whose stores leave data_dir or that lacks our STOMP port."""
-    from lxml import etree
+    from xml.etree import ElementTree as ET
     try:
-        doc = etree.parse(path)
-    except (OSError, etree.XMLSyntaxError) as exc:
+        doc = ET.parse(path)
+    except (OSError, ET.ParseError) as exc:
         raise ConfigError(f"config {path}: {exc}") from None
-    uris = doc.xpath("//*[local-name()='transportConnector']/@uri")
+    uris = [e.get("uri", "") for e in doc.iterfind(".//{*}transportConnector")]
     if not any(u.startswith("stomp") and _port(u) == stomp_port for u in uris):
         raise ConfigError(f"config {path} has no stomp:// connector on port {stomp_port} "
                           "(the monitor speaks STOMP)")
-    dirs = doc.xpath("//*[local-name()='broker']/@dataDirectory | //@directory")
-    for folder in dirs:
+    dirs = [e.get("dataDirectory") for e in doc.iterfind(".//{*}broker")]
+    dirs += [e.get("directory") for e in doc.iter()]
+    for folder in filter(None, dirs):
         if not (folder.startswith("${activemq.data}") or inside(folder, data_dir)):
             raise ConfigError(f"config {path} keeps a store in {folder}, outside data_dir "
                               f"{data_dir}: it would not fail over with the partition")

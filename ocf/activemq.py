@@ -81,21 +81,24 @@ PARAMS = (
 
 # -- the running broker ---------------------------------------------------------
 
-def server(ctx):
+def server(ctx, port=True):
+    """The broker; level 0 requires its STOMP port, except during start (port=False),
+    where the lock-wait check must come before any port check."""
     p = ctx.params
     return d.Server(ctx, run_path(ctx, "activemq.pid"), exe=p.java,
+                    port=p.stomp_port if port else None,
                     marker=f"-Dactivemq.base={run_path(ctx)}", what="the broker")
 
 
-def _listening(ctx):
-    """Level 0 beyond a live process: the broker listens on its ports (a broker
-    waiting for its store lock is alive but opens none)."""
+def _listening(ctx, ports=None):
+    """Level 0 beyond _daemon's check: the OpenWire port (a broker waiting for its
+    store lock is alive but opens no port)."""
     from hapack.process import listening_ports
     p = ctx.params
+    ports = set(filter(None, ports or (p.openwire_port,)))
     pid = server(ctx).pid()
-    missing = sorted(set(filter(None, (p.openwire_port, p.stomp_port)))
-                     - listening_ports([pid] if pid else []))
-    if pid and missing:
+    missing = sorted(ports - listening_ports([pid])) if pid and ports else []
+    if missing:
         raise GenericError(f"the broker (pid {pid}) is running but not listening on port "
                            f"{', '.join(map(str, missing))}")
 
@@ -215,7 +218,7 @@ def first_error(text):
 
 def start(ctx):
     p = ctx.params
-    srv, log = server(ctx), log_path(ctx, "activemq.log")
+    srv, log = server(ctx, port=False), log_path(ctx, "activemq.log")
     began = file_size(log)
 
     def launch():
@@ -228,7 +231,7 @@ def start(ctx):
 
     def level0(ctx):  # fail at once on a lock wait, which no port would ever show
         lock_wait(read_since(log, began))
-        _listening(ctx)
+        _listening(ctx, (p.openwire_port, p.stomp_port))
 
     try:
         start_server(srv, launch, {0: level0, 10: _connect_check})

@@ -75,32 +75,46 @@ def _suffixes(ctx):
 
 # -- the running server -------------------------------------------------------------
 
-def server(ctx):
-    """The instance; its pid file is the agent's own (written before slapd drops its
-    privileges), not the configuration's pidfile, which slapd writes as the user."""
-    p = ctx.params
-    return d.Server(ctx, run_path(ctx, "hapack-slapd.pid"), exe=p.slapd, marker=p.config,
-                    log=log_path(ctx, "slapd.log"), what="slapd")
+def _tcp_port(url):
+    """The port of an ldap:// or ldaps:// URL (no urllib: this is the level-0 path)."""
+    netloc = url.split("://", 1)[1].split("/", 1)[0]
+    port = netloc.rpartition(":")[2]
+    if port.isdigit() and not netloc.endswith("]"):
+        return int(port)
+    return 636 if url.startswith("ldaps:") else 389
 
 
 def _ldapi_path(url):
-    from urllib.parse import unquote, urlsplit
-    return unquote(urlsplit(url).netloc)
+    """The socket path of an ldapi:// URL, %-decoded."""
+    head, *rest = url.split("://", 1)[1].split("/", 1)[0].split("%")
+    return (head.encode() + b"".join(bytes.fromhex(p[:2]) + p[2:].encode() for p in rest)).decode()
+
+
+def server(ctx):
+    """The instance; its pid file is the agent's own (written before slapd drops its
+    privileges), not the configuration's pidfile, which slapd writes as the user.
+    Level 0 requires the first TCP listener; _listening checks the others."""
+    p = ctx.params
+    ports = [_tcp_port(url) for url in p.services if not url.startswith("ldapi:")]
+    return d.Server(ctx, run_path(ctx, "hapack-slapd.pid"), exe=p.slapd, marker=p.config,
+                    port=ports[0] if ports else None, log=log_path(ctx, "slapd.log"),
+                    what="slapd")
 
 
 def _listening(ctx):
-    """Level 0 beyond a live process: every ldap:// port and ldapi:// socket is there."""
-    from hapack.process import listening_ports
-    pid = server(ctx).pid()
-    ports = listening_ports([pid]) if pid else set()
-    for url in ctx.params.services:
+    """Level 0 beyond _daemon's check: the ldapi:// sockets and further TCP listeners."""
+    urls = ctx.params.services
+    for url in urls:
         if url.startswith("ldapi://") and not os.path.exists(_ldapi_path(url)):
-            raise GenericError(f"slapd (pid {pid}) has no socket for {url}")
-        if url.startswith(("ldap://", "ldaps://")):
-            from urllib.parse import urlsplit
-            port = urlsplit(url).port or (389 if url.startswith("ldap:") else 636)
-            if port not in ports:
-                raise GenericError(f"slapd (pid {pid}) is not listening on port {port} ({url})")
+            raise GenericError(f"slapd has no socket for {url}")
+    ports = {_tcp_port(url) for url in urls if not url.startswith("ldapi:")}
+    if len(ports) > 1:
+        from hapack.process import listening_ports
+        pid = server(ctx).pid()
+        missing = sorted(ports - listening_ports([pid]))
+        if pid and missing:
+            raise GenericError(f"slapd (pid {pid}) is not listening on port "
+                               f"{', '.join(map(str, missing))}")
 
 
 def _client(ctx):

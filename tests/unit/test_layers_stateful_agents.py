@@ -393,6 +393,17 @@ def test_slapd_command_line(tmp_path):
     assert slapd.command(ctx)[7:9] == ["-F", str(tmp_path)]
 
 
+@pytest.mark.parametrize("url,port", [
+    ("ldap://127.0.0.1:3890/", 3890), ("ldap://[::1]/", 389), ("ldap://[::1]:3891/", 3891),
+    ("ldaps://h/", 636), ("ldap:///", 389)])
+def test_slapd_listener_ports(url, port):
+    assert slapd._tcp_port(url) == port
+
+
+def test_slapd_ldapi_paths_are_percent_decoded():
+    assert slapd._ldapi_path("ldapi://%2Frun%2Fx%C3%A9%2Fldapi/") == "/run/x\u00e9/ldapi"
+
+
 @pytest.mark.parametrize("services,reason", [
     ("http://x/", "not an ldap://"),
     ("ldaps://127.0.0.1/", "needs an ldap:// or ldapi:// URL"),
