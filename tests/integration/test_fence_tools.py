@@ -14,6 +14,7 @@ from lxml import etree
 
 from conftest import need_root
 from hapack import install
+from hapack.stonith import glue
 from test_fence_sim import SimBmc, need_ipmi_sim
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "..", "data", "fence_bmc-metadata.xml")
@@ -118,4 +119,18 @@ def test_cluster_glue_stonith_drives_external_bmc(system_agents, bmc):
 
 def test_cluster_glue_sees_the_plugin_parameters(system_agents):
     result = run("stonith", "-t", "external/bmc", "-n")
-    assert result.returncode == 0 and result.stdout.split() == ["hostname", "ip"]
+    assert result.returncode == 0 and result.stdout.split() == list(glue.CONFIG_NAMES)
+
+
+def test_cluster_glue_passes_the_config_names_from_the_environment(system_agents, bmc):
+    """``stonith -E`` (and Pacemaker's fence_legacy) export only the getconfignames names."""
+    password_file = bmc.dir / "password"
+    password_file.write_text(bmc.password + "\n")
+    password_file.chmod(0o600)
+    env = {"hostname": "peer", "ip": bmc.address, "ipport": str(bmc.port),
+           "username": bmc.username, "password_file": str(password_file), "cipher": "3"}
+    listed = run("stonith", "-t", "external/bmc", "-E", "-l", env=env)
+    assert (listed.returncode, listed.stdout.split()) == (0, ["peer"]), listed.stderr
+    off = run("stonith", "-t", "external/bmc", "-E", "-T", "off", "peer", env=env)
+    assert off.returncode == 0, off.stdout + off.stderr
+    assert not bmc.powered_node_alive()
