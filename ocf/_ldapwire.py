@@ -5,9 +5,6 @@ ldapi:// (unix socket): what slapd's health checks need, with no
 ldapsearch child and no password on a command line.
 """
 
-from urllib.parse import unquote, urlsplit
-
-from hapack.ocf._wire import AuthError, Wire
 from hapack.probe import ProbeError
 
 SUCCESS, NO_SUCH_OBJECT, INVALID_CREDENTIALS, ALREADY_EXISTS = 0, 32, 49, 68
@@ -80,13 +77,29 @@ def entry_attributes(value):
     return found
 
 
+def tcp_port(url):
+    """The port of an ldap:// or ldaps:// URL (default 389 or 636)."""
+    netloc = url.split("://", 1)[1].split("/", 1)[0]
+    port = netloc.rpartition(":")[2]
+    if port.isdigit() and not netloc.endswith("]"):
+        return int(port)
+    return 636 if url.startswith("ldaps:") else 389
+
+
+def ldapi_path(url):
+    """The socket path of an ldapi:// URL, %-decoded."""
+    head, *rest = url.split("://", 1)[1].split("/", 1)[0].split("%")
+    return (head.encode() + b"".join(bytes.fromhex(p[:2]) + p[2:].encode() for p in rest)).decode()
+
+
 def address(url):
-    """(host, port) for ldap://, the socket path for ldapi://."""
-    parts = urlsplit(url)
-    if parts.scheme == "ldap":
-        return (parts.hostname or "127.0.0.1", parts.port or 389)
-    if parts.scheme == "ldapi" and parts.netloc:
-        return unquote(parts.netloc)
+    """(host, port) for ldap://, the socket path for ldapi:// (no urllib: monitor path)."""
+    if url.startswith("ldap://"):
+        netloc = url[7:].split("/", 1)[0]
+        host = netloc.rsplit(":", 1)[0] if not netloc.endswith("]") and ":" in netloc else netloc
+        return (host.strip("[]") or "127.0.0.1", tcp_port(url))
+    if url.startswith("ldapi://") and ldapi_path(url):
+        return ldapi_path(url)
     raise ValueError(f"{url!r}: the monitor speaks ldap://host:port/ or ldapi://<socket>/")
 
 
@@ -94,6 +107,7 @@ def address(url):
 
 class Ldap:
     def __init__(self, url, timeout):
+        from hapack.ocf._wire import Wire
         self.wire = Wire(address(url), timeout, f"LDAP {url}")
         self.next_id = 0
 
@@ -124,6 +138,7 @@ class Ldap:
         code, diag = self.call(tlv(BIND, integer(3) + octets(dn) + octets(password, 0x80)),
                                BIND_RESPONSE)
         if code == INVALID_CREDENTIALS:
+            from hapack.ocf._wire import AuthError
             raise AuthError(f"{self.wire.what}: bind as {dn or 'anonymous'} refused: "
                             f"invalid credentials")
         if code != SUCCESS:

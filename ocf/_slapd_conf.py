@@ -2,7 +2,8 @@
 
 The databases (suffix and directory: the monitor searches every suffix,
 validate refuses a directory outside the data directory) and slapd's own
-pid and args files (removed after a killed slapd). Standard library only.
+pid and args files (removed after a killed slapd). Read on every level-10
+monitor, so it avoids the modules that pull in ``re`` (shlex, glob).
 """
 
 import os
@@ -10,48 +11,67 @@ import os
 
 def _ldif_values(path, attrs):
     """{attr: [values]} of an LDIF file (folded lines, base64 values)."""
-    import base64
     with open(path, encoding="utf-8") as handle:
         text = handle.read().replace("\n ", "")
     found = {a: [] for a in attrs}
     for line in text.splitlines():
         name, sep, value = line.partition(":")
         if sep and name in found:
-            found[name].append(base64.b64decode(value[1:].strip()).decode()
-                               if value.startswith(":") else value.strip())
+            if value.startswith(":"):
+                import binascii
+                value = binascii.a2b_base64(value[1:].strip()).decode()
+            found[name].append(value.strip())
     return found
 
 
+def words(line):
+    """A slapd.conf line split into words; double quotes group, and are removed."""
+    found, word, quoted, started = [], "", False, False
+    for char in line:
+        if char == '"':
+            quoted, started = not quoted, True
+        elif char.isspace() and not quoted:
+            if started:
+                found.append(word)
+            word, started = "", False
+        else:
+            word, started = word + char, True
+    if quoted:
+        raise ValueError(f"unbalanced quotes in {line.strip()!r}")
+    return found + ([word] if started else [])
+
+
 def _conf_lines(config):
-    """The directives of a slapd.conf, as word lists (continuations joined)."""
-    import shlex
+    """The directives of a slapd.conf, as word lists (continuations joined, comment
+    lines skipped)."""
     with open(config, encoding="utf-8") as handle:
         text = handle.read().replace("\n ", " ").replace("\n\t", " ")
     for line in text.splitlines():
-        if line.strip():
-            yield shlex.split(line, comments=True) or [""]
+        if line.strip() and not line.lstrip().startswith("#"):
+            yield words(line)
 
 
 def databases(config):
     """[(suffix, directory or None)] of the databases in slapd.conf or cn=config."""
     if os.path.isdir(config):
-        import glob
-        found = []
-        for path in sorted(glob.glob(os.path.join(config, "cn=config", "olcDatabase=*.ldif"))):
-            values = _ldif_values(path, ("olcSuffix", "olcDbDirectory"))
-            folder = (values["olcDbDirectory"] or [None])[0]
-            found += [(suffix, folder) for suffix in values["olcSuffix"]]
+        folder, found = os.path.join(config, "cn=config"), []
+        for name in sorted(os.listdir(folder)):
+            if not (name.startswith("olcDatabase=") and name.endswith(".ldif")):
+                continue
+            values = _ldif_values(os.path.join(folder, name), ("olcSuffix", "olcDbDirectory"))
+            directory = (values["olcDbDirectory"] or [None])[0]
+            found += [(suffix, directory) for suffix in values["olcSuffix"]]
         return found
     databases, current = [], None
-    for words in _conf_lines(config):
-        key = words[0].lower()
+    for directive in _conf_lines(config):
+        key = directive[0].lower() if directive else ""
         if key == "database":
             current = {"suffix": [], "directory": None}
             databases.append(current)
-        elif current is not None and len(words) > 1 and key == "suffix":
-            current["suffix"].append(words[1])
-        elif current is not None and len(words) > 1 and key == "directory":
-            current["directory"] = words[1]
+        elif current is not None and len(directive) > 1 and key == "suffix":
+            current["suffix"].append(directive[1])
+        elif current is not None and len(directive) > 1 and key == "directory":
+            current["directory"] = directive[1]
     return [(s, db["directory"]) for db in databases for s in db["suffix"]]
 
 
@@ -61,5 +81,5 @@ def run_files(config):
         values = _ldif_values(os.path.join(config, "cn=config.ldif"),
                               ("olcPidFile", "olcArgsFile"))
         return values["olcPidFile"] + values["olcArgsFile"]
-    return [words[1] for words in _conf_lines(config)
-            if len(words) > 1 and words[0].lower() in ("pidfile", "argsfile")]
+    return [directive[1] for directive in _conf_lines(config)
+            if len(directive) > 1 and directive[0].lower() in ("pidfile", "argsfile")]

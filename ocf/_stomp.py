@@ -5,13 +5,12 @@ broker logs no broken connection every monitor); level 20 sends a
 persistent message to a probe queue and reads it back through the store.
 """
 
-import re
-
 from hapack.ocf._wire import AuthError, Wire
 from hapack.probe import ProbeError
 
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", ":": "\\c"}
 _UNESCAPES = {v: k for k, v in _ESCAPES.items()}
+AUTH_WORDS = ("password", "user name", "credential", "authenticat", "login")
 
 
 def escape(text):
@@ -19,7 +18,12 @@ def escape(text):
 
 
 def unescape(text):
-    return re.sub(r"\\[\\nrc]", lambda m: _UNESCAPES[m.group(0)], text)
+    if "\\" not in text:
+        return text
+    out, chars = [], iter(text)
+    for char in chars:
+        out.append(_UNESCAPES.get(char + next(chars, ""), char) if char == "\\" else char)
+    return "".join(out)
 
 
 def encode(command, headers=(), body=b""):
@@ -86,7 +90,7 @@ class Stomp:
         if frame.command == "ERROR":
             message = frame.headers.get("message") or frame.body.decode(errors="replace")
             message = " ".join(message.split())[:300]
-            if re.search(r"password|user name|credential|authenticat|login", message, re.I):
+            if any(word in message.lower() for word in AUTH_WORDS):
                 raise AuthError(f"{self.wire.what}: login refused: {message}")
             raise ProbeError(f"{self.wire.what}: ERROR frame: {message}")
         if frame.command != command:

@@ -20,6 +20,7 @@ from hapack.ocf import _daemon as d
 from hapack.ocf._service import (CLEAN_ENV, check_node, checked, client_timeout,
                                  common_params, log_path, prepare_dirs, require_executable,
                                  run_path, start_server)
+from hapack.ocf._ldapwire import ldapi_path, tcp_port
 from hapack.ocf._slapd_conf import databases, run_files
 
 NAME = "slapd"
@@ -66,8 +67,10 @@ PARAMS = (
 def _suffixes(ctx):
     try:
         found = databases(ctx.params.config)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise NotInstalled(f"cannot read config {ctx.params.config}: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"config {ctx.params.config}: {exc}") from None
     if not found:
         raise ConfigError(f"config {ctx.params.config} defines no database suffix to serve")
     return found
@@ -75,27 +78,12 @@ def _suffixes(ctx):
 
 # -- the running server -------------------------------------------------------------
 
-def _tcp_port(url):
-    """The port of an ldap:// or ldaps:// URL (no urllib: this is the level-0 path)."""
-    netloc = url.split("://", 1)[1].split("/", 1)[0]
-    port = netloc.rpartition(":")[2]
-    if port.isdigit() and not netloc.endswith("]"):
-        return int(port)
-    return 636 if url.startswith("ldaps:") else 389
-
-
-def _ldapi_path(url):
-    """The socket path of an ldapi:// URL, %-decoded."""
-    head, *rest = url.split("://", 1)[1].split("/", 1)[0].split("%")
-    return (head.encode() + b"".join(bytes.fromhex(p[:2]) + p[2:].encode() for p in rest)).decode()
-
-
 def server(ctx):
     """The instance; its pid file is the agent's own (written before slapd drops its
     privileges), not the configuration's pidfile, which slapd writes as the user.
     Level 0 requires the first TCP listener; _listening checks the others."""
     p = ctx.params
-    ports = [_tcp_port(url) for url in p.services if not url.startswith("ldapi:")]
+    ports = [tcp_port(url) for url in p.services if not url.startswith("ldapi:")]
     return d.Server(ctx, run_path(ctx, "hapack-slapd.pid"), exe=p.slapd, marker=p.config,
                     port=ports[0] if ports else None, log=log_path(ctx, "slapd.log"),
                     what="slapd")
@@ -105,9 +93,9 @@ def _listening(ctx):
     """Level 0 beyond _daemon's check: the ldapi:// sockets and further TCP listeners."""
     urls = ctx.params.services
     for url in urls:
-        if url.startswith("ldapi://") and not os.path.exists(_ldapi_path(url)):
+        if url.startswith("ldapi://") and not os.path.exists(ldapi_path(url)):
             raise GenericError(f"slapd has no socket for {url}")
-    ports = {_tcp_port(url) for url in urls if not url.startswith("ldapi:")}
+    ports = {tcp_port(url) for url in urls if not url.startswith("ldapi:")}
     if len(ports) > 1:
         from hapack.process import listening_ports
         pid = server(ctx).pid()
@@ -208,7 +196,7 @@ def _remove_leftovers(ctx):
     """What a killed slapd leaves: its ldapi sockets, and its own pid and args files
     when the pid they name is gone (such a file may be another slapd's)."""
     from hapack.process import alive, read_pidfile
-    paths = [_ldapi_path(url) for url in ctx.params.services if url.startswith("ldapi://")]
+    paths = [ldapi_path(url) for url in ctx.params.services if url.startswith("ldapi://")]
     try:
         files = run_files(ctx.params.config)
     except (OSError, ValueError):

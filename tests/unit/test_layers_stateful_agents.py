@@ -12,6 +12,7 @@ from lxml import etree
 from hapack.log import NullLogger
 from hapack.ocf import ConfigError, GenericError, NotInstalled, PermError
 from hapack.ocf import _activemq_conf as amqconf
+from hapack.ocf import _ldapwire as ldap
 from hapack.ocf import _datadir, _secret, _service, _slapd_conf, activemq, postgresql, slapd
 from hapack.ocf._wire import AuthError
 from hapack.ocf.runner import Context
@@ -357,15 +358,33 @@ def test_databases_of_a_slapd_conf(tmp_path):
                                           ("o=Two Words", "/srv/ha/ldap/two")]
 
 
+@pytest.mark.parametrize("line,expected", [
+    ('suffix "dc=example, dc=com"', ["suffix", "dc=example, dc=com"]),
+    ("rootpw   {SSHA}abc==  ", ["rootpw", "{SSHA}abc=="]),
+    ('directory ""', ["directory", ""]),
+])
+def test_slapd_conf_words(line, expected):
+    assert _slapd_conf.words(line) == expected
+
+
+def test_slapd_conf_unbalanced_quotes_are_an_error(tmp_path):
+    conf = tmp_path / "slapd.conf"
+    conf.write_text('database mdb\nsuffix "dc=x\n')
+    with pytest.raises(ValueError, match="unbalanced quotes"):
+        _slapd_conf.databases(str(conf))
+
+
 def test_databases_of_a_cn_config_tree(tmp_path):
     folder = tmp_path / "slapd.d" / "cn=config"
     folder.mkdir(parents=True)
     (folder / "olcDatabase={0}config.ldif").write_text("dn: olcDatabase={0}config\n")
+    (folder / "olcDatabase={2}mdb.ldif").write_text("dn: olcDatabase={2}mdb\n"
+                                                     "olcSuffix: o=two\nolcDbDirectory: /t\n")
     (folder / "olcDatabase={1}mdb.ldif").write_text(
         "dn: olcDatabase={1}mdb\nolcSuffix:: ZGM9ZXhhbXBsZSxkYz1jb20=\n"
         "olcDbDirectory: /srv/ha/ldap/exa\n mple\n")
     assert _slapd_conf.databases(str(tmp_path / "slapd.d")) == \
-        [("dc=example,dc=com", "/srv/ha/ldap/example")]
+        [("dc=example,dc=com", "/srv/ha/ldap/example"), ("o=two", "/t")]
 
 
 def test_slapd_own_pid_and_args_files(tmp_path):
@@ -397,11 +416,11 @@ def test_slapd_command_line(tmp_path):
     ("ldap://127.0.0.1:3890/", 3890), ("ldap://[::1]/", 389), ("ldap://[::1]:3891/", 3891),
     ("ldaps://h/", 636), ("ldap:///", 389)])
 def test_slapd_listener_ports(url, port):
-    assert slapd._tcp_port(url) == port
+    assert ldap.tcp_port(url) == port
 
 
 def test_slapd_ldapi_paths_are_percent_decoded():
-    assert slapd._ldapi_path("ldapi://%2Frun%2Fx%C3%A9%2Fldapi/") == "/run/x\u00e9/ldapi"
+    assert ldap.ldapi_path("ldapi://%2Frun%2Fx%C3%A9%2Fldapi/") == "/run/x\u00e9/ldapi"
 
 
 @pytest.mark.parametrize("services,reason", [
