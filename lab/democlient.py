@@ -2,7 +2,8 @@
 
 ``python -m hapack.lab.democlient run CONFIG_FILE OUT``: until SIGTERM,
 
-* commits one row at a time to PostgreSQL through the VIP (a fresh
+* commits one row at a time to PostgreSQL through the VIP (table
+  ``cfg["table"]``, created if missing; a fresh
   autocommit ``INSERT`` per id; an id is *acknowledged* only when the server
   answered the INSERT, i.e. the commit returned). An id whose INSERT failed
   or timed out is in doubt and never reused; the client reconnects and goes
@@ -29,7 +30,6 @@ import sys
 import threading
 import time
 
-TABLE = "demo_rows"
 INTERVAL = 0.05
 TIMEOUT = 0.5
 
@@ -53,15 +53,15 @@ def pg(cfg: dict, timeout: float = 1.0):
 
 def commit_rows(cfg: dict, out: Out, stop: threading.Event) -> None:
     from hapack.probe import ProbeError
-    conn, next_id = None, 1
+    conn, next_id, table = None, 1, cfg["table"]
     while not stop.is_set():
         try:
             if conn is None:
                 conn = pg(cfg)
-                conn.query(f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigint PRIMARY KEY, "
+                conn.query(f"CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY, "
                            "at timestamptz NOT NULL DEFAULT now())")
             row, next_id = next_id, next_id + 1
-            conn.query(f"INSERT INTO {TABLE} (id) VALUES ({row})")
+            conn.query(f"INSERT INTO {table} (id) VALUES ({row})")
             out.emit(k="ack", id=row)
             stop.wait(0.02)
         except (ProbeError, OSError) as exc:
@@ -163,7 +163,7 @@ def run(cfg: dict, path: str) -> int:
 
 def verify(cfg: dict) -> int:
     with pg(cfg, 10.0) as conn:
-        rows = conn.query(f"SELECT id FROM {TABLE} ORDER BY id")
+        rows = conn.query(f"SELECT id FROM {cfg['table']} ORDER BY id")
     print(json.dumps({"rows": [int(r[0]) for r in rows]}))
     return 0
 

@@ -367,3 +367,32 @@ def format_timeline(line: Timeline) -> str:
     total = line.total
     rows.append(f"  {'total':<28} {total:7.2f}" if total is not None else "  total: not reached")
     return "\n".join(rows)
+
+
+# -- fencing and recovery ---------------------------------------------------------------
+def fence_history(lab: Lab, ask: str, target: str) -> list[dict]:
+    """Completed fencing actions against ``target`` as ``ask``'s fencer records them."""
+    out = lab.exec(ask, ["stonith_admin", "--history", target, "--output-as=xml"],
+                   check=False, timeout=30).stdout
+    if not out.strip().startswith("<"):
+        return []
+    doc = etree.fromstring(out.encode())
+    return [dict(event.attrib) for event in doc.iterfind(".//fence_event")
+            if event.get("target") == target]
+
+
+def running_node(lab: Lab) -> str:
+    node = next((n for n in lab.nodes if lab.running(n) and not lab.frozen(n)), None)
+    if node is None:
+        raise LabError("no node is running")
+    return node
+
+
+def recover(lab: Lab, url_path: str, port: int, timeout: float = 180.0) -> str:
+    """Put the lab and the stack back in shape after a fault: every node powered on and
+    online, failures cleaned up, the stack active on one node, both chains warm."""
+    lab.restore()
+    lab.exec(running_node(lab), ["crm_resource", "--cleanup"], timeout=60)
+    active = wait_active(lab, timeout)
+    warm_chains(lab, url_path, port)
+    return active

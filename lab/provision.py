@@ -77,9 +77,9 @@ class DemoStack:
     def chain_url(self) -> str:
         return f"http://{self.vip}:{APACHE_PORT}{HEALTH_PATH}"
 
-    def client_config(self) -> dict:
+    def client_config(self, table: str = "demo_rows") -> dict:
         """What the client program (``hapack.lab.democlient``) needs."""
-        return {"vip": self.vip, "http_port": APACHE_PORT, "path": HEALTH_PATH,
+        return {"vip": self.vip, "table": table, "http_port": APACHE_PORT, "path": HEALTH_PATH,
                 "pg_port": PG_PORT, "pg_password": self.passwords["postgresql"],
                 "ldap_port": LDAP_PORT, "stomp_port": STOMP_PORT}
 
@@ -335,6 +335,9 @@ def stack_toml(lab: Lab, vip: str, data_dir: str, *, priority_fencing_delay: str
         credentials_file = "{cred}/postgresql"
         options = "-c shared_buffers=16MB -c max_connections=30"
 
+        [layers.ops]
+        monitor_interval = "5s"
+
         [[layers]]
         name = "slapd"
         agent = "slapd"
@@ -348,6 +351,9 @@ def stack_toml(lab: Lab, vip: str, data_dir: str, *, priority_fencing_delay: str
         bind_dn = "{LDAP_ADMIN}"
         credentials_file = "{cred}/slapd"
 
+        [layers.ops]
+        monitor_interval = "5s"
+
         [[layers]]
         name = "activemq"
         agent = "activemq"
@@ -360,6 +366,9 @@ def stack_toml(lab: Lab, vip: str, data_dir: str, *, priority_fencing_delay: str
         stomp_port = {STOMP_PORT}
         openwire_port = {OPENWIRE_PORT}
         java_opts = "-Xms64m -Xmx256m -XX:TieredStopAtLevel=1"
+
+        [layers.ops]
+        monitor_interval = "5s"
         """)
 
 

@@ -1,0 +1,255 @@
+"""The whole claim on a real Pacemaker cluster: failover scenarios of the example stack.
+
+One lab for the module (two nodes, BMCs, shared disk, Corosync token 1000 ms)
+with the example stack provisioned and loaded exactly as ``hapack demo``
+does it (``hapack.lab.provision``): hapack's agents for the VIP, the
+partition (shared backend on the lab's disk), Apache, Tomcat, PostgreSQL,
+slapd and ActiveMQ, and fence_bmc against the lab's BMCs. Before each
+scenario the lab is put back in shape (fenced nodes powered on and online,
+failures cleaned up, the stack active, both nodes' chains warm).
+
+During every scenario a client commits rows to PostgreSQL through the VIP
+and probes every layer, and both nodes' mount tables are sampled every
+50 ms. Each scenario asserts its end state, that the partition was never
+mounted on two nodes at once, and that every acknowledged row is present.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from hapack.lab import Lab, failover, missing_prerequisites, provision
+
+PROBES = ("http", "postgresql", "slapd", "activemq")
+TIMEOUT = 120.0
+
+
+def need_stack():
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    problems = missing_prerequisites("pacemaker")
+    if problems:
+        pytest.skip("the lab cannot run here: " + "; ".join(problems))
+    from hapack.demo import missing_agents
+    missing = missing_agents()
+    assert not missing, f"run 'hapack install' first (./run tests does): missing {missing}"
+
+
+@pytest.fixture(scope="module")
+def stack(lab_reaper):
+    need_stack()
+    lab = Lab(stack="pacemaker", token_ms=1000, disk_mb=400, boot_delay=1.0)
+    try:
+        lab.up()
+        demo = provision.provision(lab)
+        failover.wait_active(lab, timeout=180)
+        failover.warm_chains(lab, provision.HEALTH_PATH, provision.APACHE_PORT)
+        yield demo
+    finally:
+        dest = os.environ.get("HAPACK_LAB_LOGS")
+        if dest and lab.state:
+            lab.collect_logs(os.path.join(dest, f"failover-{lab.name}-{int(time.time())}"))
+        lab.down()
+
+
+@dataclass
+class Scenario:
+    lab: Lab
+    demo: provision.DemoStack
+    client: failover.Client
+    sampler: failover.MountSampler
+    active: str
+
+    @property
+    def standby(self) -> str:
+        return next(n for n in self.lab.nodes if n != self.active)
+
+    def settle(self, node: str) -> None:
+        """The stack active on ``node``, every layer answering on the VIP, rows flowing."""
+        assert failover.wait_active(self.lab, TIMEOUT, node=node) == node
+        self.client.wait_probes(PROBES, TIMEOUT)
+        self.client.wait_acks(10, TIMEOUT)
+
+    def finish(self) -> None:
+        """Stop watching; the properties every scenario must keep."""
+        self.client.stop()
+        self.sampler.stop()
+        assert self.sampler.samples, "no mount samples taken"
+        assert not self.sampler.overlaps(), \
+            f"the partition was mounted on two nodes at once: {self.sampler.overlaps()[:5]}"
+        acked = self.client.acked()
+        assert len(acked) >= 20, "the client committed too few rows to mean anything"
+        assert self.client.lost() == [], "acknowledged rows are missing"
+
+    def mounted_on(self) -> frozenset[str]:
+        return self.sampler.holders()
+
+    def fenced(self, target: str, ask: str) -> list[dict]:
+        return [e for e in failover.fence_history(self.lab, ask, target)
+                if e.get("status") == "success" and e.get("action") in ("off", "reboot")]
+
+
+@pytest.fixture
+def scenario(stack, request):
+    lab = stack.lab
+    active = failover.recover(lab, provision.HEALTH_PATH, provision.APACHE_PORT)
+    tag = request.node.name.removeprefix("test_")[:24].replace("-", "_")
+    client = failover.Client(lab, stack.client_config(table=f"rows_{tag}"), tag=f"client-{tag}")
+    sampler = failover.MountSampler(lab, stack.data_dir)
+    with client, sampler:
+        run = Scenario(lab, stack, client, sampler, active)
+        client.wait_probes(PROBES, TIMEOUT)
+        client.wait_acks(10, TIMEOUT)
+        yield run
+
+
+def test_power_loss_of_the_active_node(scenario):
+    s = scenario
+    victim, survivor = s.active, s.standby
+    fenced_before = len(s.fenced(victim, survivor))
+    t0 = failover.power_cut(s.lab, victim)
+    s.settle(survivor)
+    line = failover.timeline(s.lab, "power cut", victim, survivor, t0, s.client, s.sampler)
+    s.finish()
+    assert s.lab.power(victim, "status") == "off"
+    assert len(s.fenced(victim, survivor)) == fenced_before + 1
+    # the survivor mounted only after the fence was confirmed
+    assert line.seconds("fence confirmed") is not None
+    assert line.seconds("partition mounted") > line.seconds("fence confirmed")
+    assert line.total is not None and line.total < 60
+
+
+def test_crash_of_the_active_node_is_fenced(scenario):
+    s = scenario
+    victim, survivor = s.active, s.standby
+    t0 = time.time()
+    s.lab.crash(victim)
+    s.settle(survivor)
+    line = failover.timeline(s.lab, "crash", victim, survivor, t0, s.client, s.sampler)
+    s.finish()
+    assert s.lab.power(victim, "status") == "off", "the crashed node was not powered off"
+    assert line.seconds("partition mounted") > line.seconds("fence confirmed")
+
+
+def test_a_hang_longer_than_the_token_is_fenced(scenario):
+    s = scenario
+    victim, survivor = s.active, s.standby
+    t0 = time.time()
+    s.lab.freeze(victim)
+    s.settle(survivor)
+    line = failover.timeline(s.lab, "freeze", victim, survivor, t0, s.client, s.sampler)
+    s.finish()
+    assert not s.lab.running(victim)
+    assert s.lab.power(victim, "status") == "off"
+    assert line.seconds("partition mounted") > line.seconds("fence confirmed")
+
+
+def _postmaster(s: Scenario) -> int:
+    pidfile = f"{s.demo.data_dir}/postgresql/postmaster.pid"
+    return int(s.lab.exec(s.active, ["head", "-n", "1", pidfile]).stdout)
+
+
+def _wait_restarted(s: Scenario, old_pid: int) -> int:
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            pid = _postmaster(s)
+            if pid != old_pid and s.client.probe_state("postgresql"):
+                return pid
+        except Exception:  # not there yet
+            pass
+        assert time.monotonic() < deadline, "postgresql was not restarted"
+        time.sleep(0.2)
+
+
+def test_a_killed_stateful_layer_restarts_in_place_then_moves_the_stateful_side(scenario):
+    s = scenario
+    home, other = s.active, s.standby
+    fenced_before = len(s.fenced(home, other))
+    pid = _postmaster(s)
+    for failure in (1, 2):
+        s.lab.kill_process(home, pid)
+        pid = _wait_restarted(s, pid)
+        # the group restarts postgresql and the layers after it, on the same node
+        assert failover.wait_active(s.lab, TIMEOUT) == home, f"moved after failure {failure}"
+        assert s.mounted_on() == {home}
+    s.lab.kill_process(home, pid)  # the third failure reaches migration-threshold=3
+    s.settle(other)
+    s.finish()
+    assert s.lab.running(home), "a failed layer must not get its node fenced"
+    assert len(s.fenced(home, other)) == fenced_before
+
+
+def test_all_cluster_links_of_the_active_node_cut_it_keeps_the_stack(scenario):
+    """A split: both nodes lose each other; the active node must win the fence race
+    (priority-fencing-delay with the stateful side's priority) and keep the stack."""
+    s = scenario
+    home, other = s.active, s.standby
+    run = s.lab.exec
+    run(home, ["crm_attribute", "--type", "crm_config", "--name", "priority-fencing-delay",
+               "--update", "5s"])
+    try:
+        for link in ("lan", "hb"):
+            s.lab.cut_link(home, link)
+        deadline = time.monotonic() + TIMEOUT
+        while s.lab.running(other):
+            assert time.monotonic() < deadline, f"{other} was not powered off"
+            time.sleep(0.1)
+        for link in ("lan", "hb"):
+            s.lab.heal_link(home, link)
+        assert s.lab.running(home) and s.lab.power(other, "status") == "off"
+        # a VIP monitor that saw its link down may have failed: clean up, nothing moves
+        run(home, ["crm_resource", "--cleanup"], timeout=60)
+        s.settle(home)
+        s.finish()
+    finally:
+        for link in ("lan", "hb"):
+            s.lab.heal_link(home, link)
+        run(home, ["crm_attribute", "--type", "crm_config", "--name", "priority-fencing-delay",
+                   "--update", "0s"], check=False)
+    assert all(home in held or not held for _, held in s.sampler.samples)
+    assert not any(other in held for _, held in s.sampler.samples)
+
+
+def test_an_unreachable_bmc_keeps_the_partition_unmounted_until_fencing_succeeds(scenario):
+    """The active node crashes while its BMC is unreachable: the survivor cannot confirm
+    the power-off, so the partition stays unmounted everywhere; once the BMC answers
+    again, fencing succeeds and only then is the partition mounted."""
+    s = scenario
+    victim, survivor = s.active, s.standby
+    s.lab.bmc_unreachable(victim)
+    t0 = time.time()
+    s.lab.crash(victim)
+    time.sleep(12)  # lost after ~2 s; fence attempts fail meanwhile
+    assert s.mounted_on() == frozenset(), "mounted without a confirmed fence"
+    assert failover.active_node(s.lab, survivor) != survivor
+    assert not s.fenced(victim, survivor)
+    unblocked = time.time()
+    s.lab.bmc_reachable(victim)
+    s.settle(survivor)
+    line = failover.timeline(s.lab, "crash", victim, survivor, t0, s.client, s.sampler)
+    s.finish()
+    assert s.sampler.first(survivor, t0) >= unblocked
+    assert line.seconds("partition mounted") > line.seconds("fence confirmed")
+    assert s.lab.power(victim, "status") == "off"
+
+
+def test_a_planned_switchover_moves_the_stack_without_fencing(scenario):
+    s = scenario
+    home, other = s.active, s.standby
+    before = {n: len(s.fenced(n, other)) for n in s.lab.nodes}
+    s.lab.exec(other, ["crm_attribute", "--node", home, "--name", "standby", "--update", "on",
+                       "--lifetime", "forever"])
+    try:
+        s.settle(other)
+    finally:
+        s.lab.exec(other, ["crm_attribute", "--node", home, "--name", "standby", "--delete",
+                           "--lifetime", "forever"], check=False)
+    s.finish()
+    assert {n: len(s.fenced(n, other)) for n in s.lab.nodes} == before
+    assert s.lab.running(home) and s.lab.running(other)
+    assert failover.active_node(s.lab, other) == other  # stickiness: it stays
