@@ -75,10 +75,11 @@ def test_uninstall_keeps_a_file_changed_since(tmp_path):
     assert vip.exists()
 
 
-def test_readme_parameter_tables_are_generated_from_the_declarations():
+@pytest.mark.parametrize("doc", ["README.md", "stonith/README.md"])
+def test_parameter_tables_are_generated_from_the_declarations(doc):
     from hapack import docs
-    readme = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
-    with open(readme, encoding="utf-8") as handle:
+    path = os.path.join(os.path.dirname(__file__), "..", "..", doc)
+    with open(path, encoding="utf-8") as handle:
         text = handle.read()
-    assert "<!-- params:vip -->" in text
-    assert docs.render(text) == text, "README tables are stale: run python -m hapack.docs README.md"
+    assert "<!-- params:" in text
+    assert docs.render(text) == text, f"{doc} tables are stale: run python -m hapack.docs {doc}"
