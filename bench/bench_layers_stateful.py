@@ -9,10 +9,11 @@ socket directory and port (pgsql) or configuration, pid file and URL
 (slapd), with the same password (which the stock agents take as a
 parameter: PGPASSWORD for psql, -w on ldapsearch's command line; hapack's
 reads it from a root-only file). Monitors are interleaved, ours then
-stock's, on the running instance: hapack at level 0 and at level 10
-(PostgreSQL: SELECT 1; slapd: a bound base search of the suffix); the stock
-agents have one depth (pgsql: pid plus psql 'select now()'; slapd: pid
-plus ldapsearch of each suffix), shown against both. Start and stop
+stock's, on the running instance, at level 0 and at level 10 (PostgreSQL:
+SELECT 1; slapd: a bound base search of the suffix); the stock agents have
+one depth (pgsql: pid plus psql 'select now()'; slapd: pid plus ldapsearch
+of each suffix), measured beside each of ours. The measuring (call,
+monitors, cycles, the regular install) is bench_layers_stateless's. Start and stop
 alternate agent by agent on the same instance. ActiveMQ has no stock agent:
 its figures stand alone. Per operation: median wall and CPU time per call
 and processes spawned per call (strace); ratio = hapack / stock (below 1:
@@ -34,8 +35,8 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(HERE, "..", "tests")]
-from _common import Stats, environment, print_table, processes, timed  # noqa: E402
-from bench_layers_stateless import install  # noqa: E402  (regular install, or --dev)
+from _common import Stats, environment, print_table, processes  # noqa: E402
+from bench_layers_stateless import call, cycles, install, monitors  # noqa: E402
 from stateful_fixtures import (free_port, free_ports, loop_partition, owned_dir,  # noqa: E402
                                secret_file, sh, workspace)
 
@@ -52,19 +53,6 @@ def agent(path, instance, params, **extra):
     return path, environment(env)
 
 
-def call(pair, op, level=None, expect=(0,)):
-    """One call; start and stop under timeout(1) (stock start polls with no deadline)."""
-    path, env = pair
-    if level is not None:
-        env = dict(env, OCF_CHECK_LEVEL=str(level))
-    guard = ["timeout", "180"] if op != "monitor" else []
-    wall, cpu, code = timed([*guard, path, op], env, check=False)
-    if code not in expect:
-        why = subprocess.run([path, op], env=env, capture_output=True, text=True).stderr
-        raise RuntimeError(f"{path} {op} (level {level}) returned {code}: {why.strip()}")
-    return wall, cpu
-
-
 def sample(pair, runs, op="monitor", level=None):
     walls, cpus = [], []
     for _ in range(runs):
@@ -74,44 +62,15 @@ def sample(pair, runs, op="monitor", level=None):
     return walls, cpus
 
 
-def monitors(ours, stock, runs):
-    """Level 0 and 10 of ours against the stock monitor, interleaved call by call."""
-    samples = {key: ([], []) for key in (("hapack", 0), ("hapack", 10), ("stock", None))}
-    for _ in range(runs):
-        for name, pair, level in (("hapack", ours, 0), ("stock", stock, None),
-                                  ("hapack", ours, 10)):
-            wall, cpu = call(pair, "monitor", level)
-            samples[name, level][0].append(wall)
-            samples[name, level][1].append(cpu)
-    stock_stats = Stats("stock", *samples["stock", None], processes([stock[0], "monitor"], stock[1]))
-    rows = []
-    for level in (0, 10):
-        env = dict(ours[1], OCF_CHECK_LEVEL=str(level))
-        rows.append((f"monitor level {level}",
-                     Stats("hapack", *samples["hapack", level], processes([ours[0], "monitor"], env)),
-                     stock_stats))
-    return rows
-
-
-def cycles(agents, count):
-    """Each agent starts and stops the same instance, in turn."""
-    samples = {(name, op): ([], []) for name in agents for op in ("start", "stop")}
-    for _ in range(count):
-        for name, pair in agents.items():
-            for op in ("start", "stop"):
-                wall, cpu = call(pair, op)
-                samples[name, op][0].append(wall)
-                samples[name, op][1].append(cpu)
-    return [(op, Stats("hapack", *samples["hapack", op], None),
-             Stats("stock", *samples["stock", op], None)) for op in ("start", "stop")]
-
-
 def compare(ours, stock, runs, count):
+    """Monitors (ours at levels 0 and 10, the stock one beside each), then start/stop
+    cycles, with the stateless bench's method."""
+    agents = {"hapack": ours, "stock": stock}
     try:
         call(ours, "start")
-        rows = monitors(ours, stock, runs)
+        rows = monitors(agents, runs)
         call(ours, "stop")
-        rows += cycles({"hapack": ours, "stock": stock}, count)
+        rows += cycles(agents, count)
     finally:
         call(ours, "stop")
     return rows
