@@ -11,7 +11,7 @@ waits for the level-10 check, not for the process, fails at once when the
 log shows the lock wait (naming the holder from /proc/locks), and fails at
 the deadline otherwise, stopping the broker it started either way.
 
-Monitor levels: 0 the JVM of this data directory alive and listening on
+Monitor levels: 0 the JVM of this instance alive and listening on
 its ports; 10 a STOMP CONNECT/CONNECTED round trip; 20 a persistent
 message sent to a probe queue and received back through the store.
 Stop is SIGTERM (the broker's shutdown hook stops it cleanly), then KILL.
