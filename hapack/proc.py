@@ -77,7 +77,8 @@ def run(argv, *, timeout, input=None, env=None, cwd=None, secrets=(), log=None,
     ``timeout`` (seconds) is mandatory: no external call may hang an agent.
     ``env`` replaces the environment when given; secrets are passed on stdin
     or in files, never in argv or the environment. ``user`` runs the command
-    as that user (name), dropping privileges in the child. With ``check`` a
+    as that user (name) with its primary group and supplementary groups,
+    dropping root's in the child. With ``check`` a
     non-zero exit raises CommandError naming the output.
     """
     import subprocess  # not on the path of agents that never run a command
@@ -86,9 +87,14 @@ def run(argv, *, timeout, input=None, env=None, cwd=None, secrets=(), log=None,
     if log is not None:
         log.debug("running: %s" % " ".join(shown))
     kwargs = {}
-    if user is not None:
-        kwargs["user"] = user
-        kwargs["extra_groups"] = []
+    if user is not None:  # the user's own uid, primary group and groups, as login would
+        import pwd
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            raise CommandError(shown, f"no such user {user!r}") from None
+        kwargs.update(user=entry.pw_uid, group=entry.pw_gid,
+                      extra_groups=os.getgrouplist(user, entry.pw_gid))
     try:
         proc = subprocess.run(
             argv, input=input, capture_output=True, text=True, timeout=max(timeout, 0.001),

@@ -83,3 +83,14 @@ def test_parameter_tables_are_generated_from_the_declarations(doc):
         text = handle.read()
     assert "<!-- params:" in text
     assert docs.render(text) == text, f"{doc} tables are stale: run python -m hapack.docs {doc}"
+
+
+def test_run_as_a_user_drops_roots_groups():
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch users")
+    import pwd
+    entry = pwd.getpwnam("nobody")
+    ids = [proc.run(["id", flag], timeout=5, user="nobody", check=True).stdout.split()
+           for flag in ("-u", "-g", "-G")]
+    assert ids[0] == [str(entry.pw_uid)] and ids[1] == [str(entry.pw_gid)]
+    assert "0" not in ids[2]
