@@ -1,8 +1,6 @@
 """A health-check HTTP client for agents: one GET, bounded by one timeout.
 
-Used instead of :func:`hapack.probe.http_get`, which fails on every answer
-(it reads ``conn.sock`` after http.client has handed the closed
-connection's socket to the response). Built on the ``_socket`` C module:
+Built on the ``_socket`` C module:
 ``socket``, ``urllib.parse`` and ``http.client`` each pull in enum, email or
 ipaddress, several milliseconds of a monitor that is a fresh interpreter
 every few seconds. HTTP/1.0, so no chunked bodies; HTTPS (through ssl) is
