@@ -1,4 +1,4 @@
-"""Shared test fixtures: tiers by folder, agents as installed, namespace hosts."""
+"""Shared test fixtures: tiers by folder, agents as installed."""
 
 import os
 import pathlib
@@ -19,17 +19,6 @@ def pytest_collection_modifyitems(config, items):
         rel = os.path.relpath(str(item.fspath), TESTS).split(os.sep)
         if rel[0] in TIERS and not item.get_closest_marker(rel[0]):
             item.add_marker(getattr(pytest.mark, rel[0]))
-
-
-def need_root():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces, mounts, raw sockets)")
-
-
-def need_binary(*names):
-    for name in names:
-        if shutil.which(name) is None:
-            pytest.skip(f"{name} is not installed (see .ci/packages.txt)")
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from hapack import process
-from conftest import need_binary
+from requires import need_binary
 
 MODULES = "/usr/lib/apache2/modules"
 JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"

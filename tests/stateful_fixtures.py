@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 
-from conftest import need_binary, need_root
+from requires import need_binary, need_root
 
 
 def sh(*argv, check=True, timeout=60):

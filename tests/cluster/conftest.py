@@ -13,17 +13,15 @@ a lab down build their own with :func:`fresh_lab`.
 
 Set ``HAPACK_LAB_LOGS=<dir>`` to keep every lab's logs there at teardown.
 
-Other folders' tests do ``from conftest import need_root``: that must keep
-meaning tests/conftest.py, so this module gives the name back once pytest
-has registered it (see ``pytest_plugin_registered``). Use the fixtures here,
-never ``from conftest import`` them.
+Use the fixtures here as fixtures; never import this module (every
+conftest.py is imported as module ``conftest``). Plain helpers shared by
+tests live in named modules such as tests/requires.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -32,25 +30,6 @@ import pytest
 from hapack.lab import Lab, missing_prerequisites
 
 BOOT_DELAY = 1.0
-_THIS = sys.modules[__name__]
-_ROOT_CONFTEST = Path(__file__).resolve().parent.parent / "conftest.py"
-
-
-def pytest_plugin_registered(plugin, manager):
-    """Give the module name ``conftest`` back to tests/conftest.py.
-
-    Pytest imports every rootless conftest.py as module ``conftest``; this one
-    would otherwise shadow tests/conftest.py for the ``from conftest import``
-    of tests collected after it.
-    """
-    if sys.modules.get("conftest") is not _THIS:
-        return
-    for other in manager.get_plugins():
-        if getattr(other, "__file__", None) and Path(other.__file__).resolve() == _ROOT_CONFTEST:
-            sys.modules["conftest"] = other
-            return
-
-
 def need_lab(stack: str) -> None:
     problems = missing_prerequisites(stack)
     if problems:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import need_binary, need_root
+from requires import need_binary, need_root
 from hapack.ocf._stomp import Stomp
 from hapack.process import alive, cmdline, read_pidfile
 from stateful_fixtures import (AgentCall, free_ports, kill_9, loop_partition, owned_dir,

@@ -1,6 +1,6 @@
 """ocf:hapack:apache against a second apache2 instance of its own (loopback, free port)."""
 
-from conftest import need_binary
+from requires import need_binary
 from layer_fixtures import Apache, HttpServerCases
 
 

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from lxml import etree
 
-from conftest import need_root
+from requires import need_root
 from hapack import install
 from hapack.stonith import glue
 from test_fence_sim import SimBmc, need_ipmi_sim

@@ -1,6 +1,6 @@
 """ocf:hapack:nginx against a second nginx instance of its own (loopback, free port)."""
 
-from conftest import need_binary
+from requires import need_binary
 from layer_fixtures import HttpServerCases, Nginx
 
 

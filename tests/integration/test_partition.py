@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import need_binary, need_root
+from requires import need_binary, need_root
 
 AGENT = [sys.executable, "-m", "hapack.ocf.partition"]
 

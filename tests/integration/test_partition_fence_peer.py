@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import need_binary
+from requires import need_binary
 
 pytestmark = pytest.mark.skipif(os.path.exists("/proc/drbd"),
                                 reason="a real DRBD module is loaded: the stand-in would lie")

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import need_binary, need_root
+from requires import need_binary, need_root
 from hapack.ocf._pgwire import PgConnection
 from hapack.process import alive, holders
 from stateful_fixtures import (AgentCall, free_port, kill_9, loop_partition, owned_dir,

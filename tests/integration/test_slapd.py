@@ -5,7 +5,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import need_binary, need_root
+from requires import need_binary, need_root
 from hapack.ocf._ldapwire import Ldap
 from hapack.process import read_pidfile
 from hapack.probe import ProbeError

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import need_binary
+from requires import need_binary
 from hapack import process
 from layer_fixtures import Agent, Apache, Nginx, Tomcat, cleanup, reason, scratch
 

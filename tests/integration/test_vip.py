@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import need_binary, need_root
+from requires import need_binary, need_root
 from nslab import Segment
 
 VIP4 = "198.18.200.100"
