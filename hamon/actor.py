@@ -1,22 +1,23 @@
-"""Carrying out decisions: one step at a time in a worker thread.
+"""Carrying out decisions: one step at a time per lane, in worker threads.
 
 The main loop must keep sending and receiving heartbeats while an agent
 starts or a BMC answers (a node busy taking over that falls silent would
 look dead to its peer), so every action that runs a command is a *job* for
-the single :class:`Worker` thread: :meth:`Actor.job` turns a decision into a
-function of no arguments that touches nothing shared, and when it returns,
+a :class:`Worker` thread: :meth:`Actor.job` turns a decision into a function
+of no arguments that touches nothing shared, and when it returns,
 :meth:`Actor.apply` records its result in the :class:`~hapack.hamon.world.World`
-from the main thread. One worker keeps the steps of a takeover in order
-and makes "busy" a plain fact the decision can read.
+from the main thread. There are two lanes, each running one job at a time:
+the agents (which keeps the steps of a takeover in order) and the peer's
+BMC (so a slow BMC never holds up the VIP); "busy" is a plain fact of the
+snapshot that the decision reads.
 """
 
-import os
 import threading
 import time
 import traceback
 
 from hapack.hamon import ocfexec
-from hapack.hamon.decide import Act, Power, Res
+from hapack.hamon.snapshot import Act, Power, Res
 from hapack.hamon.fence import FenceFailed, confirm
 
 PROMOTED_CODES = (ocfexec.RUNNING_PROMOTED, ocfexec.DEGRADED_PROMOTED)
@@ -65,11 +66,6 @@ class Worker:
         with self._lock:
             done, self.done = self.done, []
         return done
-
-    def join(self, timeout):
-        deadline = time.monotonic() + timeout
-        while self.current and time.monotonic() < deadline:
-            time.sleep(0.01)
 
 
 def classify(rc):
@@ -228,10 +224,3 @@ class Actor:
 def step_name(d):
     """How a decision appears in a timeline."""
     return f"{d.action.value} {d.resource}" if d.resource else d.action.value
-
-
-def remove(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -19,7 +19,8 @@ import time
 import traceback
 
 from hapack.hamon.actor import Actor, Worker, step_name
-from hapack.hamon.decide import BMC_ACTIONS, Act, decide
+from hapack.hamon.decide import decide
+from hapack.hamon.snapshot import BMC_ACTIONS, Act
 from hapack.hamon.membership import Membership
 from hapack.hamon.ocfexec import stack_resources
 from hapack.hamon.packet import Status

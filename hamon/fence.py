@@ -11,7 +11,7 @@ confirmation file, the evidence its promotion gate accepts.
 import os
 import time
 
-from hapack.hamon.decide import Power
+from hapack.hamon.snapshot import Power
 from hapack.proc import CommandError, run
 
 STATUS_ON, STATUS_OFF = 0, 2

@@ -34,10 +34,6 @@ class PeerLiveness:
     ack_seq: int                 # the newest of our seqs the peer echoed
     worst_gap: float
 
-    @property
-    def links_up(self):
-        return sum(1 for link in self.links if link.up)
-
 
 class _Link:
     def __init__(self, name):

@@ -10,7 +10,7 @@ membership's view of the peer, into a :class:`~hapack.hamon.decide.Snapshot`.
 
 from collections import deque
 
-from hapack.hamon.decide import Policy, Power, Res, ResourceView, Snapshot
+from hapack.hamon.snapshot import Policy, Power, Res, ResourceView, Snapshot
 from hapack.hamon.states import ACTIVE
 
 INF = float("inf")

@@ -14,7 +14,7 @@ import pytest
 from hapack.hamon import report
 from hapack.hamon.config import Config, settings
 from hapack.hamon.daemon import Daemon, fresh_window
-from hapack.hamon.decide import Power
+from hapack.hamon.snapshot import Power
 from hapack.hamon.events import EventLog
 from hapack.hamon.fence import FenceFailed
 from hapack.hamon.ocfexec import Outcome

@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from hapack.hamon.decide import (Act, Policy, Power, Res, ResourceView, Snapshot, decide,
-                                 shoots_first)
+from hapack.hamon.decide import decide, shoots_first
+from hapack.hamon.snapshot import Act, Policy, Power, Res, ResourceView, Snapshot
 from hapack.hamon.membership import LinkView, PeerLiveness
 from hapack.hamon.packet import Status
 from hapack.hamon.states import State

@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""The same failover under hamon, Pacemaker (the hapack CIB) and Linux-HA Heartbeat 3.
+
+One stack for all three, in a fresh two-node lab per run (hapack.lab:
+namespaces, ipmi_sim BMCs, a shared ext4 disk): the VIP, the partition
+(ocf:hapack:partition, backend shared), a stateless layer answering with the
+node's name on port 8080 (ocf:heartbeat:anything running the lab's
+responder) and a stateful layer (ocf:hapack:slapd, its database on the
+partition). node1 holds the stack; its power is cut through its BMC; the
+clock starts at the cut. Measured from the host:
+
+* vip:   the first answer from node2 on VIP:8080 (a client polling every 50 ms);
+* mount: the partition first seen mounted in node2 (mount tables every 50 ms);
+* layer: slapd first seen running in node2 (every 20 ms).
+
+Settings: hamon's defaults (200 ms heartbeats, dead at 1.2 s, non-holder
+fence delay 1 s). Pacemaker: corosync token 1000 ms (the lab's), the CIB
+from ``hapack render cib`` with priority-fencing-delay 1 s (hamon's fence
+delay; the stack file's default of 10 s would add 9 s). Heartbeat: haresources
+from ``hapack render heartbeat`` with hapack.lab.heartbeat's lowest deadtime
+that ran without false failovers here (keepalive 200 ms, deadtime 1 s).
+
+    bench/bench_hamon.py [--runs 3] [--stacks hamon,pacemaker,heartbeat]
+
+Needs root; the agents are installed on the host for Pacemaker and Heartbeat
+for the run (hapack.lab.heartbeat.agents_installed) and removed after it.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import ratio  # noqa: E402
+
+from hapack.hamon.rig import PORT, Rig  # noqa: E402
+from hapack.lab import Lab  # noqa: E402
+from hapack.lab.failover import MountSampler  # noqa: E402
+
+NODE1, NODE2 = "node1", "node2"
+STACKS = ("hamon", "pacemaker", "heartbeat")
+METRICS = ("vip", "mount", "layer")
+TARGETS = {"vip": 1.5, "mount": 2.0, "layer": 2.0}  # hamon's targets, seconds after the cut
+AGENTS = ("vip", "partition", "slapd", "fence_bmc", "bmc")
+PACEMAKER_TABLES = '\n[fencing]\naction = "off"\npriority_fencing_delay = "1s"\n'
+
+
+class ProcessSampler:
+    """When a process named ``name`` first ran in ``node`` (wall clock), every 20 ms."""
+
+    def __init__(self, lab, node, name):
+        self.lab, self.node, self.name = lab, node, name
+        self.seen = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set() and self.seen is None:
+            try:
+                if any(p.name == self.name for p in self.lab.processes(self.node)):
+                    self.seen = time.time()
+            except OSError:
+                pass
+            self._stop.wait(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+
+# -- the three stacks: start with node1 holding everything, stop ---------------------
+
+class HamonStack:
+    lab_stack = "none"
+
+    def __init__(self, lab):
+        self.rig = Rig(lab).setup()
+
+    def start(self):
+        self.rig.start()
+        self.rig.wait_roles(NODE1, NODE2, timeout=60)
+
+    def stop(self):
+        self.rig.teardown()
+
+
+class PacemakerStack:
+    lab_stack = "pacemaker"
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.rig = Rig(lab).setup()
+
+    def start(self):
+        from hapack.cib import cib
+        from hapack.stack import loads
+        path = self.rig.dir / "stack-pacemaker.toml"
+        path.write_text(self.rig.stack_text() + PACEMAKER_TABLES)
+        xml = self.rig.dir / "cib.xml"
+        xml.write_bytes(cib.render(loads(path.read_text(), str(path)), str(path)))
+        self.lab.exec(NODE1, ["cibadmin", "--replace", "--scope", "configuration",
+                              "--xml-file", str(xml)], timeout=60)
+
+    def stop(self):
+        pass  # the lab goes down with the run
+
+
+class HeartbeatStack:
+    lab_stack = "none"
+
+    def __init__(self, lab):
+        from hapack.lab.heartbeat import Heartbeat
+        self.lab = lab
+        self.rig = Rig(lab).setup()
+        self.hb = Heartbeat(lab, str(self.rig.stack_file))
+
+    def start(self):
+        for node in (NODE1, NODE2):  # Heartbeat v1 does not run stateless layers: always up
+            self.lab.start_responder(node, "0.0.0.0", PORT)
+        self.hb.start(wait=True, timeout=90)
+
+    def stop(self):
+        self.hb.stop()
+
+
+KINDS = {"hamon": HamonStack, "pacemaker": PacemakerStack, "heartbeat": HeartbeatStack}
+
+
+def wait_ready(lab, rig, watch, timeout=120):
+    """node1 answers on the VIP, holds the partition and runs slapd."""
+    watch.wait_for(NODE1, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while not (rig.holders() == {NODE1}
+               and any(p.name == "slapd" for p in lab.processes(NODE1))):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"node1 does not hold the stack after {timeout}s")
+        time.sleep(0.1)
+    time.sleep(2)  # steady state: heartbeats, monitors
+
+
+def one_run(kind):
+    cls = KINDS[kind]
+    extra = {"token_ms": 1000} if cls.lab_stack == "pacemaker" else {}
+    with Lab(stack=cls.lab_stack, boot_delay=1.0, **extra) as lab:
+        stack = cls(lab)
+        try:
+            stack.start()
+            with lab.watch_vip(stack.rig.vip, PORT) as watch:
+                wait_ready(lab, stack.rig, watch)
+                with MountSampler(lab, stack.rig.data) as mounts, \
+                        ProcessSampler(lab, NODE2, "slapd") as layer:
+                    cut, wall = time.monotonic(), time.time()
+                    lab.power(NODE1, "off")
+                    answer = watch.wait_for(NODE2, timeout=120, after=cut)
+                    deadline = time.monotonic() + 120
+                    while (layer.seen is None or mounts.first(NODE2, after=wall) is None) \
+                            and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    overlaps = mounts.overlaps()
+                mounted = mounts.first(NODE2, after=wall)
+            result = {"vip": answer.mono - cut,
+                      "mount": None if mounted is None else mounted - wall,
+                      "layer": None if layer.seen is None else layer.seen - wall,
+                      "overlaps": len(overlaps)}
+        finally:
+            stack.stop()
+    return result
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value):
+    return "   -   " if value is None else f"{value:7.3f}"
+
+
+def report(results):
+    print("\nSeconds from the power cut of node1 to ... on node2 (median, min-max of "
+          f"{max(len(r) for r in results.values())} runs)")
+    print(f"{'stack':<11}" + "".join(f"{m:>26}" for m in METRICS) + f"{'2 mounts':>10}")
+    for kind, runs in results.items():
+        cells = ""
+        for metric in METRICS:
+            values = [r[metric] for r in runs if r[metric] is not None]
+            spread = f"{min(values):.3f}-{max(values):.3f}" if values else ""
+            cells += f"{fmt(median(values))} ({spread:>13})    "
+        print(f"{kind:<11}{cells}{sum(r['overlaps'] for r in runs):>10}")
+    if "hamon" in results:
+        ours = {m: median([r[m] for r in results["hamon"]]) for m in METRICS}
+        for kind in results:
+            if kind != "hamon":
+                theirs = {m: median([r[m] for r in results[kind]]) for m in METRICS}
+                print(f"hamon / {kind}: " + ", ".join(
+                    f"{m} {ratio(ours[m], theirs[m]) if ours[m] and theirs[m] else 'n/a'}"
+                    for m in METRICS))
+        print("hamon targets: " + ", ".join(
+            f"{m} <= {t}s: {'met' if ours[m] is not None and ours[m] <= t else 'MISSED'}"
+            for m, t in TARGETS.items()))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--stacks", default=",".join(STACKS))
+    args = parser.parse_args(argv)
+    kinds = [k for k in args.stacks.split(",") if k]
+    if os.geteuid() != 0:
+        print("bench_hamon: needs root (the lab)", file=sys.stderr)
+        return 1
+    from hapack.lab.heartbeat import agents_installed
+    results = {kind: [] for kind in kinds}
+    with agents_installed(AGENTS):
+        for run in range(args.runs):
+            for kind in kinds:
+                result = one_run(kind)
+                results[kind].append(result)
+                print(f"run {run + 1} {kind:<10} " + " ".join(
+                    f"{m} {fmt(result[m])}" for m in METRICS)
+                    + f"  mounted twice: {result['overlaps']}", flush=True)
+    report(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
