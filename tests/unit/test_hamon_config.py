@@ -127,3 +127,32 @@ def test_control_socket_is_root_only(tmp_path):
         server.close()
     with pytest.raises(control.ControlError, match="not running"):
         control.request(run_dir, {"cmd": "status"})
+
+
+def test_hamon_run_refuses_a_key_file_others_can_read(tmp_path, capsys):
+    if os.geteuid() != 0:
+        pytest.skip("hamon run needs root")
+    from hapack.hamon import cli
+    key = tmp_path / "hamon.key"
+    key.write_text("auth 1\n1 0123456789abcdef0123\n")
+    key.chmod(0o644)
+    stack = tmp_path / "stack.toml"
+    stack.write_text(EXAMPLE.read_text() + f'\n[hamon]\nkey_file = "{key}"\n'
+                     f'state_dir = "{tmp_path}/state"\nrun_dir = "{tmp_path}/run"\n')
+    assert cli.main(["run", "--config", str(stack), "--node", "node1"]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "refusing to start" in err and "root only" in err
+    assert not (tmp_path / "run").exists()  # nothing was started
+    stack.write_text(EXAMPLE.read_text() + '\n[hamon]\ndead_time = "400ms"\n')
+    assert cli.main(["run", "--config", str(stack), "--node", "node1"]) == cli.EXIT_CONFIG
+    assert "hamon.dead_time" in capsys.readouterr().err
+
+
+def test_keygen_writes_a_root_only_key_file(tmp_path):
+    from hapack.hamon import cli
+    from hapack.hamon.packet import Keyring
+    path = tmp_path / "k"
+    assert cli.main(["keygen", str(path)]) == 0
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    keys = Keyring.parse(path.read_text())
+    assert keys.send_id == 1 and len(keys.keys[1]) == 64
