@@ -92,12 +92,10 @@ def _serve(config, debug):
     from hapack.hamon.upstream import Pinger
     s, peer = config.settings, config.peer
     keyring = Keyring.load(s.key_file)
-    try:
-        control.request(s.run_dir, {"cmd": "status"}, timeout=2)
-        print(f"hamon: already running (control socket in {s.run_dir})", file=sys.stderr)
-        return EXIT_ERROR
-    except (control.ControlError, OSError, ValueError):
-        pass
+    refusal = _preflight(config)
+    if refusal:
+        print(f"hamon: refusing to start: {refusal}", file=sys.stderr)
+        return EXIT_CONFIG
     log = EventLog(config.node, s.event_log, debug=debug)
     generation = next_generation(os.path.join(s.state_dir, "generation"))
     transport = UdpTransport(keyring, generation, peer.name, config.links, s.port,
@@ -121,6 +119,28 @@ def _serve(config, debug):
             pinger.stop()
         log.info("hamon stopped")
         log.close()
+
+
+def _preflight(config):
+    """Why the daemon must not start (agents missing, another hamon running), or None."""
+    from hapack.hamon import control
+    missing = _missing_programs(config)
+    if missing:
+        return (f"not installed: {', '.join(missing)} (run 'hapack install', or set ocf_root / "
+                "fence_agent in [hamon])")
+    try:
+        control.request(config.settings.run_dir, {"cmd": "status"}, timeout=2)
+    except (control.ControlError, OSError, ValueError):
+        return None
+    return f"hamon already runs here (control socket in {config.settings.run_dir})"
+
+
+def _missing_programs(config):
+    from hapack.hamon.ocfexec import OcfExecutor, stack_resources
+    partition, base, side = stack_resources(config.stack)
+    ocf = OcfExecutor(config.settings.ocf_root, config.node, None)
+    paths = {ocf.path(r) for r in (partition, *base, *side)} | {config.settings.fence_agent}
+    return sorted(p for p in paths if not os.access(p, os.X_OK))
 
 
 def _run_dir(args):

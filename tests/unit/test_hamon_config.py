@@ -138,11 +138,16 @@ def test_hamon_run_refuses_a_key_file_others_can_read(tmp_path, capsys):
     key.chmod(0o644)
     stack = tmp_path / "stack.toml"
     stack.write_text(EXAMPLE.read_text() + f'\n[hamon]\nkey_file = "{key}"\n'
-                     f'state_dir = "{tmp_path}/state"\nrun_dir = "{tmp_path}/run"\n')
+                     f'state_dir = "{tmp_path}/state"\nrun_dir = "{tmp_path}/run"\n'
+                     f'ocf_root = "{tmp_path}/none"\n')
     assert cli.main(["run", "--config", str(stack), "--node", "node1"]) == cli.EXIT_CONFIG
     err = capsys.readouterr().err
     assert "refusing to start" in err and "root only" in err
     assert not (tmp_path / "run").exists()  # nothing was started
+    key.chmod(0o600)
+    assert cli.main(["run", "--config", str(stack), "--node", "node1"]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "not installed" in err and f"{tmp_path}/none/resource.d/hapack/" in err
     stack.write_text(EXAMPLE.read_text() + '\n[hamon]\ndead_time = "400ms"\n')
     assert cli.main(["run", "--config", str(stack), "--node", "node1"]) == cli.EXIT_CONFIG
     assert "hamon.dead_time" in capsys.readouterr().err
