@@ -3,7 +3,7 @@
 One thread runs the loop; it sleeps in select() on the heartbeat sockets,
 the control socket and a wake-up pipe, at most one tick (50 ms). Each tick:
 drain the heartbeats (after a freeze of this node the queued ones are read
-first, so a freeze never makes the peer look dead), apply what the worker
+first, so a freeze never makes the peer look dead), apply what the workers
 finished, decide, act, and send our heartbeat when due. Signal handlers
 only set flags. The systemd watchdog is fed only after a tick that ran to
 its end and kept the heartbeats on time.
@@ -20,10 +20,10 @@ import traceback
 
 from hapack.hamon.actor import Actor, Worker, step_name
 from hapack.hamon.decide import decide
-from hapack.hamon.snapshot import BMC_ACTIONS, Act
 from hapack.hamon.membership import Membership
 from hapack.hamon.ocfexec import stack_resources
 from hapack.hamon.packet import Status
+from hapack.hamon.snapshot import BMC_ACTIONS, Act
 from hapack.hamon.states import ACTIVE, State, StateMachine
 from hapack.hamon.timeline import Timeline
 from hapack.hamon.world import World, policy_of
@@ -83,7 +83,6 @@ class Daemon:
         self.signals = 0
         self.tick_errors = 0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.control = None
 
     # -- the tick ----------------------------------------------------------------------
     def tick(self):
@@ -259,7 +258,6 @@ class Daemon:
 
     def run(self, control=None):
         """Run until stopped; returns the exit status."""
-        self.control = control
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._signal)
         watchdog = Watchdog()

@@ -76,6 +76,7 @@ class Membership:
         self.worst_gap = 0.0
         self.status = None
         self.generation = None
+        self.seq = -1              # of the newest packet: its status and echo are the peer's word
         self.ack_seq = 0
 
     def heard(self, hb, now):
@@ -96,10 +97,11 @@ class Membership:
         if self.generation is not None and hb.generation != self.generation:
             self.log.info(f"{hb.status.node} restarted (generation {self.generation} -> "
                           f"{hb.generation})")
+            self.seq = -1
         self.last = now
-        self.status = hb.status
+        if hb.seq > self.seq:  # a packet overtaken on another link says nothing newer
+            self.status, self.seq, self.ack_seq = hb.status, hb.seq, hb.ack_seq
         self.generation = hb.generation
-        self.ack_seq = max(self.ack_seq, hb.ack_seq)  # admitted: it echoes our generation
 
     def update(self, now):
         """Mark links down that stayed silent for the dead time."""

@@ -194,3 +194,20 @@ def test_generation_grows_across_restarts(tmp_path):
     first = next_generation(path)
     assert next_generation(path) == first + 1
     assert next_generation(path) == first + 2
+
+
+def test_a_packet_overtaken_on_the_other_link_does_not_roll_the_status_back():
+    from hapack.hamon.membership import Membership
+
+    class Quiet:
+        def info(self, message):
+            pass
+        warning = info
+    members = Membership(["lan", "hb"], 1.2, 0.6, Quiet())
+    newer = heartbeat(seq=11, link=0, ack_seq=40, status=Status("node1", "primary", active=True))
+    older = heartbeat(seq=10, link=1, ack_seq=39, status=Status("node1", "secondary"))
+    members.heard(newer, 1.0)
+    members.heard(older, 1.01)
+    view = members.view(1.02)
+    assert view.status.state == "primary" and view.ack_seq == 40
+    assert [link.up for link in view.links] == [True, True]
