@@ -33,6 +33,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hapack.proc import CommandError, run
+
 from .state import locked
 
 CACHE_ENV, FETCH_ENV = "HAPACK_VM_CACHE", "HAPACK_VM_FETCH"
@@ -68,14 +70,11 @@ def fetch_allowed() -> bool:
 
 
 def _run(argv: list[str], cwd: Path | None = None, timeout: float = 300) -> str:
+    """stdout of argv (the project's command seam), or KernelUnavailable saying why not."""
     try:
-        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise KernelUnavailable(f"{' '.join(argv)}: {exc}") from None
-    if proc.returncode != 0:
-        raise KernelUnavailable(f"{' '.join(argv)} exited {proc.returncode}: "
-                                f"{(proc.stderr or proc.stdout).strip()[-500:]}")
-    return proc.stdout
+        return run(argv, timeout=timeout, cwd=cwd, check=True).stdout
+    except CommandError as exc:
+        raise KernelUnavailable(str(exc)[-600:]) from None
 
 
 def parse_abi(depends_output: str) -> str:

@@ -2,20 +2,16 @@
 
 A :class:`Replica` drives ``ocf:hapack:partition`` (backend=drbd, as staged
 by ``hapack install``) inside the guests of a booted :class:`VmPair` and
-resets the resource to one known state before each test: both guests on,
-the link up, zeroed disks with fresh metadata, DRBD up, connected,
-UpToDate/UpToDate without a resync, an empty ext4 on it, both Secondary.
+resets the guests to one known state before each test: no writer, no state
+of the agent, and a fresh resource (:meth:`VmPair.reset_drbd`).
 """
 
 from __future__ import annotations
 
 import shlex
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 from hapack.lab import vm
-from hapack.ocf import _drbd
 
 PARAMS = {"drbd_resource": vm.RESOURCE, "device": vm.DEVICE, "directory": "/mnt/r0",
           "fstype": "ext4"}
@@ -29,22 +25,13 @@ WRITER_PID = "/run/hapack-test-writer.pid"
 STATE_FILES = "/var/lib/hapack/partition /run/hapack /run/resource-agents/hapack-partition-*"
 CLEAN = f"""
 [ -f {WRITER_PID} ] && kill -9 "$(cat {WRITER_PID})" 2>/dev/null; rm -f {WRITER_PID}
-umount /mnt/r0 2>/dev/null; drbdadm down {vm.RESOURCE} 2>/dev/null
 rm -rf {STATE_FILES} /run/hapack-test
-blkdiscard -z {vm.DISK}
-drbdadm create-md --force {vm.RESOURCE} >/dev/null 2>&1 && drbdadm up {vm.RESOURCE}
 """
 
 
 def exit_reason(output: str) -> str:
     return " ".join(line.split(":", 1)[1] for line in output.splitlines()
                     if line.startswith("ocf-exit-reason:"))
-
-
-def both(pair, work):
-    """work(guest) on both guests at once; their results, a first."""
-    with ThreadPoolExecutor(2) as pool:
-        return list(pool.map(work, (pair.a, pair.b)))
 
 
 class Replica:
@@ -64,20 +51,6 @@ class Replica:
         argv = ["env", *(f"{k}={v}" for k, v in env.items()), self.agent_path, action]
         return guest.run(argv, timeout=timeout)
 
-    def state(self, guest) -> _drbd.State:
-        return _drbd.parse_proc(guest.sh(f"cat {_drbd.PROC}"), 0)
-
-    def wait_state(self, guest, predicate, timeout=30.0) -> _drbd.State:
-        """Poll /proc/drbd in ``guest`` until predicate(state) holds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            state = self.state(guest)
-            if predicate(state):
-                return state
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{guest.name}: still {state} after {timeout}s")
-            time.sleep(0.1)
-
     def fence_confirmed(self, guest, node):
         """What hamon writes after fence_bmc confirmed ``node`` powered off."""
         guest.sh(f"mkdir -p {FENCE_FILE.rsplit('/', 1)[0]} && echo {node} > {FENCE_FILE}")
@@ -92,14 +65,10 @@ class Replica:
     # -- the known state before each test ------------------------------------------
 
     def reset(self):
+        """No writer, no agent state, and a fresh resource (:meth:`VmPair.reset_drbd`)."""
         pair = self.pair
-        pair.heal_link()
-        both(pair, lambda g: g.power_on())
+        for guest in pair.guests.values():
+            if guest.running():
+                guest.sh(CLEAN)
         (pair.a.job / "acks").unlink(missing_ok=True)
-        both(pair, lambda g: g.sh(CLEAN, timeout=60))
-        self.wait_state(pair.a, lambda s: s.connected)
-        pair.a.sh(f"drbdadm -- --clear-bitmap new-current-uuid {vm.RESOURCE}")
-        for guest in (pair.a, pair.b):
-            self.wait_state(guest, lambda s: s.disk == s.peer_disk == "UpToDate")
-        pair.a.sh(f"drbdadm primary {vm.RESOURCE} && mkfs.ext4 -q -F -E nodiscard {vm.DEVICE}"
-                  f" && drbdadm secondary {vm.RESOURCE}")
+        pair.reset_drbd()

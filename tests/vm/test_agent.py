@@ -17,8 +17,8 @@ def test_ocf_tester_passes_with_its_promote_demote_sequence(replica):
     assert result.ok, result.output
     assert f"{replica.agent_path} passed all tests" in result.output
     # the peer stayed a connected Secondary throughout; ocf-tester ends with a stop
-    assert not replica.state(pair.a).configured
-    assert replica.state(pair.b).role == "Secondary"
+    assert not pair.a.drbd().configured
+    assert pair.b.drbd().role == "Secondary"
 
 
 def last_score(guest):
@@ -39,7 +39,7 @@ def refused(replica, guest, why):
     result = replica.agent(guest, "promote", pacemaker=True)
     assert result.returncode == OCF.ERR_GENERIC, result.output
     assert why in exit_reason(result.output)
-    assert replica.state(guest).role == "Secondary"
+    assert guest.drbd().role == "Secondary"
     assert not replica.mounted(guest)
 
 
@@ -55,23 +55,23 @@ def test_scores_follow_the_disk_state_and_bad_replicas_are_refused(replica):
     refused(replica, b, "the DRBD peer is Primary")
 
     pair.cut_link()
-    replica.wait_state(b, lambda s: not s.connected)
+    b.wait_drbd(lambda s: not s.connected)
     assert score_after_monitor(replica, b) == "-v 1000"  # UpToDate, peer unknown
     assert score_after_monitor(replica, a, OCF.RUNNING_PROMOTED) == "-v 10000"
 
     replica.fence_confirmed(b, "vma")  # even with the peer fenced: never an Outdated replica
     b.sh(f"drbdadm outdate {vm.RESOURCE}")
-    assert replica.state(b).disk == "Outdated"
+    assert b.drbd().disk == "Outdated"
     assert score_after_monitor(replica, b) == "-D"
     refused(replica, b, "the local replica is Outdated")
 
     assert replica.agent(b, "stop", pacemaker=True).ok
     b.sh(f"drbdadm create-md --force {vm.RESOURCE}")  # a new, empty replica
     assert replica.agent(b, "start", pacemaker=True, wfc_timeout=0).ok
-    assert replica.state(b).disk == "Inconsistent"
+    assert b.drbd().disk == "Inconsistent"
     assert score_after_monitor(replica, b) == "-D"
     refused(replica, b, "the local replica is Inconsistent")
 
     pair.heal_link()  # full resync from a, then UpToDate again
-    replica.wait_state(b, lambda s: s.cstate == "Connected" and s.disk == "UpToDate", 60)
+    b.wait_drbd(lambda s: s.cstate == "Connected" and s.disk == "UpToDate", 60)
     assert score_after_monitor(replica, b) == "-v 10000"

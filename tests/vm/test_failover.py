@@ -56,7 +56,7 @@ def test_power_loss_of_the_primary_loses_no_acknowledged_record(replica):
     acked = acknowledged(a.job / "acks")
     assert fence_bmc(a, "status").returncode == 2  # fence agents: 2 means off
 
-    replica.wait_state(b, lambda s: not s.connected and s.peer_role == "Unknown")
+    b.wait_drbd(lambda s: not s.connected and s.peer_role == "Unknown")
     result = replica.agent(b, "promote")  # nothing yet shows that A is off
     assert result.returncode == OCF.ERR_GENERIC
     assert "nothing shows the peer is off" in exit_reason(result.output)
@@ -73,6 +73,6 @@ def test_power_loss_of_the_primary_loses_no_acknowledged_record(replica):
     assert on.returncode == 0, on.stderr
     a.wait_ready()
     assert replica.agent(a, "start").ok
-    state = replica.wait_state(a, lambda s: s.cstate == "Connected" and s.disk == "UpToDate")
+    state = a.wait_drbd(lambda s: s.cstate == "Connected" and s.disk == "UpToDate")
     assert (state.role, state.peer_role) == ("Secondary", "Primary")
     assert replica.agent(a, "monitor").returncode == OCF.SUCCESS

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hapack.lab import bmc, vm, vmkernel
+from hapack.lab import bmc, vm, vmkernel, vmnode
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,7 +56,7 @@ def test_a_vm_bmc_switches_power_through_its_startcmd():
     creds = bmc.Bmc(node="vma", address="127.0.0.1", port=16001, username="admin",
                     password="secret", password_file="/nonexistent")
     conf = bmc.render_lan_conf(creds, "hapack-vm-vma", "0" * 32, None,
-                               vm.vm_power(16002, Path("/w/vma/power-on.sh")))
+                               vmnode.vm_power(16002, Path("/w/vma/power-on.sh")))
     assert "  serial 15 127.0.0.1 16002 codec VM\n" in conf
     assert '  startcmd "/w/vma/power-on.sh"\n' in conf
     assert "startnow false" in conf and "chassis_control" not in conf
