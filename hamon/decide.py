@@ -336,7 +336,9 @@ def _primary(s):
         step = _fence(s, shoots_first(True, s.peer_says("active"), s.preferred))
         if step.action is not Act.WAIT or s.upstream is False:
             return step
-    step = _ask_early(s) or _side_care(s) or _release_wanted(s) or _base(s)
+    # no early BMC question here: the holder fences at once, and a slow answer to a
+    # question would hold its fence back in the BMC lane, giving the race away
+    step = _side_care(s) or _release_wanted(s) or _base(s)
     return step or wait("primary: the stateful side runs here")
 
 
