@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hapack.lab import bmc, vm, vmkernel, vmnode
+from hapack.lab.state import proc_id
 
 HERE = Path(__file__).resolve().parent
 
@@ -74,3 +76,44 @@ def test_the_tier_skips_with_the_reason_when_no_kernel_can_be_had(tmp_path):
     assert (f"the VM tier has no guest kernel: no guest kernel in {tmp_path} and fetching "
             "is disabled (HAPACK_VM_FETCH=0)") in proc.stdout
     assert not list(tmp_path.iterdir())  # nothing fetched, nothing built
+
+
+def need_vm_binaries():
+    problems = vm.missing_prerequisites()
+    if problems:
+        pytest.skip("the VM tier cannot run here: " + "; ".join(problems))
+
+
+def test_a_pair_that_cannot_boot_leaves_nothing_behind(tmp_path):
+    need_vm_binaries()
+    (tmp_path / "vmlinuz").write_bytes(b"not a kernel")
+    (tmp_path / "initrd.gz").write_bytes(b"")
+    kernel = vmkernel.Kernel("bogus", tmp_path / "vmlinuz", tmp_path / "initrd.gz")
+    pair = vm.VmPair(kernel, root=tmp_path / "run")
+    with pytest.raises(vm.GuestDown, match="is powered off"):
+        pair.start(timeout=60)
+    assert not pair.dir.exists()
+    for guest in pair.guests.values():
+        assert guest.bmc_proc.poll() is not None  # the BMC was ended and reaped
+    assert list((tmp_path / "run").glob("pair-*")) == []
+
+
+def test_sweep_ends_what_a_dead_owner_left(tmp_path):
+    need_vm_binaries()
+    folder = tmp_path / "pair-x"
+    (folder / "vma").mkdir(parents=True)
+    orphan = subprocess.Popen(["sleep", "600"])  # stands for a BMC its owner left running
+    try:
+        no_such_process = [1 << 22, 1]  # above any pid_max
+        state = {"owner": no_such_process, "bmcs": [list(proc_id(orphan.pid))]}
+        (folder / "pair.json").write_text(json.dumps(state))
+        live = tmp_path / "pair-live"
+        live.mkdir()
+        (live / "pair.json").write_text(json.dumps({"owner": list(proc_id(os.getpid()))}))
+        assert vm.sweep(tmp_path) == [folder]
+        assert orphan.wait(10) == -9
+        assert not folder.exists() and live.exists()
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()
