@@ -6,7 +6,7 @@ The host kernel has no DRBD; Debian's own kernel has DRBD 8.4 as a module.
 from the archive), downloads that one package with ``apt-get download``,
 extracts it, runs depmod, keeps ``vmlinuz`` and the few modules a guest needs
 (dependencies and soft dependencies resolved by ``modprobe --show-depends``)
-and builds the initramfs: busybox-static, the modules and ``guest/init.sh``.
+and builds the initramfs: busybox-static, the modules and ``vm_init.sh``.
 
 Cache layout (``$HAPACK_VM_CACHE``, default ``/var/cache/hapack/vm``)::
 
@@ -44,7 +44,7 @@ META_PACKAGE = "linux-image-amd64"
 MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "9pnet_virtio", "9p", "overlay", "ext4",
            "drbd")
 BUSYBOX = Path("/bin/busybox")
-INIT = Path(__file__).resolve().parent / "guest" / "init.sh"
+INIT = Path(__file__).resolve().parent / "vm_init.sh"
 TOOLS = ("apt-get", "apt-cache", "dpkg-deb", "depmod", "modprobe", "cpio")
 
 

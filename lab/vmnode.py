@@ -120,7 +120,7 @@ class Guest:
         env = {"HAPACK_NODE": self.name, "HAPACK_ADDR": f"{self.address}/{PREFIX}",
                "HAPACK_PYTHON": sys.executable, "HAPACK_AGENT": str(HERE / "vmguest.py")}
         (self.job / "env").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))
-        (self.job / "run.sh").write_bytes((HERE / "guest" / "run.sh").read_bytes())
+        (self.job / "run.sh").write_bytes((HERE / "vm_run.sh").read_bytes())
         (self.job / "drbd.conf").write_text(self.pair.drbd_conf)
         os.symlink(self.pair.dir / self.peer_name / "net.sock", self.dir / "peer.sock")
         script = self.dir / "power-on.sh"

@@ -1,8 +1,9 @@
 #!/bin/sh
 # PID 1 of a VM-tier guest after switch_root (the host's /bin/sh on the host's
-# root, read-only under a tmpfs overlay). Sets the node up from the job folder
-# (env: HAPACK_NODE, HAPACK_ADDR, HAPACK_PYTHON, HAPACK_AGENT; drbd.conf) and
-# runs the mailbox agent, which answers the host (hapack.lab.vm).
+# root, read-only under a tmpfs overlay), copied into the job folder as run.sh.
+# Sets the node up from the job folder (env: HAPACK_NODE, HAPACK_ADDR,
+# HAPACK_PYTHON, HAPACK_AGENT; drbd.conf) and runs the mailbox agent
+# (hapack.lab.vmguest), which answers the host (hapack.lab.vmnode).
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 J=/hapack-vm/job
 . "$J/env"
