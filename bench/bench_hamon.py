@@ -21,6 +21,12 @@ from ``hapack render heartbeat`` with hapack.lab.heartbeat's lowest deadtime
 that ran without false failovers here (keepalive 200 ms, deadtime 1 s).
 
     bench/bench_hamon.py [--runs 3] [--stacks hamon,pacemaker,heartbeat]
+    bench/bench_hamon.py --splits 10     # hamon only: the fence race, counted
+
+``--splits N`` cuts both heartbeat links of node1 (the holder) N times in one
+lab and counts who survived: exactly one node must (node1, which fences at
+once while node2 waits its fence delay); it prints how long the holder's
+``fence_bmc off`` took, the figure ``fence_delay`` must stay above.
 
 Needs root; the agents are installed on the host for Pacemaker and Heartbeat
 for the run (hapack.lab.heartbeat.agents_installed) and removed after it.
@@ -207,15 +213,48 @@ def report(results):
             for m, t in TARGETS.items()))
 
 
+def splits(count):
+    """Cut node1's heartbeat links ``count`` times; who survives, and the holder's fence time."""
+    outcomes, fences = {}, []
+    with Lab(stack="none", boot_delay=1.0) as lab:
+        for run in range(count):
+            lab.restore()
+            rig = Rig(lab).setup().start()
+            try:
+                rig.wait_roles(NODE1, NODE2, timeout=60)
+                for link in ("lan", "hb"):
+                    lab.cut_link(NODE1, link)
+                rig.wait_for(lambda: "off" in [lab.power(n, "status") for n in lab.nodes], 20,
+                             "a node powered off")
+                time.sleep(3)  # would the other one go too?
+                survivors = tuple(n for n in lab.nodes if lab.power(n, "status") == "on")
+                took = [e["seconds"] for e in rig.events(NODE1, "step") if e["step"] == "fence"]
+            finally:
+                rig.teardown()
+            outcomes[survivors] = outcomes.get(survivors, 0) + 1
+            fences += took
+            print(f"split {run + 1}: survivors {', '.join(survivors) or 'none'}; node1's fence "
+                  f"took {', '.join(f'{t:.3f}s' for t in took) or '-'}", flush=True)
+    print(f"\n{count} splits: " + ", ".join(f"{'+'.join(k) or 'nobody'} survived {v}x"
+                                            for k, v in outcomes.items()))
+    if fences:
+        print(f"holder's fence_bmc off: median {statistics.median(fences):.3f}s, "
+              f"max {max(fences):.3f}s (fence_delay must stay above it)")
+    return 0 if set(outcomes) == {(NODE1,)} else 1
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--stacks", default=",".join(STACKS))
+    parser.add_argument("--splits", type=int, default=0, help="count the fence race instead")
     args = parser.parse_args(argv)
     kinds = [k for k in args.stacks.split(",") if k]
     if os.geteuid() != 0:
         print("bench_hamon: needs root (the lab)", file=sys.stderr)
         return 1
+    if args.splits:
+        return splits(args.splits)
     from hapack.lab.heartbeat import agents_installed
     results = {kind: [] for kind in kinds}
     with agents_installed(AGENTS):
