@@ -55,10 +55,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def missing_agents() -> list[str]:
+    """Installed agents the lab's nodes cannot run: missing, or whose interpreter lives
+    under /tmp (private in every node: an install from a venv there works on the host
+    only)."""
     root = os.environ.get("OCF_ROOT", "/usr/lib/ocf")
-    missing = [f"{root}/resource.d/hapack/{a}" for a in AGENTS
-               if not os.access(f"{root}/resource.d/hapack/{a}", os.X_OK)]
-    return missing + [p for p in ("/usr/sbin/fence_bmc",) if not os.access(p, os.X_OK)]
+    paths = [f"{root}/resource.d/hapack/{a}" for a in AGENTS] + ["/usr/sbin/fence_bmc"]
+    problems = []
+    for path in paths:
+        if not os.access(path, os.X_OK):
+            problems.append(f"{path} is missing")
+            continue
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            interpreter = handle.readline()[2:].split()[:1]
+        if interpreter and (interpreter[0].startswith("/tmp/") or not os.path.exists(interpreter[0])):
+            problems.append(f"{path} runs {interpreter[0]}, which the lab's nodes cannot see")
+    return problems
 
 
 def cluster_state(lab, node: str) -> str:
@@ -158,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from hapack.lab import missing_prerequisites
     problems = missing_prerequisites("pacemaker") + [
-        f"{p} is missing (run 'hapack install'; './run demo' does)" for p in missing_agents()]
+        f"{p} (run 'hapack install'; './run demo' does)" for p in missing_agents()]
     if problems:
         print("hapack demo: cannot run here:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2

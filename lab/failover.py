@@ -203,29 +203,34 @@ def failures(lab: Lab, node: str) -> list[str]:
             for f in doc.iterfind("failures/failure")]
 
 
-STATEFUL = ("vip", "postgresql", "slapd", "activemq")
+# The resources that make up "the stack is active on one node": the anchor (the
+# promoted partition, or a plain Filesystem in the stock agents' topology), then the
+# rest of the stateful side; and a stateless layer that must run there too.
+STATEFUL = ("partition:Promoted", "vip", "postgresql", "slapd", "activemq")
+STATELESS = "apache"
 
 
-def active_node(lab: Lab, ask: str | None = None) -> str | None:
-    """The node holding the promoted partition and the whole stateful group, with the
-    stateless layers running, as ``ask`` (or the first node that answers) sees it."""
+def active_node(lab: Lab, ask: str | None = None, stateful=STATEFUL) -> str | None:
+    """The node holding the whole stateful side (one node) with the stateless layers
+    running, as ``ask`` (or the first node that answers) sees it."""
     for node in ([ask] if ask else lab.nodes):
         try:
             view = resources(lab, node)
         except (NodeDown, NodeFrozen, NodeCommandError, subprocess.TimeoutExpired):
             continue
-        promoted = view.get("partition:Promoted", [])
-        if len(promoted) == 1 and all(view.get(r) == promoted for r in STATEFUL):
-            stateless = view.get("apache", [])
-            return promoted[0] if stateless else None
+        anchor = view.get(stateful[0], [])
+        if len(anchor) == 1 and all(view.get(r) == anchor for r in stateful) \
+                and anchor[0] in view.get(STATELESS, []):
+            return anchor[0]
     return None
 
 
-def wait_active(lab: Lab, timeout: float = 120.0, node: str | None = None) -> str:
+def wait_active(lab: Lab, timeout: float = 120.0, node: str | None = None,
+                stateful=STATEFUL) -> str:
     """Wait until one node (``node``, if given, as it sees itself) holds the stack."""
     deadline = time.monotonic() + timeout
     while True:
-        active = active_node(lab, node)
+        active = active_node(lab, node, stateful)
         if active and active == (node or active):
             return active
         if time.monotonic() > deadline:
@@ -320,7 +325,8 @@ def timeline(lab: Lab, fault: str, victim: str, survivor: str, t0: float, client
         pcmk, t0, rf"pacemaker-fenced.*(Operation '(off|reboot)' .*targeting {victim}.*OK"
                   rf"|{victim} was successfully|successfully fenced)"), "pacemaker-fenced"))
     add(Step("partition promoted", first_line(
-        pcmk, t0, rf"Result of promote operation for partition on {survivor}: ok"), "pacemaker.log"))
+        pcmk, t0, rf"Result of (promote operation for partition|start operation for fs) "
+                  rf"on {survivor}: ok"), "pacemaker.log"))
     add(Step("partition mounted", sampler.first(survivor, t0), "mount samples"))
     for layer in layers:
         add(Step(f"{layer} healthy", client.probe_ok_since(layer, t0), "client probe on the VIP"))
@@ -388,11 +394,15 @@ def running_node(lab: Lab) -> str:
     return node
 
 
-def recover(lab: Lab, url_path: str, port: int, timeout: float = 180.0) -> str:
+def recover(lab: Lab, url_path: str, port: int, timeout: float = 180.0,
+            stateful=STATEFUL) -> str:
     """Put the lab and the stack back in shape after a fault: every node powered on and
     online, failures cleaned up, the stack active on one node, both chains warm."""
-    lab.restore()
-    lab.exec(running_node(lab), ["crm_resource", "--cleanup"], timeout=60)
-    active = wait_active(lab, timeout)
+    for _ in range(3):  # a fence still pending from the fault may power a node off again
+        lab.restore()
+        lab.exec(running_node(lab), ["crm_resource", "--cleanup"], timeout=60)
+        active = wait_active(lab, timeout, stateful=stateful)
+        if all(lab.running(n) for n in lab.nodes):
+            break
     warm_chains(lab, url_path, port)
     return active

@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Failover time in the lab: hapack's stack vs the same topology on stock agents.
+
+    sudo .venv/bin/python bench/bench_failover.py [--runs N] [--only hapack|stock]
+
+A script, not a test. For each configuration it builds a lab (token 1000 ms,
+stonith-action=off, priority-fencing-delay 0s), provisions the example stack
+(``hapack.lab.provision``: the same instance configs, data on the shared
+disk, VIP, ports), loads one of two CIBs, then N times: cuts the active
+node's power through its BMC while the demo client commits rows and probes
+every layer through the VIP, records the timeline, checks that no
+acknowledged row was lost and the partition was never mounted on two nodes,
+and powers the victim back on (the stack stays where it went; the next run
+cuts that node).
+
+* ``hapack``: the rendered CIB: ocf:hapack:{vip, partition (promotable,
+  shared backend), apache, tomcat, postgresql, slapd, activemq}, stonith:fence_bmc.
+* ``stock``: ocf:heartbeat:{IPaddr2, Filesystem, apache, tomcat, pgsql,
+  slapd}, stonith:fence_ipmilan (lanplus, cipher 3), in the same groups and
+  order (Filesystem takes the partition's place as the group's first member).
+  ActiveMQ has no stock agent: both use ocf:hapack:activemq.
+
+Prints min/median/max of every step (seconds since the power cut), the
+part the pack controls (peer declared lost -> full chain answering on the
+VIP) and the ratios of the medians, and checks the targets: pack part at
+most half the stock one; hapack total under 4 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import textwrap
+import time
+
+from hapack.lab import Lab, failover, missing_prerequisites, provision
+
+PROBES = ("http", "postgresql", "slapd", "activemq")
+STOCK_STATEFUL = ("fs", "vip", "postgresql", "slapd", "activemq")
+STEPS = ("peer declared lost", "fence confirmed", "partition promoted", "partition mounted",
+         "full chain on the VIP", "app reaches the database", "postgresql healthy",
+         "slapd healthy", "activemq healthy")
+PACK = "lost -> full chain"
+
+
+def stock_crm(lab: Lab, demo: provision.DemoStack) -> str:
+    """The example topology on resource-agents' and fence-agents' stock agents."""
+    node1, node2 = lab.nodes
+    fences = ""
+    for node in lab.nodes:
+        params = " ".join(f"{k}={v}" for k, v in lab.bmc(node).fence_ipmilan_params().items())
+        fences += (f"primitive fence-{node} stonith:fence_ipmilan params {params} "
+                   f"pcmk_host_list={node} op monitor interval=60s timeout=20s\n"
+                   f"location loc-fence-{node} fence-{node} -inf: {node}\n")
+    data, pw = demo.data_dir, demo.passwords
+    return fences + textwrap.dedent(f"""\
+        property cib-bootstrap-options: stonith-enabled=true stonith-action=off \\
+            stonith-timeout=60s priority-fencing-delay=0s dc-deadtime=2s
+        rsc_defaults rsc-options: resource-stickiness=100 migration-threshold=3 \\
+            failure-timeout=10min
+        primitive fs ocf:heartbeat:Filesystem params device={lab.shared_disk.device_for(node1)} \\
+            directory={data} fstype={lab.shared_disk.fstype} \\
+            op start timeout=60s op stop timeout=100s op monitor interval=10s timeout=40s
+        primitive vip ocf:heartbeat:IPaddr2 params ip={demo.vip} cidr_netmask={lab.prefixlen('lan')} \\
+            nic=eth0 op start timeout=20s op stop timeout=20s op monitor interval=10s timeout=20s
+        primitive postgresql ocf:heartbeat:pgsql params pgctl={provision.PG_BINDIR}/pg_ctl \\
+            psql=/usr/bin/psql pgdata={data}/postgresql pgport={provision.PG_PORT} \\
+            socketdir=/tmp monitor_user=postgres monitor_password="{pw['postgresql']}" \\
+            start_opt="-c listen_addresses=* -c unix_socket_directories=/tmp -c shared_buffers=16MB -c max_connections=30" \\
+            op start timeout=60s op stop timeout=120s op monitor interval=5s timeout=30s
+        primitive slapd ocf:heartbeat:slapd params config=/etc/hapack/slapd/slapd.conf \\
+            pidfile=/etc/hapack/slapd/slapd.pid user=openldap group=openldap \\
+            services="ldap://0.0.0.0:{provision.LDAP_PORT}/" \\
+            op start timeout=60s op stop timeout=120s op monitor interval=5s timeout=30s
+        primitive activemq ocf:hapack:activemq params data_dir={data}/activemq bind_address=0.0.0.0 \\
+            stomp_port={provision.STOMP_PORT} openwire_port={provision.OPENWIRE_PORT} \\
+            java_opts="-Xms64m -Xmx256m -XX:TieredStopAtLevel=1" \\
+            op start timeout=60s op stop timeout=120s op monitor interval=5s timeout=30s
+        group g-stateful fs vip postgresql slapd activemq meta priority=10
+        location loc-stateful-prefers-{node1} g-stateful 50: {node1}
+        primitive apache ocf:heartbeat:apache params configfile=/etc/hapack/apache/httpd.conf \\
+            httpd=/usr/sbin/apache2 statusurl=http://127.0.0.1:{provision.APACHE_PORT}/server-status \\
+            op start timeout=60s op stop timeout=120s op monitor interval=10s timeout=30s
+        primitive tomcat ocf:heartbeat:tomcat params catalina_home=/usr/share/tomcat10 \\
+            catalina_base=/etc/hapack/tomcat java_home={provision.JAVA_HOME} tomcat_user=tomcat \\
+            catalina_pid=/etc/hapack/tomcat/run/tomcat.pid \\
+            java_opts="-Xms64m -Xmx256m -XX:TieredStopAtLevel=1" \\
+            statusurl=http://127.0.0.1:{provision.TOMCAT_PORT}/app/health.jsp \\
+            op start timeout=60s op stop timeout=120s op monitor interval=10s timeout=30s
+        group g-stateless apache tomcat
+        clone cl-stateless g-stateless
+        """)
+
+
+def load_stock(lab: Lab, demo: provision.DemoStack) -> None:
+    for node in lab.nodes:  # the stock slapd agent reads its pid file from the config
+        conf = lab.node_dir(node) / "etc-hapack" / "slapd" / "slapd.conf"
+        conf.write_text(conf.read_text() + "pidfile /etc/hapack/slapd/slapd.pid\n")
+        os.chown(conf.parent, *_ids("openldap"))
+    script = lab.dir / "stock.crm"
+    script.write_text(stock_crm(lab, demo))
+    script.chmod(0o600)
+    lab.exec("node1", ["crm", "-F", "configure", "load", "replace", str(script)], timeout=120)
+
+
+def _ids(user: str) -> tuple[int, int]:
+    import pwd
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
+
+
+def one_failover(lab: Lab, demo, stateful, index: int, say) -> failover.Timeline:
+    active = failover.recover(lab, provision.HEALTH_PATH, provision.APACHE_PORT, stateful=stateful)
+    survivor = next(n for n in lab.nodes if n != active)
+    tag = f"bench{index}"
+    client = failover.Client(lab, demo.client_config(table=f"rows_{tag}"), tag=tag)
+    with client, failover.MountSampler(lab, demo.data_dir) as sampler:
+        client.wait_probes(PROBES, 120)
+        client.wait_acks(10, 120)
+        t0 = failover.power_cut(lab, active)
+        failover.wait_active(lab, 120, node=survivor, stateful=stateful)
+        client.wait_probes(PROBES + ("app+db",), 120)
+        client.wait_acks(10, 120)
+    line = failover.timeline(lab, "power cut", active, survivor, t0, client, sampler)
+    lost, overlaps = client.lost(), sampler.overlaps()
+    say(f"  run {index + 1}: {active} -> {survivor}: full chain {line.total:.2f}s, "
+        f"{len(client.acked())} rows acknowledged, {len(lost)} lost, "
+        f"{'never' if not overlaps else 'MOUNTED TWICE'} mounted twice")
+    if lost or overlaps:
+        raise SystemExit(f"run {index + 1} of the failover lost rows {lost[:10]} or mounted "
+                         f"twice {overlaps[:3]}")
+    return line
+
+
+def measure(kind: str, runs: int, say) -> list[failover.Timeline]:
+    lab = Lab(stack="pacemaker", token_ms=1000, disk_mb=400, boot_delay=1.0)
+    try:
+        say(f"{kind}: building a lab and provisioning the stack")
+        lab.up()
+        demo = provision.provision(lab, load=(kind == "hapack"))
+        stateful = failover.STATEFUL
+        if kind == "stock":
+            load_stock(lab, demo)
+            stateful = STOCK_STATEFUL
+        failover.wait_active(lab, 180, stateful=stateful)
+        return [one_failover(lab, demo, stateful, i, say) for i in range(runs)]
+    finally:
+        lab.down()
+
+
+def series(lines: list[failover.Timeline], step: str) -> list[float]:
+    if step == PACK:
+        values = [(l.seconds("full chain on the VIP"), l.seconds("peer declared lost"))
+                  for l in lines]
+        return [a - b for a, b in values if a is not None and b is not None]
+    return [v for v in (l.seconds(step) for l in lines) if v is not None]
+
+
+def fmt(values: list[float]) -> str:
+    if not values:
+        return f"{'-':>22}"
+    return f"{min(values):6.2f} {statistics.median(values):6.2f} {max(values):6.2f}  "
+
+
+def report(results: dict[str, list[failover.Timeline]], runs: int) -> int:
+    kinds = list(results)
+    print(f"\nFailover after a power cut of the active node, {runs} runs each, token 1000 ms "
+          "(seconds since the cut: min median max)")
+    head = f"{'step':<26}" + "".join(f"{k:>22}" for k in kinds) + \
+        ("   ratio (median)" if len(kinds) == 2 else "")
+    print(head)
+    print("-" * len(head))
+    for step in STEPS + (PACK,):
+        cells = {k: series(results[k], step) for k in kinds}
+        row = f"{step:<26}" + "".join(fmt(cells[k]) for k in kinds)
+        if len(kinds) == 2 and all(cells.values()):
+            row += f"{statistics.median(cells['hapack']) / statistics.median(cells['stock']):8.2f}"
+        print(row)
+    ok = True
+    if "hapack" in results:
+        total = statistics.median(series(results["hapack"], "full chain on the VIP"))
+        ok &= total < 4.0
+        print(f"\ntarget: hapack power cut -> full chain < 4 s: median {total:.2f}s "
+              f"{'MET' if total < 4.0 else 'MISSED'}")
+    if len(kinds) == 2:
+        ratio = (statistics.median(series(results["hapack"], PACK))
+                 / statistics.median(series(results["stock"], PACK)))
+        ok &= ratio <= 0.5
+        print(f"target: pack part (lost -> full chain) <= 0.5 x stock: {ratio:.2f} "
+              f"{'MET' if ratio <= 0.5 else 'MISSED'}")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", choices=("hapack", "stock"))
+    args = parser.parse_args(argv)
+    problems = missing_prerequisites("pacemaker")
+    if os.geteuid() != 0 or problems:
+        print("bench_failover: needs root and the lab: " + "; ".join(problems), file=sys.stderr)
+        return 2
+    start = time.monotonic()
+
+    def say(message):
+        print(f"[{time.monotonic() - start:6.1f}s] {message}", flush=True)
+
+    kinds = [args.only] if args.only else ["hapack", "stock"]
+    results = {kind: measure(kind, args.runs, say) for kind in kinds}
+    return report(results, args.runs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
