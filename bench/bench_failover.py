@@ -39,7 +39,7 @@ from hapack.lab import Lab, failover, missing_prerequisites, provision
 
 PROBES = ("http", "postgresql", "slapd", "activemq")
 STOCK_STATEFUL = ("fs", "vip", "postgresql", "slapd", "activemq")
-STEPS = ("peer declared lost", "fence confirmed", "partition promoted", "partition mounted",
+STEPS = ("peer declared lost", "fence requested", "fence confirmed", "partition promoted", "partition mounted",
          "full chain on the VIP", "app reaches the database", "postgresql healthy",
          "slapd healthy", "activemq healthy")
 PACK = "lost -> full chain"

@@ -321,6 +321,9 @@ def timeline(lab: Lab, fault: str, victim: str, survivor: str, t0: float, client
     add = line.steps.append
     add(Step(fault, t0, "BMC power log" if "power" in fault else "host"))
     add(Step("peer declared lost", first_line(coro, t0, r"Members left: "), "corosync.log"))
+    add(Step("fence requested", first_line(
+        pcmk, t0, rf"pacemaker-fenced.*Requesting peer fencing \((off|reboot)\) targeting {victim}"),
+        "pacemaker-fenced"))
     add(Step("fence confirmed", first_line(
         pcmk, t0, rf"pacemaker-fenced.*(Operation '(off|reboot)' .*targeting {victim}.*OK"
                   rf"|{victim} was successfully|successfully fenced)"), "pacemaker-fenced"))
