@@ -39,7 +39,8 @@ DIR = "/mnt/r0"
 SHIM = ('#!/bin/sh\n# crm_attribute stand-in (no Pacemaker in the guests)\n'
         'echo "$OCF_RESOURCE_INSTANCE $*" >> /run/bench-crm_attribute.log\n')
 PCMK = {"OCF_ROOT": "/usr/lib/ocf", "OCF_RESKEY_CRM_meta_timeout": "60000",
-        "OCF_RESKEY_crm_feature_set": "3.16.2", "PATH": f"{vm.SHARE}/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+        "OCF_RESKEY_crm_feature_set": "3.16.2",
+        "PATH": f"{vm.SHARE}/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 CLONE = {"OCF_RESKEY_CRM_meta_promotable": "true", "OCF_RESKEY_CRM_meta_notify": "true",
          "OCF_RESKEY_CRM_meta_clone_max": "2", "OCF_RESKEY_CRM_meta_clone_node_max": "1",
          "OCF_RESKEY_CRM_meta_master_max": "1", "OCF_RESKEY_CRM_meta_master_node_max": "1",
@@ -186,7 +187,8 @@ def report(kernel, prepare_s, boot_s, reset_s, results, defaults, test) -> None:
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\nDRBD 8.4 between two TCG guests (kernel {kernel.abi}); times in ms; "
           f"host load average {load} on {os.cpu_count()} cores")
-    head = f"{'measure':<34}{'variant':<40}{'median':>10}{'min':>9}{'max':>9}{'runs':>6}{'ratio':>8}"
+    head = (f"{'measure':<34}{'variant':<40}{'median':>10}{'min':>9}{'max':>9}{'runs':>6}"
+            f"{'ratio':>8}")
     print(head)
     print("-" * len(head))
     row("peer-loss detection", "ping-int 1, ping-timeout 5 (ours)", results["detect"])

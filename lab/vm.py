@@ -73,7 +73,8 @@ RECOMMENDED = {
 RESET_SCRIPT = f"""
 while grep -qs '^{DEVICE} ' /proc/mounts; do umount {DEVICE} || exit 1; done
 drbdadm down {RESOURCE} 2>/dev/null
-blkdiscard -z {DISK} && drbdadm create-md --force {RESOURCE} >/dev/null 2>&1 && drbdadm up {RESOURCE}
+blkdiscard -z {DISK} || exit 1
+drbdadm create-md --force {RESOURCE} >/dev/null 2>&1 && drbdadm up {RESOURCE}
 """
 # Only for the tiny test disks: resync at full speed.
 TEST_DISK = (("c-plan-ahead", "0"), ("resync-rate", "200M"))

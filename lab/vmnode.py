@@ -197,7 +197,8 @@ class Guest:
     def fence_bmc_argv(self, action: str) -> list[str]:
         """The project's ``fence_bmc`` (as installed for the pair) fencing this guest."""
         b = self.bmc
-        return [str(self.pair.share / "root" / "usr" / "sbin" / "fence_bmc"), f"--ip={b.address}", f"--ipport={b.port}", f"--username={b.username}",
+        return [str(self.pair.share / "root" / "usr" / "sbin" / "fence_bmc"),
+                f"--ip={b.address}", f"--ipport={b.port}", f"--username={b.username}",
                 f"--password-file={b.password_file}", f"--cipher={b.cipher}",
                 f"--hostname={self.name}", f"--plug={self.name}", f"--action={action}"]
 

@@ -70,7 +70,8 @@ def test_the_tier_skips_with_the_reason_when_no_kernel_can_be_had(tmp_path):
     env = dict(os.environ, HAPACK_VM_CACHE=str(tmp_path), HAPACK_VM_FETCH="0")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs",
                            str(HERE / "test_agent.py"), str(HERE / "test_failover.py")],
-                          env=env, capture_output=True, text=True, timeout=120, cwd=HERE.parent.parent)
+                          env=env, capture_output=True, text=True, timeout=120,
+                          cwd=HERE.parent.parent)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "3 skipped" in proc.stdout
     assert (f"the VM tier has no guest kernel: no guest kernel in {tmp_path} and fetching "
