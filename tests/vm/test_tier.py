@@ -68,7 +68,7 @@ def test_a_vm_bmc_switches_power_through_its_startcmd():
 def test_the_tier_skips_with_the_reason_when_no_kernel_can_be_had(tmp_path):
     """An empty cache and fetching disabled: every VM test skips, saying why; nothing fails."""
     env = dict(os.environ, HAPACK_VM_CACHE=str(tmp_path), HAPACK_VM_FETCH="0")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs",
+    proc = subprocess.run([sys.executable, "-P", "-m", "pytest", "-p", "no:cacheprovider", "-rs",
                            str(HERE / "test_agent.py"), str(HERE / "test_failover.py")],
                           env=env, capture_output=True, text=True, timeout=120,
                           cwd=HERE.parent.parent)
