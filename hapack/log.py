@@ -37,7 +37,7 @@ class Logger:
         self.debuglog = (environ.get("HA_DEBUGLOG") or None) if self.debugging else None
         facility = (environ.get("HA_LOGFACILITY") or environ.get("HA_logfacility") or "").lower()
         self.facility = facility if facility in _FACILITIES else None
-        self.stderr = sys.stderr if stderr is None else stderr
+        self.stderr = sys.stderr if stderr is None else stderr  # None: DRBD's handlers have none
         self._syslog = None
 
     def _line(self, level, message):
@@ -71,7 +71,7 @@ class Logger:
             self._append(self.logfile, line)
         if self.facility and level >= INFO:
             self._to_syslog(level, message)
-        if stderr and (level >= WARNING or self.debugging):
+        if stderr and self.stderr is not None and (level >= WARNING or self.debugging):
             try:
                 self.stderr.write(line)
                 self.stderr.flush()

@@ -94,3 +94,11 @@ def test_run_as_a_user_drops_roots_groups():
            for flag in ("-u", "-g", "-G")]
     assert ids[0] == [str(entry.pw_uid)] and ids[1] == [str(entry.pw_gid)]
     assert "0" not in ids[2]
+
+
+def test_logger_without_stderr(monkeypatch, tmp_path):
+    """DRBD runs handlers with no stdin, stdout or stderr: logging must not crash."""
+    monkeypatch.setattr("sys.stderr", None)
+    log = Logger("handler", {"HA_LOGFILE": str(tmp_path / "log")})
+    log.error("still logged")
+    assert "ERROR: still logged" in (tmp_path / "log").read_text()
