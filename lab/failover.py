@@ -353,6 +353,13 @@ def warm_chains(lab: Lab, url_path: str, port: int, timeout: float = 120.0) -> N
             time.sleep(0.5)
 
 
+def dc(lab: Lab, ask: str) -> str | None:
+    """The current DC as ``ask`` sees it."""
+    from .stack import parse_crm_mon
+    out = lab.exec(ask, ["crm_mon", "-1", "--output-as=xml"], timeout=30, check=False).stdout
+    return parse_crm_mon(out).dc if out.strip().startswith("<") else None
+
+
 def power_cut(lab: Lab, node: str) -> float:
     """Cut ``node``'s power through its BMC; the wall time its BMC cut it (power log),
     or when ipmitool returned."""

@@ -289,6 +289,7 @@ def stack_toml(lab: Lab, vip: str, data_dir: str, *, priority_fencing_delay: str
 
         [vip.params]
         arp_count = 3
+        dad_timeout = 50        # the lab's LAN answers a duplicate probe within 1 ms
 
         [partition]
         backend = "shared"

@@ -107,45 +107,36 @@ def scenario(stack, request):
         yield run
 
 
-def test_power_loss_of_the_active_node(scenario):
-    s = scenario
+def fail_over(s: Scenario, fault: str, act) -> failover.Timeline:
+    """``act(victim)`` (returns the fault's wall time, or None: its start) on the active
+    node; the survivor must take the stack over after fencing the victim (power off)."""
     victim, survivor = s.active, s.standby
     fenced_before = len(s.fenced(victim, survivor))
-    t0 = failover.power_cut(s.lab, victim)
+    began = time.time()
+    t0 = act(victim) or began
     s.settle(survivor)
-    line = failover.timeline(s.lab, "power cut", victim, survivor, t0, s.client, s.sampler)
+    line = failover.timeline(s.lab, fault, victim, survivor, t0, s.client, s.sampler)
     s.finish()
-    assert s.lab.power(victim, "status") == "off"
+    assert not s.lab.running(victim)
+    assert s.lab.power(victim, "status") == "off", f"{victim} was not powered off"
     assert len(s.fenced(victim, survivor)) == fenced_before + 1
     # the survivor mounted only after the fence was confirmed
     assert line.seconds("fence confirmed") is not None
     assert line.seconds("partition mounted") > line.seconds("fence confirmed")
-    assert line.total is not None and line.total < 60
+    assert line.total is not None
+    return line
+
+
+def test_power_loss_of_the_active_node(scenario):
+    fail_over(scenario, "power cut", lambda victim: failover.power_cut(scenario.lab, victim))
 
 
 def test_crash_of_the_active_node_is_fenced(scenario):
-    s = scenario
-    victim, survivor = s.active, s.standby
-    t0 = time.time()
-    s.lab.crash(victim)
-    s.settle(survivor)
-    line = failover.timeline(s.lab, "crash", victim, survivor, t0, s.client, s.sampler)
-    s.finish()
-    assert s.lab.power(victim, "status") == "off", "the crashed node was not powered off"
-    assert line.seconds("partition mounted") > line.seconds("fence confirmed")
+    fail_over(scenario, "crash", scenario.lab.crash)
 
 
 def test_a_hang_longer_than_the_token_is_fenced(scenario):
-    s = scenario
-    victim, survivor = s.active, s.standby
-    t0 = time.time()
-    s.lab.freeze(victim)
-    s.settle(survivor)
-    line = failover.timeline(s.lab, "freeze", victim, survivor, t0, s.client, s.sampler)
-    s.finish()
-    assert not s.lab.running(victim)
-    assert s.lab.power(victim, "status") == "off"
-    assert line.seconds("partition mounted") > line.seconds("fence confirmed")
+    fail_over(scenario, "freeze", scenario.lab.freeze)
 
 
 def _postmaster(s: Scenario) -> int:
@@ -210,7 +201,7 @@ def test_all_cluster_links_of_the_active_node_cut_it_keeps_the_stack(scenario):
         for link in ("lan", "hb"):
             s.lab.heal_link(home, link)
         run(home, ["crm_attribute", "--type", "crm_config", "--name", "priority-fencing-delay",
-                   "--update", "0s"], check=False)
+                   "--delete"], check=False)  # back to the demo's stack: off
     assert all(home in held or not held for _, held in s.sampler.samples)
     assert not any(other in held for _, held in s.sampler.samples)
 
