@@ -16,7 +16,9 @@ are one free block of three /24 in 198.18.0.0/15, chosen per lab)::
 
 A node has its own net, mount, UTS, IPC and PID namespaces, a private /run,
 /dev/shm, /tmp and /sys, and persistent per-node directories bind-mounted on
-/etc/corosync, /etc/hapack, /var/lib/pacemaker, /var/lib/corosync, /var/log
+/etc/corosync, /etc/hapack, /var/lib/pacemaker, /var/lib/corosync, /var/log,
+/etc/ha.d and /var/lib/heartbeat (these two seeded from the host's, as Debian's
+heartbeat package installed them; for Heartbeat, see :mod:`hapack.lab.heartbeat`)
 (and its own /etc/hosts). Its PID 1 is :mod:`hapack.lab.nodeinit`: hostname,
 mounts, a simulated POST (``boot_delay``), network, then Corosync 3 (knet,
 two links, aes256/sha256, two_node) and Pacemaker, or nothing

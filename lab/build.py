@@ -10,6 +10,7 @@ import grp
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,9 +32,14 @@ HERE = Path(__file__).resolve().parent
 # (directory of the node's "disk", where it is mounted in the node)
 NODE_BINDS = (("etc-corosync", "/etc/corosync"), ("etc-hapack", "/etc/hapack"),
               ("var-lib-pacemaker", "/var/lib/pacemaker"), ("var-lib-corosync", "/var/lib/corosync"),
-              ("var-log", "/var/log"), ("hosts", "/etc/hosts"))
+              ("var-log", "/var/log"), ("hosts", "/etc/hosts"),
+              ("etc-ha.d", "/etc/ha.d"), ("var-lib-heartbeat", "/var/lib/heartbeat"))
 # Mount points the nodes need; created in the host if missing, removed with the last lab.
-MOUNTPOINTS = ("/etc/hapack", "/var/lib/corosync", "/var/lib/pacemaker")
+MOUNTPOINTS = ("/etc/hapack", "/var/lib/corosync", "/var/lib/pacemaker", "/etc/ha.d", "/var/lib/heartbeat")
+# Heartbeat's directories, seeded from the host's as its package installed them:
+# (host directory, node "disk" directory, copy the files too). /var/lib/heartbeat
+# gets only its directories: its files (hb_uuid, hb_generation) are each node's own.
+HOST_SEEDED = (("/etc/ha.d", "etc-ha.d", True), ("/var/lib/heartbeat", "var-lib-heartbeat", False))
 PLAIN_DIRS = ("etc-corosync/uidgid.d", "etc-hapack", "var-lib-corosync", "spawn",
               "var-log/cluster", "var-log/corosync", "var-log/hapack", "var-log/crmsh")
 HACLUSTER_DIRS = (("var-lib-pacemaker/cib", 0o750), ("var-lib-pacemaker/pengine", 0o750),
@@ -91,6 +97,26 @@ def make_node_dirs(node_dir: Path, corosync_conf: str, authkey: bytes, cib: byte
         cib_file.chmod(0o600)
     (node_dir / "hosts").write_text(hosts)
     (node_dir / "boot_delay").write_text(f"{boot_delay}\n")
+    for source, sub, files in HOST_SEEDED:
+        seed_from_host(Path(source), node_dir / sub, files)
+
+
+def seed_from_host(source: Path, target: Path, files: bool) -> None:
+    """Copy the host's ``source`` tree to ``target`` (only its directories unless
+    ``files``), owners and modes kept; an empty ``target`` if the host has none."""
+    target.mkdir(exist_ok=True)
+    for root, _, names in os.walk(source):
+        dest = target / os.path.relpath(root, source)
+        dest.mkdir(exist_ok=True)
+        pairs = [(Path(root), dest)]
+        if files:
+            pairs += [(Path(root, n), dest / n) for n in names if Path(root, n).is_file()]
+        for src, dst in pairs:
+            if src.is_file():
+                shutil.copyfile(src, dst)
+            info = src.stat()
+            os.chown(dst, info.st_uid, info.st_gid)
+            dst.chmod(info.st_mode & 0o7777)
 
 
 def make_mountpoints(root: Path) -> None:

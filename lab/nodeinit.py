@@ -6,7 +6,7 @@ boots it like a small init system:
 1. hostname; private ``/sys`` (this netns's view), ``/run``, ``/dev/shm`` and
    ``/tmp`` (tmpfs); the node's persistent "disk" directories bind-mounted
    onto /etc/corosync, /etc/hapack, /var/lib/pacemaker, /var/lib/corosync,
-   /var/log, plus its own /etc/hosts;
+   /var/log, /etc/ha.d, /var/lib/heartbeat, plus its own /etc/hosts;
 2. the simulated POST (``boot_delay`` seconds, from ``nodes/<node>/boot_delay``);
 3. network: lo, eth0 (service LAN), eth1 (heartbeat LAN), eth2 (BMC net);
 4. the cluster stack, if any: ``corosync -f``, then ``pacemakerd``;
