@@ -6,12 +6,15 @@ Files, laid out relative to ``/etc`` (copy the tree to both nodes' /etc):
     ha.d/haresources                the primary and its resource group, in start order
     ha.d/authkeys                   sha1 key (mode 0600): kept if present, else new
     ha.d/conf/OCF/<type>/<name>     OCF_RESKEY_* of each resource, read by the OCF wrapper
-    default/heartbeat               OCF_AGENTS, so the wrapper finds ocf:hapack agents
+    ha.d/ocf/<provider>/<type>      the agent as the OCF wrapper calls it (status -> monitor)
+    default/heartbeat               OCF_AGENTS=/etc/ha.d/ocf, so the wrapper finds those
 
 Heartbeat's OCF wrapper (``/etc/ha.d/resource.d/OCF``) runs
-``$OCF_AGENTS/*/<type> <action>``; Debian's default OCF_AGENTS is the heartbeat
-provider's directory, so ``default/heartbeat`` points it at resource.d itself
-('hapack' sorts before 'heartbeat', so ocf:hapack wins a name both provide).
+``$OCF_AGENTS/*/<type> <action>`` and asks ``status`` (for its own monitor too),
+which OCF 1.1 agents do not implement; ResourceManager decides from that answer
+whether it holds a resource (skip a start, or reboot after a failed stop). Each
+``ha.d/ocf/<provider>/<type>`` runs the real agent and answers ``status`` with its
+``monitor``, in the words ResourceManager looks for.
 
 The group follows the patent's order: VIP, (the fence is Heartbeat's own step
 before takeover), the partition, the stateful layers. Heartbeat v1 has no
@@ -30,8 +33,8 @@ from string import Template
 from hapack.stack import Stack
 
 OCF_ROOT = "/usr/lib/ocf"
-#: The external/bmc plugin's getconfignames when hapack.stonith.glue is not installed.
-GLUE_CONFIG_NAMES = ("hostname", "ip")
+AGENTS_DIR = "/etc/ha.d/ocf"    # OCF_AGENTS: the status-answering agents below
+DEFAULT_FENCE_CONFIRMED_FILE = "/run/hapack/fence-confirmed"  # the partition's default
 
 
 def _template(name: str) -> Template:
@@ -43,13 +46,17 @@ def _hb_time(ms: int) -> str:
     return str(ms // 1000) if ms % 1000 == 0 else f"{ms}ms"
 
 
-def glue_config_names() -> tuple[str, ...]:
-    """The order in which stonith_host hands external/bmc its configuration."""
-    try:
-        from hapack.stonith.glue import CONFIG_NAMES
-    except ImportError:
-        return GLUE_CONFIG_NAMES
-    return tuple(CONFIG_NAMES)
+def stonith_values(stack: Stack, node) -> tuple[list[str], list[str]]:
+    """The words after ``external/bmc`` on the stonith_host line of the device that fences
+    ``node`` (every getconfignames position, '-' if unset), and the BMC settings that
+    cannot reach the plugin that way."""
+    from hapack.stonith.glue import CONFIG_NAMES, UNSET
+    params = node.bmc.agent_params(node.name)
+    confirm = stack.partition.params.get("fence_confirmed_file", DEFAULT_FENCE_CONFIRMED_FILE)
+    params["fence_confirmed_file"] = confirm
+    values = [params.get(name) or UNSET for name in CONFIG_NAMES]
+    lost = [k for k in params if k not in CONFIG_NAMES and not k.startswith("pcmk_")]
+    return values, lost
 
 
 def ha_cf(stack: Stack, source: str) -> str:
@@ -62,18 +69,15 @@ def ha_cf(stack: Stack, source: str) -> str:
     for link in stack.links:
         for node in stack.nodes:
             ucast.append(f"ucast {link.interface} {node.address(link.name).ip}")
-    names = glue_config_names()
     stonith = []
     for node in stack.nodes:
-        params = node.bmc.agent_params(node.name)
-        missing = [k for k in params if k not in names and not k.startswith("pcmk_")]
+        values, lost = stonith_values(stack, node)
         peer = stack.peer(node.name).name
         stonith.append(f"# {peer} powers {node.name} off through {node.name}'s BMC.")
-        if missing:
-            stonith.append("# external/bmc takes only " + ", ".join(names) + " here; it must find "
-                           + ", ".join(missing) + " on its own.")
-        values = " ".join(params.get(name, "") for name in names)
-        stonith.append(f"stonith_host {peer} external/bmc {values}")
+        if lost:
+            stonith.append("# Not passed to external/bmc (stonith_host passes only its "
+                           "getconfignames): " + ", ".join(lost) + ".")
+        stonith.append(f"stonith_host {peer} external/bmc {' '.join(values)}")
     return _template("ha.cf.tmpl").substitute(
         cluster_name=stack.cluster.name, source=source, logging=logging,
         keepalive=_hb_time(hb.keepalive), deadtime=_hb_time(hb.deadtime),
@@ -96,8 +100,8 @@ def _group(stack: Stack) -> list[tuple[str, str, dict, int]]:
         if name == "vip":
             entries.append((name, "vip", vip.agent_params(),
                             max(vip.ops.start_timeout, vip.ops.stop_timeout)))
-        elif name == "partition":
-            entries.append((name, "partition", part.agent_params(),
+        elif name == "partition":  # no clone here: start promotes, stop demotes
+            entries.append((name, "partition", dict(part.agent_params(), promote_on_start="true"),
                             max(part.ops.start_timeout + part.ops.promote_timeout,
                                 part.ops.stop_timeout + part.ops.demote_timeout)))
         else:
@@ -143,10 +147,32 @@ def instance_file(stack: Stack, name: str, agent_type: str, params: dict, timeou
 
 DEFAULT_HEARTBEAT = f"""\
 # /etc/default/heartbeat, rendered by 'hapack render heartbeat'.
-# Heartbeat's OCF wrapper looks for agents in $OCF_AGENTS/*/<type>; point it at
-# resource.d so that it finds the ocf:hapack agents.
-OCF_AGENTS={OCF_ROOT}/resource.d
+# Heartbeat's OCF wrapper looks for agents in $OCF_AGENTS/*/<type>; point it at the
+# rendered agents that answer its 'status' (see {AGENTS_DIR}/*/*).
+OCF_AGENTS={AGENTS_DIR}
 """
+
+STATUS_AGENT = """\
+#!/bin/sh
+# ocf:${provider}:${type} for Heartbeat's OCF wrapper, rendered by 'hapack render heartbeat'.
+# The wrapper asks 'status' (for its monitor too), which OCF agents answer as 'monitor':
+# running (0, promoted 8, failed promoted 9: it still holds the resource), stopped (7).
+agent=${agent}
+[ "$$1" = status ] || exec "$$agent" "$$@"
+"$$agent" monitor
+rc=$$?
+case $$rc in
+    0|8|9) echo "running (OCF $$rc)"; exit 0 ;;
+    7) echo stopped; exit 3 ;;
+    *) echo "failed (OCF $$rc)"; exit 1 ;;
+esac
+"""
+
+
+def status_agent(provider: str, agent_type: str) -> str:
+    return Template(STATUS_AGENT).substitute(
+        provider=provider, type=agent_type,
+        agent=_sh_quote(f"{OCF_ROOT}/resource.d/{provider}/{agent_type}"))
 
 
 def files(stack: Stack, source: str) -> dict[str, tuple[str, int]]:
@@ -158,9 +184,10 @@ def files(stack: Stack, source: str) -> dict[str, tuple[str, int]]:
     }
     providers = {layer.name: layer.agent_provider for layer in stack.layers}
     for name, agent_type, params, timeout in _group(stack):
+        provider = providers.get(name, "hapack")
         out[f"ha.d/conf/OCF/{agent_type}/{name}"] = (
-            instance_file(stack, name, agent_type, params, timeout,
-                          providers.get(name, "hapack")), 0o600)
+            instance_file(stack, name, agent_type, params, timeout, provider), 0o600)
+        out[f"ha.d/ocf/{provider}/{agent_type}"] = (status_agent(provider, agent_type), 0o755)
     return out
 
 
