@@ -171,8 +171,18 @@ class Rig:
                              timeout, f"{node} in state {state}")
 
     def wait_roles(self, primary, secondary, timeout=40):
-        self.wait_state(primary, "primary", timeout)
-        return self.wait_state(secondary, "secondary", timeout)
+        """Both nodes in their roles and idle, with the stateless layers up: a fault
+        injected now does not land in the middle of a start. (That matters here: the
+        nodes share the host's /root, and a node killed inside ``su -`` leaves pyenv's
+        rehash lock behind, which stalls every later login shell for a minute.)"""
+        def settled(node, state):
+            st = self.status(node)
+            up = all(r["status"] in ("started", "promoted") for r in st["resources"]
+                     if r["kind"] in ("stateless", "partition"))
+            return st["state"] == state and not st["busy"] and up and st
+        self.wait_for(lambda: settled(primary, "primary"), timeout, f"{primary} primary, idle")
+        return self.wait_for(lambda: settled(secondary, "secondary"), timeout,
+                             f"{secondary} secondary, idle")
 
     def stop(self, node, timeout=30):
         """SIGTERM the daemon in ``node`` (a clean stop: everything stops in reverse)."""
