@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 TOKEN_MS = 1000
 DISK_MB = 400
@@ -99,6 +100,7 @@ def run(args, say) -> dict:
     lab = Lab(args.name, stack="pacemaker", token_ms=TOKEN_MS, disk_mb=DISK_MB, boot_delay=1.0,
               persistent=args.keep)
     report: dict = {"lab": args.name, "ok": False}
+    done = False
     try:
         demo, active = bring_up(lab, say)
         survivor = next(n for n in lab.nodes if n != active)
@@ -132,14 +134,26 @@ def run(args, say) -> dict:
                       never_mounted_twice=not overlaps, mount_samples=len(sampler.samples),
                       state_after=cluster_state(lab, survivor))
         report["ok"] = bool(line.total is not None and not lost and not overlaps)
+        done = report["ok"]
         return report
     finally:
+        if not done and lab.state and not args.keep:
+            keep_logs(lab, say)
         if args.keep:
             say(f"lab kept: 'hapack lab exec --name {lab.name} node1 -- crm_mon -1'; "
                 f"'hapack lab down --name {lab.name}' removes it")
         else:
             say("tearing the lab down")
             lab.down()
+
+
+def keep_logs(lab, say) -> None:
+    """After a failure: copy the nodes' logs out of the lab before it is torn down."""
+    try:
+        logs = lab.collect_logs(Path(f"/var/tmp/hapack-demo-logs-{int(time.time())}"))
+        say(f"the nodes' logs (corosync, pacemaker, the layers) are kept in {logs}")
+    except OSError as exc:
+        say(f"could not keep the nodes' logs: {exc}")
 
 
 def render(report: dict) -> str:
