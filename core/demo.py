@@ -95,49 +95,54 @@ def bring_up(lab, say):
     return demo, active
 
 
+def cut_and_watch(lab, demo, active: str, survivor: str, args, say) -> dict:
+    """With the client and the mount sampler running: cut the active node's power, wait
+    for the survivor; the timeline and the row check."""
+    from hapack.lab import failover
+    report: dict = {}
+    with failover.Client(lab, demo.client_config()) as client, \
+            failover.MountSampler(lab, demo.data_dir) as sampler:
+        client.wait_probes(PROBES, timeout=120)
+        say(f"every layer answers on the VIP; the client commits rows to PostgreSQL "
+            f"through {demo.vip}:5432")
+        client.wait_acks(20)
+        report["state_before"] = cluster_state(lab, active)
+        if not args.json:
+            print("\n" + report["state_before"] + "\n", flush=True)
+        say(f"cutting {active}'s power through its BMC ({lab.bmc(active).address})")
+        t0 = failover.power_cut(lab, active)
+        say(f"{active} is off; waiting for {survivor} to take over")
+        failover.wait_active(lab, timeout=120, node=survivor)
+        say(f"{survivor} holds the stack; waiting for every layer to answer on the VIP")
+        client.wait_probes(PROBES, timeout=120)
+        client.wait_acks(20)
+    line = failover.timeline(lab, "power cut", active, survivor, t0, client, sampler, LAYERS)
+    say("checking every acknowledged row through the VIP")
+    acked, lost, overlaps = client.acked(), client.lost(), sampler.overlaps()
+    before = sum(1 for e in client.events() if e["k"] == "ack" and e["t"] < t0)
+    report.update(survivor=survivor, timeline=line.as_json(),
+                  timeline_text=failover.format_timeline(line),
+                  rows={"acknowledged": len(acked), "missing": lost, "before_cut": before},
+                  never_mounted_twice=not overlaps, mount_samples=len(sampler.samples),
+                  state_after=cluster_state(lab, survivor),
+                  ok=bool(line.total is not None and not lost and not overlaps))
+    return report
+
+
 def run(args, say) -> dict:
-    from hapack.lab import Lab, failover
+    from hapack.lab import Lab
     lab = Lab(args.name, stack="pacemaker", token_ms=TOKEN_MS, disk_mb=DISK_MB, boot_delay=1.0,
               persistent=args.keep)
     report: dict = {"lab": args.name, "ok": False}
-    done = False
     try:
         demo, active = bring_up(lab, say)
         survivor = next(n for n in lab.nodes if n != active)
         report.update(lab_dir=str(lab.dir), stack_file=str(demo.stack_file), vip=demo.vip,
                       chain_url=demo.chain_url, active=active)
-        with failover.Client(lab, demo.client_config()) as client, \
-                failover.MountSampler(lab, demo.data_dir) as sampler:
-            client.wait_probes(PROBES, timeout=120)
-            say(f"every layer answers on the VIP; the client commits rows to PostgreSQL "
-                f"through {demo.vip}:5432")
-            client.wait_acks(20)
-            report["state_before"] = cluster_state(lab, active)
-            if not args.json:
-                print("\n" + report["state_before"] + "\n", flush=True)
-            say(f"cutting {active}'s power through its BMC ({lab.bmc(active).address})")
-            t0 = failover.power_cut(lab, active)
-            say(f"{active} is off; waiting for {survivor} to take over")
-            failover.wait_active(lab, timeout=120, node=survivor)
-            say(f"{survivor} holds the stack; waiting for every layer to answer on the VIP")
-            client.wait_probes(PROBES, timeout=120)
-            client.wait_acks(20)
-        line = failover.timeline(lab, "power cut", active, survivor, t0, client, sampler, LAYERS)
-        say("checking every acknowledged row through the VIP")
-        acked, lost = client.acked(), client.lost()
-        overlaps = sampler.overlaps()
-        report.update(survivor=survivor, timeline=line.as_json(),
-                      timeline_text=failover.format_timeline(line),
-                      rows={"acknowledged": len(acked), "missing": lost,
-                            "before_cut": sum(1 for e in client.events()
-                                              if e["k"] == "ack" and e["t"] < t0)},
-                      never_mounted_twice=not overlaps, mount_samples=len(sampler.samples),
-                      state_after=cluster_state(lab, survivor))
-        report["ok"] = bool(line.total is not None and not lost and not overlaps)
-        done = report["ok"]
+        report.update(cut_and_watch(lab, demo, active, survivor, args, say))
         return report
     finally:
-        if not done and lab.state and not args.keep:
+        if not report["ok"] and lab.state and not args.keep:
             keep_logs(lab, say)
         if args.keep:
             say(f"lab kept: 'hapack lab exec --name {lab.name} node1 -- crm_mon -1'; "

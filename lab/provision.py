@@ -242,6 +242,117 @@ def ldap_password_hash(lab: Lab, password: str) -> str:
 
 
 # -- the stack file and the CIB ----------------------------------------------------
+# The example stack's cluster-wide part (str.format fields; see docs/stack-file.md).
+STACK_HEAD = """\
+# The example stack in lab '{name}' (written by hapack.lab.provision).
+[cluster]
+name = "hapack-{name}"
+stickiness = 100
+migration_threshold = 3
+failure_timeout = "10min"
+
+[fencing]
+action = "off"
+priority_fencing_delay = "{fence_delay}"
+timeout = "60s"
+
+[corosync]
+token = "{token_ms}ms"
+syslog = false
+logfile = "/var/log/cluster/corosync.log"
+"""
+
+# The VIP, the partition and the layers, top of the stack first (str.format fields).
+STACK_LAYERS = """
+[vip]
+address = "{vip}"
+
+[vip.params]
+arp_count = 3
+dad_timeout = 50        # the lab's LAN answers a duplicate probe within 1 ms
+
+[partition]
+backend = "shared"
+device = "{device}"
+directory = "{data_dir}"
+fstype = "{fstype}"
+
+[partition.ops]
+monitor_interval = "11s"
+promoted_monitor_interval = "5s"
+
+[[layers]]
+name = "apache"
+agent = "apache"
+kind = "stateless"
+
+[layers.params]
+config = "/etc/hapack/apache/httpd.conf"
+pidfile = "/etc/hapack/apache/run/httpd.pid"
+port = {apache_port}
+
+[[layers]]
+name = "tomcat"
+agent = "tomcat"
+kind = "stateless"
+
+[layers.params]
+catalina_base = "/etc/hapack/tomcat"
+pidfile = "/etc/hapack/tomcat/run/tomcat.pid"
+port = {tomcat_port}
+java_home = "{java_home}"
+java_opts = "-Xms64m -Xmx256m -XX:TieredStopAtLevel=1 -Xshare:auto"
+
+[[layers]]
+name = "postgresql"
+agent = "postgresql"
+kind = "stateful"
+data_dir = "{data_dir}/postgresql"
+data_param = "pgdata"
+
+[layers.params]
+listen_address = "*"
+port = {pg_port}
+credentials_file = "/etc/hapack/cred/postgresql"
+options = "-c shared_buffers=16MB -c max_connections=30"
+
+[layers.ops]
+monitor_interval = "5s"
+
+[[layers]]
+name = "slapd"
+agent = "slapd"
+kind = "stateful"
+data_dir = "{data_dir}/slapd"
+data_param = "data_dir"
+
+[layers.params]
+config = "/etc/hapack/slapd/slapd.conf"
+services = "ldap://0.0.0.0:{ldap_port}/"
+bind_dn = "{ldap_admin}"
+credentials_file = "/etc/hapack/cred/slapd"
+
+[layers.ops]
+monitor_interval = "5s"
+
+[[layers]]
+name = "activemq"
+agent = "activemq"
+kind = "stateful"
+data_dir = "{data_dir}/activemq"
+data_param = "data_dir"
+
+[layers.params]
+bind_address = "0.0.0.0"
+stomp_port = {stomp_port}
+openwire_port = {openwire_port}
+java_opts = "-Xms64m -Xmx256m -XX:TieredStopAtLevel=1"
+
+[layers.ops]
+monitor_interval = "5s"
+"""
+
+
 def stack_toml(lab: Lab, vip: str, data_dir: str, *, priority_fencing_delay: str = "0s",
                token_ms: int = 1000) -> str:
     """The example stack for this lab's addresses (see docs/stack-file.md)."""
@@ -265,112 +376,12 @@ def stack_toml(lab: Lab, vip: str, data_dir: str, *, priority_fencing_delay: str
         addresses = {{ {", ".join(f'{n} = "{lab.addr(n, link)}/{lab.prefixlen(link)}"'
                                   for n in lab.nodes)} }}
         """) for link in ("lan", "hb"))
-    cred = "/etc/hapack/cred"
-    return textwrap.dedent(f"""\
-        # The example stack in lab {lab.name!r} (written by hapack.lab.provision).
-        [cluster]
-        name = "hapack-{lab.name}"
-        stickiness = 100
-        migration_threshold = 3
-        failure_timeout = "10min"
-
-        [fencing]
-        action = "off"
-        priority_fencing_delay = "{priority_fencing_delay}"
-        timeout = "60s"
-
-        [corosync]
-        token = "{token_ms}ms"
-        syslog = false
-        logfile = "/var/log/cluster/corosync.log"
-        """) + nodes + links + textwrap.dedent(f"""
-        [vip]
-        address = "{vip}"
-
-        [vip.params]
-        arp_count = 3
-        dad_timeout = 50        # the lab's LAN answers a duplicate probe within 1 ms
-
-        [partition]
-        backend = "shared"
-        device = "{lab.shared_disk.device_for('node1')}"
-        directory = "{data_dir}"
-        fstype = "{lab.shared_disk.fstype}"
-
-        [partition.ops]
-        monitor_interval = "11s"
-        promoted_monitor_interval = "5s"
-
-        [[layers]]
-        name = "apache"
-        agent = "apache"
-        kind = "stateless"
-
-        [layers.params]
-        config = "/etc/hapack/apache/httpd.conf"
-        pidfile = "/etc/hapack/apache/run/httpd.pid"
-        port = {APACHE_PORT}
-
-        [[layers]]
-        name = "tomcat"
-        agent = "tomcat"
-        kind = "stateless"
-
-        [layers.params]
-        catalina_base = "/etc/hapack/tomcat"
-        pidfile = "/etc/hapack/tomcat/run/tomcat.pid"
-        port = {TOMCAT_PORT}
-        java_home = "{JAVA_HOME}"
-        java_opts = "-Xms64m -Xmx256m -XX:TieredStopAtLevel=1 -Xshare:auto"
-
-        [[layers]]
-        name = "postgresql"
-        agent = "postgresql"
-        kind = "stateful"
-        data_dir = "{data_dir}/postgresql"
-        data_param = "pgdata"
-
-        [layers.params]
-        listen_address = "*"
-        port = {PG_PORT}
-        credentials_file = "{cred}/postgresql"
-        options = "-c shared_buffers=16MB -c max_connections=30"
-
-        [layers.ops]
-        monitor_interval = "5s"
-
-        [[layers]]
-        name = "slapd"
-        agent = "slapd"
-        kind = "stateful"
-        data_dir = "{data_dir}/slapd"
-        data_param = "data_dir"
-
-        [layers.params]
-        config = "/etc/hapack/slapd/slapd.conf"
-        services = "ldap://0.0.0.0:{LDAP_PORT}/"
-        bind_dn = "{LDAP_ADMIN}"
-        credentials_file = "{cred}/slapd"
-
-        [layers.ops]
-        monitor_interval = "5s"
-
-        [[layers]]
-        name = "activemq"
-        agent = "activemq"
-        kind = "stateful"
-        data_dir = "{data_dir}/activemq"
-        data_param = "data_dir"
-
-        [layers.params]
-        bind_address = "0.0.0.0"
-        stomp_port = {STOMP_PORT}
-        openwire_port = {OPENWIRE_PORT}
-        java_opts = "-Xms64m -Xmx256m -XX:TieredStopAtLevel=1"
-
-        [layers.ops]
-        monitor_interval = "5s"
-        """)
+    fields = dict(name=lab.name, fence_delay=priority_fencing_delay, token_ms=token_ms, vip=vip,
+                  device=lab.shared_disk.device_for("node1"), fstype=lab.shared_disk.fstype,
+                  data_dir=data_dir, apache_port=APACHE_PORT, tomcat_port=TOMCAT_PORT,
+                  java_home=JAVA_HOME, pg_port=PG_PORT, ldap_port=LDAP_PORT, ldap_admin=LDAP_ADMIN,
+                  stomp_port=STOMP_PORT, openwire_port=OPENWIRE_PORT)
+    return STACK_HEAD.format(**fields) + nodes + links + STACK_LAYERS.format(**fields)
 
 
 def render_cib(stack_file: Path, options: dict[str, str]) -> bytes:
