@@ -8,19 +8,12 @@ import pytest
 from lxml import etree
 
 from hapack.ocf import _gate
-from hapack.stonith import fence_bmc, glue
+from hapack.stonith import glue
 from hapack.stonith.drivers import OFF, ON
 from hapack.stonith.errors import AuthError
 
-from test_fence_protocol import SECRET, FakeBmc, FakeDriver
-
-
-@pytest.fixture
-def bmc(monkeypatch):
-    fake = FakeBmc()
-    monkeypatch.setattr(FakeDriver, "bmc", fake)
-    monkeypatch.setattr(fence_bmc, "driver_class", lambda name: FakeDriver)
-    return fake
+from test_fence_glue import bmc  # noqa: F401  (the fake BMC fixture)
+from test_fence_protocol import SECRET
 
 
 def positional(line):
