@@ -47,6 +47,17 @@ def glue_dir(root):
     return GLUE_DIRS[-1]
 
 
+def interpreter():
+    """This environment's python, by the venv's real directory.
+
+    Not realpath(sys.executable): in a venv that is the base interpreter,
+    without the venv's packages. The directory is resolved so that a venv
+    reached through a symlink is written by its real path.
+    """
+    folder, name = os.path.split(sys.executable)
+    return os.path.join(os.path.realpath(folder), name)
+
+
 def wrapper(module, what):
     """The text of an executable that runs ``module.main()``."""
     purelib = sysconfig.get_paths()["purelib"]
@@ -55,10 +66,10 @@ def wrapper(module, what):
     regular = spec is not None and spec.origin and spec.origin.startswith(purelib)
     if regular:
         paths = list(dict.fromkeys([purelib, platlib]))
-        head = f"#!{sys.executable} -IS\n"  # one shebang argument
+        head = f"#!{interpreter()} -IS\n"  # one shebang argument
         setup = f"import sys\nsys.path[:0] = {paths!r}\n"
     else:  # editable install: let site set up the import hooks
-        head = f"#!{sys.executable} -I\n"
+        head = f"#!{interpreter()} -I\n"
         setup = "import sys\n"
     return (f"{head}# {what}, installed by 'hapack install'; do not edit.\n{setup}"
             f"from {module} import main\nsys.exit(main())\n")

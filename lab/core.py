@@ -34,6 +34,7 @@ STACKS = ("pacemaker", "none")
 DEFAULT_BOOT_DELAY = 2.0
 CGROUP_ROOT = build.CGROUP_ROOT
 HERE = build.HERE
+NODE_PRIVATE = (Path("/tmp"), Path("/run"), Path("/dev/shm"))  # mounted afresh in every node
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BASE_BINARIES = ("unshare", "nsenter", "ip", "ipmi_sim", "ipmitool", "losetup", "mkfs.ext4", "ping")
 STACK_BINARIES = {"pacemaker": ("corosync", "corosync-cfgtool", "pacemakerd", "crm_mon", "cibadmin"),
@@ -108,6 +109,11 @@ def missing_prerequisites(stack_name: str = "pacemaker") -> list[str]:
             problems.append(f"{binary} not found")
     if not (CGROUP_ROOT / "freezer").is_dir():
         problems.append("no cgroup v1 freezer at /sys/fs/cgroup/freezer")
+    for what, path in (("this Python environment", Path(sys.prefix)), ("hapack.lab", HERE)):
+        if any(Path(os.path.realpath(path)).is_relative_to(p) for p in NODE_PRIVATE):
+            problems.append(f"{what} is in {path}, which the nodes cannot see (their "
+                            f"{', '.join(map(str, NODE_PRIVATE))} are their own): install "
+                            "hapack elsewhere, e.g. with ./run setup (/opt/hapack/venv)")
     return problems
 
 
