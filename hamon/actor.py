@@ -16,12 +16,12 @@ import threading
 import time
 import traceback
 
-from hapack.hamon import ocfexec
 from hapack.hamon.snapshot import Act, Power, Res
 from hapack.hamon.fence import FenceFailed, confirm
+from hapack.ocf.runner import OCF
 
-PROMOTED_CODES = (ocfexec.RUNNING_PROMOTED, ocfexec.DEGRADED_PROMOTED)
-STARTED_CODES = (ocfexec.SUCCESS, ocfexec.DEGRADED)
+PROMOTED_CODES = (OCF.RUNNING_PROMOTED, OCF.DEGRADED_PROMOTED)
+STARTED_CODES = (OCF.SUCCESS, OCF.DEGRADED)
 
 
 class Worker:
@@ -73,7 +73,7 @@ def classify(rc):
         return Res.PROMOTED
     if rc in STARTED_CODES:
         return Res.STARTED
-    if rc == ocfexec.NOT_RUNNING:
+    if rc == OCF.NOT_RUNNING:
         return Res.STOPPED
     return Res.FAILED
 
@@ -183,7 +183,7 @@ class Actor:
     def _finished(self, res, action, outcome, now):
         res.last = outcome.describe()
         if action in (Act.STOP, Act.DEMOTE):
-            if outcome.ok or (action is Act.DEMOTE and outcome.rc == ocfexec.NOT_RUNNING):
+            if outcome.ok or (action is Act.DEMOTE and outcome.rc == OCF.NOT_RUNNING):
                 res.status = Res.STOPPED if action is Act.STOP else Res.STARTED
             else:
                 res.status = Res.STOP_FAILED

@@ -14,15 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Mapping
 
+from hapack.ocf.runner import EXIT_REASON_PREFIX, OCF
 from hapack.proc import CommandError, CommandNotFound, CommandTimeout, run
-
-EXIT_REASON = "ocf-exit-reason:"
-SUCCESS, ERR_GENERIC, ERR_INSTALLED, NOT_RUNNING = 0, 1, 5, 7
-RUNNING_PROMOTED, FAILED_PROMOTED, DEGRADED, DEGRADED_PROMOTED = 8, 9, 190, 191
-CODE_NAMES = {0: "success", 1: "generic error", 2: "invalid argument", 3: "unimplemented",
-              4: "insufficient privileges", 5: "not installed", 6: "not configured",
-              7: "not running", 8: "running promoted", 9: "failed promoted",
-              190: "degraded", 191: "degraded promoted"}
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -69,10 +62,13 @@ class Outcome:
 
     @property
     def ok(self):
-        return self.rc == SUCCESS
+        return self.rc == OCF.SUCCESS
 
     def describe(self):
-        name = CODE_NAMES.get(self.rc, f"exit {self.rc}")
+        try:
+            name = OCF(self.rc).name.lower().replace("_", " ")
+        except ValueError:
+            name = f"exit {self.rc}"
         return f"{name}: {self.reason}" if self.reason else name
 
 
@@ -112,18 +108,18 @@ class OcfExecutor:
             result = run([self.path(resource), action], timeout=timeout,
                          env=self.environ(resource, action, interval_s), log=self.log)
         except CommandNotFound:
-            return Outcome(ERR_INSTALLED, f"{self.path(resource)} is not installed "
+            return Outcome(OCF.ERR_INSTALLED, f"{self.path(resource)} is not installed "
                            "('hapack install')", time.monotonic() - started)
         except CommandTimeout:
-            return Outcome(ERR_GENERIC, f"no answer within {timeout:.0f}s",
+            return Outcome(OCF.ERR_GENERIC, f"no answer within {timeout:.0f}s",
                            time.monotonic() - started)
         except CommandError as exc:
-            return Outcome(ERR_GENERIC, str(exc), time.monotonic() - started)
+            return Outcome(OCF.ERR_GENERIC, str(exc), time.monotonic() - started)
         return Outcome(result.returncode, exit_reason(result.stderr), time.monotonic() - started)
 
 
 def exit_reason(stderr):
     """The last ``ocf-exit-reason:`` line of an agent's stderr ('' if none)."""
-    reasons = [line[len(EXIT_REASON):].strip() for line in (stderr or "").splitlines()
-               if line.startswith(EXIT_REASON)]
+    reasons = [line[len(EXIT_REASON_PREFIX):].strip() for line in (stderr or "").splitlines()
+               if line.startswith(EXIT_REASON_PREFIX)]
     return reasons[-1] if reasons else ""
