@@ -386,15 +386,25 @@ def format_timeline(line: Timeline) -> str:
 
 
 # -- fencing and recovery ---------------------------------------------------------------
-def fence_history(lab: Lab, ask: str, target: str) -> list[dict]:
-    """Completed fencing actions against ``target`` as ``ask``'s fencer records them."""
-    out = lab.exec(ask, ["stonith_admin", "--history", target, "--output-as=xml"],
-                   check=False, timeout=30).stdout
-    if not out.strip().startswith("<"):
-        return []
-    doc = etree.fromstring(out.encode())
-    return [dict(event.attrib) for event in doc.iterfind(".//fence_event")
-            if event.get("target") == target]
+def fenced_since(lab: Lab, target: str, since: float) -> list[dict]:
+    """Successful power-offs/reboots of ``target`` completed at or after ``since`` (wall
+    time), from the fencers' logs on every node (``stonith_admin --history`` is no
+    record: the history of a node can vanish once the node rejoins)."""
+    pattern = re.compile(rf"pacemaker-fenced.*Operation '(off|reboot)' targeting {target} "
+                         rf"by (\S+) for \S+: OK.*id=(\w+)")
+    found: dict[str, dict] = {}
+    for node in lab.nodes:
+        try:
+            text = node_log(lab, node, "pacemaker/pacemaker.log").read_text(errors="replace")
+        except FileNotFoundError:
+            continue
+        for line in text.splitlines():
+            match = pattern.search(line)
+            stamp = log_time(line) if match else None
+            if stamp is not None and stamp >= since:
+                found[match.group(3)] = {"action": match.group(1), "origin": match.group(2),
+                                         "wall": stamp}
+    return sorted(found.values(), key=lambda e: e["wall"])
 
 
 def running_node(lab: Lab) -> str:

@@ -160,3 +160,29 @@ def test_agents_the_nodes_cannot_run_are_named(tmp_path, monkeypatch):
     problems = [p for p in demo.missing_agents() if "/usr/sbin/fence_bmc" not in p]
     assert problems == [f"{agents}/vip runs /tmp/venv/bin/python, which the lab's nodes cannot see",
                         f"{agents}/slapd is missing"]
+
+
+def test_fencing_is_read_from_every_nodes_fencer_log(tmp_path):
+    class Lab:
+        nodes = ("node1", "node2")
+
+        def node_dir(self, node):
+            return tmp_path / node
+    for node, lines in (("node1", [
+            "Nov 25 00:34:32.577 node1 pacemaker-fenced    [22] (finalize_op) \tnotice: Operation "
+            "'off' targeting node2 by node1 for pacemaker-controld.26@node1: OK (complete) | id=838a51c9",
+            "Nov 25 00:35:00.000 node1 pacemaker-fenced    [22] (finalize_op) \tnotice: Operation "
+            "'off' targeting node2 by node1 for pacemaker-controld.26@node1: Error | id=aaaa"]),
+            ("node2", [
+            "Nov 25 00:33:36.321 node2 pacemaker-fenced    [22] (finalize_op) \tnotice: Operation "
+            "'off' targeting node2 by node1 for pacemaker-controld.26@node1: OK (complete) | id=11112222",
+            "Nov 25 00:34:32.580 node2 pacemaker-fenced    [22] (finalize_op) \tnotice: Operation "
+            "'off' targeting node2 by node1 for pacemaker-controld.26@node1: OK (complete) | id=838a51c9"])):
+        log = tmp_path / node / "var-log" / "pacemaker" / "pacemaker.log"
+        log.parent.mkdir(parents=True)
+        log.write_text("\n".join(lines) + "\n")
+    since = failover.log_time("Nov 25 00:34:00.000 x")
+    events = failover.fenced_since(Lab(), "node2", since)
+    assert [(e["action"], e["origin"]) for e in events] == [("off", "node1")]  # one op, two logs
+    assert len(failover.fenced_since(Lab(), "node2", 0)) == 2
+    assert failover.fenced_since(Lab(), "node1", 0) == []
