@@ -183,6 +183,12 @@ def render(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     say = Progress(sys.stderr if args.json else sys.stdout)
+    from hapack.lab.naming import NamingError, check_name
+    try:
+        check_name(args.name)
+    except NamingError as exc:
+        print(f"hapack demo: {exc}", file=sys.stderr)
+        return 2
     if os.geteuid() != 0:
         print("hapack demo: must run as root (namespaces, mounts, Pacemaker)", file=sys.stderr)
         return 2

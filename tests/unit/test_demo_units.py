@@ -186,3 +186,8 @@ def test_fencing_is_read_from_every_nodes_fencer_log(tmp_path):
     assert [(e["action"], e["origin"]) for e in events] == [("off", "node1")]  # one op, two logs
     assert len(failover.fenced_since(Lab(), "node2", 0)) == 2
     assert failover.fenced_since(Lab(), "node1", 0) == []
+
+
+def test_a_bad_lab_name_is_refused_before_anything_is_built(capsys):
+    assert demo.main(["--name", "Demo!"]) == 2
+    assert "lab name 'Demo!' is not valid" in capsys.readouterr().err
