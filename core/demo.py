@@ -144,10 +144,10 @@ def run(args, say) -> dict:
     finally:
         if not report["ok"] and lab.state and not args.keep:
             keep_logs(lab, say)
-        if args.keep:
+        if args.keep and lab.state:
             say(f"lab kept: 'hapack lab exec --name {lab.name} node1 -- crm_mon -1'; "
                 f"'hapack lab down --name {lab.name}' removes it")
-        else:
+        elif lab.state:  # empty when the lab was never allocated (e.g. the name is taken)
             say("tearing the lab down")
             lab.down()
 
