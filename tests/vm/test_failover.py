@@ -8,6 +8,7 @@ rejoins as Secondary.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -46,7 +47,9 @@ def test_power_loss_of_the_primary_loses_no_acknowledged_record(replica):
     assert replica.agent(b, "start").ok
     assert replica.agent(a, "start").ok
     assert replica.agent(a, "promote").ok
-    a.sh(f"setsid {sys.executable} -I {WRITER} {RECORDS} {ACKS_IN_GUEST} "
+    # through the share: the checkout may sit under /tmp, which is the guest's own tmpfs
+    shutil.copy(WRITER, pair.share / WRITER.name)
+    a.sh(f"setsid {sys.executable} -I /hapack-vm/share/{WRITER.name} {RECORDS} {ACKS_IN_GUEST} "
          f"</dev/null >/dev/null 2>&1 & echo $! > {WRITER_PID}")
     wait_acks(a.job / "acks", 50)
 
