@@ -9,7 +9,6 @@ not waited for (the child, stuck in the kernel, is left behind).
 """
 
 import os
-import signal
 
 from hapack import process
 
@@ -175,8 +174,8 @@ def release(point, deadline, log, term_share=0.5):
             continue
         names = ", ".join(f"{comm}[{pid}] ({how})" for pid, comm, how in holders)
         log.warning(f"{targets[0].point} is busy: {names}")
-        steps = ((signal.SIGTERM, term_share), (signal.SIGKILL, 1.0)) if first else (
-            (signal.SIGKILL, 1.0),)
+        steps = ((process.SIGTERM, term_share), (process.SIGKILL, 1.0)) if first else (
+            (process.SIGKILL, 1.0),)
         first = False
         process.escalate([pid for pid, _, _ in holders], deadline, log, steps=steps)
 

@@ -11,7 +11,6 @@ on DRBD 8.4) and run no child process.
 """
 
 import os
-import re
 
 from hapack.ocf import (OCF, Action, Agent, ConfigError, FailedPromoted, GenericError,
                         NotInstalled, OCFError, Param)
@@ -35,8 +34,11 @@ def word(text):
     return text
 
 
+DRBD_NAME_CHARS = frozenset("-%+./0123456789:=@ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz")
+
+
 def drbd_name(text):
-    if not re.fullmatch(r"[-%+./0-9:=@A-Z_a-z]+", text):
+    if not text or not set(text) <= DRBD_NAME_CHARS:
         raise ValueError(f"{text!r} is not a DRBD resource name")
     return text
 
