@@ -73,7 +73,6 @@ def test_completion_codes_split_into_refused_and_retryable():
 
 
 def test_pinned_session_chooses_the_cipher_suite():
-    pytest.importorskip("pyghmi")
 
     def initialized(cls):
         session = object.__new__(cls)  # skip pyghmi's network setup
@@ -86,7 +85,6 @@ def test_pinned_session_chooses_the_cipher_suite():
 
 
 def test_pyghmi_io_waits_are_sliced_once(monkeypatch):
-    pytest.importorskip("pyghmi")
     from pyghmi.ipmi.private import session
     calls = []
     monkeypatch.setattr(session, "_io_wait", lambda t, a=None, q=None: calls.append((t, a, q)))
@@ -152,7 +150,6 @@ def _certificate(subject, issuer_key, issuer=None, *, ca=False, ip=None):
 
 @pytest.fixture(scope="module")
 def pki():
-    pytest.importorskip("cryptography.x509.verification")
     from cryptography.hazmat.primitives.serialization import Encoding
     ca, ca_key = _certificate("hapack test CA", None, ca=True)
     leaf, _ = _certificate("bmc", ca_key, ca, ip="127.0.0.1")
@@ -208,7 +205,6 @@ def test_redfish_open_errors():
 
 
 def test_redfish_never_opens_a_session_it_would_leak():
-    pytest.importorskip("pyghmi")
     from pyghmi.redfish import command
     cls = redfish.basic_auth(command.Command)
     assert issubclass(cls, command.Command)

@@ -65,18 +65,34 @@ def test_a_vm_bmc_switches_power_through_its_startcmd():
     assert "    addr 127.0.0.1 16001\n" in conf
 
 
-def test_the_tier_skips_with_the_reason_when_no_kernel_can_be_had(tmp_path):
-    """An empty cache and fetching disabled: every VM test skips, saying why; nothing fails."""
-    env = dict(os.environ, HAPACK_VM_CACHE=str(tmp_path), HAPACK_VM_FETCH="0")
-    proc = subprocess.run([sys.executable, "-P", "-m", "pytest", "-p", "no:cacheprovider", "-rs",
+def run_tier_without_a_kernel(tmp_path, ci):
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env.update(HAPACK_VM_CACHE=str(tmp_path), HAPACK_VM_FETCH="0", **({"CI": ci} if ci else {}))
+    return subprocess.run([sys.executable, "-P", "-m", "pytest", "-p", "no:cacheprovider", "-rs",
                            str(HERE / "test_agent.py"), str(HERE / "test_failover.py")],
                           env=env, capture_output=True, text=True, timeout=120,
                           cwd=HERE.parent.parent)
+
+
+REASON = "the VM tier has no guest kernel: no guest kernel in {} and fetching is disabled " \
+         "(HAPACK_VM_FETCH=0)"
+
+
+def test_the_tier_skips_with_the_reason_when_no_kernel_can_be_had(tmp_path):
+    """An empty cache and fetching disabled: outside CI every VM test skips, saying why."""
+    proc = run_tier_without_a_kernel(tmp_path, None)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "3 skipped" in proc.stdout
-    assert (f"the VM tier has no guest kernel: no guest kernel in {tmp_path} and fetching "
-            "is disabled (HAPACK_VM_FETCH=0)") in proc.stdout
+    assert REASON.format(tmp_path) in proc.stdout
     assert not list(tmp_path.iterdir())  # nothing fetched, nothing built
+
+
+def test_under_ci_a_tier_that_cannot_run_fails(tmp_path):
+    """The same run under CI: the skips are errors, with the same reason."""
+    proc = run_tier_without_a_kernel(tmp_path, "true")
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "3 errors" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1]
+    assert REASON.format(tmp_path) in proc.stdout
 
 
 def need_vm_binaries():
