@@ -240,6 +240,7 @@ class Request:
         self.log = log
         self.out = out
         self.secrets = secrets
+        self.verified_off = False  # the switch reported the target's power off
 
     @property
     def target(self):
@@ -331,6 +332,7 @@ def do_power(request, target):
         changed = power.ensure_power(device, target, request.log)
     finally:
         device.close()
+    request.verified_off = target == OFF
     word = "Powered" if changed else "Already"
     request.say(f"Success: {word} {target.upper()}")
     return Exit.SUCCESS
@@ -357,6 +359,7 @@ def do_reboot(request):
             request.say("Success: Power cycle requested")
             return Exit.SUCCESS
         power.ensure_power(device, OFF, request.log)
+        request.verified_off = True
         request.log.info(f"{device.where} reports power off; powering on")
         try:
             power.ensure_power(device, ON, request.log)
