@@ -37,4 +37,8 @@ def read_secret(path):
     line = data.split(b"\n", 1)[0].rstrip(b"\r")
     if not line:
         raise ConfigError(f"credentials file {path} is empty (the password is its first line)")
-    return line.decode("utf-8")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:  # name no byte of it
+        raise ConfigError(f"credentials file {path}: the password is not valid UTF-8 "
+                          "text") from None
