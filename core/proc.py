@@ -70,7 +70,7 @@ def _spans(text, secrets):
             start = text.find(secret, start + 1)
 
 
-def redact_text(text, secrets):
+def redact_text(text: str, secrets) -> str:
     """text with every whole occurrence of a secret replaced by ``[set]``.
 
     Whole values only: a password ``admin`` is redacted in ``user admin``,
@@ -90,7 +90,7 @@ def redact_text(text, secrets):
     return "".join(out) + text[pos:]
 
 
-def redact(argv, secrets):
+def redact(argv, secrets) -> list[str]:
     """argv with every secret replaced where it is a whole element or a whole
     token of one (``--password=admin``), never inside a longer word."""
     return [redact_text(str(arg), secrets) for arg in argv]
@@ -169,7 +169,7 @@ def _communicate(proc, input, timeout, shown):
 SIGKILL = 9  # the number, not the signal module: it imports enum
 
 
-def kill_group(proc):
+def kill_group(proc) -> None:
     """SIGKILL the process group that proc leads (and proc itself).
 
     Only a group led by our own, not yet reaped child with that pid is
@@ -183,7 +183,7 @@ def kill_group(proc):
     proc.kill()
 
 
-def _leads_own_group(pid):
+def _leads_own_group(pid) -> bool:
     if not isinstance(pid, int) or pid <= 1:
         return False
     try:

@@ -13,7 +13,7 @@ import time
 from hapack.timing import Deadline
 
 
-def read_pidfile(path):
+def read_pidfile(path: str) -> int | None:
     """The pid in a pid file, or None when the file is absent or not a pid."""
     try:
         with open(path, "rb") as handle:
@@ -26,7 +26,7 @@ def read_pidfile(path):
     return pid if pid > 1 else None
 
 
-def stat_fields(pid):
+def stat_fields(pid: int) -> list[str] | None:
     """The fields of /proc/<pid>/stat after the command name (state first), or None."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
@@ -35,7 +35,7 @@ def stat_fields(pid):
         return None
 
 
-def stat(pid):
+def stat(pid: int) -> tuple[str, int, int] | None:
     """(state, ppid, starttime) of a process, or None when it is gone."""
     fields = stat_fields(pid)
     try:
@@ -44,7 +44,7 @@ def stat(pid):
         return None
 
 
-def group_ids(pid):
+def group_ids(pid: int) -> tuple[int, int] | None:
     """(process group, session) of pid, or None."""
     fields = stat_fields(pid)
     try:
@@ -53,7 +53,7 @@ def group_ids(pid):
         return None
 
 
-def alive(pid):
+def alive(pid: int | None) -> bool:
     """True while the process exists and is not a zombie (or dead)."""
     if not pid:
         return False
@@ -61,7 +61,7 @@ def alive(pid):
     return fields is not None and fields[0] not in ("Z", "X", "x")
 
 
-def started_after(pid, path, slack=1.0):
+def started_after(pid: int, path: str, slack: float = 1.0) -> bool:
     """True when pid started more than ``slack`` seconds after path was last written
     (a pid file naming a pid that was reused); False when either cannot be read."""
     info = stat(pid)
@@ -83,7 +83,7 @@ def cmdline(pid):
         return []
 
 
-def exe(pid):
+def exe(pid: int) -> str | None:
     """The executable of pid (without the kernel's ' (deleted)'), or None."""
     try:
         return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
@@ -232,7 +232,7 @@ def _tcp_listeners():
                 yield int(fields[1].rsplit(b":", 1)[1], 16), fields[9].decode()
 
 
-def listening_inodes(port):
+def listening_inodes(port: int) -> set[int]:
     """Inodes of the sockets listening on TCP ``port`` (this network namespace)."""
     return {int(inode) for found, inode in _tcp_listeners() if found == port}
 
@@ -247,6 +247,6 @@ def listening_ports(pids=None):
     return {port for port, inode in _tcp_listeners() if wanted is None or inode in wanted}
 
 
-def holds_socket(pid, inodes):
+def holds_socket(pid: int, inodes) -> bool:
     """Whether pid has one of the socket inodes open."""
     return bool(_socket_inodes(pid) & {str(inode) for inode in inodes})

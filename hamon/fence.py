@@ -65,7 +65,7 @@ def _last_line(result):
     return text.splitlines()[-1]
 
 
-def record_confirmation(path, peer, node, how, log):
+def record_confirmation(path: str, peer: str, node: str, how: str, log) -> None:
     """Write the fence confirmation file for the partition's gate (:mod:`hapack.confirm`).
 
     An empty path disables it. A file that cannot be written is logged, not

@@ -142,7 +142,8 @@ def read_notification(path):
 
 # -- hamon's fence confirmation ---------------------------------------------------
 
-def read_fence_confirmation(path, node, peer=None):
+def read_fence_confirmation(path: str, node: str,
+                            peer: str | None = None) -> tuple[str | None, str]:
     """(fenced node, note): the peer named by a valid confirmation (see
     :func:`hapack.confirm.read`), or None and why not ('' when there is none)."""
     from hapack import confirm
@@ -150,7 +151,7 @@ def read_fence_confirmation(path, node, peer=None):
     return (found.peer if found else None), note
 
 
-def consume_fence_confirmation(path):
+def consume_fence_confirmation(path: str) -> None:
     """Any promotion uses the confirmation up; GenericError if it cannot be removed
     (the promotion must not go ahead, or the same power-off would count twice)."""
     from hapack import confirm

@@ -28,7 +28,7 @@ def check_secret_file(path):
     return st
 
 
-def read_secret(path):
+def read_secret(path: str) -> str:
     """The password in a root-only credentials file."""
     check_secret_file(path)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)

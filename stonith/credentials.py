@@ -80,7 +80,7 @@ def check_file(path):
                           f"(mode {stat.S_IMODE(info.st_mode):04o}): chmod 600 it")
 
 
-def from_file(path):
+def from_file(path: str) -> str:
     """The first line of a private password file (read through no symlink)."""
     check_file(path)
     try:
@@ -94,7 +94,7 @@ def from_file(path):
     return decoded(first, f"password_file {path}")
 
 
-def decoded(data, what):
+def decoded(data: bytes, what: str) -> str:
     """data as UTF-8 text; ConfigError naming ``what`` (never the bytes) if it is not."""
     try:
         return data.decode("utf-8")

@@ -42,7 +42,7 @@ EXIT_CONFIG = 2
 POWER_READING = ("status", "monitor")
 
 
-def config_exit(action):
+def config_exit(action: str | None) -> int:
     """The exit code of a configuration error in a request for ``action``."""
     return Exit.ERROR if action is None or action in POWER_READING else EXIT_CONFIG
 
