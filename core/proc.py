@@ -184,15 +184,11 @@ def kill_group(proc) -> None:
 
 
 def _leads_own_group(pid) -> bool:
+    from hapack.process import group_ids, stat
     if not isinstance(pid, int) or pid <= 1:
         return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-        ppid, pgrp = int(fields[1]), int(fields[2])
-    except (OSError, IndexError, ValueError):
-        return False
-    return ppid == os.getpid() and pgrp == pid
+    info, ids = stat(pid), group_ids(pid)
+    return info is not None and ids is not None and info[1] == os.getpid() and ids[0] == pid
 
 
 def which(name, path=None):
