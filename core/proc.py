@@ -48,26 +48,52 @@ class Result:
         return f"Result({self.argv!r}, rc={self.returncode})"
 
 
-def redact(argv, secrets):
-    """argv with every secret (whole argument or substring) replaced."""
-    secrets = [s for s in secrets if s]
-    if not secrets:
-        return list(argv)
-    out = []
-    for arg in argv:
-        arg = str(arg)
-        for secret in secrets:
-            if secret in arg:
-                arg = arg.replace(secret, REDACTED)
-        out.append(arg)
-    return out
+def _word(char):
+    return char.isalnum() or char == "_"
 
 
-def redact_text(text, secrets):
+def _whole(text, start, secret):
+    """The secret at text[start:] is a whole value: no word character joins it on a side
+    where the secret itself ends in one ("admin" is not redacted inside "administrator")."""
+    end = start + len(secret)
+    if _word(secret[0]) and start > 0 and _word(text[start - 1]):
+        return False
+    return not (_word(secret[-1]) and end < len(text) and _word(text[end]))
+
+
+def _spans(text, secrets):
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
+        start = text.find(secret)
+        while start != -1:
+            if _whole(text, start, secret):
+                yield start, start + len(secret)
+            start = text.find(secret, start + 1)
+
+
+def redact_text(text: str, secrets) -> str:
+    """text with every whole occurrence of a secret replaced by ``[set]``.
+
+    Whole values only: a password ``admin`` is redacted in ``user admin``,
+    ``password=admin`` or ``'admin'``, never inside ``administrator``.
+    Overlapping occurrences of several secrets become one ``[set]``.
+    """
+    secrets = [s for s in set(secrets) if s]
+    if not secrets or not text:
+        return text
+    out, pos = [], 0
+    for start, end in sorted(_spans(text, secrets), key=lambda span: (span[0], -span[1])):
+        if start < pos:  # overlaps the previous redaction: widen it
+            pos = max(pos, end)
+            continue
+        out += [text[pos:start], REDACTED]
+        pos = end
+    return "".join(out) + text[pos:]
+
+
+def redact(argv, secrets) -> list[str]:
+    """argv with every secret replaced where it is a whole element or a whole
+    token of one (``--password=admin``), never inside a longer word."""
+    return [redact_text(str(arg), secrets) for arg in argv]
 
 
 def run(argv, *, timeout, input=None, env=None, cwd=None, secrets=(), log=None,
@@ -75,6 +101,10 @@ def run(argv, *, timeout, input=None, env=None, cwd=None, secrets=(), log=None,
     """Run argv and return a :class:`Result` (text output).
 
     ``timeout`` (seconds) is mandatory: no external call may hang an agent.
+    The command runs in a session and process group of its own; when the
+    timeout passes, the whole group is killed (children and grandchildren
+    included), so nothing it started outlives the deadline. Output that is
+    not UTF-8 is decoded with replacement characters (never an exception).
     ``env`` replaces the environment when given; secrets are passed on stdin
     or in files, never in argv or the environment. ``user`` runs the command
     as that user (name) with its primary group and supplementary groups,
@@ -86,31 +116,79 @@ def run(argv, *, timeout, input=None, env=None, cwd=None, secrets=(), log=None,
     shown = redact(argv, secrets)
     if log is not None:
         log.debug("running: %s" % " ".join(shown))
-    kwargs = {}
-    if user is not None:  # the user's own uid, primary group and groups, as login would
-        import pwd
-        try:
-            entry = pwd.getpwnam(user)
-        except KeyError:
-            raise CommandError(shown, f"no such user {user!r}") from None
-        kwargs.update(user=entry.pw_uid, group=entry.pw_gid,
-                      extra_groups=os.getgrouplist(user, entry.pw_gid))
+    kwargs = _user_kwargs(user, shown) if user is not None else {}
     try:
-        proc = subprocess.run(
-            argv, input=input, capture_output=True, text=True, timeout=max(timeout, 0.001),
-            env=env, cwd=cwd, close_fds=True, stdin=None if input is not None else subprocess.DEVNULL,
-            **kwargs)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+            env=env, cwd=cwd, close_fds=True, start_new_session=True, **kwargs)
     except FileNotFoundError:
         raise CommandNotFound(shown, "command not found") from None
-    except subprocess.TimeoutExpired:
-        raise CommandTimeout(shown, f"no answer within {timeout:.1f}s") from None
     except PermissionError as exc:
         raise CommandError(shown, str(exc)) from None
-    result = Result(shown, proc.returncode, redact_text(proc.stdout or "", secrets),
-                    redact_text(proc.stderr or "", secrets))
+    stdout, stderr = _communicate(proc, input, timeout, shown)
+    result = Result(shown, proc.returncode, redact_text(stdout or "", secrets),
+                    redact_text(stderr or "", secrets))
     if check and proc.returncode != 0:
         raise CommandError(shown, f"exit {proc.returncode}: {result.output()}")
     return result
+
+
+def _user_kwargs(user, shown):
+    """The user's own uid, primary group and groups, as login would."""
+    import pwd
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise CommandError(shown, f"no such user {user!r}") from None
+    return {"user": entry.pw_uid, "group": entry.pw_gid,
+            "extra_groups": os.getgrouplist(user, entry.pw_gid)}
+
+
+AFTER_KILL = 2.0  # seconds to collect the output of a killed group
+
+
+def _communicate(proc, input, timeout, shown):
+    """(stdout, stderr) of proc; on timeout its whole process group is killed first."""
+    import subprocess
+    try:
+        return proc.communicate(input, timeout=max(timeout, 0.001))
+    except subprocess.TimeoutExpired:
+        pass
+    kill_group(proc)
+    try:
+        proc.communicate(timeout=AFTER_KILL)
+    except subprocess.TimeoutExpired:  # a descendant left the group and holds the pipes
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
+    raise CommandTimeout(shown, f"no answer within {timeout:.1f}s")
+
+
+SIGKILL = 9  # the number, not the signal module: it imports enum
+
+
+def kill_group(proc) -> None:
+    """SIGKILL the process group that proc leads (and proc itself).
+
+    Only a group led by our own, not yet reaped child with that pid is
+    signalled, never a group the pid does not lead (a test double's pid, say).
+    """
+    if _leads_own_group(proc.pid):
+        try:
+            os.killpg(proc.pid, SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.kill()
+
+
+def _leads_own_group(pid) -> bool:
+    from hapack.process import group_ids, stat
+    if not isinstance(pid, int) or pid <= 1:
+        return False
+    info, ids = stat(pid), group_ids(pid)
+    return info is not None and ids is not None and info[1] == os.getpid() and ids[0] == pid
 
 
 def which(name, path=None):

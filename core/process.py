@@ -13,35 +13,66 @@ import time
 from hapack.timing import Deadline
 
 
-def read_pidfile(path):
+def read_pidfile(path: str) -> int | None:
     """The pid in a pid file, or None when the file is absent or not a pid."""
     try:
-        with open(path, encoding="ascii", errors="replace") as handle:
-            text = handle.read().split()
+        with open(path, "rb") as handle:
+            words = handle.read(64).split()
     except OSError:
         return None
-    if not text or not text[0].isdigit():
+    if not words or not words[0].isdigit():
         return None
-    pid = int(text[0])
+    pid = int(words[0])
     return pid if pid > 1 else None
 
 
-def stat(pid):
-    """(state, ppid, starttime) of a process, or None when it is gone."""
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].decode("ascii", "replace").split()
     except (OSError, IndexError):
         return None
-    return fields[0], int(fields[1]), int(fields[19])
 
 
-def alive(pid):
+def stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, starttime) of a process, or None when it is gone."""
+    fields = stat_fields(pid)
+    try:
+        return fields[0], int(fields[1]), int(fields[19])
+    except (TypeError, IndexError, ValueError):
+        return None
+
+
+def group_ids(pid: int) -> tuple[int, int] | None:
+    """(process group, session) of pid, or None."""
+    fields = stat_fields(pid)
+    try:
+        return int(fields[2]), int(fields[3])
+    except (TypeError, IndexError, ValueError):
+        return None
+
+
+def alive(pid: int | None) -> bool:
     """True while the process exists and is not a zombie (or dead)."""
     if not pid:
         return False
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X", "x")
+
+
+def started_after(pid: int, path: str, slack: float = 1.0) -> bool:
+    """True when pid started more than ``slack`` seconds after path was last written
+    (a pid file naming a pid that was reused); False when either cannot be read."""
     info = stat(pid)
-    return info is not None and info[0] not in ("Z", "X", "x")
+    try:
+        mtime = os.stat(path).st_mtime
+        with open("/proc/stat", "rb") as handle:
+            btime = next(int(line.split()[1]) for line in handle if line.startswith(b"btime"))
+        started = btime + info[2] / os.sysconf("SC_CLK_TCK")
+    except (OSError, StopIteration, ValueError, TypeError, IndexError):
+        return False
+    return started > mtime + slack
 
 
 def cmdline(pid):
@@ -52,9 +83,10 @@ def cmdline(pid):
         return []
 
 
-def exe(pid):
+def exe(pid: int) -> str | None:
+    """The executable of pid (without the kernel's ' (deleted)'), or None."""
     try:
-        return os.readlink(f"/proc/{pid}/exe")
+        return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
     except OSError:
         return None
 
@@ -185,25 +217,36 @@ def _socket_inodes(pid):
     return inodes
 
 
-def listening_ports(pids=None):
-    """TCP ports in LISTEN state, of pids (any of them) or of anyone.
-
-    Read from /proc/net/tcp and tcp6 of the caller's network namespace.
-    """
-    wanted = None
-    if pids is not None:
-        wanted = set()
-        for pid in pids:
-            wanted |= _socket_inodes(pid)
-    ports = set()
+def _tcp_listeners():
+    """(port, socket inode) of every TCP socket in LISTEN state, from /proc/net/tcp
+    and tcp6 of the caller's network namespace."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            with open(table, encoding="ascii") as handle:
+            with open(table, "rb") as handle:
                 lines = handle.readlines()[1:]
         except OSError:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) > 9 and fields[3] == "0A" and (wanted is None or fields[9] in wanted):
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+            if len(fields) > 9 and fields[3] == b"0A":
+                yield int(fields[1].rsplit(b":", 1)[1], 16), fields[9].decode()
+
+
+def listening_inodes(port: int) -> set[int]:
+    """Inodes of the sockets listening on TCP ``port`` (this network namespace)."""
+    return {int(inode) for found, inode in _tcp_listeners() if found == port}
+
+
+def listening_ports(pids=None):
+    """TCP ports in LISTEN state, of pids (any of them) or of anyone."""
+    wanted = None
+    if pids is not None:
+        wanted = set()
+        for pid in pids:
+            wanted |= _socket_inodes(pid)
+    return {port for port, inode in _tcp_listeners() if wanted is None or inode in wanted}
+
+
+def holds_socket(pid: int, inodes) -> bool:
+    """Whether pid has one of the socket inodes open."""
+    return bool(_socket_inodes(pid) & {str(inode) for inode in inodes})

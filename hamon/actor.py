@@ -17,7 +17,7 @@ import time
 import traceback
 
 from hapack.hamon.snapshot import Act, Power, Res
-from hapack.hamon.fence import FenceFailed, confirm
+from hapack.hamon.fence import FenceFailed, record_confirmation
 from hapack.ocf.runner import OCF
 
 PROMOTED_CODES = (OCF.RUNNING_PROMOTED, OCF.DEGRADED_PROMOTED)
@@ -175,7 +175,8 @@ class Actor:
         if d.action is Act.FENCE or result is Power.OFF:
             self.world.power = Power.OFF
             how = "fence_bmc off" if d.action is Act.FENCE else "fence_bmc status"
-            confirm(self.confirmation_file, self.fencer.peer, self.node, how)
+            record_confirmation(self.confirmation_file, self.fencer.peer, self.node, how,
+                                self.log)
             return True, "power off confirmed by the BMC"
         self.world.power = result
         return True, f"power {result.value}"

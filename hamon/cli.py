@@ -20,7 +20,8 @@ import os
 import secrets
 import sys
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 6
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_CONFIG = EXIT_USAGE  # bad input (stack file, key file) exits 2, as in every hapack CLI
 
 
 def parser():

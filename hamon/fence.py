@@ -5,11 +5,9 @@ The peer's BMC is described once in the stack file (``[nodes.bmc]``);
 lines on stdin (the fence-agents protocol) with ``action=off`` or
 ``action=status``. ``off`` exits 0 only once the BMC reports the power off.
 A confirmed power-off is written to the partition agent's fence
-confirmation file, the evidence its promotion gate accepts.
+confirmation file (:mod:`hapack.confirm`), the evidence its promotion gate
+accepts.
 """
-
-import os
-import time
 
 from hapack.hamon.snapshot import Power
 from hapack.proc import CommandError, run
@@ -67,11 +65,15 @@ def _last_line(result):
     return text.splitlines()[-1]
 
 
-def confirm(path, peer, by, how):
-    """Record for the partition agent that ``peer`` is confirmed powered off."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(f"{peer} powered off, confirmed by {by} ({how}) at "
-                     f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
-    os.replace(tmp, path)
+def record_confirmation(path: str, peer: str, node: str, how: str, log) -> None:
+    """Write the fence confirmation file for the partition's gate (:mod:`hapack.confirm`).
+
+    An empty path disables it. A file that cannot be written is logged, not
+    raised: the peer is off either way; the gate then lacks this evidence.
+    """
+    from hapack import confirm
+    try:
+        if confirm.write(path, peer, node, how):
+            log.info(f"{peer} confirmed off: recorded in {path}")
+    except confirm.ConfirmationError as exc:
+        log.warning(f"{peer} is off, but the fence confirmation was not recorded: {exc}")

@@ -100,7 +100,7 @@ class Keyring:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as exc:
             raise KeyFileError(f"cannot open key file {path}: {exc.strerror}") from None
-        with os.fdopen(fd, encoding="utf-8") as handle:
+        with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode):
                 raise KeyFileError(f"{path} is not a regular file")
@@ -108,7 +108,13 @@ class Keyring:
                 raise KeyFileError(f"{path} must be owned by root and readable by root only "
                                 f"(owner uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}; "
                                 f"chown root {path}; chmod 600 {path})")
-            return cls.parse(handle.read(), path)
+            data = handle.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:  # name no byte of it: the file holds the secrets
+            raise KeyFileError(f"{path} is not valid UTF-8 text (expected 'auth ID' and "
+                               "'ID SECRET' lines; 'hamon keygen' writes one)") from None
+        return cls.parse(text, path)
 
     @classmethod
     def parse(cls, text, where="<keys>"):

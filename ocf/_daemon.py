@@ -74,6 +74,9 @@ import os
 from hapack.ocf import OCF, Action, GenericError, OCFError, Param
 from hapack.ocf._http import http_expect, http_get, split_url  # noqa: F401  (part of the API)
 from hapack.proc import CommandError
+from hapack.process import (alive as _alive, exe as _exe, group_ids as _group_ids,
+                            holds_socket, listening_inodes, read_pidfile as _read_pid,
+                            started_after as _younger_than)
 from hapack.timing import Deadline
 
 RSCTMP = "/run/resource-agents"
@@ -219,40 +222,7 @@ def spawn(ctx, argv, pidfile, output, user=None, env=None, cwd=None):
         raise GenericError(f"cannot start {argv[0]}: {result.output() or f'exit {result.returncode}'}")
 
 
-# -- /proc, the monitor's way ------------------------------------------------------
-# The monitor path reads /proc here instead of importing hapack.process, whose
-# 'import signal' pulls in enum (about 4 ms of a monitor that is a fresh
-# interpreter). Start and stop import hapack.process for its escalation.
-
-def _stat(pid):
-    """The fields of /proc/<pid>/stat after the command name, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(pid):
-    fields = _stat(pid)
-    return fields is not None and fields[0] not in (b"Z", b"X", b"x")
-
-
-def _read_pid(path):
-    try:
-        with open(path, "rb") as handle:
-            word = (handle.read(64).split() or [b""])[0]
-    except OSError:
-        return None
-    return int(word) if word.isdigit() and int(word) > 1 else None
-
-
-def _exe(pid):
-    try:
-        return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
-    except OSError:
-        return None
-
+# -- listening sockets (the monitor's way: one sock_diag dump) ------------------------
 
 def _listening_inodes(port):
     """Inodes of the TCP sockets listening on port in this network namespace.
@@ -265,13 +235,13 @@ def _listening_inodes(port):
     try:
         sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, 4)  # NETLINK_SOCK_DIAG
     except OSError:
-        return _proc_listening_inodes(port)
+        return listening_inodes(port)
     try:
         sock.settimeout(2.0)
         return {inode for family in (_socket.AF_INET, _socket.AF_INET6)
                 for inode in _diag_listeners(sock, family, port)}
     except OSError:
-        return _proc_listening_inodes(port)
+        return listening_inodes(port)
     finally:
         sock.close()
 
@@ -300,58 +270,10 @@ def _diag_listeners(sock, family, port):
             return
 
 
-def _proc_listening_inodes(port):
-    wanted, inodes = f":{port:04X}".encode(), set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table, "rb") as handle:
-                for line in handle:
-                    fields = line.split()
-                    if len(fields) > 9 and fields[3] == b"0A" and fields[1].endswith(wanted):
-                        inodes.add(int(fields[9]))
-        except OSError:
-            continue
-    return inodes
-
-
 def _listens(pid, port):
     """Whether pid holds a socket listening on TCP port (this network namespace)."""
-    inodes = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
-    if not inodes:
-        return False
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for name in names:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{name}") in inodes:
-                return True
-        except OSError:
-            continue
-    return False
-
-
-def _younger_than(pid, path, slack=1.0):
-    """True when pid started more than ``slack`` seconds after path was last written."""
-    fields = _stat(pid)
-    try:
-        mtime = os.stat(path).st_mtime
-        with open("/proc/stat", "rb") as handle:
-            btime = next(int(line.split()[1]) for line in handle if line.startswith(b"btime"))
-        started = btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, StopIteration, ValueError, TypeError, IndexError):
-        return False
-    return started > mtime + slack
-
-
-def _group_ids(pid):
-    """(process group, session) of pid, or None."""
-    fields = _stat(pid)
-    try:
-        return int(fields[2]), int(fields[3])
-    except (TypeError, IndexError, ValueError):
-        return None
+    inodes = _listening_inodes(port)
+    return bool(inodes) and holds_socket(pid, inodes)
 
 
 def _remove(path):

@@ -17,9 +17,11 @@ so promote wants positive evidence, checked in this order:
    a. Pacemaker: the pre-promote notification names this node for promotion,
       no other node is promoted, and stonith-enabled is not false (Pacemaker
       then promotes only after fencing a lost node);
-   b. hamon: a fence confirmation file naming another node (hamon writes it
-      after fence_bmc confirmed the power is off), at most 5 minutes old and
-      not used before by this resource.
+   b. a fence confirmation file (:mod:`hapack.confirm`: hamon or external/bmc
+      writes it after the BMC reported the peer's power off): written on this
+      node about another node, in this boot, at most 5 minutes old on the
+      boot-time clock. Any promotion consumes it (one power-off, one
+      promotion): :func:`consume_fence_confirmation`.
 5. Anything else: refuse, saying what is missing.
 
 The decision (:func:`decide`) is a pure function of an :class:`Evidence`;
@@ -31,7 +33,6 @@ import os
 import time
 
 NOTIFY_MAX_AGE = 300.0   # seconds from pre-promote notification to promote
-FENCE_MAX_AGE = 300.0    # seconds from fence confirmation to promote
 
 
 class Evidence:
@@ -111,11 +112,8 @@ def _missing(ev):
 # -- Pacemaker's pre-promote notification, kept for the promote that follows -----
 
 def boot_id():
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
-            return handle.read().strip()
-    except OSError:
-        return ""
+    from hapack.confirm import boot_id
+    return boot_id()
 
 
 def record_notification(path, notify):
@@ -144,45 +142,24 @@ def read_notification(path):
 
 # -- hamon's fence confirmation ---------------------------------------------------
 
-def _stamp(info):
-    return f"{info.st_ino}:{info.st_mtime_ns}"
+def read_fence_confirmation(path: str, node: str,
+                            peer: str | None = None) -> tuple[str | None, str]:
+    """(fenced node, note): the peer named by a valid confirmation (see
+    :func:`hapack.confirm.read`), or None and why not ('' when there is none)."""
+    from hapack import confirm
+    found, note = confirm.read(path, node, peer)
+    return (found.peer if found else None), note
 
 
-def read_fence_confirmation(path, node, used_path):
-    """(fenced node, note): the node named by a valid confirmation, or None and why not."""
-    if not path:
-        return None, ""
+def consume_fence_confirmation(path: str) -> None:
+    """Any promotion uses the confirmation up; GenericError if it cannot be removed
+    (the promotion must not go ahead, or the same power-off would count twice)."""
+    from hapack import confirm
+    from hapack.ocf import GenericError
     try:
-        info = os.stat(path)
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            words = handle.read().split()
-    except FileNotFoundError:
-        return None, ""
-    except OSError as exc:
-        return None, f"{path}: {exc.strerror}"
-    age = time.time() - info.st_mtime
-    if not words:
-        return None, f"{path} names no node"
-    if words[0] == node:
-        return None, f"{path} names this node"
-    if not -5 <= age <= FENCE_MAX_AGE:
-        return None, f"{path} is {age:.0f}s old (at most {FENCE_MAX_AGE:.0f}s)"
-    try:
-        with open(used_path, encoding="ascii") as handle:
-            if handle.read().strip() == _stamp(info):
-                return None, f"{path} was already used for a promotion of this resource"
-    except OSError:
-        pass
-    return words[0], ""
-
-
-def mark_fence_confirmation_used(path, used_path):
-    try:
-        stamp = _stamp(os.stat(path))
-    except OSError:
-        return
-    with open(used_path, "w", encoding="ascii") as handle:
-        handle.write(stamp + "\n")
+        confirm.consume(path)
+    except confirm.ConfirmationError as exc:
+        raise GenericError(f"refusing to promote: {exc}") from None
 
 
 # -- stonith-enabled -------------------------------------------------------------

@@ -28,7 +28,7 @@ def check_secret_file(path):
     return st
 
 
-def read_secret(path):
+def read_secret(path: str) -> str:
     """The password in a root-only credentials file."""
     check_secret_file(path)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -37,4 +37,8 @@ def read_secret(path):
     line = data.split(b"\n", 1)[0].rstrip(b"\r")
     if not line:
         raise ConfigError(f"credentials file {path} is empty (the password is its first line)")
-    return line.decode("utf-8")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:  # name no byte of it
+        raise ConfigError(f"credentials file {path}: the password is not valid UTF-8 "
+                          "text") from None

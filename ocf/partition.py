@@ -76,9 +76,10 @@ PARAMS = (
           "without it (the peer may be down). 0 does not wait.", kind="integer", default=5,
           minimum=0, maximum=600),
     Param("fence_confirmed_file", "Fence confirmation file",
-          "A file whose first word names a node confirmed powered off, written by hamon "
-          "after fence_bmc confirmed it; a promotion not otherwise proven safe accepts it "
-          "once, for 5 minutes. Empty disables it.", default="/run/hapack/fence-confirmed"),
+          "Where hamon or external/bmc records a power-off of the peer verified through its "
+          "BMC (on this node, this boot). A promotion not otherwise proven safe accepts it "
+          "for 5 minutes; any promotion consumes it. Empty disables it.",
+          default="/run/hapack/fence-confirmed"),
     Param("promote_on_start", "Promote at start (no promotable clone)",
           "For cluster managers without promotable clones, such as Linux-HA Heartbeat's "
           "haresources: start also promotes (the promotion gate, then the mount), and a "
@@ -283,8 +284,7 @@ def _pass_gate(ctx, backend, look):
         raise GenericError(f"refusing to promote: {refusal}")
     from hapack.ocf import _gate
     notify = _gate.read_notification(state_path(ctx, "notify"))
-    used = state_path(ctx, "fence-used")
-    fenced, note = _gate.read_fence_confirmation(p.fence_confirmed_file, ctx.node, used)
+    fenced, note = _gate.read_fence_confirmation(p.fence_confirmed_file, ctx.node)
     ev = _gate.Evidence(ctx.node, p.backend, notify=notify, fenced=fenced, fence_note=note,
                         device=p.device)
     backend.add_evidence(ctx, look, ev)
@@ -294,10 +294,9 @@ def _pass_gate(ctx, backend, look):
     allowed, why = decision
     if not allowed:
         raise GenericError(f"refusing to promote: {why}")
+    _gate.consume_fence_confirmation(p.fence_confirmed_file)  # whatever the basis
     ctx.log.info(f"promotion allowed: {why}")
     _replica.remove(state_path(ctx, "notify"))  # one notification, one promotion
-    if decision.basis == "fence":
-        _gate.mark_fence_confirmation_used(p.fence_confirmed_file, used)
 
 
 def demote(ctx):

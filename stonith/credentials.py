@@ -16,6 +16,7 @@ from hapack.proc import CommandError, run
 from hapack.stonith.errors import ConfigError
 
 SOURCES = ("password", "password_script", "password_file")
+MAX_FILE = 65536  # a password file is one short line; read no more than this
 
 
 def sources_set(values):
@@ -59,6 +60,8 @@ def from_script(script, timeout, log):
     lines = result.stdout.splitlines()
     if not lines or not lines[0]:
         raise ConfigError(f"password_script {argv[0]} printed no password")
+    if "\ufffd" in lines[0]:  # the seam decodes what is not UTF-8 with replacements
+        raise ConfigError(f"password_script {argv[0]}: the password is not valid UTF-8 text")
     return lines[0]
 
 
@@ -77,13 +80,23 @@ def check_file(path):
                           f"(mode {stat.S_IMODE(info.st_mode):04o}): chmod 600 it")
 
 
-def from_file(path):
+def from_file(path: str) -> str:
+    """The first line of a private password file (read through no symlink)."""
     check_file(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            first = handle.readline().rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"password_file {path}: cannot read it ({exc.__class__.__name__})") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            first = handle.read(MAX_FILE).split(b"\n", 1)[0].rstrip(b"\r")
+    except OSError as exc:
+        raise ConfigError(f"password_file {path}: cannot read it ({exc.strerror})") from None
     if not first:
         raise ConfigError(f"password_file {path} is empty")
-    return first
+    return decoded(first, f"password_file {path}")
+
+
+def decoded(data: bytes, what: str) -> str:
+    """data as UTF-8 text; ConfigError naming ``what`` (never the bytes) if it is not."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what}: the password is not valid UTF-8 text") from None

@@ -86,7 +86,7 @@ def validate(values):
     cls.check(values)
     source = credentials.check_sources(values)
     if source == "password_file":
-        credentials.check_file(values.password_file)
+        credentials.from_file(values.password_file)  # readable, a first line, UTF-8
     elif source == "password_script":
         argv = shlex.split(values.password_script)
         if not argv or which(argv[0]) is None:

@@ -35,6 +35,18 @@ class Exit(enum.IntEnum):
     OFF = 2       # status and monitor: the power is off
 
 
+# A configuration error exits 2 like any hapack command given bad input,
+# except where 2 already means "the power is off": status and monitor (and a
+# request whose action is unknown, which may have been a status) exit 1.
+EXIT_CONFIG = 2
+POWER_READING = ("status", "monitor")
+
+
+def config_exit(action: str | None) -> int:
+    """The exit code of a configuration error in a request for ``action``."""
+    return Exit.ERROR if action is None or action in POWER_READING else EXIT_CONFIG
+
+
 ACTIONS = ("on", "off", "reboot", "status", "monitor", "list", "metadata", "validate-all")
 ACTION_ALIASES = {"meta-data": "metadata", "validate_all": "validate-all"}
 FENCING_ACTIONS = ("off", "reboot")   # the ones ``delay`` applies to
@@ -240,6 +252,7 @@ class Request:
         self.log = log
         self.out = out
         self.secrets = secrets
+        self.verified_off = False  # the switch reported the target's power off
 
     @property
     def target(self):
@@ -331,6 +344,7 @@ def do_power(request, target):
         changed = power.ensure_power(device, target, request.log)
     finally:
         device.close()
+    request.verified_off = target == OFF
     word = "Powered" if changed else "Already"
     request.say(f"Success: {word} {target.upper()}")
     return Exit.SUCCESS
@@ -357,6 +371,7 @@ def do_reboot(request):
             request.say("Success: Power cycle requested")
             return Exit.SUCCESS
         power.ensure_power(device, OFF, request.log)
+        request.verified_off = True
         request.log.info(f"{device.where} reports power off; powering on")
         try:
             power.ensure_power(device, ON, request.log)
@@ -400,12 +415,17 @@ def _run(agent, argv, stdin, out, log, secrets):
         out.write(f"{agent.name} {agent.version}\n")
         return Exit.SUCCESS
     raw = read_argv(agent, argv) if argv else read_stdin(agent, (stdin or sys.stdin).read(), log)
-    if normalize_action(raw.get("action") or "reboot") == "metadata":
+    action = normalize_action(raw.get("action") or "reboot")
+    if action == "metadata":
         from hapack.stonith.metadata import metadata_xml
         out.write(metadata_xml(agent))
         return Exit.SUCCESS
-    request = build_request(agent, raw, log, out, secrets)
-    return HANDLERS[request.action](request)
+    try:
+        request = build_request(agent, raw, log, out, secrets)
+        return HANDLERS[request.action](request)
+    except ConfigError as exc:
+        exc.exit_code = config_exit(action)
+        raise
 
 
 def guarded(log, function):
@@ -414,7 +434,7 @@ def guarded(log, function):
         return function()
     except FenceError as exc:
         log.error(f"{type(exc).__name__}: {exc}")
-        return Exit.ERROR
+        return getattr(exc, "exit_code", Exit.ERROR)
     except Exception as exc:  # a bug: say what, never a traceback that may hold a secret
         log.error(f"internal error: {type(exc).__name__}: {exc}")
         return Exit.ERROR

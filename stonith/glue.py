@@ -19,9 +19,12 @@ reached and read), ``getconfignames``, ``getinfo-devid``,
 ``stonith -E`` and Pacemaker's ``fence_legacy`` export only these names, and
 Heartbeat's ``stonith_host`` line gives their values by position, one word
 each (``-`` for a parameter left unset; the last takes the rest of the line).
-With ``fence_confirmed_file`` set, a verified ``off`` or ``reset`` of a host is
-recorded there for the partition agent's promotion gate, as hamon does: under
-Heartbeat this STONITH is what proves the failed node stopped using the disk.
+With ``fence_confirmed_file`` set, an ``off`` or ``reset`` after which the BMC
+reported the host's power off is recorded there (:mod:`hapack.confirm`, for
+this node and this boot) for the partition agent's promotion gate, as hamon
+does: under Heartbeat this STONITH is what proves the failed node stopped
+using the disk. A ``reset`` with ``method=cycle`` is never recorded: the
+power is on before and after a cycle, nothing saw it off.
 """
 
 import os
@@ -48,9 +51,10 @@ CONFIG_NAMES = ("hostname", "ip", "ipport", "username", "password_file", "driver
 UNSET = "-"  # a position on Heartbeat's stonith_host line with no value
 CONFIRM = Param(
     "fence_confirmed_file", "File recording a verified power-off (for the partition agent)",
-    "After a verified off or reset of a host, write the host's name to this file (the "
-    "partition agent's fence_confirmed_file), so that the partition may be promoted on this "
-    "node although the failed node left it in use. Unset: nothing is written.")
+    "After an off or reset of a host whose power the BMC then reported off (never after "
+    "method=cycle), record it in this file (the partition agent's fence_confirmed_file), so "
+    "that the partition may be promoted once on this node although the failed node left it "
+    "in use. Unset: nothing is written.")
 
 
 def params():
@@ -94,20 +98,21 @@ def run_op(op, host, environ, out, log, secrets):
     raw["action"] = ACTIONS[op]
     request = fencing.build_request(AGENT, raw, log, out, secrets)
     rc = int(fencing.HANDLERS[request.action](request))
-    if rc == 0 and op in ("off", "reset") and _set(environ.get(CONFIRM.name) or None):
+    if rc == 0 and request.verified_off and _set(environ.get(CONFIRM.name) or None):
         _confirm(environ[CONFIRM.name], host, op, log)
     return rc
 
 
 def _confirm(path, host, op, log):
-    """Record the verified power-off for the partition's promotion gate (best effort:
-    the fencing itself succeeded)."""
-    from hapack.hamon.fence import confirm
+    """Record the verified power-off for the partition's promotion gate on this node
+    (best effort: the fencing itself succeeded). Never after an unverified action
+    (method=cycle): only ``request.verified_off`` leads here."""
+    from hapack import confirm
     try:
-        confirm(path, host, NAME, op)
+        confirm.write(path, host, os.uname().nodename, f"{NAME} {op}")
         log.info(f"{host} confirmed off: recorded in {path}")
-    except OSError as exc:
-        log.warning(f"{host} is off, but {path} could not be written: {exc}")
+    except confirm.ConfirmationError as exc:
+        log.warning(f"{host} is off, but the fence confirmation was not recorded: {exc}")
 
 
 def main(argv=None, environ=None, out=None):

@@ -143,15 +143,15 @@ class Retries:
         self.wait = min(self.wait * 2, RETRY_PAUSE_MAX)
 
 
-def ensure_power(device, target, log):
+def ensure_power(device, target, log, deadline=None):
     """Bring the power to ``target`` (ON or OFF) and return once the switch reports it.
 
     Returns True if a request was sent, False if the power already was in
-    that state. Raises PowerTimeout when ``power_timeout`` passes first, or
-    the first non-transient FenceError.
+    that state. Raises PowerTimeout when ``deadline`` (default: a new
+    ``power_timeout``) passes first, or the first non-transient FenceError.
     """
     timing = device.timing
-    deadline = Deadline(timing.power_timeout)
+    deadline = Deadline(timing.power_timeout) if deadline is None else deadline
     retries = Retries(device, deadline, log)
     sent = ever_sent = False
     state = None
@@ -186,7 +186,7 @@ def cycle(device, log):
         try:
             if device.get_power(deadline) == OFF:
                 log.info(f"{device.where} is off; a cycle means power on")
-                return ensure_power(device, ON, log)
+                return ensure_power(device, ON, log, deadline)  # within the same budget
             device.set_power(CYCLE, deadline)
             return True
         except Exception as exc:

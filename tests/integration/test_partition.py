@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from hapack import confirm
 from requires import need_binary, need_root
 
 AGENT = [sys.executable, "-m", "hapack.ocf.partition"]
@@ -312,16 +313,29 @@ def test_an_unclean_file_system_needs_proof_that_the_peer_is_off(disk, agent, tm
     assert not space.mounted_at(agent.directory)
 
     fenced = tmp_path / "fenced"
-    fenced.write_text("node2\n")
-    then = time.time() - 600
-    os.utime(fenced, (then, then))
+    stale = confirm.render("node2", os.uname().nodename, "fence_bmc off", confirm.boot_id(),
+                           confirm.now() - confirm.MAX_AGE - 60)
+    fenced.write_text(stale)
+    fenced.chmod(0o600)
     result = agent("promote", dev)
     assert result.returncode == 1 and "old" in reason(result)
 
-    fenced.write_text("node2\n")  # hamon: node2 confirmed powered off just now
+    # hamon: node2 confirmed powered off just now (on this node, this boot)
+    confirm.write(str(fenced), "node2", os.uname().nodename, "fence_bmc off")
     result = agent("promote", dev)
     assert result.returncode == 0, result.stderr
     assert space.mounted_at(agent.directory)
+    assert not fenced.exists()  # used up: one power-off, one promotion
+    assert agent("stop", dev).returncode == 0
+
+
+def test_any_promotion_uses_the_fence_confirmation_up(disk, agent, tmp_path, space):
+    dev = disk()  # released cleanly: the disk alone allows the promotion
+    fenced = tmp_path / "fenced"
+    confirm.write(str(fenced), "node2", os.uname().nodename, "fence_bmc off")
+    assert agent("start", dev).returncode == 0
+    assert agent("promote", dev).returncode == 0
+    assert not fenced.exists()  # a later promotion cannot lean on this old power-off
     assert agent("stop", dev).returncode == 0
 
 

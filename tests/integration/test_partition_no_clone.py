@@ -4,8 +4,9 @@ mounted, stop unmounts and demotes, and the promotion gate still holds: a file s
 left in use is mounted only with proof that its holder is off, and a refused start
 leaves nothing started."""
 
-import time
+import os
 
+from hapack import confirm
 from test_partition import agent, disk, reason, space  # noqa: F401  (fixtures)
 
 
@@ -30,7 +31,7 @@ def test_a_refused_promotion_fails_the_start_and_leaves_it_stopped(disk, agent, 
     assert agent("monitor", dev, promote_on_start="true").returncode == 7  # not even started
 
     # Heartbeat's STONITH (external/bmc) confirmed the peer off: now it may be mounted
-    (tmp_path / "fenced").write_text(f"node2 powered off at {time.time()}\n")
+    confirm.write(str(tmp_path / "fenced"), "node2", os.uname().nodename, "external/bmc off")
     result = agent("start", dev, promote_on_start="true")
     assert result.returncode == 0, result.stderr
     assert space.mounted_at(agent.directory)

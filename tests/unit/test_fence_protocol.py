@@ -232,7 +232,7 @@ def test_reboot_succeeds_when_off_worked_but_on_failed(bmc):
 
 def test_a_target_this_bmc_does_not_power_is_refused(bmc):
     run = agent(lines(action="off", hostname="node2", plug="node1"))
-    assert run.rc == 1 and "WrongTarget" in run.err and bmc.logins == []
+    assert run.rc == fencing.EXIT_CONFIG and "WrongTarget" in run.err and bmc.logins == []
     assert agent(lines(action="off", hostname="node2", plug="NODE2")).rc == 0
 
 
@@ -253,7 +253,7 @@ def test_delay_applies_to_off_and_reboot_only(bmc, monkeypatch):
 
 def test_missing_required_parameter_is_a_config_error(bmc):
     run = agent("action=off\npassword=x\n")
-    assert run.rc == 1 and "parameter 'ip': is required" in run.err
+    assert run.rc == fencing.EXIT_CONFIG and "parameter 'ip': is required" in run.err
     assert bmc.logins == []
 
 
@@ -267,7 +267,7 @@ def test_invalid_values_name_the_parameter(bmc):
 def test_validate_all_checks_without_contacting_the_bmc(bmc):
     assert agent(lines(action="validate-all")).rc == 0
     run = agent(lines(action="validate-all", password_file="/etc/hostname"))
-    assert run.rc == 1 and "set only one of password, password_file" in run.err
+    assert run.rc == fencing.EXIT_CONFIG and "set only one of password, password_file" in run.err
     assert bmc.logins == []
 
 

@@ -11,6 +11,7 @@ import pathlib
 
 import pytest
 
+from hapack import confirm
 from hapack.hamon import report
 from hapack.hamon.config import Config, settings
 from hapack.hamon.daemon import Daemon, fresh_window
@@ -156,8 +157,8 @@ def test_power_loss_of_the_primary_takes_over_with_the_peer_off(pair):
     steps = [s["step"] for s in pair["node2"].world.timelines["takeover"]["steps"]]
     assert steps == ["power-status", "decided", "start vip", "promote partition",
                      "start activemq", "start postgresql", "start slapd", "end"]
-    confirmation = pathlib.Path(pair["node2"].actor.confirmation_file).read_text()
-    assert confirmation.startswith("node1 powered off, confirmed by node2")
+    found, note = confirm.read(pair["node2"].actor.confirmation_file, "node2")
+    assert (found.peer, found.how, note) == ("node1", "fence_bmc status", "")
 
 
 def test_one_link_cut_is_degraded_not_a_failover(pair):

@@ -407,7 +407,7 @@ def test_sock_diag_and_proc_net_agree_on_listeners():
         four.bind(("127.0.0.1", port))
         four.listen()
         inodes = {os.fstat(six.fileno()).st_ino, os.fstat(four.fileno()).st_ino}
-        assert d._listening_inodes(port) == inodes == d._proc_listening_inodes(port)
+        assert d._listening_inodes(port) == inodes == process.listening_inodes(port)
     assert d._listening_inodes(port) == set()
 
 

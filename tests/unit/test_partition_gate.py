@@ -1,6 +1,5 @@
 """partition's promotion gate: named situations, the notification record, the fence confirmation."""
 
-import os
 import time
 
 import pytest
@@ -131,38 +130,33 @@ def test_a_stale_or_foreign_boot_notification_is_ignored(tmp_path, monkeypatch):
     assert _gate.read_notification(str(tmp_path / "absent")) is None
 
 
-# -- hamon's fence confirmation ------------------------------------------------------
+# -- the fence confirmation (format: hapack.confirm; properties: test_fence_confirm.py) ----
 
 def test_a_fence_confirmation_counts_once(tmp_path):
-    path, used = tmp_path / "fenced", str(tmp_path / "used")
-    path.write_text(f"{PEER}\n")
-    assert _gate.read_fence_confirmation(str(path), ME, used) == (PEER, "")
-    _gate.mark_fence_confirmation_used(str(path), used)
-    node, note = _gate.read_fence_confirmation(str(path), ME, used)
-    assert node is None and "already used" in note
-    os.utime(path, None)
-    path.write_text(f"{PEER} fenced again\n")  # a new confirmation is a new file version
-    os.utime(path, ns=(time.time_ns() + 10_000_000, time.time_ns() + 10_000_000))
-    assert _gate.read_fence_confirmation(str(path), ME, used)[0] == PEER
+    from hapack import confirm
+    path = str(tmp_path / "fenced")
+    confirm.write(path, PEER, ME, "fence_bmc off")
+    assert _gate.read_fence_confirmation(path, ME) == (PEER, "")
+    _gate.consume_fence_confirmation(path)
+    assert _gate.read_fence_confirmation(path, ME) == (None, "")
+    confirm.write(path, PEER, ME, "fence_bmc off")  # a new power-off, a new promotion
+    assert _gate.read_fence_confirmation(path, ME) == (PEER, "")
 
 
-@pytest.mark.parametrize("text,age,note", [
-    (f"{ME}\n", 0, "names this node"),
-    ("", 0, "names no node"),
-    (f"{PEER}\n", _gate.FENCE_MAX_AGE + 30, "old"),
+@pytest.mark.parametrize("text,note", [
+    (f"{ME}\n", "not a complete hapack fence confirmation"),   # the old format
+    ("", "not a complete hapack fence confirmation"),
 ])
-def test_invalid_fence_confirmations(tmp_path, text, age, note):
+def test_invalid_fence_confirmations(tmp_path, text, note):
     path = tmp_path / "fenced"
     path.write_text(text)
-    then = time.time() - age
-    os.utime(path, (then, then))
-    node, why = _gate.read_fence_confirmation(str(path), ME, str(tmp_path / "used"))
+    node, why = _gate.read_fence_confirmation(str(path), ME)
     assert node is None and note in why
 
 
 def test_no_fence_confirmation_file(tmp_path):
-    assert _gate.read_fence_confirmation(str(tmp_path / "none"), ME, "x") == (None, "")
-    assert _gate.read_fence_confirmation("", ME, "x") == (None, "")
+    assert _gate.read_fence_confirmation(str(tmp_path / "none"), ME) == (None, "")
+    assert _gate.read_fence_confirmation("", ME) == (None, "")
 
 
 # -- stonith-enabled, pinned ----------------------------------------------------------
