@@ -76,7 +76,6 @@ from hapack.ocf._http import http_expect, http_get, split_url  # noqa: F401  (pa
 from hapack.proc import CommandError
 from hapack.timing import Deadline
 
-RSCTMP = "/run/resource-agents"
 
 
 # -- parameter checks and shared declarations ----------------------------------
@@ -176,9 +175,7 @@ def server_actions(start, stop, monitor, *, start_timeout=40, stop_timeout=60):
 
 
 def rsc_path(ctx, suffix):
-    base = ctx.environ.get("HA_RSCTMP") or RSCTMP
-    name = ctx.instance.replace("/", "_")
-    return os.path.join(base, f"hapack-{ctx.agent.name}-{name}.{suffix}")
+    return ctx.state_path(suffix)
 
 
 def default_url(p, path):

@@ -446,3 +446,19 @@ def test_hamon_policy_and_settings_share_their_defaults():
     assert policy_of(Config(stack, "node1", Settings())) == dataclasses.replace(
         Policy(), migration_threshold=stack.cluster.migration_threshold)
     assert Policy().migration_threshold == stackmod.DEFAULT_MIGRATION_THRESHOLD
+
+
+# -- names end where they seem to: '$' in a pattern let a trailing newline through --------
+
+@pytest.mark.parametrize("old,new,key", [
+    ('name = "tomcat"', 'name = "tomcat\\n"', "layers[1].name"),
+    ('name = "hapack-lab"', 'name = "hapack-lab\\n"', "cluster.name"),
+    ('name = "node1"', 'name = "node1\\n"', "nodes[0].name"),
+    ('interface = "eth1"', 'interface = "eth1\\n"', "links[1].interface"),
+    ('drbd_resource = "hapack"', 'drbd_resource = "hapack\\n"', "partition.drbd_resource"),
+    ('address = "198.18.242.21"', 'address = "bmc1.example\\n"', "nodes[0].bmc.address"),
+    ('data_param = "data_dir"', 'data_param = "data_dir\\n"', "layers[2].data_param"),
+    ('agent = "slapd"', 'agent = "slapd\\n"', "layers[4].agent"),
+])
+def test_a_trailing_newline_is_no_part_of_a_name(old, new, key):
+    assert key in dict(problems(edited(old, new)))
