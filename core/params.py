@@ -39,7 +39,7 @@ def parse_bool(text):
     raise ValueError(f"{text!r} is not a boolean (use true or false)")
 
 
-def is_true(text):
+def is_true(text: "str | None") -> bool:
     """True only for a true word (``None``, empty or anything else: False), as Pacemaker
     reads its own meta-attributes and options."""
     try:
