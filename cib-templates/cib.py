@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from hapack.stack import (DEFAULT_OPS, FENCE_AGENT, PRIMARY_PREFERENCE, STATEFUL_PRIORITY, Ops,
+from hapack.stack import (FENCE_AGENT, FENCE_OPS, PRIMARY_PREFERENCE, STATEFUL_PRIORITY, Ops,
                           Stack, format_duration)
 
 SCHEMA = "pacemaker-3.9"   # Pacemaker 2.1.5's newest; the Promoted/Unpromoted role names need 3.7
@@ -236,7 +236,7 @@ def _rsc_defaults(stack: Stack):
 
 def _resources(stack: Stack):
     resources = etree.Element("resources")
-    fence_ops = Ops(**DEFAULT_OPS["fence"])
+    fence_ops = Ops(**FENCE_OPS)
     for node in stack.nodes:
         device = fence_id(node.name)
         delay = (FENCE_DELAY.format(delay=format_duration(node.fence_delay), node=node.name)

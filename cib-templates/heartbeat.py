@@ -34,7 +34,6 @@ from hapack.stack import Stack
 
 OCF_ROOT = "/usr/lib/ocf"
 AGENTS_DIR = "/etc/ha.d/ocf"    # OCF_AGENTS: the status-answering agents below
-DEFAULT_FENCE_CONFIRMED_FILE = "/run/hapack/fence-confirmed"  # the partition's default
 
 
 def _template(name: str) -> Template:
@@ -52,8 +51,7 @@ def stonith_values(stack: Stack, node) -> tuple[list[str], list[str]]:
     cannot reach the plugin that way."""
     from hapack.stonith.glue import CONFIG_NAMES, UNSET
     params = node.bmc.agent_params(node.name)
-    confirm = stack.partition.params.get("fence_confirmed_file", DEFAULT_FENCE_CONFIRMED_FILE)
-    params["fence_confirmed_file"] = confirm
+    params["fence_confirmed_file"] = stack.partition.fence_confirmed_file
     values = [params.get(name) or UNSET for name in CONFIG_NAMES]
     lost = [k for k in params if k not in CONFIG_NAMES and not k.startswith("pcmk_")]
     return values, lost

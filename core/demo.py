@@ -1,7 +1,7 @@
 """``hapack demo [--keep] [--json] [--name NAME]``: the two-node failover, end to end.
 
 Builds a lab (:mod:`hapack.lab`: two nodes with BMCs, a shared disk,
-Corosync and Pacemaker, token 1000 ms), provisions the example stack in it
+Corosync and Pacemaker, the lab's token), provisions the example stack in it
 (:mod:`hapack.lab.provision`: Apache -> Tomcat -> app, PostgreSQL, slapd and
 ActiveMQ on the shared partition, the VIP, fence_bmc) and hands it to
 Pacemaker; waits until every layer answers on the VIP; shows the cluster;
@@ -25,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-TOKEN_MS = 1000
 DISK_MB = 400
 LAYERS = ("postgresql", "slapd", "activemq")
 PROBES = ("http", "app+db") + LAYERS
@@ -131,7 +130,7 @@ def cut_and_watch(lab, demo, active: str, survivor: str, args, say) -> dict:
 
 def run(args, say) -> dict:
     from hapack.lab import Lab
-    lab = Lab(args.name, stack="pacemaker", token_ms=TOKEN_MS, disk_mb=DISK_MB, boot_delay=1.0,
+    lab = Lab(args.name, stack="pacemaker", disk_mb=DISK_MB, boot_delay=1.0,
               persistent=args.keep)
     report: dict = {"lab": args.name, "ok": False}
     try:

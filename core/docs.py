@@ -5,21 +5,17 @@
 
 A table sits between ``<!-- params:NAME -->`` and ``<!-- /params:NAME -->``
 where NAME is an OCF agent (``vip``) or a module path (``hapack.stonith.fence_bmc``);
-the module's ``AGENT.params`` or ``PARAMS`` are the single source.
+the module's ``AGENT.params`` or ``PARAMS`` are the single source
+(:mod:`hapack.agents` maps agent names to modules).
 """
 
-import importlib
 import re
 import sys
 
+from hapack.agents import params_of
+
 MARKER = re.compile(r"(<!-- params:(?P<name>[\w.]+) -->\n)(?P<body>.*?)(<!-- /params:(?P=name) -->)",
                     re.DOTALL)
-
-
-def _params(name):
-    module = importlib.import_module(name if "." in name else f"hapack.ocf.{name}")
-    agent = getattr(module, "AGENT", None)
-    return agent.params if agent is not None and hasattr(agent, "params") else module.PARAMS
 
 
 def _cell(text):
@@ -28,7 +24,7 @@ def _cell(text):
 
 def table(name):
     rows = ["| parameter | default | description |", "|---|---|---|"]
-    for param in _params(name):
+    for param in params_of(name):
         if param.required:
             default = "*required*"
         elif param.secret or param.default is None:

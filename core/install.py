@@ -24,20 +24,11 @@ import os
 import sys
 import sysconfig
 
-OCF_AGENTS = ("vip", "partition", "apache", "nginx", "tomcat", "activemq", "postgresql", "slapd")
-FENCE_AGENTS = {"fence_bmc": "hapack.stonith.fence_bmc"}
-SBIN_TOOLS = {"hapack-drbd-handler": "hapack.ocf.partition_handler"}  # drbd.conf handlers
-GLUE_PLUGINS = {"bmc": "hapack.stonith.glue"}
+from hapack.agents import FENCE_AGENTS, GLUE_PLUGINS, OCF_AGENTS, PROVIDER, SBIN_TOOLS
+
 GLUE_DIRS = ("/usr/lib/x86_64-linux-gnu/stonith/plugins/external",
              "/usr/lib/stonith/plugins/external")
 MANIFEST = "/var/lib/hapack/install-manifest"
-
-
-def available(module):
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def glue_dir(root):
@@ -63,7 +54,10 @@ def wrapper(module, what):
     purelib = sysconfig.get_paths()["purelib"]
     platlib = sysconfig.get_paths()["platlib"]
     spec = importlib.util.find_spec(module)
-    regular = spec is not None and spec.origin and spec.origin.startswith(purelib)
+    if spec is None:
+        raise ModuleNotFoundError(f"{module} is in hapack's agent table but not installed",
+                                  name=module)
+    regular = spec.origin is not None and spec.origin.startswith(purelib)
     if regular:
         paths = list(dict.fromkeys([purelib, platlib]))
         head = f"#!{interpreter()} -IS\n"  # one shebang argument
@@ -77,22 +71,15 @@ def wrapper(module, what):
 
 def planned(root, ocf_root):
     """(path, text) of every file this installation should have."""
-    files = []
-    for name in OCF_AGENTS:
-        module = f"hapack.ocf.{name}"
-        if available(module):
-            path = os.path.join(ocf_root, "resource.d", "hapack", name)
-            files.append((path, wrapper(module, f"ocf:hapack:{name}")))
-    for name, module in FENCE_AGENTS.items():
-        if available(module):
-            files.append((os.path.join("/usr/sbin", name), wrapper(module, f"stonith:{name}")))
-    for name, module in SBIN_TOOLS.items():
-        if available(module):
-            files.append((os.path.join("/usr/sbin", name), wrapper(module, name)))
-    for name, module in GLUE_PLUGINS.items():
-        if available(module):
-            files.append((os.path.join(glue_dir(root), name),
-                          wrapper(module, f"cluster-glue stonith external/{name}")))
+    files = [(os.path.join(ocf_root, "resource.d", PROVIDER, name),
+              wrapper(module, f"ocf:{PROVIDER}:{name}")) for name, module in OCF_AGENTS.items()]
+    files += [(os.path.join("/usr/sbin", name), wrapper(module, f"stonith:{name}"))
+              for name, module in FENCE_AGENTS.items()]
+    files += [(os.path.join("/usr/sbin", name), wrapper(module, name))
+              for name, module in SBIN_TOOLS.items()]
+    files += [(os.path.join(glue_dir(root), name),
+               wrapper(module, f"cluster-glue stonith external/{name}"))
+              for name, module in GLUE_PLUGINS.items()]
     return files
 
 

@@ -30,12 +30,22 @@ class MissingParam(ParamError):
 
 
 def parse_bool(text):
+    """The one boolean parser: Pacemaker's words (crm_is_true), either way; else ValueError."""
     word = text.strip().lower()
     if word in _TRUE:
         return True
     if word in _FALSE:
         return False
     raise ValueError(f"{text!r} is not a boolean (use true or false)")
+
+
+def is_true(text: "str | None") -> bool:
+    """True only for a true word (``None``, empty or anything else: False), as Pacemaker
+    reads its own meta-attributes and options."""
+    try:
+        return text is not None and parse_bool(text)
+    except ValueError:
+        return False
 
 
 def parse_int(text):

@@ -1,49 +1,53 @@
 """hamon's configuration: the stack file, this node, and the ``[hamon]`` table.
 
 The stack file (:mod:`hapack.stack`) describes the nodes, links, VIP,
-partition and layers once for Pacemaker, Heartbeat and hamon alike; it
-passes its ``[hamon]`` table through unchecked, and :func:`settings` checks
-it here: unknown keys, types and bounds, every problem at once, with the
-file and key (a :class:`hapack.stack.StackError`).
+partition and layers once for Pacemaker, Heartbeat and hamon alike. Its
+``[hamon]`` table is read with the same reader as every other table
+(:func:`read_settings`, called while the stack file is loaded): unknown
+keys, types and bounds, every problem at once, with the file and key (a
+:class:`hapack.stack.StackError`). Durations are strings with their unit
+(``"200ms"``, ``"1.2s"``); the defaults are :mod:`hapack.hamon.defaults`.
 """
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any, Mapping
 
-from hapack.stack import StackError, load, parse_duration
+from hapack.hamon import defaults as D
+from hapack.stack import StackError, load
+from hapack.stack.reader import Reader, abs_path, choice, join, within
 
 VIP_ORDERS = ("before_fence", "after_fence")  # unset: before_fence, unless vip.start_after
-DEFAULT_FENCE_CONFIRMED_FILE = "/run/hapack/fence-confirmed"
 
 
 @dataclass(frozen=True)
 class Settings:
     """The ``[hamon]`` table, typed; times in seconds."""
 
-    port: int = 5405
-    key_file: str = "/etc/hapack/hamon.key"
-    interval: float = 0.2
-    dead_time: float = 1.2
-    warn_time: float = 0.0          # 0: half the dead time
-    initdead: float = 10.0
-    fence_delay: float = 1.0
-    fence_timeout: float = 10.0
-    fence_retries: int = 3
-    fence_retry_interval: float = 5.0
-    vip: str = ""                   # "": before_fence unless the stack sets vip.start_after
+    port: int = D.PORT
+    key_file: str = D.KEY_FILE
+    interval: float = D.INTERVAL
+    dead_time: float = D.DEAD_TIME
+    warn_time: float = D.WARN_TIME  # 0: half the dead time
+    initdead: float = D.INITDEAD
+    fence_delay: float = D.FENCE_DELAY
+    fence_timeout: float = D.FENCE_TIMEOUT
+    fence_retries: int = D.FENCE_RETRIES
+    fence_retry_interval: float = D.FENCE_RETRY_INTERVAL
+    vip: str = D.VIP_ORDER          # "": before_fence unless the stack sets vip.start_after
     ping_targets: tuple = ()
-    ping_interval: float = 0.2
-    auto_failback: bool = False
-    failback_holddown: float = 300.0
-    state_dir: str = "/var/lib/hamon"
-    run_dir: str = "/run/hamon"
-    event_log: str = "/var/log/hamon/events.jsonl"
-    ocf_root: str = "/usr/lib/ocf"
-    fence_agent: str = "/usr/sbin/fence_bmc"
+    ping_interval: float = D.PING_INTERVAL
+    auto_failback: bool = D.AUTO_FAILBACK
+    failback_holddown: float = D.FAILBACK_HOLDDOWN
+    state_dir: str = D.STATE_DIR
+    run_dir: str = D.RUN_DIR
+    event_log: str = D.EVENT_LOG
+    ocf_root: str = D.OCF_ROOT
+    fence_agent: str = D.FENCE_AGENT
 
     @property
     def warn(self):
-        return self.warn_time or self.dead_time / 2
+        return D.warn(self.dead_time, self.warn_time)
 
 
 _SECONDS = ("interval", "dead_time", "warn_time", "initdead", "fence_delay", "fence_timeout",
@@ -57,72 +61,79 @@ BOUNDS = {
     "failback_holddown": (0.0, 86400.0),
 }
 _PATHS = ("key_file", "state_dir", "run_dir", "event_log", "ocf_root", "fence_agent")
+KEY = "hamon"
 
 
-class _Problems(list):
-    def add(self, key, message):
-        self.append((f"hamon.{key}", message))
-
-
-def settings(table, file="<stack>"):
+def settings(table: Mapping[str, Any], file: str = "<stack>") -> Settings:
     """The checked :class:`Settings` of a ``[hamon]`` table (a mapping)."""
-    problems = _Problems()
-    values = {}
-    for key, raw in dict(table).items():
-        if key not in Settings.__dataclass_fields__:
-            problems.add(key, f"unknown key (known keys: {', '.join(Settings.__dataclass_fields__)})")
-            continue
-        try:
-            values[key] = _convert(key, raw)
-        except ValueError as exc:
-            problems.add(key, str(exc))
-    result = Settings(**values)
-    _relations(result, values, problems)
-    if problems:
-        raise StackError(file, problems)
+    reader = Reader(file)
+    result = read_settings(reader, dict(table))
+    reader.raise_problems()
     return result
 
 
-def _convert(key, raw):
-    default = Settings.__dataclass_fields__[key].default
-    if key in _SECONDS:
-        if not isinstance(raw, str):
-            raise ValueError(f"expected a duration string such as \"200ms\", got {raw!r}")
-        value = parse_duration(raw) / 1000.0
-    elif key == "ping_targets":
-        if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
-            raise ValueError("expected an array of IP addresses")
-        value = tuple(str(ipaddress.ip_address(a)) for a in raw)
-    elif type(raw) is not type(default):
-        raise ValueError(f"expected {type(default).__name__}, got {raw!r}")
-    else:
-        value = raw
-    if key in _PATHS and not value.startswith("/"):
-        raise ValueError(f"{value!r} is not an absolute path")
-    if key == "vip" and value not in VIP_ORDERS:
-        raise ValueError(f"{value!r} is not one of: {', '.join(VIP_ORDERS)}")
-    if key in BOUNDS:
-        low, high = BOUNDS[key]
-        if not low <= value <= high:
-            raise ValueError(f"{raw} is outside {low}..{high}"
-                             + (" seconds" if key in _SECONDS else ""))
-    return value
+def read_settings(r: Reader, table: Any) -> Settings | None:
+    """The ``[hamon]`` table read with ``r``; None (and problems in ``r``) if it is wrong."""
+    fields = tuple(Settings.__dataclass_fields__)
+    t = r.table(table, KEY, fields)
+    if t is None:
+        return None
+    before = len(r.problems)
+    values = {name: _read(r, t, name) for name in fields if name in t}
+    if len(r.problems) > before:
+        return None
+    result = Settings(**values)
+    _relations(r, result, values)
+    return result if len(r.problems) == before else None
 
 
-def _relations(s, given, problems):
+def _read(r: Reader, t: dict, name: str) -> Any:
+    if name in _SECONDS:
+        low, high = BOUNDS[name]
+        ms = r.value(t, KEY, name, "duration", check=_seconds_within(low, high))
+        return None if ms is None else ms / 1000.0
+    if name == "ping_targets":
+        return _ping_targets(r, t)
+    default = Settings.__dataclass_fields__[name].default
+    check = (abs_path if name in _PATHS else choice(*VIP_ORDERS) if name == "vip"
+             else within(*BOUNDS[name]) if name in BOUNDS else None)
+    return r.value(t, KEY, name, type(default), check=check)
+
+
+def _seconds_within(low: float, high: float):
+    def check(ms: int) -> int:
+        if not low <= ms / 1000.0 <= high:
+            raise ValueError(f"{ms / 1000.0:g}s is outside {low}..{high} seconds")
+        return ms
+    return check
+
+
+def _ping_targets(r: Reader, t: dict) -> tuple | None:
+    raw = t["ping_targets"]
+    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+        r.problem(join(KEY, "ping_targets"), "expected an array of IP addresses")
+        return None
+    try:
+        return tuple(str(ipaddress.ip_address(a)) for a in raw)
+    except ValueError as exc:
+        r.problem(join(KEY, "ping_targets"), str(exc))
+        return None
+
+
+def _relations(r: Reader, s: Settings, given: dict) -> None:
+    def problem(key, message):
+        r.problem(join(KEY, key), message)
     if s.dead_time < 3 * s.interval:
-        problems.add("dead_time", f"{s.dead_time * 1000:.0f}ms is under 3 heartbeat intervals "
-                     f"({3 * s.interval * 1000:.0f}ms): one late packet would look like a dead "
-                     "node")
+        problem("dead_time", f"{s.dead_time * 1000:.0f}ms is under 3 heartbeat intervals "
+                f"({3 * s.interval * 1000:.0f}ms): one late packet would look like a dead node")
     if "warn_time" in given and not 0 < s.warn_time < s.dead_time:
-        problems.add("warn_time", "must be above 0 and below dead_time")
+        problem("warn_time", "must be above 0 and below dead_time")
     if s.ping_targets and s.ping_interval > s.dead_time / 4:
-        problems.add("ping_interval", "must be at most a quarter of dead_time: the upstream "
-                     "must be known (half the dead time without an answer) before the peer "
-                     "is declared dead")
+        problem("ping_interval", "must be at most a quarter of dead_time: the upstream must be "
+                "known (half the dead time without an answer) before the peer is declared dead")
     if s.fence_delay and s.fence_delay < 2 * s.interval:
-        problems.add("fence_delay", "must be 0 or at least two heartbeat intervals (the "
-                     "difference between the two nodes' detection times)")
+        problem("fence_delay", "must be 0 or at least two heartbeat intervals (the "
+                "difference between the two nodes' detection times)")
 
 
 @dataclass(frozen=True)
@@ -170,8 +181,7 @@ class Config:
 
     @property
     def fence_confirmed_file(self):
-        return self.stack.partition.params.get("fence_confirmed_file",
-                                               DEFAULT_FENCE_CONFIRMED_FILE)
+        return self.stack.partition.fence_confirmed_file
 
 
 def load_config(path, node):

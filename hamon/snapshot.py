@@ -8,6 +8,7 @@ reads a socket, a file or the clock.
 import enum
 from dataclasses import dataclass
 
+from hapack.hamon import defaults as D
 from hapack.hamon.states import State
 
 
@@ -65,15 +66,15 @@ class ResourceView:
 class Policy:
     """The settings decide() reads."""
 
-    initdead: float = 10.0
-    warn_time: float = 0.6         # a heartbeat this late makes us ask the peer's BMC early
-    fence_delay: float = 1.0
-    fence_retries: int = 3
-    fence_retry_interval: float = 5.0
-    migration_threshold: int = 3
+    initdead: float = D.INITDEAD
+    warn_time: float = D.warn(D.DEAD_TIME)  # a heartbeat this late makes us ask the peer's BMC early
+    fence_delay: float = D.FENCE_DELAY
+    fence_retries: int = D.FENCE_RETRIES
+    fence_retry_interval: float = D.FENCE_RETRY_INTERVAL
+    migration_threshold: int = D.MIGRATION_THRESHOLD
     vip_first: bool = True
-    auto_failback: bool = False
-    failback_holddown: float = 300.0
+    auto_failback: bool = D.AUTO_FAILBACK
+    failback_holddown: float = D.FAILBACK_HOLDDOWN
 
 
 @dataclass(frozen=True)

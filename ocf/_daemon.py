@@ -79,7 +79,6 @@ from hapack.process import (alive as _alive, exe as _exe, group_ids as _group_id
                             started_after as _younger_than)
 from hapack.timing import Deadline
 
-RSCTMP = "/run/resource-agents"
 
 
 # -- parameter checks and shared declarations ----------------------------------
@@ -179,9 +178,7 @@ def server_actions(start, stop, monitor, *, start_timeout=40, stop_timeout=60):
 
 
 def rsc_path(ctx, suffix):
-    base = ctx.environ.get("HA_RSCTMP") or RSCTMP
-    name = ctx.instance.replace("/", "_")
-    return os.path.join(base, f"hapack-{ctx.agent.name}-{name}.{suffix}")
+    return ctx.state_path(suffix)
 
 
 def default_url(p, path):

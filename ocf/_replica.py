@@ -12,7 +12,6 @@ import os
 from hapack.ocf import ConfigError, GenericError, NotInstalled, OCFError
 from hapack.ocf import _drbd, _mount
 
-RSCTMP = "/run/resource-agents"
 SHARED_SCORE = 1000  # shared backend: the device is present (and was readable at start)
 
 
@@ -20,9 +19,7 @@ SHARED_SCORE = 1000  # shared backend: the device is present (and was readable a
 
 def state_path(ctx, suffix):
     """$HA_RSCTMP/hapack-partition-<resource>.<suffix>; the clone number is dropped."""
-    base = ctx.environ.get("HA_RSCTMP") or RSCTMP
-    rsc = ctx.instance.split(":")[0].replace("/", "_")
-    return os.path.join(base, f"hapack-partition-{rsc}.{suffix}")
+    return ctx.state_path(suffix, per_clone=False)
 
 
 def remove(path):

@@ -23,11 +23,12 @@ import os
 import sys
 
 from hapack.log import ERROR, Logger
-from hapack.params import MissingParam, ParamError, from_environ, parse
+from hapack.params import MissingParam, ParamError, from_environ, is_true, parse
 from hapack.proc import CommandError, run as run_command
 from hapack.timing import Deadline
 
 EXIT_REASON_PREFIX = "ocf-exit-reason:"
+RSCTMP = "/run/resource-agents"     # $HA_RSCTMP when the cluster manager sets none
 
 
 class _Code(int):
@@ -218,7 +219,18 @@ class Context:
 
     @property
     def notify_enabled(self):
-        return self.meta.get("notify", "").lower() in ("true", "1", "yes", "on")
+        return is_true(self.meta.get("notify"))
+
+    def state_path(self, suffix: str, *, per_clone: bool = True) -> str:
+        """This instance's state file: ``$HA_RSCTMP/hapack-<agent>-<instance>.<suffix>``.
+
+        The one place the path is made: ``/`` in the instance becomes ``_``;
+        ``per_clone=False`` drops the clone number (``rsc:1`` -> ``rsc``), for
+        state that belongs to the resource on this node whatever its instance.
+        """
+        base = self.environ.get("HA_RSCTMP") or RSCTMP
+        instance = self.instance if per_clone else self.instance.split(":")[0]
+        return os.path.join(base, f"hapack-{self.agent.name}-{instance.replace('/', '_')}.{suffix}")
 
     def run(self, argv, *, timeout=None, **kwargs):
         """Run a command through the seam, bounded by the operation deadline."""

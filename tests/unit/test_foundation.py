@@ -102,3 +102,51 @@ def test_logger_without_stderr(monkeypatch, tmp_path):
     log = Logger("handler", {"HA_LOGFILE": str(tmp_path / "log")})
     log.error("still logged")
     assert "ERROR: still logged" in (tmp_path / "log").read_text()
+
+
+def test_install_writes_every_registered_agent_and_fails_on_a_missing_one(tmp_path, monkeypatch):
+    from hapack import agents
+    install.install(str(tmp_path), "/usr/lib/ocf", out=lambda line: None)
+    written = sorted(p.name for p in (tmp_path / "usr/lib/ocf/resource.d/hapack").iterdir())
+    assert written == sorted(agents.OCF_AGENTS)
+    monkeypatch.setattr(install, "OCF_AGENTS", dict(agents.OCF_AGENTS, nosuch="hapack.ocf.nosuch"))
+    with pytest.raises(ModuleNotFoundError):
+        install.install(str(tmp_path / "again"), "/usr/lib/ocf", out=lambda line: None)
+    assert not (tmp_path / "again/usr/lib/ocf/resource.d/hapack/vip").exists()
+
+
+@pytest.mark.parametrize("word,value", [
+    ("true", True), ("TRUE", True), (" yes", True), ("on", True), ("y", True), ("1", True),
+    ("false", False), ("no", False), ("off", False), ("n", False), ("0", False),
+    ("", False), (None, False), ("maybe", False), ("2", False)])
+def test_one_boolean_reading_for_parameters_and_meta_attributes(word, value):
+    from hapack.ocf import Action, Agent
+    from hapack.ocf.runner import Context
+    from hapack.params import is_true, parse_bool
+    agent = Agent("t", version="1", shortdesc="t", longdesc="t", params=(), actions=(
+        Action("start", None, 5), Action("stop", None, 5), Action("monitor", None, 5)))
+    env = {} if word is None else {"OCF_RESKEY_CRM_meta_notify": word}
+    assert Context(agent, "start", env, None, None).notify_enabled is value
+    assert is_true(word) is value
+    if value or word in ("false", "no", "off", "n", "0"):
+        assert parse_bool(word) is value
+
+
+@pytest.mark.parametrize("name,instance,per_clone,expected", [
+    ("apache", "web", True, "hapack-apache-web.pid"),
+    ("apache", "web:1", True, "hapack-apache-web:1.pid"),
+    ("partition", "part:1", False, "hapack-partition-part.pid"),
+    ("vip", "a/b", True, "hapack-vip-a_b.pid"),
+    ("vip", None, True, "hapack-vip-vip.pid")])
+def test_one_state_path_under_ha_rsctmp(tmp_path, name, instance, per_clone, expected):
+    from hapack.ocf import Action, Agent
+    from hapack.ocf.runner import Context
+    agent = Agent(name, version="1", shortdesc="t", longdesc="t", params=(), actions=(
+        Action("start", None, 5), Action("stop", None, 5), Action("monitor", None, 5)))
+    env = {"HA_RSCTMP": str(tmp_path)}
+    if instance is not None:
+        env["OCF_RESOURCE_INSTANCE"] = instance
+    ctx = Context(agent, "start", env, None, None)
+    assert ctx.state_path("pid", per_clone=per_clone) == str(tmp_path / expected)
+    del env["HA_RSCTMP"]
+    assert ctx.state_path("pid", per_clone=per_clone) == "/run/resource-agents/" + expected

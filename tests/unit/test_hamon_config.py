@@ -40,7 +40,7 @@ def test_durations_and_bounds():
     ({"dead_time": "500ms"}, "hamon.dead_time", "under 3 heartbeat intervals"),
     ({"interval": "10ms"}, "hamon.interval", "outside"),
     ({"intervall": "1s"}, "hamon.intervall", "unknown key"),
-    ({"port": "5405"}, "hamon.port", "expected int"),
+    ({"port": "5405"}, "hamon.port", "expected an integer"),
     ({"vip": "first"}, "hamon.vip", "not one of"),
     ({"key_file": "keys"}, "hamon.key_file", "absolute path"),
     ({"ping_targets": ["gateway"]}, "hamon.ping_targets", "does not appear to be"),

@@ -1,23 +1,26 @@
 """Every agent's meta-data: golden file, OCF 1.1 RelaxNG, ocf-tester's DTD."""
 
-import importlib
 import io
 import os
 
 import pytest
 from lxml import etree
 
-from hapack.install import OCF_AGENTS, available
+from hapack.agents import OCF_AGENTS, ocf_agent
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "metadata")
 RNG = os.path.join(os.path.dirname(__file__), "..", "data", "ra-api-1.1.rng")
 DTD = "/usr/share/resource-agents/ra-api-1.dtd"
-AGENTS = [name for name in OCF_AGENTS if available(f"hapack.ocf.{name}")]
+AGENTS = list(OCF_AGENTS)
+
+
+def test_every_agent_in_the_registry_has_a_golden_file_and_no_other():
+    assert sorted(OCF_AGENTS) == sorted(name[:-len(".xml")] for name in os.listdir(DATA))
 
 
 def metadata(name):
     out = io.StringIO()
-    agent = importlib.import_module(f"hapack.ocf.{name}").AGENT
+    agent = ocf_agent(name)
     assert agent.execute(["meta-data"], {}, stdout=out) == 0
     return out.getvalue()
 
@@ -52,8 +55,7 @@ def test_metadata_is_valid_for_ocf_tester(name):
 @pytest.mark.parametrize("name", AGENTS)
 def test_metadata_escapes_markup(name, monkeypatch):
     """Descriptions with < and & stay well-formed (stock agents break on them)."""
-    module = importlib.import_module(f"hapack.ocf.{name}")
-    agent = module.AGENT
+    agent = ocf_agent(name)
     monkeypatch.setattr(agent, "longdesc", "a <b> & c")
     doc = etree.fromstring(metadata(name).encode())
     assert doc.findtext("longdesc") == "a <b> & c"

@@ -137,3 +137,19 @@ def test_heartbeat_tree_modes_and_kept_authkeys(tmp_path, capsys):
 
 def test_instance_files_quote_for_the_shell():
     assert heartbeat._sh_quote("it's") == "'it'\\''s'"
+
+
+@pytest.mark.parametrize("form", ["cib", "crm", "corosync", "heartbeat"])
+@pytest.mark.parametrize("agent", ["postgress", "ocf:hapack:postgress", "ocf:hapack:.."])
+def test_cli_misspelled_agent_exits_2_lists_the_agents_and_renders_nothing(tmp_path, capsys,
+                                                                          form, agent):
+    from hapack.agents import OCF_AGENTS
+    bad = tmp_path / "bad.toml"
+    bad.write_text(LAB.read_text().replace('agent = "postgresql"', f'agent = "{agent}"', 1))
+    out = tmp_path / "out"
+    assert render.main([form, str(bad), "-o", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert f"{bad}: layers[3].agent: " in captured.err and captured.out == ""
+    if agent != "ocf:hapack:..":
+        assert "known: " + ", ".join(OCF_AGENTS) in captured.err
+    assert not out.exists()

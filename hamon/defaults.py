@@ -1,0 +1,30 @@
+"""hamon's defaults, declared once: the ``[hamon]`` table's (:class:`~hapack.hamon.config.Settings`)
+and those of the :class:`~hapack.hamon.snapshot.Policy` that decide() reads. Times in seconds."""
+
+from hapack.stack.model import DEFAULT_MIGRATION_THRESHOLD
+
+PORT = 5405
+KEY_FILE = "/etc/hapack/hamon.key"
+INTERVAL = 0.2
+DEAD_TIME = 1.2
+WARN_TIME = 0.0                  # 0: half the dead time
+INITDEAD = 10.0
+FENCE_DELAY = 1.0
+FENCE_TIMEOUT = 10.0
+FENCE_RETRIES = 3
+FENCE_RETRY_INTERVAL = 5.0
+VIP_ORDER = ""                   # "": before_fence unless the stack sets vip.start_after
+PING_INTERVAL = 0.2
+AUTO_FAILBACK = False
+FAILBACK_HOLDDOWN = 300.0
+STATE_DIR = "/var/lib/hamon"
+RUN_DIR = "/run/hamon"
+EVENT_LOG = "/var/log/hamon/events.jsonl"
+OCF_ROOT = "/usr/lib/ocf"
+FENCE_AGENT = "/usr/sbin/fence_bmc"
+MIGRATION_THRESHOLD = DEFAULT_MIGRATION_THRESHOLD  # the stack's [cluster] default
+
+
+def warn(dead_time: float, warn_time: float = WARN_TIME) -> float:
+    """The warn time in effect: ``warn_time``, or half the dead time when it is 0."""
+    return warn_time or dead_time / 2
