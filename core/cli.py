@@ -11,7 +11,7 @@ import sys
 SUBCOMMANDS = {
     "install": ("hapack.install", "put the agents where Pacemaker, the fencer and cluster-glue look"),
     "lab": ("hapack.lab.cli", "the two-node lab: up, status, exec, power, down"),
-    "render": ("hapack.render", "render a stack file as CIB, crm shell, corosync.conf or Heartbeat files"),
+    "render": ("hapack.render", "render a stack file as CIB, crm shell, pcs, corosync.conf or Heartbeat files"),
     "demo": ("hapack.demo", "the two-node failover demo on this machine"),
 }
 

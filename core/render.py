@@ -1,6 +1,6 @@
-"""``hapack render cib|crm|corosync|heartbeat STACK [-o OUT]``.
+"""``hapack render cib|crm|pcs|corosync|heartbeat STACK [-o OUT]``.
 
-cib, crm and corosync print to stdout, or write the file OUT; heartbeat
+cib, crm, pcs and corosync print to stdout, or write the file OUT; heartbeat
 writes a directory tree (``ha.d/...`` and ``default/heartbeat``, relative to
 /etc) under OUT, which it requires. A stack file with any problem exits 2
 with one ``FILE: KEY: MESSAGE`` line per problem on stderr, and nothing is
@@ -17,18 +17,18 @@ EXIT_OK = 0
 EXIT_USAGE = 2      # bad arguments or a bad stack file: nothing was written
 EXIT_IO = 1
 
-FORMS = ("cib", "crm", "corosync", "heartbeat")
+FORMS = ("cib", "crm", "pcs", "corosync", "heartbeat")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hapack render",
-        description="Render a stack file as a Pacemaker CIB, a crm shell script, corosync.conf "
-                    "or Linux-HA Heartbeat files (see docs/stack-file.md).")
+        description="Render a stack file as a Pacemaker CIB, a crm shell script, a pcs script, "
+                    "corosync.conf or Linux-HA Heartbeat files (see docs/stack-file.md).")
     parser.add_argument("form", choices=FORMS, help="what to render")
     parser.add_argument("stack", help="the stack file (TOML)")
     parser.add_argument("-o", "--output", metavar="OUT",
-                        help="file to write (cib, crm, corosync; default: stdout) or directory "
+                        help="file to write (cib, crm, pcs, corosync; default: stdout) or directory "
                              "(heartbeat; required)")
     return parser
 
@@ -41,6 +41,9 @@ def render_text(form: str, stack, source: str) -> bytes:
     if form == "crm":
         from hapack.cib import crm
         return crm.render(stack, source)
+    if form == "pcs":
+        from hapack.cib import pcs
+        return pcs.render(stack, source)
     from hapack.cib import corosync
     return corosync.render(stack, source)
 
