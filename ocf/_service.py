@@ -20,6 +20,7 @@ from hapack.ocf import ConfigError, GenericError, NotInstalled, OCFError, Param
 from hapack.ocf._daemon import absolute_path
 
 SETPRIV = "/usr/bin/setpriv"
+SH = "/bin/sh"
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
@@ -56,17 +57,28 @@ def log_path(ctx, *parts):
     return os.path.join(ctx.params.log_dir, name, *parts)
 
 
-def prepare_dirs(ctx):
-    """Create the instance's run and log directories, owned by the service user."""
-    from hapack.ocf._datadir import ensure_dir
+def prepare_dirs(ctx, log_user=None):
+    """Create the instance's run and log directories, owned by the service user (the
+    log directory by ``log_user`` instead, when given). run_dir and log_dir are root's
+    alone, so the service user controls only what is inside its own directories; no
+    link planted there is followed (``_datadir``)."""
+    from hapack.ocf._datadir import ensure_dir, os_errors
     user = ctx.params.user
-    try:
-        for base, mine in ((ctx.params.run_dir, run_path(ctx)),
-                           (ctx.params.log_dir, log_path(ctx))):
-            ensure_dir(base)
-            ensure_dir(mine, user, 0o750)
-    except OSError as exc:
-        raise GenericError(f"cannot create {exc.filename}: {exc.strerror}") from None
+    with os_errors("cannot set up"):
+        for base, mine, owner in ((ctx.params.run_dir, run_path(ctx), user),
+                                  (ctx.params.log_dir, log_path(ctx), log_user or user)):
+            ensure_dir(base, root_only=True)
+            ensure_dir(mine, owner, 0o750)
+
+
+def logged(argv, log):
+    """argv with its output appended to log by the started process itself.
+
+    start-stop-daemon opens its --output as root, following links: in a directory
+    the service user owns, a link there would have root append the server's output
+    to any file. Started through this (with --chuid, and --output /dev/null), the
+    server's own shell, already the service user, opens the log."""
+    return [SH, "-c", 'exec >>"$0" 2>&1 || exit 1; exec "$@"', log, *argv]
 
 
 def account(name):
@@ -154,10 +166,7 @@ def file_size(path):
 
 
 def read_since(path, offset, limit=1 << 20):
-    """What was appended to a log after offset (text; '' when unreadable)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset if offset <= os.path.getsize(path) else 0)
-            return handle.read(limit).decode("utf-8", errors="replace")
-    except OSError:
-        return ""
+    """What was appended to a log after offset (text; '' when unreadable). The log is
+    in the service user's directory: read without following a link planted there."""
+    from hapack.ocf._datadir import read_file
+    return read_file(path, offset, limit).decode("utf-8", errors="replace")

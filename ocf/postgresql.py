@@ -207,12 +207,11 @@ def _pg_ctl_stop(ctx, pid):
 def _remove_socket(ctx):
     """A killed postmaster leaves its socket and the socket's lock file (naming a pid
     that may linger as a zombie, which PostgreSQL takes for a live postmaster)."""
+    from hapack.ocf._datadir import remove_file
     for path in (_socket(ctx), _socket(ctx) + ".lock"):
-        try:
-            os.unlink(path)
+        if os.path.lexists(path):
+            remove_file(path)
             ctx.log.info(f"removed the stale {path}")
-        except FileNotFoundError:
-            pass
 
 
 def stop(ctx):
