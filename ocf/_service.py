@@ -24,6 +24,14 @@ SH = "/bin/sh"
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
+def plain_path(text: str) -> str:
+    """An absolute path without control characters: a newline or NUL in a path is a
+    configuration error, never something passed on to a command."""
+    if any(ord(char) < 32 or char == "\x7f" for char in text):
+        raise ValueError(f"{text!r} contains a control character (newline, NUL...)")
+    return absolute_path(text)
+
+
 def common_params(user):
     """The parameters every stateful agent declares, with its service user."""
     return (
@@ -33,14 +41,14 @@ def common_params(user):
         Param("run_dir", "Node-local run directory",
               "Pid file, sockets and generated files go to <run_dir>/<agent>-<instance>/, "
               "created at start. Keep it off the replicated partition.",
-              default="/run/hapack", check=absolute_path),
+              default="/run/hapack", check=plain_path),
         Param("log_dir", "Node-local log directory",
               "The server's log goes to <log_dir>/<agent>-<instance>/, created at start.",
-              default="/var/log/hapack", check=absolute_path),
+              default="/var/log/hapack", check=plain_path),
         Param("credentials_file", "Monitor password file",
               "A file owned by root with mode 0600 whose first line is the password the "
               "monitor uses; the password never appears on a command line, in an "
-              "environment or in a log. Unset: no password.", check=absolute_path),
+              "environment or in a log. Unset: no password.", check=plain_path),
         Param("check_timeout", "Health-check client timeout (s)",
               "Seconds one protocol round trip of the monitor may take (always bounded by "
               "the operation timeout too).", kind="integer", default=5, minimum=1, maximum=600),
