@@ -1,14 +1,18 @@
-"""Addresses and links over rtnetlink, on the standard library.
+"""The pack's one netlink module: links, addresses, routes and listening sockets.
 
 The VIP agent runs in a fresh interpreter for every call, and its monitor
 runs every few seconds for every VIP on every node. Importing pyroute2 costs
 about 100 ms (0.9 pulls in asyncio), more than the whole of a stock
 IPaddr2 monitor, so the agent's per-call work -- which addresses are on
 which interface, is that link up, add or delete one address -- is done here
-with one netlink socket and a few fixed-layout messages. Route discovery
-(finding the interface and prefix of a VIP from the routing table) goes
-through pyroute2 in :mod:`hapack.iproute`; hamon, a long-running daemon,
-pays pyroute2's import once.
+with one rtnetlink socket and a few fixed-layout messages, and so is the
+sock_diag dump of listening TCP sockets that the server agents' level-0
+monitor needs (:func:`listening_inodes`). Route discovery (finding the
+interface and prefix of a VIP from the routing table, :func:`connected_routes`)
+goes through pyroute2, imported on first use: only a start or validate-all
+whose VIP has no ``nic`` or ``cidr_netmask`` pays for it. Callers speak in
+exact terms (an interface index, a prefix length, a metric) and never match
+substrings of ``ip`` output.
 """
 
 import os
@@ -53,11 +57,14 @@ class Link:
 
 
 class Addr:
-    __slots__ = ("family", "address", "prefixlen", "index", "label", "flags")
+    """One address entry. ``created`` is the kernel's creation stamp of the entry
+    (IFA_CACHEINFO cstamp, hundredths of a second since boot): an entry deleted
+    and added again, by anyone, gets a new one."""
+    __slots__ = ("family", "address", "prefixlen", "index", "label", "flags", "created")
 
-    def __init__(self, family, address, prefixlen, index, label, flags):
+    def __init__(self, family, address, prefixlen, index, label, flags, created=None):
         self.family, self.address, self.prefixlen = family, address, prefixlen
-        self.index, self.label, self.flags = index, label, flags
+        self.index, self.label, self.flags, self.created = index, label, flags, created
 
     @property
     def tentative(self):
@@ -182,9 +189,13 @@ class Netlink:
         self._change(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body)
 
     def delete_address(self, index, address, prefixlen):
+        """Delete exactly address/prefixlen from link ``index``. IFA_ADDRESS is what
+        makes an IPv4 delete match the prefix length: with IFA_LOCAL alone the kernel
+        deletes the first entry of the address on the link, whatever its prefix."""
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         raw = socket.inet_pton(family, address)
-        body = _IFADDRMSG.pack(family, prefixlen, 0, 0, index) + _rtattr(IFA_LOCAL, raw)
+        body = (_IFADDRMSG.pack(family, prefixlen, 0, 0, index) + _rtattr(IFA_LOCAL, raw)
+                + _rtattr(IFA_ADDRESS, raw))
         self._change(RTM_DELADDR, 0, body)
 
     def _change(self, kind, flags, body):
@@ -199,7 +210,7 @@ class Netlink:
             if mtype != RTM_NEWADDR:
                 continue
             fam, prefixlen, flags, _, index = _IFADDRMSG.unpack_from(data, start)
-            address = local = label = None
+            address = local = label = created = None
             for kind, value in _attrs(data, start + _IFADDRMSG.size, end):
                 if kind == IFA_ADDRESS:
                     address = value
@@ -209,12 +220,93 @@ class Netlink:
                     label = value.rstrip(b"\0").decode()
                 elif kind == IFA_FLAGS:
                     (flags,) = struct.unpack("=I", value[:4])
+                elif kind == IFA_CACHEINFO and len(value) >= 16:
+                    created = struct.unpack_from("=I", value, 8)[0]
             raw = local or address
             if raw is None:
                 continue
-            found.append(Addr(fam, socket.inet_ntop(fam, raw), prefixlen, index, label, flags))
+            found.append(Addr(fam, socket.inet_ntop(fam, raw), prefixlen, index, label, flags,
+                              created))
         return found
 
     def find_address(self, address, family):
         """The entries holding exactly ``address`` (text, canonical form)."""
         return [a for a in self.addresses(family) if a.address == address]
+
+
+# -- routes (pyroute2, imported on first use) -----------------------------------
+
+RT_TABLE_MAIN = 254
+RTN_UNICAST = 1
+
+
+def connected_routes(address: str) -> list:
+    """Main-table unicast routes (not default) that contain address.
+
+    Returns (prefixlen, interface index, metric) tuples, longest prefix
+    first: how findif chooses the interface for a VIP. The one place that
+    imports pyroute2 (about 100 ms): never on a monitor's path.
+    """
+    import ipaddress
+
+    from pyroute2 import IPRoute
+    ip = ipaddress.ip_address(address)
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    found = []
+    with IPRoute() as ipr:
+        for route in ipr.route("dump", family=family):
+            if route.get("dst_len", 0) == 0 or route.get("type") != RTN_UNICAST:
+                continue
+            if (route.get_attr("RTA_TABLE") or route.get("table")) != RT_TABLE_MAIN:
+                continue
+            dst, oif = route.get_attr("RTA_DST"), route.get_attr("RTA_OIF")
+            if dst is None or oif is None:
+                continue
+            if ip in ipaddress.ip_network(f"{dst}/{route['dst_len']}", strict=False):
+                found.append((route["dst_len"], oif, route.get_attr("RTA_PRIORITY") or 0))
+    return sorted(found, key=lambda r: (-r[0], r[2]))
+
+
+# -- listening TCP sockets (sock_diag) ----------------------------------------------
+
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
+TCP_LISTEN, IPPROTO_TCP = 10, 6
+
+
+def listening_inodes(port: int) -> set:
+    """Inodes of the TCP sockets listening on port in this network namespace.
+
+    One sock_diag dump of listening sockets per address family (reading
+    /proc/net/tcp6 walks every connection). Raises OSError when sock_diag is
+    not available; the caller decides what to fall back to.
+    """
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+    try:
+        sock.settimeout(2.0)
+        return {inode for family in (socket.AF_INET, socket.AF_INET6)
+                for inode in _diag_listeners(sock, family, port)}
+    finally:
+        sock.close()
+
+
+def _diag_listeners(sock, family, port):
+    # inet_diag_req_v2: family, protocol, ext, pad, states, then a zeroed sockid
+    request = struct.pack("=BBBxI", family, IPPROTO_TCP, 0, 1 << TCP_LISTEN) + bytes(48)
+    sock.sendall(_NLMSGHDR.pack(_NLMSGHDR.size + len(request), SOCK_DIAG_BY_FAMILY,
+                                NLM_F_REQUEST | NLM_F_DUMP, family, 0) + request)
+    while True:
+        data, offset = sock.recv(65536), 0
+        if not data:
+            return
+        while offset + _NLMSGHDR.size <= len(data):
+            length, kind, _, _, _ = _NLMSGHDR.unpack_from(data, offset)
+            if kind == NLMSG_DONE:
+                return
+            if kind == NLMSG_ERROR:
+                (error,) = struct.unpack_from("=i", data, offset + _NLMSGHDR.size)
+                raise NetlinkError(-error or 71, f"sock_diag refused the dump of family "
+                                   f"{family}: {os.strerror(-error or 71)}")
+            message = data[offset + _NLMSGHDR.size:offset + length]
+            if int.from_bytes(message[4:6], "big") == port:  # inet_diag_msg: sport
+                yield int.from_bytes(message[68:72], "little")  # idiag_inode
+            offset += (length + 3) & ~3

@@ -20,7 +20,16 @@ from hapack.ocf import ConfigError, GenericError, NotInstalled, OCFError, Param
 from hapack.ocf._daemon import absolute_path
 
 SETPRIV = "/usr/bin/setpriv"
+SH = "/bin/sh"
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+
+def plain_path(text: str) -> str:
+    """An absolute path without control characters: a newline or NUL in a path is a
+    configuration error, never something passed on to a command."""
+    if any(ord(char) < 32 or char == "\x7f" for char in text):
+        raise ValueError(f"{text!r} contains a control character (newline, NUL...)")
+    return absolute_path(text)
 
 
 def common_params(user):
@@ -32,14 +41,14 @@ def common_params(user):
         Param("run_dir", "Node-local run directory",
               "Pid file, sockets and generated files go to <run_dir>/<agent>-<instance>/, "
               "created at start. Keep it off the replicated partition.",
-              default="/run/hapack", check=absolute_path),
+              default="/run/hapack", check=plain_path),
         Param("log_dir", "Node-local log directory",
               "The server's log goes to <log_dir>/<agent>-<instance>/, created at start.",
-              default="/var/log/hapack", check=absolute_path),
+              default="/var/log/hapack", check=plain_path),
         Param("credentials_file", "Monitor password file",
               "A file owned by root with mode 0600 whose first line is the password the "
               "monitor uses; the password never appears on a command line, in an "
-              "environment or in a log. Unset: no password.", check=absolute_path),
+              "environment or in a log. Unset: no password.", check=plain_path),
         Param("check_timeout", "Health-check client timeout (s)",
               "Seconds one protocol round trip of the monitor may take (always bounded by "
               "the operation timeout too).", kind="integer", default=5, minimum=1, maximum=600),
@@ -56,17 +65,28 @@ def log_path(ctx, *parts):
     return os.path.join(ctx.params.log_dir, name, *parts)
 
 
-def prepare_dirs(ctx):
-    """Create the instance's run and log directories, owned by the service user."""
-    from hapack.ocf._datadir import ensure_dir
+def prepare_dirs(ctx, log_user=None):
+    """Create the instance's run and log directories, owned by the service user (the
+    log directory by ``log_user`` instead, when given). run_dir and log_dir are root's
+    alone, so the service user controls only what is inside its own directories; no
+    link planted there is followed (``_datadir``)."""
+    from hapack.ocf._datadir import ensure_dir, os_errors
     user = ctx.params.user
-    try:
-        for base, mine in ((ctx.params.run_dir, run_path(ctx)),
-                           (ctx.params.log_dir, log_path(ctx))):
-            ensure_dir(base)
-            ensure_dir(mine, user, 0o750)
-    except OSError as exc:
-        raise GenericError(f"cannot create {exc.filename}: {exc.strerror}") from None
+    with os_errors("cannot set up"):
+        for base, mine, owner in ((ctx.params.run_dir, run_path(ctx), user),
+                                  (ctx.params.log_dir, log_path(ctx), log_user or user)):
+            ensure_dir(base, root_only=True)
+            ensure_dir(mine, owner, 0o750)
+
+
+def logged(argv, log):
+    """argv with its output appended to log by the started process itself.
+
+    start-stop-daemon opens its --output as root, following links: in a directory
+    the service user owns, a link there would have root append the server's output
+    to any file. Started through this (with --chuid, and --output /dev/null), the
+    server's own shell, already the service user, opens the log."""
+    return [SH, "-c", 'exec >>"$0" 2>&1 || exit 1; exec "$@"', log, *argv]
 
 
 def account(name):
@@ -154,10 +174,7 @@ def file_size(path):
 
 
 def read_since(path, offset, limit=1 << 20):
-    """What was appended to a log after offset (text; '' when unreadable)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset if offset <= os.path.getsize(path) else 0)
-            return handle.read(limit).decode("utf-8", errors="replace")
-    except OSError:
-        return ""
+    """What was appended to a log after offset (text; '' when unreadable). The log is
+    in the service user's directory: read without following a link planted there."""
+    from hapack.ocf._datadir import read_file
+    return read_file(path, offset, limit).decode("utf-8", errors="replace")

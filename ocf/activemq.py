@@ -22,8 +22,8 @@ import os
 from hapack.ocf import Agent, ConfigError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
 from hapack.ocf._activemq_conf import check_config, generated_config, log4j_properties
-from hapack.ocf._service import (CLEAN_ENV, Final, account, check_node, checked,
-                                 client_timeout, common_params, file_size, log_path,
+from hapack.ocf._service import (CLEAN_ENV, Final, check_node, checked, client_timeout,
+                                 common_params, file_size, log_path, logged,
                                  prepare_dirs, read_since, require_executable, run_path,
                                  start_server)
 
@@ -144,27 +144,20 @@ def monitor(ctx):
 # -- configuration -----------------------------------------------------------------
 
 def _write_config(ctx):
-    """The config to start with: the operator's, or one generated; plus log4j 1.2."""
+    """The config to start with: the operator's, or one generated; plus log4j 1.2.
+    The conf directory is root's, mode 0755, and the files 0644 whatever the umask
+    (pacemaker-execd's 0026 would leave them unreadable to the broker's user)."""
+    from hapack.ocf._datadir import ensure_dir, write_file
     p = ctx.params
-    conf = run_path(ctx, "conf")
-    os.makedirs(conf, exist_ok=True)
-    os.chmod(conf, 0o755)  # the broker runs as the service user, whatever the umask
-    _write_readable(os.path.join(conf, "log4j.properties"),
-                    log4j_properties(log_path(ctx, "activemq.log")).encode())
+    conf = ensure_dir(run_path(ctx, "conf"), "root", 0o755, always=True)
+    write_file(os.path.join(conf, "log4j.properties"),
+               log4j_properties(log_path(ctx, "activemq.log")).encode())
     if p.config:
         return p.config
     path = os.path.join(conf, "activemq.xml")
-    _write_readable(path, generated_config(p.broker_name, p.data_dir, p.bind_address,
-                                           p.openwire_port, p.stomp_port))
+    write_file(path, generated_config(p.broker_name, p.data_dir, p.bind_address,
+                                      p.openwire_port, p.stomp_port))
     return path
-
-
-def _write_readable(path, data):
-    """Write a generated (secret-free) file mode 0644: pacemaker-execd's umask (0026)
-    would otherwise leave it unreadable to the broker's user."""
-    with open(path, "wb") as handle:
-        handle.write(data)
-    os.chmod(path, 0o644)
 
 
 def command(ctx, config):
@@ -222,11 +215,14 @@ def start(ctx):
     began = file_size(log)
 
     def launch():
+        from hapack.ocf._datadir import create_file, ensure_dir, os_errors
         prepare_dirs(ctx)
-        tmp, user = run_path(ctx, "tmp"), account(p.user)
-        os.makedirs(tmp, exist_ok=True)
-        os.chown(tmp, user.pw_uid, user.pw_gid)
-        d.spawn(ctx, command(ctx, _write_config(ctx)), srv.pidfile, log_path(ctx, "console.log"),
+        console = log_path(ctx, "console.log")
+        with os_errors("cannot set up"):
+            ensure_dir(run_path(ctx, "tmp"), p.user, 0o750)
+            config = _write_config(ctx)
+            create_file(console, p.user)
+        d.spawn(ctx, logged(command(ctx, config), console), srv.pidfile, os.devnull,
                 user=p.user, env=dict(CLEAN_ENV), cwd=run_path(ctx))
 
     def level0(ctx):  # fail at once on a lock wait, which no port would ever show

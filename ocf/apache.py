@@ -135,7 +135,9 @@ def start(ctx):
     srv = server(ctx)
 
     def launch():
-        os.makedirs(os.path.dirname(srv.pidfile), exist_ok=True)
+        from hapack.ocf._datadir import ensure_dir, os_errors
+        with os_errors("cannot set up"):
+            ensure_dir(os.path.dirname(srv.pidfile))  # never through a planted link
         result = ctx.run(argv(ctx, "-k", "start"), timeout=30)
         if not result.ok:
             error = syntax_error(ctx)

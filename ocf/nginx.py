@@ -227,8 +227,10 @@ def start(ctx):
     srv = server(ctx, layout)
 
     def launch():
-        for path in (srv.pidfile, layout.error_log):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+        from hapack.ocf._datadir import ensure_dir, os_errors
+        with os_errors("cannot set up"):
+            for path in (srv.pidfile, layout.error_log):
+                ensure_dir(os.path.dirname(path))  # never through a planted link
         result = ctx.run(argv(ctx, layout), timeout=30)
         if not result.ok:
             error = syntax_error(ctx, layout)

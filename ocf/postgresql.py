@@ -23,10 +23,20 @@ import os
 from hapack.ocf import Agent, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
 from hapack.ocf._service import (CLEAN_ENV, as_user, check_node, checked,
-                                 client_timeout, common_params, log_path, prepare_dirs,
-                                 require_executable, run_path, start_server)
+                                 client_timeout, common_params, log_path, plain_path,
+                                 prepare_dirs, require_executable, run_path, start_server)
 
 NAME = "postgresql"
+LOG = "postgresql.log"
+
+
+def shell_free_path(text):
+    """A path pg_ctl may put between double quotes in the shell command it runs."""
+    text = plain_path(text)
+    if any(char in text for char in '"$`\\'):
+        raise ValueError(f"{text!r} contains a character the shell expands between double "
+                         "quotes (\", $, ` or \\): pg_ctl runs the server through a shell")
+    return text
 
 
 def identifier(text):
@@ -41,20 +51,21 @@ PARAMS = (
           "The cluster's data directory, on the replicated partition (a subdirectory of the "
           "mount, owned by the service user, mode 0700). Start refuses it when it is not on "
           "a mounted, writable file system.", required=True, unique=True,
-          check=d.absolute_path),
+          check=plain_path),
     Param("bindir", "PostgreSQL binaries", "Directory with pg_ctl and postgres.",
-          default="/usr/lib/postgresql/15/bin", check=d.absolute_path),
+          default="/usr/lib/postgresql/15/bin", check=shell_free_path),
     Param("config", "postgresql.conf outside PGDATA",
           "Path of postgresql.conf when it is not in PGDATA (passed as -c config_file=).",
-          check=d.absolute_path),
+          check=plain_path),
     Param("listen_address", "TCP listen addresses",
           "listen_addresses of the server (comma-separated; the monitor uses the unix socket).",
           default="127.0.0.1"),
     Param("port", "Port", "TCP port, also the number of the unix socket.", kind="integer",
           default=5432, minimum=1, maximum=65535, unique=True),
     Param("options", "Extra server options",
-          "More postgres options, e.g. '-c shared_buffers=64MB' (passed through pg_ctl -o; "
-          "no secrets here)."),
+          "More postgres options, e.g. '-c shared_buffers=64MB', split like a shell would "
+          "(quotes group, nothing is expanded) and each word quoted for pg_ctl -o, so no "
+          "part of it ever runs as a command; no secrets here.", check=d.split_options),
     Param("database", "Monitor database", "Database the monitor connects to.",
           default="postgres"),
     Param("monitor_user", "Monitor role",
@@ -98,7 +109,7 @@ class Postmaster(d.Server):
 def server(ctx):
     p = ctx.params
     return Postmaster(ctx, exe=os.path.join(p.bindir, "postgres"), port=p.port,
-                      log=log_path(ctx, "postgresql.log"), what="PostgreSQL")
+                      log=log_path(ctx, LOG), what="PostgreSQL")
 
 
 def _socket(ctx):
@@ -159,17 +170,29 @@ def monitor(ctx):
 # -- start and stop --------------------------------------------------------------
 
 def _server_options(ctx):
+    """The postgres options for pg_ctl -o, which pastes them into a shell command:
+    every word quoted, the operator's options as words too."""
     import shlex
     p = ctx.params
     opts = ["-p", str(p.port), "-k", run_path(ctx), "-c", f"listen_addresses={p.listen_address}"]
     if p.config:
         opts += ["-c", f"config_file={p.config}"]
-    return " ".join(map(shlex.quote, opts)) + (f" {p.options}" if p.options else "")
+    return " ".join(map(shlex.quote, [*opts, *(p.options or ())]))
 
 
 def _pg_ctl(ctx, *args):
     p = ctx.params
     return as_user(p.user, [os.path.join(p.bindir, "pg_ctl"), *args, "-D", p.pgdata])
+
+
+def _pg_ctl_start(ctx, seconds):
+    """pg_ctl start runs the server through ``sh -c``, with -D and -l between double
+    quotes: PGDATA goes in the environment instead (pg_ctl then passes no -D), and
+    the log by a plain name relative to the log directory pg_ctl is started in."""
+    p = ctx.params
+    return as_user(p.user, ["/usr/bin/env", f"PGDATA={p.pgdata}",
+                            os.path.join(p.bindir, "pg_ctl"), "start", "-w", "-t", str(seconds),
+                            "-l", LOG, "-o", _server_options(ctx)])
 
 
 def start(ctx):
@@ -179,8 +202,7 @@ def start(ctx):
         prepare_dirs(ctx)
         _remove_socket(ctx)
         seconds = max(1, int(ctx.deadline.left()))
-        result = ctx.run(_pg_ctl(ctx, "start", "-w", "-t", str(seconds), "-l", srv.log,
-                                 "-o", _server_options(ctx)), env=dict(CLEAN_ENV))
+        result = ctx.run(_pg_ctl_start(ctx, seconds), env=dict(CLEAN_ENV), cwd=log_path(ctx))
         if not result.ok:
             raise GenericError(f"pg_ctl start failed: {d.tail(srv.log) or result.output()}")
 
@@ -207,12 +229,11 @@ def _pg_ctl_stop(ctx, pid):
 def _remove_socket(ctx):
     """A killed postmaster leaves its socket and the socket's lock file (naming a pid
     that may linger as a zombie, which PostgreSQL takes for a live postmaster)."""
+    from hapack.ocf._datadir import remove_file
     for path in (_socket(ctx), _socket(ctx) + ".lock"):
-        try:
-            os.unlink(path)
+        if os.path.lexists(path):
+            remove_file(path)
             ctx.log.info(f"removed the stale {path}")
-        except FileNotFoundError:
-            pass
 
 
 def stop(ctx):

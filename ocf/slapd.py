@@ -18,8 +18,8 @@ import os
 from hapack.ocf import Agent, ConfigError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
 from hapack.ocf._service import (CLEAN_ENV, check_node, checked, client_timeout,
-                                 common_params, log_path, prepare_dirs, require_executable,
-                                 run_path, start_server)
+                                 common_params, log_path, prepare_dirs,
+                                 require_executable, run_path, start_server)
 from hapack.ocf._ldapwire import ldapi_path, tcp_port
 from hapack.ocf._slapd_conf import databases, run_files
 
@@ -180,7 +180,12 @@ def start(ctx):
     srv = server(ctx)
 
     def launch():
-        prepare_dirs(ctx)
+        from hapack.ocf._datadir import create_file, os_errors
+        # start-stop-daemon opens the log as root (slapd drops to the user itself):
+        # the log directory is root's alone, so no one else can plant a link there
+        prepare_dirs(ctx, log_user="root")
+        with os_errors("cannot set up"):
+            create_file(srv.log, root_only=True)
         d.spawn(ctx, command(ctx), srv.pidfile, srv.log, env=dict(CLEAN_ENV), cwd=run_path(ctx))
 
     start_server(srv, launch, CHECKS)
@@ -203,9 +208,10 @@ def _remove_leftovers(ctx):
         files = []
     if not any(alive(read_pidfile(path)) for path in files):
         paths += files
+    from hapack.ocf._datadir import remove_file
     for path in paths:
-        if os.path.exists(path):
-            os.unlink(path)
+        if os.path.lexists(path):
+            remove_file(path)
             ctx.log.info(f"removed the stale {path}")
 
 

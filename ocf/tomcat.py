@@ -151,56 +151,52 @@ def account(user):
         raise NotInstalled(f"user {user} does not exist on this node") from None
 
 
-def writable_by(path, pw):
-    """Whether user pw may write into path, judged from its mode bits (we are root)."""
-    import grp
-    info = os.stat(path)
-    if pw.pw_uid == 0:
-        return True
-    if info.st_uid == pw.pw_uid:
-        return bool(info.st_mode & 0o200)
-    groups = {pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if pw.pw_name in g.gr_mem}
-    if info.st_gid in groups:
-        return bool(info.st_mode & 0o020)
-    return bool(info.st_mode & 0o002)
-
-
 def _owned_dir(path, pw):
-    if not os.path.isdir(path):
-        os.makedirs(path, mode=0o750)
-        os.chown(path, pw.pw_uid, pw.pw_gid)
-    elif not writable_by(path, pw):
+    """An existing directory the user may write, or a new one owned by the user."""
+    from hapack.ocf._datadir import ensure_dir, open_dir, user_can_write
+    try:
+        fd = open_dir(path)
+    except FileNotFoundError:
+        ensure_dir(path, pw.pw_name, 0o750)
+        return
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not user_can_write(st, pw.pw_name):
         raise NotInstalled(f"{path} is not writable by {pw.pw_name}")
 
 
 def prepare(ctx, pw):
-    """Create what the instance needs and may lack: logs/, temp/, work/, the health page."""
+    """Create what the instance needs and may lack: logs/, temp/, work/, the console
+    log, the health page. The instance belongs to the server's user: nothing here
+    follows a link planted in it (``_datadir``)."""
+    from hapack.ocf._datadir import create_file, os_errors
     p = ctx.params
-    for sub in ("logs", "temp", "work"):
-        _owned_dir(os.path.join(p.catalina_base, sub), pw)
-    log = output_log(ctx)
-    _owned_dir(os.path.dirname(log), pw)
-    if not os.path.exists(log):
-        with open(log, "a", encoding="utf-8"):
-            os.chown(log, pw.pw_uid, pw.pw_gid)
-    if p.flavor == "tomcat" and not p.status_url:
-        _health_page(p.catalina_base, pw)
+    with os_errors("cannot set up the instance:"):
+        for sub in ("logs", "temp", "work"):
+            _owned_dir(os.path.join(p.catalina_base, sub), pw)
+        log = output_log(ctx)
+        _owned_dir(os.path.dirname(log), pw)
+        create_file(log, pw.pw_name)
+        if p.flavor == "tomcat" and not p.status_url:
+            _health_page(p.catalina_base, pw)
 
 
 def _health_page(base, pw):
+    from hapack.ocf._datadir import ensure_dir, open_dir, write_file
     webapps = os.path.join(base, "webapps")
-    if not os.path.isdir(webapps):
+    try:
+        os.close(open_dir(webapps))
+    except FileNotFoundError:
         raise ArgsError(f"{webapps} does not exist: create it, or set status_url to a page "
-                        "of the instance")
+                        "of the instance") from None
     app = os.path.join(webapps, HEALTH_APP)
     page = os.path.join(app, "ping.jsp")
     if os.path.isfile(page):
         return
-    os.makedirs(app, mode=0o755, exist_ok=True)
-    with open(page, "w", encoding="utf-8") as handle:
-        handle.write(HEALTH_PAGE)
-    for path in (app, page):
-        os.chown(path, pw.pw_uid, pw.pw_gid)
+    ensure_dir(app, pw.pw_name, 0o755)
+    write_file(page, HEALTH_PAGE.encode(), 0o644, pw.pw_name)
 
 
 # -- the verbs ---------------------------------------------------------------------------
@@ -251,11 +247,12 @@ def start(ctx):
     srv = server(ctx)
 
     def launch():
+        from hapack.ocf._service import logged
         prepare(ctx, pw)
         extra = EXIT_ON_INIT_FAILURE if p.flavor == "tomcat" else ""
         env = dict(environment(ctx, extra), HOME=pw.pw_dir, USER=p.user)
-        d.spawn(ctx, command(ctx), srv.pidfile, output_log(ctx), user=p.user, env=env,
-                cwd=p.catalina_base)
+        d.spawn(ctx, logged(command(ctx), output_log(ctx)), srv.pidfile, os.devnull,
+                user=p.user, env=env, cwd=p.catalina_base)
 
     srv.start(launch, CHECKS)
 

@@ -119,20 +119,53 @@ def _state_path(ctx, what):
     return os.path.join(_rsctmp(ctx), f"hapack-vip-{ctx.instance}.{what}")
 
 
-def _read_state(ctx):
-    """(nic, prefixlen) recorded by start, or (None, None)."""
+class Mark:
+    """What start recorded about the entry it added: interface (name and index),
+    prefix length and the kernel's creation stamp of the entry. An entry is this
+    resource's only when all of them match: an address the node had before, or
+    one someone else adds (even the same address deleted and added again), is
+    never taken for ours. A legacy record (nic and prefix only) matches by those."""
+
+    __slots__ = ("nic", "prefixlen", "index", "created")
+
+    def __init__(self, nic, prefixlen, index=None, created=None):
+        self.nic, self.prefixlen, self.index, self.created = nic, prefixlen, index, created
+
+    def matches(self, entry, link):
+        if entry.prefixlen != self.prefixlen or link is None or link.name != self.nic:
+            return False
+        return self.index is None or (entry.index == self.index and entry.created == self.created)
+
+
+def _read_mark(ctx):
+    """The Mark recorded by start, or None when there is none. A record that cannot
+    be read is an error, never "not ours": stop must not report an address gone
+    that it could not judge."""
+    path = _state_path(ctx, "state")
     try:
-        with open(_state_path(ctx, "state"), encoding="ascii") as handle:
-            nic, prefix = handle.read().split()
-        return nic, int(prefix)
-    except (OSError, ValueError):
-        return None, None
+        with open(path, encoding="ascii") as handle:
+            fields = handle.read().split()
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise GenericError(f"cannot read {path}: {exc}") from None
+    try:
+        if len(fields) == 2:
+            return Mark(fields[0], int(fields[1]))
+        nic, prefixlen, index, created = fields
+        return Mark(nic, int(prefixlen), int(index), int(created))
+    except ValueError:
+        raise GenericError(f"{path} is not a record of this agent: {' '.join(fields)!r}"
+                           ) from None
 
 
-def _write_state(ctx, nic, prefixlen):
+def _write_mark(ctx, mark):
+    """Write the record atomically (a torn record would make the VIP unjudgeable)."""
     os.makedirs(_rsctmp(ctx), exist_ok=True)
-    with open(_state_path(ctx, "state"), "w", encoding="ascii") as handle:
-        handle.write(f"{nic} {prefixlen}\n")
+    path = _state_path(ctx, "state")
+    with open(path + ".new", "w", encoding="ascii") as handle:
+        handle.write(f"{mark.nic} {mark.prefixlen} {mark.index} {mark.created}\n")
+    os.replace(path + ".new", path)
 
 
 def _remove(path):
@@ -148,28 +181,36 @@ def _full_label(ctx, nic):
 
 # -- the checks ---------------------------------------------------------------
 
-def _held(ctx, nl):
-    """The entry holding our address where expected: (addr, link), or None.
-
-    Raises GenericError when the address is here but not as configured.
-    """
-    ip = ctx.params.ip
-    entries = nl.find_address(ip, _family(ip))
-    if not entries:
-        return None
-    nic, prefix = _read_state(ctx)
-    nic = ctx.params.nic or nic
-    prefix = ctx.params.cidr_netmask or prefix
-    found = []
-    for entry in entries:
+def _entries(ctx, nl):
+    """Every entry of our address on this node: ([(addr, link)] ours, the others)."""
+    mark = _read_mark(ctx)
+    ours, others = [], []
+    for entry in nl.find_address(ctx.params.ip, _family(ctx.params.ip)):
         link = nl.link_by_index(entry.index)
-        if link is None:
-            continue
-        if (nic is None or link.name == nic) and (prefix is None or entry.prefixlen == prefix):
-            return entry, link
-        found.append(f"{link.name}/{entry.prefixlen}")
-    raise GenericError(f"{ip} is on {', '.join(found)} but is configured for "
-                       f"{nic or 'any interface'}/{prefix or 'any prefix'}")
+        (ours if mark is not None and mark.matches(entry, link) else others).append((entry, link))
+    return ours, others
+
+
+def _where(entries):
+    return ", ".join(f"{link.name if link else f'interface {entry.index}'}/{entry.prefixlen}"
+                     for entry, link in entries)
+
+
+def _held(ctx, nl):
+    """Our entry: (addr, link), or None. Raises GenericError when it is not where the
+    parameters say; logs an entry of the address that this resource did not add."""
+    ours, others = _entries(ctx, nl)
+    if others:
+        ctx.log.warning(f"{ctx.params.ip} is also on {_where(others)}, not added by this "
+                        "resource: leaving it alone")
+    if not ours:
+        return None
+    entry, link = ours[0]
+    nic, prefix = ctx.params.nic or link.name, ctx.params.cidr_netmask or entry.prefixlen
+    if (link.name, entry.prefixlen) != (nic, prefix):
+        raise GenericError(f"{ctx.params.ip} is on {link.name}/{entry.prefixlen} but is "
+                           f"configured for {nic}/{prefix}")
+    return entry, link
 
 
 def monitor(ctx):
@@ -228,9 +269,8 @@ def _target(ctx):
 
 def _from_routes(p, nl, link):
     """findif's job: the connected route containing the address decides."""
-    from hapack.iproute import IPRoute
-    with IPRoute() as ipr:
-        routes = ipr.connected_routes(p.ip)
+    from hapack.netlink import connected_routes
+    routes = connected_routes(p.ip)
     if link is not None:
         routes = [r for r in routes if r[1] == link.index]
         if not routes:
@@ -255,6 +295,7 @@ def start(ctx):
         if _held(ctx, nl) is not None:
             ctx.log.info(f"{p.ip} is already up")
             return monitor(ctx)
+        _refuse_others(ctx, _entries(ctx, nl)[1])
     link, prefixlen = _target(ctx)
     if p.check_link and not link.up:
         raise GenericError(f"{link.name} is down or has no carrier; not starting {p.ip} on it")
@@ -265,22 +306,48 @@ def start(ctx):
         if holder:
             raise GenericError(f"{p.ip} is already in use on {link.name} by {holder}; refusing "
                                "to start (dad_probe=false skips this check)")
-    try:
-        with Netlink() as nl:
-            nl.add_address(link.index, p.ip, prefixlen, label=_full_label(ctx, link.name),
-                           broadcast=_broadcast(p.ip, prefixlen), nodad=family == socket.AF_INET6,
-                           preferred_lft=p.preferred_lft)
-    except OSError as exc:
-        if exc.errno == 1:
-            raise PermError(f"not permitted to add {p.ip} to {link.name} (needs CAP_NET_ADMIN)")
-        if exc.errno != 17:  # EEXIST: a concurrent start added it
-            raise GenericError(f"cannot add {p.ip}/{prefixlen} to {link.name}: {exc}") from None
-    _write_state(ctx, link.name, prefixlen)
+    _add(ctx, link, prefixlen)
     if p.arp_count:
         announce(link.name, family, link.mac, p.ip)
         if p.arp_count > 1 or p.arp_second_burst_delay:
             _spawn_announcer(ctx, link, family)
     ctx.log.info(f"{p.ip}/{prefixlen} is up on {link.name}")
+
+
+def _refuse_others(ctx, others):
+    """An address this node already has is not ours to take (its stop would remove it)."""
+    if others:
+        raise ConfigError(f"{ctx.params.ip} is already on this node ({_where(others)}) and "
+                          "was not added by this resource: refusing to take over an address "
+                          "the node already has")
+
+
+def _add(ctx, link, prefixlen):
+    """Add the address and record the entry as ours; nothing is left when that fails."""
+    from hapack.netlink import Netlink
+    p = ctx.params
+    try:
+        with Netlink() as nl:
+            nl.add_address(link.index, p.ip, prefixlen, label=_full_label(ctx, link.name),
+                           broadcast=_broadcast(p.ip, prefixlen),
+                           nodad=_family(p.ip) == socket.AF_INET6, preferred_lft=p.preferred_lft)
+            added = [e for e in nl.find_address(p.ip, _family(p.ip))
+                     if e.index == link.index and e.prefixlen == prefixlen]
+    except OSError as exc:
+        if exc.errno == 1:
+            raise PermError(f"not permitted to add {p.ip} to {link.name} (needs CAP_NET_ADMIN)")
+        if exc.errno == 17:  # EEXIST: someone else added it since we looked
+            raise ConfigError(f"{p.ip}/{prefixlen} appeared on {link.name} while starting, "
+                              "added by someone else: not taking it over") from None
+        raise GenericError(f"cannot add {p.ip}/{prefixlen} to {link.name}: {exc}") from None
+    try:
+        if not added:
+            raise OSError(f"{p.ip}/{prefixlen} is not on {link.name} after adding it")
+        _write_mark(ctx, Mark(link.name, prefixlen, link.index, added[0].created))
+    except OSError as exc:
+        with Netlink() as nl:
+            _delete(ctx, added, link, nl)
+        raise GenericError(f"cannot record {p.ip} as this resource's: {exc}") from None
 
 
 def _broadcast(ip, prefixlen):
@@ -316,8 +383,11 @@ def _announce_rest(ctx, link, family):
     p = ctx.params
 
     def still_ours():
-        with Netlink() as nl:
-            return any(a.index == link.index for a in nl.find_address(p.ip, family))
+        try:
+            with Netlink() as nl:
+                return bool(_entries(ctx, nl)[0])
+        except (OSError, GenericError):
+            return False
 
     time.sleep(p.arp_interval / 1000)
     if p.arp_count > 1 and still_ours():
@@ -349,37 +419,34 @@ def _stop_announcer(ctx):
 
 
 def stop(ctx):
+    """Remove the entry this resource added, and only that one; verify it is gone."""
     from hapack.netlink import Netlink
     p = ctx.params
     _stop_announcer(ctx)
     with Netlink() as nl:
-        held = _held_for_stop(ctx, nl)
-    if held:
+        ours, others = _entries(ctx, nl)
+    if ours:
         with Netlink() as nl:
-            for entry, link in held:
-                try:
-                    nl.delete_address(entry.index, p.ip, entry.prefixlen)
-                except OSError as exc:
-                    if exc.errno == 1:
-                        raise PermError(f"not permitted to remove {p.ip} from {link.name}")
-                    if exc.errno != 99:  # EADDRNOTAVAIL: already gone
-                        raise GenericError(f"cannot remove {p.ip} from {link.name}: {exc}")
-                ctx.log.info(f"{p.ip}/{entry.prefixlen} removed from {link.name}")
+            _delete(ctx, [entry for entry, _ in ours], ours[0][1], nl)
         with Netlink() as nl:
-            if _held_for_stop(ctx, nl):
+            if _entries(ctx, nl)[0]:
                 raise GenericError(f"{p.ip} is still present after removal")
+    if others:
+        ctx.log.info(f"leaving {p.ip} on {_where(others)}: not added by this resource")
     _remove(_state_path(ctx, "state"))
 
 
-def _held_for_stop(ctx, nl):
-    """Every entry of our address on the configured (or recorded) interface."""
-    nic = ctx.params.nic or _read_state(ctx)[0]
-    held = []
-    for entry in nl.find_address(ctx.params.ip, _family(ctx.params.ip)):
-        link = nl.link_by_index(entry.index)
-        if link is not None and (nic is None or link.name == nic):
-            held.append((entry, link))
-    return held
+def _delete(ctx, entries, link, nl):
+    ip = ctx.params.ip
+    for entry in entries:
+        try:
+            nl.delete_address(entry.index, ip, entry.prefixlen)
+        except OSError as exc:
+            if exc.errno == 1:
+                raise PermError(f"not permitted to remove {ip} from {link.name}")
+            if exc.errno != 99:  # EADDRNOTAVAIL: already gone
+                raise GenericError(f"cannot remove {ip} from {link.name}: {exc}")
+        ctx.log.info(f"{ip}/{entry.prefixlen} removed from {link.name}")
 
 
 AGENT = Agent(

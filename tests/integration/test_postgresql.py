@@ -133,3 +133,59 @@ def test_the_password_stays_out_of_command_lines_environments_and_logs(running):
         for what in ("cmdline", "environ"):
             with open(f"/proc/{pid}/{what}", "rb") as handle:
                 assert PASSWORD.encode() not in handle.read()
+
+
+# -- nothing of options or a path ever runs as a command (issue 14 item 8) ---------------
+
+@pytest.fixture
+def marker_dir():
+    """A directory anyone may write: an injected 'touch' as postgres would succeed."""
+    with workspace("pg-mark") as path:
+        os.chmod(path, 0o1777)
+        yield path
+
+
+INJECTIONS = ["-c work_mem=8MB; touch {m}", "$(touch {m})", "`touch {m}`",
+              "-c work_mem=8MB && touch {m}", "-c work_mem=8MB\ntouch {m}",
+              "-c 'work_mem=$(touch {m})'", "-c work_mem=8MB | touch {m}"]
+
+
+@pytest.mark.parametrize("options", INJECTIONS)
+def test_options_never_run_as_a_command(cluster, marker_dir, options):
+    marker = os.path.join(marker_dir, "injected")
+    options = options.format(m=marker)
+    result = cluster.call("start", options=options)
+    try:
+        assert not os.path.exists(marker), f"options {options!r} ran a command"
+        assert result.returncode in (0, 1), result.stderr  # postgres may refuse the words
+    finally:
+        assert cluster.call("stop").returncode == 0
+    assert not os.path.exists(marker)
+    assert cluster.call("monitor", options=options).returncode == 7
+
+
+def injected_anywhere(cluster, name):
+    """Paths of a file called name where a relative 'touch name' could have landed."""
+    found = [os.path.join(folder, name) for folder, _, files in os.walk(cluster.work)
+             if name in files]
+    return found + [path for path in (f"/{name}", f"/var/lib/postgresql/{name}",
+                                      os.path.join(os.getcwd(), name)) if os.path.exists(path)]
+
+
+@pytest.mark.parametrize("name", ["pg data $(touch {m})", "pg`touch {m}`\"q\" 'q'; x"])
+def test_a_pgdata_and_log_dir_the_shell_would_expand_work_and_run_nothing(cluster, name):
+    marker = f"injected-{os.getpid()}"  # relative: a path in a directory name has no '/'
+    weird = os.path.join(os.path.dirname(cluster.pgdata), name.format(m=marker))
+    logs = os.path.join(cluster.work, name.format(m=marker) + " log")
+    assert cluster.call("stop").returncode == 0
+    os.rename(cluster.pgdata, weird)
+    try:
+        result = cluster.call("start", pgdata=weird, log_dir=logs)
+        assert result.returncode == 0, result.stderr
+        assert cluster.call("monitor", level=10, pgdata=weird, log_dir=logs).returncode == 0
+        assert os.path.getsize(os.path.join(logs, f"postgresql-{cluster.call.instance}",
+                                            "postgresql.log")) > 0
+    finally:
+        assert cluster.call("stop", pgdata=weird, log_dir=logs).returncode == 0
+        os.rename(weird, cluster.pgdata)
+    assert not injected_anywhere(cluster, marker)

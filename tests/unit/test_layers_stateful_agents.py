@@ -288,6 +288,58 @@ def test_postgresql_server_options_are_quoted_for_pg_ctl():
         "-c 'config_file=/etc/pg/my conf' -c work_mem=8MB")
 
 
+NASTY = ["-c work_mem=8MB; touch {m}", "$(touch {m})", "`touch {m}`", "-c x='a b' \"c d\"",
+         "-c x=1 && touch {m} || touch {m} | touch {m}", "-c x=1\ntouch {m}", "> {m}",
+         "-c 'x=$(touch {m})'", "\\; touch {m}", "-c x=1 # touch {m}"]
+
+
+@pytest.mark.parametrize("options", NASTY)
+def test_postgresql_options_reach_pg_ctls_shell_as_words_only(tmp_path, options):
+    """pg_ctl pastes -o into 'sh -c': whatever the options hold, the shell sees the
+    words of a shell-like split and runs nothing of them."""
+    import shlex
+    import subprocess
+    marker = tmp_path / "injected"
+    options = options.format(m=marker)
+    ctx = make_ctx(postgresql, **dict(PG, options=options, config="/etc/pg/my $(x) conf"))
+    pasted = postgresql._server_options(ctx)
+    shown = subprocess.run(["/bin/sh", "-c", f"printf '%s\\n' {pasted}"], capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    assert not marker.exists()
+    assert shown[:8] == ["-p", "5433", "-k", "/run/x/postgresql-t1", "-c",
+                         "listen_addresses=127.0.0.1", "-c", "config_file=/etc/pg/my $(x) conf"]
+    assert shown[8:] == shlex.split(options)
+
+
+def test_pg_ctl_start_keeps_pgdata_and_the_log_out_of_its_shell_command():
+    ctx = make_ctx(postgresql, **dict(PG, pgdata="/srv/$(touch x) `y` \"z\"; w"))
+    argv = postgresql._pg_ctl_start(ctx, 30)
+    tail = argv[argv.index("--") + 1:]
+    assert tail[:3] == ["/usr/bin/env", "PGDATA=/srv/$(touch x) `y` \"z\"; w",
+                        "/usr/lib/postgresql/15/bin/pg_ctl"]
+    assert "-D" not in tail and tail[tail.index("-l") + 1] == "postgresql.log"
+
+
+@pytest.mark.parametrize("param", ["pgdata", "config", "run_dir", "log_dir", "credentials_file",
+                                   "bindir"])
+@pytest.mark.parametrize("bad", ["\n", "\r", "\0", "\x1b"])
+def test_postgresql_paths_with_a_newline_or_nul_are_refused(param, bad):
+    got, why = execute(postgresql, "start", **dict(PG, **{param: f"/srv/a{bad}b"}))
+    assert got == 6 and "control character" in why and param in why
+
+
+@pytest.mark.parametrize("bindir", ['/opt/pg "15"/bin', "/opt/$(id)/bin", "/opt/`id`/bin",
+                                    "/opt/pg\\15/bin"])
+def test_postgresql_bindir_pg_ctl_would_expand_is_refused(bindir):
+    got, why = execute(postgresql, "start", **dict(PG, bindir=bindir))
+    assert got == 6 and "pg_ctl runs the server through a shell" in why
+
+
+def test_postgresql_options_that_cannot_be_split_are_refused():
+    got, why = execute(postgresql, "validate-all", **dict(PG, options="-c x='unbalanced"))
+    assert got == 6 and "cannot be split into arguments" in why
+
+
 def test_pg_ctl_runs_as_the_service_user():
     ctx = make_ctx(postgresql, **PG)
     entry = pwd.getpwnam("postgres")
