@@ -81,13 +81,19 @@ class Busy:
 
     def __init__(self, monkeypatch, holders, dies_on=signal.SIGTERM):
         self.calls, self.alive, self.dies_on = [], list(holders), dies_on
-        point = _mount.Mount((7, 3), "/srv/data", ["rw"], "ext4", "/dev/loop3", ["rw"])
+        point = _mount.Mount((7, 3), "/srv/data", ["rw"], "ext4", "/dev/loop3", ["rw"],
+                             id=40, parent=22)
         self.mounted = [point]
         monkeypatch.setattr(_mount, "table", lambda path=None: list(self.mounted))
         monkeypatch.setattr(_mount, "umount", self.umount)
-        monkeypatch.setattr(_mount.process, "holders", self.holders)
+        monkeypatch.setattr(_mount, "mount_id", lambda path, follow=False: 40)
+        monkeypatch.setattr(_mount, "mount_holders", self.holders)
         monkeypatch.setattr(_mount.process, "escalate", self.escalate)
-        monkeypatch.setattr(_mount, "still_open", lambda device: False)  # no real device here
+        monkeypatch.setattr(_mount, "kernel_users", lambda point: [])
+        monkeypatch.setattr(_mount, "free", lambda device, number, deadline, log: [])
+
+    def pick(self, mounts):
+        return [m for m in mounts if m.dev == (7, 3)]
 
     def umount(self, point):
         self.calls.append("umount")
@@ -96,7 +102,7 @@ class Busy:
         self.mounted.clear()
         return 0
 
-    def holders(self, point):
+    def holders(self, mount):
         self.calls.append("holders")
         return [(pid, "java", "cwd") for pid in self.alive]
 
@@ -121,14 +127,14 @@ class Log:
 
 def test_stop_tries_umount_first(monkeypatch):
     busy = Busy(monkeypatch, [])
-    assert _mount.release("/srv/data", Deadline(5), Log()) == []
+    assert _mount.release(busy.pick, Deadline(5), Log()) == []
     assert busy.calls == ["umount"]
 
 
 def test_stop_escalates_term_then_kill_then_umounts(monkeypatch):
     busy = Busy(monkeypatch, [4242], dies_on=None)
     log = Log()
-    assert _mount.release("/srv/data", Deadline(5), log) == []
+    assert _mount.release(busy.pick, Deadline(5), log) == []
     assert busy.calls == ["umount", "holders", "SIGTERM", "SIGKILL", "umount"]
     assert "java[4242] (cwd)" in log.lines[0]
 
@@ -137,7 +143,7 @@ def test_stop_gives_up_at_the_deadline_naming_the_holders(monkeypatch):
     busy = Busy(monkeypatch, [4242])
     busy.escalate = lambda pids, deadline, log, steps: pids  # unkillable (D state)
     monkeypatch.setattr(_mount.process, "escalate", busy.escalate)
-    left = _mount.release("/srv/data", Deadline(0.3), Log())
+    left = _mount.release(busy.pick, Deadline(0.3), Log())
     assert left == [(4242, "java", "cwd")]
 
 
@@ -145,10 +151,12 @@ def test_stop_of_the_agent_demotes_only_after_the_umount(monkeypatch, fp, tmp_pa
     """drbd: umount (busy) -> TERM -> umount -> drbdadm secondary -> drbdadm down."""
     busy = Busy(monkeypatch, [4242])
     monkeypatch.setattr(_mount, "device_number", lambda device: (7, 3))
-    monkeypatch.setattr(_drbd, "PROC", str(tmp_path / "none"))
+    (tmp_path / "proc-drbd").write_text("version: 9.2.8 (api:2/proto:86-122)\n")
+    monkeypatch.setattr(_drbd, "PROC", str(tmp_path / "proc-drbd"))
     events = ("exists resource name:r0 role:Primary\nexists device name:r0 volume:0 minor:0 "
               "disk:UpToDate\nexists -\n")
     fp.register(["drbdsetup", "events2", "--now", "r0"], stdout=events)
+    fp.register(["drbdsetup", "events2", "--now", "r0"], stdout="exists -\n")  # down: verified
     for verb in ("secondary", "down"):
         fp.register(["drbdadm", verb, "r0"],
                     callback=lambda process, verb=verb: busy.calls.append(verb))
