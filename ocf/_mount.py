@@ -267,26 +267,26 @@ def release(pick, deadline, log, term_share=0.5):
     """
     import errno
     import time
-    first, tried = True, False
+    first, last = True, None
     while True:
         mounts = table()
         targets = subtree(pick(mounts), mounts)
         if not targets:
             return []
         target = targets[0]
-        if tried and deadline.expired:
-            return _blame(target) or [(None, f"{target.point} is still mounted at the "
-                                             "deadline (mounted again meanwhile?)", "")]
-        tried = True
+        if last is not None and deadline.expired:
+            return (mount_holders(target) + kernel_users(target.point)) or [
+                (None, f"{target.point} is still mounted at the deadline (mounted again, "
+                       "or umount had no effect)", "")]
+        if target.id == last:  # unmounted, yet there again: do not spin
+            time.sleep(min(0.05, deadline.left()))
+        last = target.id
         cover = hidden_by(target, mounts)
         if cover:
             return [(None, f"{target.source} on {describe(target)} cannot be reached: "
                            f"{cover}", "")]
         code = umount(target.point)
-        if code == 0:
-            continue
-        if code in (errno.EINVAL, errno.ENOENT):  # changed meanwhile: look again
-            time.sleep(min(0.05, deadline.left()))
+        if code in (0, errno.EINVAL, errno.ENOENT):  # done, or changed meanwhile
             continue
         if code != errno.EBUSY:
             return [(None, f"umount {target.point}: {os.strerror(code)}", "")]

@@ -405,3 +405,19 @@ def test_validate_checks_the_drbd_configuration(fp, drbd_node):
     assert code == OCF.ERR_CONFIGURED and "not the device of DRBD resource r0" in err
     fp.register(SH_DEV, stdout=DEVICE + "\n")
     assert run(env, "validate-all")[0] == OCF.SUCCESS
+
+
+# -- check levels with DRBD: level 10 sees a detached disk -----------------------------
+
+@pytest.mark.parametrize("disk", sorted(_drbd.DETACHED))
+def test_level_10_reports_a_detached_disk_in_both_roles(fp, drbd_node, disk):
+    env, mounted = drbd_node
+    monitor = dict(env, OCF_RESKEY_CRM_meta_interval="20000")
+    fp.register(EVENTS, stdout=events(disk=disk), occurrences=2)
+    assert run(monitor, "monitor", OCF_CHECK_LEVEL="0")[0] == OCF.SUCCESS
+    code, err = run(monitor, "monitor", OCF_CHECK_LEVEL="10")
+    assert code == OCF.ERR_GENERIC and f"local disk of r0 is {disk} (detached)" in err
+    mounted.append(DIRECTORY)
+    fp.register(EVENTS, stdout=events(role="Primary", disk=disk), occurrences=2)
+    code, err = run(monitor, "monitor", OCF_CHECK_LEVEL="20")
+    assert code == OCF.FAILED_PROMOTED and "(detached)" in err
