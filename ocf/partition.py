@@ -140,10 +140,10 @@ def _check_directory(ctx, mounts):
     """Refuse our device mounted anywhere but visibly on directory, and a directory
     that another mount uses."""
     mine, stray, where = _placement(ctx, mounts)
+    if mine is not None:  # already there (bind mounts of it are harmless meanwhile)
+        return
     if stray:
         raise GenericError(_stray_reason(ctx, stray, where, mounts, "is already mounted on"))
-    if mine is not None:
-        return
     top = _mount.visible(where, mounts)
     if top is not None and top.point == where:
         raise GenericError(f"{where} is already a mount point of {top.source}")
