@@ -64,7 +64,9 @@ PARAMS = (
           "by-res links need udev), the LUN for shared.", required=True, check=absolute_path),
     Param("directory", "Mount point",
           "Where the file system is mounted on the promoted node; created when absent. "
-          "'/' and a directory inside another partition resource's mount are refused.",
+          "Resolved as the kernel does (symlinked parents, '//', '..'); the mount is found "
+          "by the device, whatever the spelling. '/' and a directory inside another "
+          "partition resource's mount are refused.",
           required=True, unique=True, check=mount_point),
     Param("fstype", "File system type", "e.g. ext4 or xfs.", required=True, check=word),
     Param("options", "Mount options",
