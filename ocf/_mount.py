@@ -395,9 +395,13 @@ def still_open(device):
     return False
 
 
-def device_holders(number):
+def device_holders(number, everywhere=True):
     """What holds the block device besides mounts of this namespace: processes with the
-    device open, a mount in another mount namespace, a device stacked on it (dm, md)."""
+    device open, a mount in another mount namespace, a device stacked on it (dm, md).
+    everywhere=False: only processes of this mount namespace (the lab's nodes share one
+    kernel; another namespace there is another node)."""
+    if not everywhere:
+        return device_openers(number, os.readlink("/proc/self/ns/mnt"))
     found = [(pid, comm, "mount namespace") for pid, comm in namespaces_holding(number)]
     try:
         stacked = os.listdir(f"/sys/dev/block/{number[0]}:{number[1]}/holders")
@@ -407,12 +411,20 @@ def device_holders(number):
     return found + device_openers(number)
 
 
-def device_openers(number):
-    """[(pid, comm, 'open device')]: processes that have the block device itself open."""
+def _in_space(pid, space):
+    try:
+        return space is None or os.readlink(f"/proc/{pid}/ns/mnt") == space
+    except OSError:
+        return False
+
+
+def device_openers(number, space=None):
+    """[(pid, comm, 'open device')]: processes (of mount namespace space, or all) that
+    have the block device itself open."""
     import stat
     found, me = [], os.getpid()
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
+        if not entry.isdigit() or int(entry) == me or not _in_space(entry, space):
             continue
         try:
             fds = os.listdir(f"/proc/{entry}/fd")
@@ -433,16 +445,17 @@ def device_openers(number):
     return found
 
 
-def free(device, number, deadline, log):
+def free(device, number, deadline, log, everywhere=True):
     """Wait (within deadline) until nothing holds the device: processes with it open get
     TERM then KILL; a mount in another namespace or a stacked device is reported.
-    Returns what is left ([] when free)."""
+    Returns what is left ([] when free). everywhere=False: processes of this mount
+    namespace only (see device_holders)."""
     import time
     grace = time.monotonic() + min(0.5, deadline.left())  # udev's blkid comes and goes
     first = True
     while True:
-        held = device_holders(number)
-        if not held and not still_open(device):
+        held = device_holders(number, everywhere)
+        if not held and (not everywhere or not still_open(device)):
             return []
         if deadline.expired:
             return held or [(None, "an unknown holder (claimed exclusively)", "")]

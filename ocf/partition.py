@@ -191,6 +191,8 @@ def _release(ctx):
     else holds the device: no other mount namespace, no process, no stacked device."""
     p = ctx.params
     deadline = ctx.deadline.sub(min(2.0, ctx.deadline.left() * 0.2))
+    marker = state_path(ctx, "held")  # a release that failed: check everywhere again
+    had = bool(_of_device(ctx, _mount.table())) or os.path.exists(marker)
     left = _mount.release(lambda mounts: _of_device(ctx, mounts), deadline, ctx.log)
     if left:
         raise GenericError(f"cannot unmount {p.device} from {_directory(ctx)}: still held by "
@@ -198,13 +200,26 @@ def _release(ctx):
     number = _mount.device_number(p.device)
     if number is None:
         return
-    left = _mount.free(p.device, number, deadline, ctx.log)
+    # Mounted here: it must now be free everywhere on this kernel (a copy in another
+    # namespace keeps it mounted). Not mounted here: only this namespace's processes
+    # count (the lab's nodes are namespaces of one kernel: the peer may hold it).
+    left = _mount.free(p.device, number, deadline, ctx.log, everywhere=had)
+    _mark(marker, bool(left))
     if left:
         held = ", ".join(f"mounted in the mount namespace of {comm}[{pid}]"
                          if how == "mount namespace" else _mount.names([(pid, comm, how)])
                          for pid, comm, how in left)
         raise GenericError(f"{p.device} is unmounted here but still in use ({held}): "
                            "not released")
+
+
+def _mark(path, on):
+    if not on:
+        _replica.remove(path)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="ascii") as handle:
+        handle.write("the device was still held after the partition's umount\n")
 
 
 def _look(ctx, backend, mounted):

@@ -136,7 +136,7 @@ def drbd_node(monkeypatch, tmp_path):
     monkeypatch.setattr(_mount, "resolve", lambda path: path)
     monkeypatch.setattr(_mount, "mount_id", lambda path, follow=False:
                         39 + len(mounted) if mounted and path == DIRECTORY else 1)
-    monkeypatch.setattr(_mount, "free", lambda device, number, deadline, log: [])
+    monkeypatch.setattr(_mount, "free", lambda device, number, deadline, log, everywhere=True: [])
     monkeypatch.setattr("hapack.proc.which", lambda name, path=None: f"/sbin/{name}")
     monkeypatch.setattr(_mount, "umount", lambda point: mounted.clear() or 0)
     env = {"OCF_RESOURCE_INSTANCE": "data", "HA_RSCTMP": str(tmp_path),

@@ -90,7 +90,7 @@ class Busy:
         monkeypatch.setattr(_mount, "mount_holders", self.holders)
         monkeypatch.setattr(_mount.process, "escalate", self.escalate)
         monkeypatch.setattr(_mount, "kernel_users", lambda point: [])
-        monkeypatch.setattr(_mount, "free", lambda device, number, deadline, log: [])
+        monkeypatch.setattr(_mount, "free", lambda device, number, deadline, log, everywhere=True: [])
 
     def pick(self, mounts):
         return [m for m in mounts if m.dev == (7, 3)]
@@ -295,7 +295,8 @@ def test_a_mount_that_keeps_coming_back_ends_at_the_deadline(monkeypatch, answer
 
 def test_the_device_check_ends_at_the_deadline(monkeypatch):
     """A holder that never goes (a process stuck in the kernel): named at the deadline."""
-    monkeypatch.setattr(_mount, "device_holders", lambda number: [(77, "dd", "open device")])
+    monkeypatch.setattr(_mount, "device_holders",
+                        lambda number, everywhere=True: [(77, "dd", "open device")])
     monkeypatch.setattr(_mount, "still_open", lambda device: True)
     monkeypatch.setattr(_mount.process, "escalate", lambda pids, deadline, log, steps: pids)
     assert _mount.free("/dev/loop3", (7, 3), Deadline(0.3), Log()) == [(77, "dd", "open device")]
