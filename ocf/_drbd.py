@@ -26,6 +26,9 @@ PEER_KNOWN = frozenset((
 # Disk states that pass on their own; the score is left as it is meanwhile.
 TRANSITIONAL = frozenset(("Attaching", "Negotiating", "Detaching"))
 
+# Local disk states with no local disk under the device (detached, or failed).
+DETACHED = frozenset(("Diskless", "Failed", "Detaching"))
+
 KEEP = "keep"  # promotion_score(): leave the current score alone
 SCORE_UPTODATE = 10000     # UpToDate, and the peer's disk is known (or we are Primary)
 SCORE_UPTODATE_ALONE = 1000  # UpToDate as far as we know, peer disk unknown
@@ -151,13 +154,13 @@ def parse_events2(text, volume=0):
         if words[1] in ("device", "peer-device") and fields.get("volume", "0") != str(volume):
             continue
         seen.setdefault(words[1], fields)
-    if "resource" not in seen or "device" not in seen:
+    if "resource" not in seen:  # a resource without our volume is still up: not absent
         return UNCONFIGURED
     connection = seen.get("connection", {})
     return State(True, role=seen["resource"].get("role", "Unknown"),
                  peer_role=connection.get("role", "Unknown"),
                  cstate=connection.get("connection", "StandAlone"),
-                 disk=seen["device"].get("disk", "Diskless"),
+                 disk=seen.get("device", {}).get("disk", "Diskless"),
                  peer_disk=seen.get("peer-device", {}).get("peer-disk", "DUnknown"))
 
 
@@ -173,25 +176,50 @@ def minor_of(device):
     return int(suffix) if suffix != device and suffix.isdigit() else None
 
 
-def read_state(run, resource, device):
-    """The State of the resource: /proc/drbd on 8.4, else (DRBD 9, or no module)
-    ``drbdsetup events2 --now``; ``run(argv)`` runs a command and returns its Result."""
+def read_state(run, resource, device, loaded=False):
+    """The State of the resource: /proc/drbd on 8.4, else (DRBD 9) ``drbdsetup events2
+    --now``; ``run(argv)`` runs a command and returns its Result.
+
+    No module loaded (no /proc/drbd): nothing of DRBD is up, unless the caller
+    knows the module is loaded (``loaded``: a handler DRBD itself started),
+    when drbdsetup is asked anyway. Anything that does
+    not answer the question (drbdsetup missing or failing, an unreadable
+    /proc/drbd, a device whose minor is unknown) raises CommandError: an
+    unknown state is never "not configured".
+    """
+    from hapack.proc import CommandError
     try:
         with open(PROC, encoding="ascii", errors="replace") as handle:
             text = handle.read()
     except FileNotFoundError:
+        if not loaded:
+            return UNCONFIGURED
         text = ""
-    minor = minor_of(device)
-    if proc_version(text) == 8 and minor is not None:
+    except OSError as exc:
+        raise CommandError([PROC], f"cannot read: {exc.strerror}") from None
+    if proc_version(text) == 8:
+        minor = minor_of(device)
+        if minor is None:
+            raise CommandError([PROC], f"{device} is not a DRBD device: its state is unknown")
         return parse_proc(text, minor)
-    from hapack.proc import CommandNotFound
-    try:
-        result = run(events2(resource))
-    except CommandNotFound:  # no drbd-utils: nothing of DRBD can be up
-        return UNCONFIGURED
-    if not result.ok:  # "No such resource", no module: not up
-        return UNCONFIGURED
+    argv = events2(resource)
+    result = run(argv)  # CommandNotFound, CommandTimeout: raised, not hidden
+    if not result.ok:
+        raise CommandError(argv, f"exit {result.returncode}: "
+                                 f"{result.output() or 'no output'}; the state of {resource} "
+                                 "is unknown")
+    if "exists -" not in result.stdout.splitlines():  # the end of the initial dump
+        raise CommandError(argv, f"incomplete output ({result.stdout.strip()[:200]!r}); the "
+                                 f"state of {resource} is unknown")
     return parse_events2(result.stdout)
+
+
+def role_settled(state):
+    """Why a stopped or demoted resource is not safe to leave as it is, or None:
+    it must be down or Secondary."""
+    if state.configured and state.role != "Secondary":
+        return f"the resource is still {state.role} ({state!r})"
+    return None
 
 
 # -- command lines --------------------------------------------------------------

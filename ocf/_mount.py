@@ -1,11 +1,17 @@
 """Mounts as the partition agent sees them.
 
-The mount table comes from /proc/self/mountinfo (no ``mount`` child), a
-mount's device is matched by major:minor (no path canonicalisation), umount
-is one umount2(2) call, the holders of a busy mount come from a /proc walk
-(hapack.process.holders, never ``fuser -m``), and every disk probe runs in
-a forked child with its own timeout: a hung disk is reported as a failure,
-not waited for (the child, stuck in the kernel, is left behind).
+The mount table comes from /proc/self/mountinfo (no ``mount`` child). The
+partition is found by its DEVICE, never by a path string: every mount whose
+major:minor is the device's is ours, wherever it is and however it is
+spelled (a bind mount, a second mount at another path, a mount hidden under
+an over-mount). What sits on top of a mount is found through the mount tree
+(parent ids), and which mount a path reaches through the mount id the
+kernel reports for an ``O_PATH`` descriptor (``/proc/self/fdinfo``). umount
+is one umount2(2) call, made only on a path that reaches exactly the mount
+meant; the holders of a busy mount come from a /proc walk matched by mount
+id (never ``fuser -m``); every disk probe runs in a forked child with its own
+timeout: a hung disk is reported as a failure, not waited for (the child,
+stuck in the kernel, is left behind).
 """
 
 import os
@@ -24,15 +30,24 @@ USERSPACE = ("defaults", "auto", "noauto", "nofail", "_netdev", "user", "nouser"
 
 
 class Mount:
-    __slots__ = ("dev", "point", "options", "fstype", "source", "super_options")
+    """One line of mountinfo: ids, device, the path inside the file system (root),
+    the mount point, per-mount options, type, source and super options."""
 
-    def __init__(self, dev, point, options, fstype, source, super_options):
+    __slots__ = ("dev", "point", "options", "fstype", "source", "super_options", "id", "parent",
+                 "root")
+
+    def __init__(self, dev, point, options, fstype, source, super_options, id=0, parent=-1,
+                 root="/"):
         self.dev, self.point, self.options = dev, point, options
         self.fstype, self.source, self.super_options = fstype, source, super_options
+        self.id, self.parent, self.root = id, parent, root
 
     @property
     def read_only(self):
         return "ro" in self.options or "ro" in self.super_options
+
+    def __repr__(self):
+        return f"Mount({self.id} {self.dev[0]}:{self.dev[1]} {self.source} on {self.point})"
 
 
 def _unescape(text):
@@ -49,8 +64,15 @@ def table(path=MOUNTINFO):
             a, b = left.split(), right.split()
             major, minor = a[2].split(":")
             mounts.append(Mount((int(major), int(minor)), _unescape(a[4]), a[5].split(","),
-                                b[0], _unescape(b[1]), b[2].split(",") if len(b) > 2 else []))
+                                b[0], _unescape(b[1]), b[2].split(",") if len(b) > 2 else [],
+                                id=int(a[0]), parent=int(a[1]), root=_unescape(a[3])))
     return mounts
+
+
+def resolve(path):
+    """The canonical spelling of a path: symlinks, '.', '..', '//' and trailing '/' resolved
+    (as far as the path exists; the rest is normalised)."""
+    return os.path.realpath(path)
 
 
 def at(point, mounts):
@@ -81,6 +103,95 @@ def of_device(device, mounts):
     """Where the device is mounted in this namespace."""
     number = device_number(device)
     return [m for m in mounts if number is not None and m.dev == number]
+
+
+def _fdinfo_mount_id(path):
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def mount_id(path, follow=False):
+    """The id of the mount that path reaches (O_PATH: no open of the file system), or None."""
+    flags = os.O_PATH | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        return _fdinfo_mount_id(f"/proc/self/fdinfo/{fd}")
+    finally:
+        os.close(fd)
+
+
+def visible(point, mounts):
+    """The mount that point reaches now (the top of any stack there), or None."""
+    number = mount_id(point)
+    return next((m for m in mounts if m.id == number), None) if number is not None else None
+
+
+def subtree(roots, mounts):
+    """roots and every mount stacked on or below them (by parent id), deepest in the
+    mount tree first: the order to unmount them."""
+    children = {}
+    for mount in mounts:
+        children.setdefault(mount.parent, []).append(mount)
+    found, todo = {}, list(roots)
+    while todo:
+        mount = todo.pop()
+        if mount.id not in found:
+            found[mount.id] = mount
+            todo.extend(c for c in children.get(mount.id, ()) if c.id != mount.id)
+    depth = _depths(mounts)
+    return sorted(found.values(), key=lambda m: depth.get(m.id, 0), reverse=True)
+
+
+def _depths(mounts):
+    by_id = {m.id: m for m in mounts}
+    depths = {}
+    for mount in mounts:
+        depth, current, seen = 0, mount, {mount.id}
+        while current.parent in by_id and current.parent not in seen:
+            seen.add(current.parent)
+            current = by_id[current.parent]
+            depth += 1
+        depths[mount.id] = depth
+    return depths
+
+
+def hidden_by(target, mounts):
+    """Why target cannot be reached by its mount point's path, or None when it can."""
+    seen = mount_id(target.point)
+    if seen == target.id:
+        return None
+    top = next((m for m in mounts if m.id == seen), None)
+    if top is not None and top.point == target.point:
+        return f"{top.source} ({top.fstype}) is mounted over it on {top.point}"
+    ancestors, current = set(), target
+    by_id = {m.id: m for m in mounts}
+    while current.parent in by_id and current.parent not in ancestors:
+        ancestors.add(current.parent)
+        current = by_id[current.parent]
+    covers = [m for m in mounts if m.id not in ancestors and m.id != target.id
+              and _under(target.point, m.point) and m.point != target.point]
+    if covers:
+        cover = covers[-1]
+        return f"{cover.source} ({cover.fstype}) is mounted over {cover.point}"
+    return "another mount hides it"
+
+
+def _under(path, point):
+    return path == point or path.startswith(point.rstrip("/") + "/")
+
+
+def describe(mount):
+    where = mount.point if mount.root == "/" else f"{mount.point} (bind of {mount.root})"
+    return where
 
 
 def option_problems(mount, options):
@@ -142,43 +253,136 @@ def umount(point):
     return ctypes.get_errno()
 
 
-def release(point, deadline, log, term_share=0.5):
-    """Unmount everything on and below point within deadline; return the holders left.
+def release(pick, deadline, log, term_share=0.5):
+    """Unmount every mount that pick(mounts) names, and everything stacked on or below
+    them, within deadline; return what is left holding them ([] on success).
 
     Order: umount first (a busy mount is the exception); then the holders
-    found by walking /proc get TERM and, for what is left, KILL; then
-    umount again. Later rounds (a workload that keeps coming back) go
-    straight to KILL. Returns [] on success, else [(pid, comm, how)] of the
-    processes still holding the mount, or [(None, reason, "")] when the
-    kernel refuses without a process to blame.
+    found by walking /proc (matched by mount id) get TERM and, for what is
+    left, KILL; then umount again. Later rounds (a workload that keeps coming
+    back) go straight to KILL. A mount that its path does not reach (hidden
+    by a mount that is not ours to remove) is not guessed at: it is
+    reported. Returns [(pid, comm, how)] of the processes still holding a
+    mount, or [(None, reason, "")] when there is no process to blame.
     """
     import errno
-    first = True
+    import time
+    first, last = True, None
     while True:
         mounts = table()
-        targets = below(point, mounts) + list(reversed(at(point, mounts)))
+        targets = subtree(pick(mounts), mounts)
         if not targets:
             return []
-        code = umount(targets[0].point)
-        if code in (0, errno.EINVAL, errno.ENOENT):
-            continue  # unmounted (or gone meanwhile): next one
+        target = targets[0]
+        if last is not None and deadline.expired:
+            return (mount_holders(target) + kernel_users(target.point)) or [
+                (None, f"{target.point} is still mounted at the deadline (mounted again, "
+                       "or umount had no effect)", "")]
+        if target.id == last:  # unmounted, yet there again: do not spin
+            time.sleep(min(0.05, deadline.left()))
+        last = target.id
+        cover = hidden_by(target, mounts)
+        if cover:
+            return [(None, f"{target.source} on {describe(target)} cannot be reached: "
+                           f"{cover}", "")]
+        code = umount(target.point)
+        if code in (0, errno.EINVAL, errno.ENOENT):  # done, or changed meanwhile
+            continue
         if code != errno.EBUSY:
-            return [(None, f"umount {targets[0].point}: {os.strerror(code)}", "")]
-        holders = process.holders(targets[0].point)
+            return [(None, f"umount {target.point}: {os.strerror(code)}", "")]
+        holders = mount_holders(target)
         if deadline.expired:
-            return holders or [(None, f"{targets[0].point} is busy with no process holding it "
-                                      "(a loop device, swap file, export or bind mount?)", "")]
-        if not holders:  # a process just leaving, or a kernel user: look again shortly
-            import time
+            return _blame(target, holders)
+        if not holders and kernel_users(target.point):
+            return _blame(target, holders)
+        if not holders:  # a process just leaving: look again shortly
             time.sleep(min(0.1, deadline.left()))
             continue
-        names = ", ".join(f"{comm}[{pid}] ({how})" for pid, comm, how in holders)
-        log.warning(f"{targets[0].point} is busy: {names}")
+        log.warning(f"{target.point} is busy: {names(holders)}")
         steps = ((process.SIGTERM, term_share), (process.SIGKILL, 1.0)) if first else (
             (process.SIGKILL, 1.0),)
         first = False
         process.escalate([pid for pid, _, _ in holders], deadline, log, steps=steps)
 
+
+def _blame(target, holders=None):
+    holders = mount_holders(target) if holders is None else holders
+    return holders + kernel_users(target.point) or [
+        (None, f"{target.point} is busy with no process holding it (an export, a "
+               "namespace's bind mount, or a kernel user?)", "")]
+
+
+def names(holders):
+    """'java[4242] (open file), loop device /dev/loop9 (backing file ...)'."""
+    return ", ".join(f"{comm}[{pid}] ({how})" if pid else comm for pid, comm, how in holders)
+
+
+def mount_holders(mount):
+    """Processes using this very mount (cwd, root, exe, open or mapped files in it):
+    [(pid, comm, how)]. Paths found by readlink are only a first filter (a dead disk
+    does not block readlink); the mount id of the link's target decides."""
+    found = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        how = _uses(int(entry), mount)
+        if how:
+            found.append((int(entry), process.comm(int(entry)), how))
+    return found
+
+
+def _uses(pid, mount):
+    base = f"/proc/{pid}"
+    for what in ("cwd", "root", "exe"):
+        if _link_in(f"{base}/{what}", mount, None):
+            return what
+    for folder, what in (("fd", "open file"), ("map_files", "mapped file")):
+        try:
+            entries = os.listdir(f"{base}/{folder}")
+        except OSError:
+            continue
+        for name in entries:
+            info = f"{base}/fdinfo/{name}" if folder == "fd" else None
+            if _link_in(f"{base}/{folder}/{name}", mount, info):
+                return what
+    return None
+
+
+def _link_in(link, mount, fdinfo):
+    try:
+        path = os.readlink(link)
+    except OSError:
+        return False
+    if not _under(path, mount.point):
+        return False
+    number = _fdinfo_mount_id(fdinfo) if fdinfo else mount_id(link, follow=True)
+    return number is None or number == mount.id  # unknown: counted, not ignored
+
+
+def kernel_users(point):
+    """Holders without a process: loop devices backed by a file below point, swap files."""
+    import glob
+    found = []
+    for path in glob.glob("/sys/block/loop*/loop/backing_file"):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                backing = handle.read().strip()
+        except OSError:
+            continue
+        if _under(backing, point):
+            found.append((None, f"loop device /dev/{path.split('/')[3]} (backing file "
+                                f"{backing})", ""))
+    try:
+        with open("/proc/swaps", encoding="utf-8", errors="replace") as handle:
+            swaps = [line.split()[0] for line in handle.readlines()[1:] if line.strip()]
+    except OSError:
+        swaps = []
+    found += [(None, f"swap file {path}", "") for path in swaps if _under(path, point)]
+    return found
+
+
+# -- the device itself, once it is mounted nowhere here ----------------------------
 
 def still_open(device):
     """True when the block device is still claimed: mounted in some other mount
@@ -189,6 +393,84 @@ def still_open(device):
     except OSError as exc:
         return exc.errno == errno.EBUSY
     return False
+
+
+def device_holders(number, everywhere=True):
+    """What holds the block device besides mounts of this namespace: processes with the
+    device open, a mount in another mount namespace, a device stacked on it (dm, md).
+    everywhere=False: only processes of this mount namespace (the lab's nodes share one
+    kernel; another namespace there is another node)."""
+    if not everywhere:
+        return device_openers(number, os.readlink("/proc/self/ns/mnt"))
+    found = [(pid, comm, "mount namespace") for pid, comm in namespaces_holding(number)]
+    try:
+        stacked = os.listdir(f"/sys/dev/block/{number[0]}:{number[1]}/holders")
+    except OSError:
+        stacked = []
+    found += [(None, f"/dev/{name} (stacked on it)", "") for name in stacked]
+    return found + device_openers(number)
+
+
+def _in_space(pid, space):
+    try:
+        return space is None or os.readlink(f"/proc/{pid}/ns/mnt") == space
+    except OSError:
+        return False
+
+
+def device_openers(number, space=None):
+    """[(pid, comm, 'open device')]: processes (of mount namespace space, or all) that
+    have the block device itself open."""
+    import stat
+    found, me = [], os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me or not _in_space(entry, space):
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            link = f"/proc/{entry}/fd/{fd}"
+            try:
+                if not os.readlink(link).startswith("/dev/"):
+                    continue
+                info = os.stat(link)
+            except OSError:
+                continue
+            if stat.S_ISBLK(info.st_mode) and (os.major(info.st_rdev),
+                                               os.minor(info.st_rdev)) == number:
+                found.append((int(entry), process.comm(int(entry)), "open device"))
+                break
+    return found
+
+
+def free(device, number, deadline, log, everywhere=True):
+    """Wait (within deadline) until nothing holds the device: processes with it open get
+    TERM then KILL; a mount in another namespace or a stacked device is reported.
+    Returns what is left ([] when free). everywhere=False: processes of this mount
+    namespace only (see device_holders)."""
+    import time
+    grace = time.monotonic() + min(0.5, deadline.left())  # udev's blkid comes and goes
+    first = True
+    while True:
+        held = device_holders(number, everywhere)
+        if not held and (not everywhere or not still_open(device)):
+            return []
+        if deadline.expired:
+            return held or [(None, "an unknown holder (claimed exclusively)", "")]
+        openers = [pid for pid, _, how in held if how == "open device"]
+        if openers and time.monotonic() >= grace:
+            log.warning(f"{device} is held open: {names(held)}")
+            steps = ((process.SIGTERM, 0.5), (process.SIGKILL, 1.0)) if first else (
+                (process.SIGKILL, 1.0),)
+            first = False
+            process.escalate(openers, deadline, log, steps=steps)
+        elif not openers and time.monotonic() >= grace + 0.5:
+            # a namespace or a stacked device does not go away by waiting
+            return held or [(None, "an unknown holder (claimed exclusively)", "")]
+        else:
+            time.sleep(min(0.05, deadline.left()))
 
 
 def namespaces_holding(number):

@@ -61,10 +61,21 @@ def write_score(ctx, score, force=False):
 # -- the bounded disk probe ----------------------------------------------------------
 
 def probe(ctx, work, error, what):
+    """work() in a child, bounded by probe_timeout and by the operation's deadline."""
+    timeout = min(float(ctx.params.probe_timeout), ctx.deadline.left())
+    if timeout <= 0:
+        raise error(f"{what}: no time left before the operation's deadline")
     try:
-        return _mount.bounded(work, ctx.params.probe_timeout)
+        return _mount.bounded(work, timeout)
     except _mount.ProbeFailed as exc:
-        raise error(f"{what}: {exc}") from None
+        capped = "" if timeout >= ctx.params.probe_timeout else " (the operation's time left)"
+        raise error(f"{what}: {exc}{capped}") from None
+
+
+def read_device(ctx, error):
+    """Level 10: one block read from the device itself (O_DIRECT), bounded."""
+    device = ctx.params.device
+    probe(ctx, lambda: _mount.read_block(device), error, f"cannot read from {device}")
 
 
 # -- backends ------------------------------------------------------------------------
@@ -81,6 +92,13 @@ class Shared:
     def promoted(self, look, mine):
         return mine is not None
 
+    def role_problem(self, ctx, look):
+        return None
+
+    def check_disk(self, ctx, look, error, promoted):
+        """Level 10: the device answers a read."""
+        read_device(ctx, error)
+
     def problem(self, ctx, look):
         if _mount.device_number(ctx.params.device) is None:
             return f"{ctx.params.device} is gone or no longer a block device"
@@ -93,8 +111,7 @@ class Shared:
         return None
 
     def start(self, ctx):
-        probe(ctx, lambda: _mount.read_block(ctx.params.device), GenericError,
-              f"cannot read {ctx.params.device}")
+        read_device(ctx, GenericError)
 
     def refuse(self, ctx, look):
         return None
@@ -118,14 +135,30 @@ class Drbd:
     """A DRBD resource. Started: up (attached, connecting); promoted: Primary."""
 
     def look(self, ctx):
+        """The DRBD state; an unknown state raises CommandError (exit 1), never 'down'."""
         return _drbd.read_state(lambda argv: ctx.run(argv, timeout=10),
                                 ctx.params.drbd_resource, ctx.params.device)
 
     def running(self, look, mine):
-        return look.configured
+        return look.configured or mine is not None  # mounted: running, whatever DRBD says
 
     def promoted(self, look, mine):
         return look.role == "Primary"
+
+    def role_problem(self, ctx, look):
+        """A mounted partition whose DRBD resource is not Primary: DRBD's report is wrong."""
+        if look.role != "Primary":
+            return f"DRBD reports {ctx.params.drbd_resource} {look!r}, not Primary"
+        return None
+
+    def check_disk(self, ctx, look, error, promoted):
+        """Level 10: the local disk is attached (a Diskless Primary reads from the peer);
+        promoted, the device answers a read too (a Secondary cannot be opened)."""
+        if look.disk in _drbd.DETACHED:
+            raise error(f"the local disk of {ctx.params.drbd_resource} is {look.disk} "
+                        "(detached): the replica is not on this node")
+        if promoted:
+            read_device(ctx, error)
 
     def problem(self, ctx, look):
         return None
@@ -172,13 +205,22 @@ class Drbd:
             self._adm(ctx, "primary")
 
     def demote(self, ctx, look):
-        if look.role == "Primary":
+        if look.configured and look.role != "Secondary":
             self._adm(ctx, "secondary")
+            self._settled(ctx, "demote")
 
     def stop(self, ctx, look):
         if look.configured:
-            self.demote(ctx, look)
+            if look.role != "Secondary":
+                self._adm(ctx, "secondary")
             self._adm(ctx, "down")
+            self._settled(ctx, "stop")
+
+    def _settled(self, ctx, verb):
+        """Afterwards the resource must be Secondary or down, as DRBD itself reports."""
+        problem = _drbd.role_settled(self.look(ctx))
+        if problem:
+            raise GenericError(f"{verb} of {ctx.params.drbd_resource} not verified: {problem}")
 
 
 BACKENDS = {"shared": Shared(), "drbd": Drbd()}

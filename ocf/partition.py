@@ -8,6 +8,12 @@ use the partition); stop unmounts within the operation's budget, killing the
 holders it finds in /proc, and fails naming them when it cannot, so the
 cluster fences. Level-0 monitors read /proc/self/mountinfo (and /proc/drbd
 on DRBD 8.4) and run no child process.
+
+The partition is found by its device (major:minor), never by a path string:
+``directory`` is resolved as the kernel spells it, "promoted" means our
+device's file system is the mount that directory reaches, and stop or demote
+succeed only once the device is mounted nowhere in this mount namespace (bind
+mounts, other paths, under an over-mount) and nothing else holds it.
 """
 
 import os
@@ -17,6 +23,7 @@ from hapack.ocf import (OCF, Action, Agent, ConfigError, FailedPromoted, Generic
 from hapack.ocf import _mount, _replica
 from hapack.ocf._daemon import absolute_path
 from hapack.ocf._replica import BACKENDS, probe, state_path, under_pacemaker, write_score
+from hapack.proc import CommandError
 
 NAME = "partition"
 
@@ -57,7 +64,9 @@ PARAMS = (
           "by-res links need udev), the LUN for shared.", required=True, check=absolute_path),
     Param("directory", "Mount point",
           "Where the file system is mounted on the promoted node; created when absent. "
-          "'/' and a directory inside another partition resource's mount are refused.",
+          "Resolved as the kernel does (symlinked parents, '//', '..'); the mount is found "
+          "by the device, whatever the spelling. '/' and a directory inside another "
+          "partition resource's mount are refused.",
           required=True, unique=True, check=mount_point),
     Param("fstype", "File system type", "e.g. ext4 or xfs.", required=True, check=word),
     Param("options", "Mount options",
@@ -89,35 +98,62 @@ PARAMS = (
 )
 
 
-# -- mount helpers ---------------------------------------------------------------------
+# -- where the partition is: decided by the device, never by a path string ----------
 
-def _ours(ctx, mounts=None):
-    """Our device's mount on the directory (the visible one), or None. Matched by
-    major:minor; by the source path when the device node is gone (a vanished LUN)."""
+def _directory(ctx):
+    """directory as the kernel spells it: symlinks, '//', '.', '..', trailing '/' resolved."""
+    return _mount.resolve(ctx.params.directory)
+
+
+def _of_device(ctx, mounts):
+    """Every mount of our device in this namespace, by major:minor (by the source path
+    only when the device node is gone: a vanished LUN)."""
+    device = ctx.params.device
+    number = _mount.device_number(device)
+    if number is not None:
+        return [m for m in mounts if m.dev == number]
+    sources = {device, os.path.realpath(device)}
+    return [m for m in mounts if m.source in sources]
+
+
+def _placement(ctx, mounts=None):
+    """(mine, stray, where): mine is our device's whole file system as the mount that
+    ``where`` reaches now, or None; stray are the other mounts of our device
+    (bind mounts, other paths, a mount hidden under an over-mount)."""
     mounts = _mount.table() if mounts is None else mounts
-    on_dir = _mount.at(ctx.params.directory, mounts)
-    if not on_dir:
-        return None
-    number = _mount.device_number(ctx.params.device)
-    top = on_dir[-1]
-    if top.dev == number or (number is None and top.source == ctx.params.device):
-        return top
-    return None
+    where = _directory(ctx)
+    ours = _of_device(ctx, mounts)
+    mine = None
+    if ours:
+        top = _mount.visible(where, mounts)
+        if top in ours and top.point == where and top.root == "/":
+            mine = top
+    return mine, [m for m in ours if m is not mine], where
+
+
+def _stray_reason(ctx, stray, where, mounts, verb="is mounted on"):
+    parts = []
+    for mount in stray:
+        cover = _mount.hidden_by(mount, mounts) if mount.point == where else None
+        parts.append(f"{_mount.describe(mount)}{f' (hidden: {cover})' if cover else ''}")
+    return f"{ctx.params.device} {verb} {', '.join(parts)}, not visibly on {where}"
 
 
 def _check_directory(ctx, mounts):
-    """Refuse a mount point that another mount uses, or our device mounted elsewhere."""
-    p = ctx.params
-    on_dir = _mount.at(p.directory, mounts)
-    if on_dir and _ours(ctx, mounts) is None:
-        raise GenericError(f"{p.directory} is already a mount point of {on_dir[-1].source}")
-    inside = _mount.below(p.directory, mounts)
-    if inside and not on_dir:
-        raise GenericError(f"{inside[-1].point} is mounted below {p.directory}; refusing to "
+    """Refuse our device mounted anywhere but visibly on directory, and a directory
+    that another mount uses."""
+    mine, stray, where = _placement(ctx, mounts)
+    if mine is not None:  # already there (bind mounts of it are harmless meanwhile)
+        return
+    if stray:
+        raise GenericError(_stray_reason(ctx, stray, where, mounts, "is already mounted on"))
+    top = _mount.visible(where, mounts)
+    if top is not None and top.point == where:
+        raise GenericError(f"{where} is already a mount point of {top.source}")
+    inside = _mount.below(where, mounts)
+    if inside:
+        raise GenericError(f"{inside[-1].point} is mounted below {where}; refusing to "
                            "hide it under the partition")
-    elsewhere = [m.point for m in _mount.of_device(p.device, mounts) if m.point != p.directory]
-    if elsewhere:
-        raise GenericError(f"{p.device} is already mounted on {', '.join(elsewhere)}")
 
 
 def _fsck(ctx):
@@ -130,64 +166,113 @@ def _fsck(ctx):
                            f"{result.output()}")
 
 
-def _mount_it(ctx):
+def _mount_it(ctx, where):
     p = ctx.params
-    if not os.path.isdir(p.directory):
-        os.makedirs(p.directory, mode=0o755, exist_ok=True)
+    try:
+        os.makedirs(where, mode=0o755, exist_ok=True)
+    except OSError as exc:
+        raise GenericError(f"cannot create the mount point {where}: {exc.strerror}") from None
     _fsck(ctx)
-    result = ctx.run(_mount.mount_argv(p.fstype, p.options, p.device, p.directory))
+    result = ctx.run(_mount.mount_argv(p.fstype, p.options, p.device, where))
     if not result.ok:
-        raise GenericError(f"mount {p.device} on {p.directory} failed: {result.output()}")
-    mine = _ours(ctx)
-    problems = _mount.option_problems(mine, p.options) if mine else ["not visible after mount"]
+        raise GenericError(f"mount {p.device} on {where} failed: {result.output()}")
+    mounts = _mount.table()
+    mine, stray, _ = _placement(ctx, mounts)
+    if mine is None:
+        raise GenericError(f"{p.device} is not visible on {where} after mount"
+                           + (f" ({_stray_reason(ctx, stray, where, mounts)})" if stray else ""))
+    problems = _mount.option_problems(mine, p.options)
     if problems:
-        _release(ctx)
-        raise GenericError(f"{p.directory} after mount: {'; '.join(problems)}")
+        raise GenericError(f"{where} after mount: {'; '.join(problems)}")
 
 
 def _release(ctx):
-    """Unmount the directory (and below) within the budget, keeping a margin for DRBD;
-    then make sure no other mount namespace still has the file system mounted."""
+    """Unmount every mount of our device in this namespace (and what is stacked on or
+    below them) within the budget, keeping a margin for DRBD; then make sure nothing
+    else holds the device: no other mount namespace, no process, no stacked device."""
     p = ctx.params
     deadline = ctx.deadline.sub(min(2.0, ctx.deadline.left() * 0.2))
-    left = _mount.release(p.directory, deadline, ctx.log)
+    marker = state_path(ctx, "held")  # a release that failed: check everywhere again
+    had = bool(_of_device(ctx, _mount.table())) or os.path.exists(marker)
+    left = _mount.release(lambda mounts: _of_device(ctx, mounts), deadline, ctx.log)
     if left:
-        names = ", ".join(f"{comm}[{pid}] ({how})" if pid else comm for pid, comm, how in left)
-        raise GenericError(f"cannot unmount {p.directory}: still held by {names}")
-    from hapack.timing import Deadline, wait_until
-    if wait_until(lambda: not _mount.still_open(p.device), Deadline(min(1.0, deadline.left()))):
-        return
+        raise GenericError(f"cannot unmount {p.device} from {_directory(ctx)}: still held by "
+                           f"{_mount.names(left)}")
     number = _mount.device_number(p.device)
-    others = _mount.namespaces_holding(number) if number else []
-    names = ", ".join(f"{comm}[{pid}]" for pid, comm in others) or "an unknown holder"
-    raise GenericError(f"{p.directory} is unmounted here but {p.device} is still in use "
-                       f"(mounted in the mount namespace of {names}): not released")
+    if number is None:
+        return
+    # Mounted here: it must now be free everywhere on this kernel (a copy in another
+    # namespace keeps it mounted). Not mounted here: only this namespace's processes
+    # count (the lab's nodes are namespaces of one kernel: the peer may hold it).
+    left = _mount.free(p.device, number, deadline, ctx.log, everywhere=had)
+    _mark(marker, bool(left))
+    if left:
+        held = ", ".join(f"mounted in the mount namespace of {comm}[{pid}]"
+                         if how == "mount namespace" else _mount.names([(pid, comm, how)])
+                         for pid, comm, how in left)
+        raise GenericError(f"{p.device} is unmounted here but still in use ({held}): "
+                           "not released")
 
 
-def _level_probe(ctx, error):
-    p = ctx.params
-    if ctx.check_level >= 20:
-        path = os.path.join(p.directory, f".hapack-probe-{ctx.instance.split(':')[0]}")
-        probe(ctx, lambda: _mount.write_read_delete(path), error, f"write probe in {p.directory}")
-    elif ctx.check_level >= 10:
-        probe(ctx, lambda: _mount.read_block(p.device), error, f"read from {p.device}")
+def _mark(path, on):
+    if not on:
+        _replica.remove(path)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="ascii") as handle:
+        handle.write("the device was still held after the partition's umount\n")
+
+
+def _look(ctx, backend, mounted):
+    """The backend's state; when it cannot be known, a mounted partition is a failed
+    promoted one (9) and an unmounted one an error (1): never 'not running'."""
+    from hapack.proc import CommandError
+    try:
+        return backend.look(ctx)
+    except (CommandError, OCFError) as exc:
+        if mounted:
+            raise FailedPromoted(f"{ctx.params.device} is mounted but its state is unknown: "
+                                 f"{exc}") from None
+        raise GenericError(str(exc)) from None
+
+
+# -- check levels ----------------------------------------------------------------------
+
+def _level(ctx, role):
+    """The level to run for this role: the highest monitor depth the agent declares for
+    the role at or below the requested one (Unpromoted has no level 20: no mount)."""
+    depths = [a.depth or 0 for a in AGENT.actions
+              if a.name == "monitor" and a.role in (None, role)]
+    return max([d for d in depths if d <= ctx.check_level], default=0)
+
+
+def _deep_checks(ctx, backend, look, role, error):
+    level = _level(ctx, role)
+    if level >= 10:
+        backend.check_disk(ctx, look, error, role == "Promoted")
+    if level >= 20:
+        path = os.path.join(_directory(ctx), f".hapack-probe-{ctx.instance.split(':')[0]}")
+        probe(ctx, lambda: _mount.write_read_delete(path), error,
+              f"write probe in {_directory(ctx)}")
 
 
 # -- the verbs -----------------------------------------------------------------------
 
 def monitor(ctx):
     backend = BACKENDS[ctx.params.backend]
-    look = backend.look(ctx)
-    mine = _ours(ctx)
+    mounts = _mount.table()
+    mine, stray, where = _placement(ctx, mounts)
+    if mine is None and stray:
+        raise FailedPromoted(_stray_reason(ctx, stray, where, mounts))
+    look = _look(ctx, backend, mine is not None)
     if not backend.running(look, mine):
         return OCF.NOT_RUNNING
-    if backend.promoted(look, mine):
+    if mine is not None or backend.promoted(look, mine):
         return _monitor_promoted(ctx, backend, look, mine)
     problem = backend.problem(ctx, look)
     if problem:
         raise GenericError(problem)
-    if ctx.params.backend == "shared":  # a DRBD Secondary cannot be opened
-        _level_probe(ctx, GenericError)
+    _deep_checks(ctx, backend, look, "Unpromoted", GenericError)
     write_score(ctx, backend.score(ctx, look), force=ctx.is_probe)
     _report_split_brain(ctx, backend, OCF.DEGRADED)
     return OCF.SUCCESS
@@ -197,13 +282,16 @@ def _monitor_promoted(ctx, backend, look, mine):
     p = ctx.params
     if mine is None:
         raise FailedPromoted(f"{p.drbd_resource} is Primary but {p.device} is not mounted on "
-                             f"{p.directory}")
+                             f"{_directory(ctx)}")
     problems = _mount.option_problems(mine, p.options)
     if _mount.device_number(p.device) is None:
         problems.insert(0, f"{p.device} is gone")
+    role = backend.role_problem(ctx, look)
+    if role:
+        problems.insert(0, role)
     if problems:
-        raise FailedPromoted(f"{p.directory}: {'; '.join(problems)}")
-    _level_probe(ctx, FailedPromoted)
+        raise FailedPromoted(f"{_directory(ctx)}: {'; '.join(problems)}")
+    _deep_checks(ctx, backend, look, "Promoted", FailedPromoted)
     write_score(ctx, backend.score(ctx, look), force=ctx.is_probe)
     _report_split_brain(ctx, backend, OCF.DEGRADED_PROMOTED)
     return OCF.RUNNING_PROMOTED
@@ -223,30 +311,30 @@ def start(ctx):
     backend.start(ctx)
     os.makedirs(os.path.dirname(state_path(ctx, "state")), exist_ok=True)
     with open(state_path(ctx, "state"), "w", encoding="utf-8") as handle:
-        handle.write(f"{p.directory}\n{p.device}\n")
+        handle.write(f"{_directory(ctx)}\n{p.device}\n")
     write_score(ctx, backend.score(ctx, backend.look(ctx)), force=True)
     ctx.log.info(f"{p.device} is ready (not mounted)")
     if p.promote_on_start:
         try:
             promote(ctx)
-        except OCFError:
-            _undo_start(ctx)
-            raise
+        except OCFError as exc:
+            _undo(ctx, exc, stop)
 
 
-def _undo_start(ctx):
-    """promote_on_start: a start whose promotion failed leaves nothing started."""
+def _undo(ctx, exc, verb):
+    """A failed start or promotion leaves nothing behind; if undoing fails too, the
+    reason says so (the cluster then stops the resource, or fences)."""
     try:
-        stop(ctx)
-    except OCFError as exc:
-        ctx.log.error(f"cannot undo the start after the failed promotion: {exc}")
+        verb(ctx)
+    except (OCFError, CommandError) as undo:
+        raise GenericError(f"{exc}; undoing it failed: {undo}") from exc
+    raise exc
 
 
 def stop(ctx):
     backend = BACKENDS[ctx.params.backend]
-    if _ours(ctx) is not None or _mount.below(ctx.params.directory, _mount.table()):
-        _release(ctx)
-    backend.stop(ctx, backend.look(ctx))
+    _release(ctx)
+    backend.stop(ctx, _look(ctx, backend, False))
     if under_pacemaker(ctx):
         try:
             ctx.clear_promotion_score()
@@ -259,8 +347,9 @@ def stop(ctx):
 def promote(ctx):
     p = ctx.params
     backend = BACKENDS[p.backend]
-    look, mounts = backend.look(ctx), _mount.table()
-    mine = _ours(ctx, mounts)
+    mounts = _mount.table()
+    mine, _, where = _placement(ctx, mounts)
+    look = _look(ctx, backend, mine is not None)
     if not backend.running(look, mine):
         raise GenericError(f"cannot promote: {p.device} is not started")
     if mine is None:
@@ -269,12 +358,21 @@ def promote(ctx):
             _pass_gate(ctx, backend, look)
             backend.promote(ctx, look)
         try:
-            _mount_it(ctx)
-        except OCFError:
-            backend.demote(ctx, backend.look(ctx))
-            raise
-        ctx.log.info(f"{p.device} is mounted on {p.directory}")
+            _mount_it(ctx, where)
+        except OCFError as exc:
+            _undo(ctx, exc, _undo_promote)
+        ctx.log.info(f"{p.device} is mounted on {where}")
+    else:
+        problem = backend.role_problem(ctx, look)
+        if problem:
+            raise GenericError(f"{where} is mounted but {problem}")
     write_score(ctx, backend.score(ctx, backend.look(ctx)), force=True)
+
+
+def _undo_promote(ctx):
+    backend = BACKENDS[ctx.params.backend]
+    _release(ctx)
+    backend.demote(ctx, backend.look(ctx))
 
 
 def _pass_gate(ctx, backend, look):
@@ -301,10 +399,11 @@ def _pass_gate(ctx, backend, look):
 
 def demote(ctx):
     backend = BACKENDS[ctx.params.backend]
-    look = backend.look(ctx)
-    if not backend.running(look, _ours(ctx)):
-        return OCF.NOT_RUNNING
+    mine, stray, _ = _placement(ctx)
     _release(ctx)
+    look = _look(ctx, backend, False)
+    if not backend.running(look, None) and mine is None and not stray:
+        return OCF.NOT_RUNNING
     backend.demote(ctx, look)
     write_score(ctx, backend.score(ctx, backend.look(ctx)), force=True)
     return None
@@ -317,8 +416,13 @@ def notify(ctx):
         _gate.record_notification(state_path(ctx, "notify"), event)
     elif event.type == "post":
         backend = BACKENDS[ctx.params.backend]
-        look = backend.look(ctx)
-        if backend.running(look, _ours(ctx)):
+        mine = _placement(ctx)[0]
+        try:
+            look = backend.look(ctx)
+        except CommandError as exc:  # the score waits for the next monitor
+            ctx.log.warning(f"promotion score not updated: {exc}")
+            return
+        if backend.running(look, mine):
             write_score(ctx, backend.score(ctx, look), force=True)
 
 
@@ -366,27 +470,38 @@ def _check_node(ctx):
         _replica.check_drbd_config(ctx)
     if not _mount.fstype_known(p.fstype):
         raise NotInstalled(f"file system type {p.fstype} is not supported by this kernel")
-    if os.path.exists(p.directory) and not os.path.isdir(p.directory):
-        raise ConfigError(f"{p.directory} exists and is not a directory")
+    _check_mount_point(ctx)
     _check_nesting(ctx)
+
+
+def _check_mount_point(ctx):
+    """directory resolved (symlinks, '//', '..'): not '/', a directory or absent."""
+    given, where = ctx.params.directory, _directory(ctx)
+    spelled = given if where == given else f"{given} (resolved: {where})"
+    if where == "/":
+        raise ConfigError(f"{spelled} is '/': it cannot be a partition's mount point")
+    if os.path.islink(where):
+        raise ConfigError(f"{spelled} is a symbolic link that does not resolve (a loop?)")
+    if os.path.lexists(where) and not os.path.isdir(where):
+        raise ConfigError(f"{spelled} exists and is not a directory")
 
 
 def _check_nesting(ctx):
     """Refuse a mount point inside (or around) another partition resource's mount point."""
     import glob
     mine = state_path(ctx, "state")
-    here = ctx.params.directory.rstrip("/") + "/"
+    here = _directory(ctx).rstrip("/") + "/"
     for path in glob.glob(os.path.join(os.path.dirname(mine), "hapack-partition-*.state")):
         if path == mine:
             continue
         try:
             with open(path, encoding="utf-8") as handle:
-                other = handle.readline().strip().rstrip("/") + "/"
+                other = _mount.resolve(handle.readline().strip()).rstrip("/") + "/"
         except OSError:
             continue
         if other != "/" and (here.startswith(other) or other.startswith(here)):
             rsc = os.path.basename(path)[len("hapack-partition-"):-len(".state")]
-            raise ConfigError(f"{ctx.params.directory} is nested with {other.rstrip('/')}, the "
+            raise ConfigError(f"{here.rstrip('/')} is nested with {other.rstrip('/')}, the "
                               f"mount point of partition resource {rsc}")
 
 
@@ -410,7 +525,9 @@ AGENT = Agent(
         Action("demote", demote, 60),
         Action("notify", notify, 20),
         Action("monitor", monitor, 20, interval=20, depth=0, role="Unpromoted"),
+        Action("monitor", monitor, 30, interval=45, depth=10, role="Unpromoted"),
         Action("monitor", monitor, 20, interval=10, depth=0, role="Promoted"),
+        Action("monitor", monitor, 30, interval=30, depth=10, role="Promoted"),
         Action("monitor", monitor, 30, interval=60, depth=20, role="Promoted"),
     ),
     validate=validate,

@@ -125,7 +125,11 @@ class Handler:
     def local_disk(self):
         minor = self.environ.get("DRBD_MINOR")
         device = f"/dev/drbd{minor}" if minor else ""
-        return _drbd.read_state(self.run, self.resource, device).disk
+        try:
+            return _drbd.read_state(self.run, self.resource, device, loaded=True).disk
+        except CommandError as exc:  # unknown: never taken for UpToDate
+            self.log.error(f"the local disk state is unknown: {exc}")
+            return "DUnknown"
 
     def fence_peer(self):
         cib = self.cib()

@@ -414,9 +414,32 @@ def test_a_copy_of_the_mount_in_another_namespace_is_not_a_release(disk, agent, 
         result = agent("demote", dev)
         assert result.returncode == 1
         assert f"mounted in the mount namespace of sleep[{copy.pid}]" in reason(result)
+        for action in ("demote", "stop"):  # nothing mounted here now, still not released
+            result = agent(action, dev)
+            assert result.returncode == 1
+            assert f"mounted in the mount namespace of sleep[{copy.pid}]" in reason(result)
     finally:
         copy.kill()
         copy.wait()
     assert agent("demote", dev).returncode == 0
     assert agent("promote", dev).returncode == 0  # released cleanly now
     assert agent("stop", dev).returncode == 0
+
+
+def test_the_peer_of_a_shared_kernel_lab_may_hold_the_device(disk, agent, space, tmp_path):
+    """The lab's nodes are mount namespaces of one kernel: a partition that never mounted
+    the device here stops cleanly while another namespace (the peer) has it mounted."""
+    dev = disk()
+    peer_dir = tmp_path / "peer"
+    peer_dir.mkdir()
+    peer = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                             f"mount {dev.device} {peer_dir} && echo ready && exec sleep 600"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert peer.stdout.readline().strip() == "ready"
+        assert agent("start", dev).returncode == 0
+        assert agent("monitor", dev).returncode == 0
+        assert agent("stop", dev).returncode == 0
+    finally:
+        peer.kill()
+        peer.wait()

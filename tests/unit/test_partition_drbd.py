@@ -1,6 +1,7 @@
 """partition, drbd backend: the score table, DRBD 8.4/9 parsing, the pinned command lines."""
 
 import io
+import os
 
 import pytest
 
@@ -122,14 +123,20 @@ def events(role="Secondary", peer_role="Secondary", cstate="Connected", disk="Up
 def drbd_node(monkeypatch, tmp_path):
     """A fake DRBD node: /dev/drbd0 is a block device, mounts follow the commands."""
     mounted = []
-    monkeypatch.setattr(_drbd, "PROC", str(tmp_path / "no-proc-drbd"))
+    proc = tmp_path / "proc-drbd"
+    proc.write_text("version: 9.2.8 (api:2/proto:86-122)\n")  # DRBD 9: state from events2
+    monkeypatch.setattr(_drbd, "PROC", str(proc))
     monkeypatch.setattr(_mount, "device_number",
                         lambda device: (147, 0) if device == DEVICE else None)
 
     def table(path=None):
-        return [_mount.Mount((147, 0), DIRECTORY, ["rw", "noatime"], "ext4", DEVICE, ["rw"])
-                for _ in mounted]
+        return [_mount.Mount((147, 0), DIRECTORY, ["rw", "noatime"], "ext4", DEVICE, ["rw"],
+                             id=40 + i, parent=1) for i, _ in enumerate(mounted)]
     monkeypatch.setattr(_mount, "table", table)
+    monkeypatch.setattr(_mount, "resolve", lambda path: path)
+    monkeypatch.setattr(_mount, "mount_id", lambda path, follow=False:
+                        39 + len(mounted) if mounted and path == DIRECTORY else 1)
+    monkeypatch.setattr(_mount, "free", lambda device, number, deadline, log, everywhere=True: [])
     monkeypatch.setattr("hapack.proc.which", lambda name, path=None: f"/sbin/{name}")
     monkeypatch.setattr(_mount, "umount", lambda point: mounted.clear() or 0)
     env = {"OCF_RESOURCE_INSTANCE": "data", "HA_RSCTMP": str(tmp_path),
@@ -151,10 +158,18 @@ SH_DEV = ["drbdadm", "sh-dev", "r0"]
 EVENTS = ["drbdsetup", "events2", "--now", "r0"]
 
 
+def module_not_loaded(fp):
+    """No /proc/drbd until modprobe drbd ran."""
+    proc = _drbd.PROC
+    text = open(proc).read()
+    os.unlink(proc)
+    fp.register(["modprobe", "drbd"], callback=lambda process: open(proc, "w").write(text))
+
+
 def test_start_brings_the_resource_up(fp, drbd_node):
     env, _ = drbd_node
     fp.register(SH_DEV, stdout=DEVICE + "\n")
-    fp.register(["modprobe", "drbd"])
+    module_not_loaded(fp)
     fp.register(EVENTS, stdout="exists -\n")
     fp.register(["drbdadm", "up", "r0"])
     fp.register(EVENTS, stdout=events(), occurrences=5)
@@ -166,13 +181,13 @@ def test_start_brings_the_resource_up(fp, drbd_node):
 def test_start_reconnects_a_standalone_resource(fp, drbd_node):
     env, _ = drbd_node
     fp.register(SH_DEV, stdout=DEVICE + "\n")
-    fp.register(["modprobe", "drbd"])
     fp.register(EVENTS, stdout=events(cstate="StandAlone", peer_role="Unknown",
                                       peer_disk="DUnknown"))
     fp.register(["drbdadm", "adjust", "r0"])
     fp.register(EVENTS, stdout=events(), occurrences=5)
     assert run(env, "start")[0] == OCF.SUCCESS
     assert fp.call_count(["drbdadm", "adjust", "r0"]) == 1
+    assert fp.call_count(["modprobe", "drbd"]) == 0  # loaded already
 
 
 def test_promote_makes_primary_then_mounts(fp, drbd_node):
@@ -236,8 +251,65 @@ def test_stop_unmounts_then_demotes_then_downs(fp, drbd_node):
     fp.register(EVENTS, stdout=events(role="Primary"))
     fp.register(["drbdadm", "secondary", "r0"], callback=lambda p: order.append("secondary"))
     fp.register(["drbdadm", "down", "r0"], callback=lambda p: order.append("down"))
+    fp.register(EVENTS, stdout="exists -\n")
     assert run(env, "stop")[0] == OCF.SUCCESS
     assert not mounted and order == ["secondary", "down"]
+
+
+@pytest.mark.parametrize("after,ok", [("exists -\n", True), (events(role="Secondary"), True),
+                                      (events(role="Primary"), False)])
+def test_stop_verifies_the_resource_is_secondary_or_down(fp, drbd_node, after, ok):
+    env, _ = drbd_node
+    fp.register(EVENTS, stdout=events(role="Primary"))
+    fp.register(["drbdadm", "secondary", "r0"])
+    fp.register(["drbdadm", "down", "r0"])
+    fp.register(EVENTS, stdout=after)
+    code, err = run(env, "stop")
+    assert code == (OCF.SUCCESS if ok else OCF.ERR_GENERIC)
+    assert ok or "stop of r0 not verified: the resource is still Primary" in err
+
+
+def test_demote_verifies_the_resource_is_secondary(fp, drbd_node):
+    env, _ = drbd_node
+    fp.register(EVENTS, stdout=events(role="Primary"))
+    fp.register(["drbdadm", "secondary", "r0"])  # exit 0, yet still Primary
+    fp.register(EVENTS, stdout=events(role="Primary"))
+    code, err = run(env, "demote")
+    assert code == OCF.ERR_GENERIC and "demote of r0 not verified" in err
+
+
+FAILING = [dict(returncode=10, stderr="r0: No such resource"),
+           dict(returncode=20, stderr="Could not connect to 'drbd' generic netlink family"),
+           dict(returncode=0, stdout="exists resource name:r0 role:Primary\n")]  # cut short
+
+
+@pytest.mark.parametrize("failure", FAILING)
+@pytest.mark.parametrize("interval", ["0", "20000"])
+def test_a_failing_drbdsetup_is_an_error_never_not_running(fp, drbd_node, failure, interval):
+    env, _ = drbd_node
+    fp.register(EVENTS, **failure)
+    code, err = run(env, "monitor", OCF_RESKEY_CRM_meta_interval=interval)
+    assert code == OCF.ERR_GENERIC and "the state of r0 is unknown" in err
+
+
+@pytest.mark.parametrize("failure", FAILING)
+def test_stop_with_the_state_unknown_fails(fp, drbd_node, failure):
+    env, _ = drbd_node
+    fp.register(EVENTS, **failure)
+    code, err = run(env, "stop")
+    assert code == OCF.ERR_GENERIC and "r0" in err
+    assert fp.call_count(["drbdadm", "down", "r0"]) == 0
+
+
+@pytest.mark.parametrize("report", [dict(stdout="exists -\n"), dict(stdout=events()),
+                                    dict(stdout=events(role="Unknown", disk="Diskless"))]
+                         + FAILING)
+def test_a_mounted_partition_is_running_whatever_drbd_reports(fp, drbd_node, report):
+    env, mounted = drbd_node
+    mounted.append(DIRECTORY)
+    fp.register(EVENTS, **report)
+    code, err = run(env, "monitor", OCF_RESKEY_CRM_meta_interval="10000")
+    assert code == OCF.FAILED_PROMOTED, err
 
 
 def test_monitor_reports_the_role(fp, drbd_node):
@@ -249,7 +321,7 @@ def test_monitor_reports_the_role(fp, drbd_node):
     mounted.append(DIRECTORY)
     fp.register(EVENTS, stdout=events(role="Primary"))
     assert run(env, "monitor")[0] == OCF.RUNNING_PROMOTED
-    fp.register(EVENTS, returncode=10, stderr="r0: No such resource")
+    fp.register(EVENTS, stdout="exists -\n")  # down: DRBD 9 lists nothing
     mounted.clear()
     assert run(env, "monitor")[0] == OCF.NOT_RUNNING
 
@@ -291,18 +363,36 @@ def test_scores_are_written_through_crm_attribute(fp, drbd_node):
     assert fp.call_count(["crm_attribute", "--promotion", "-l", "reboot", "-D"]) == 1
 
 
-def test_without_drbd_utils_nothing_is_up_but_a_hang_is_not_hidden(monkeypatch, tmp_path):
-    from hapack.proc import CommandNotFound, CommandTimeout
+def test_no_module_is_down_but_anything_unknown_is_an_error(monkeypatch, tmp_path):
+    """Only a missing /proc/drbd (no module) means 'not up'; drbdsetup missing, hung or
+    failing leaves the state unknown, which is an error, never 'not configured'."""
+    from hapack.proc import CommandError, CommandNotFound, CommandTimeout, Result
     monkeypatch.setattr(_drbd, "PROC", str(tmp_path / "none"))
+
+    def never(argv):
+        raise AssertionError("no command when the module is not loaded")
+    assert _drbd.read_state(never, "r0", DEVICE) is _drbd.UNCONFIGURED
+    proc = tmp_path / "proc-drbd"
+    proc.write_text("version: 9.2.8 (api:2/proto:86-122)\n")
+    monkeypatch.setattr(_drbd, "PROC", str(proc))
 
     def missing(argv):
         raise CommandNotFound(argv, "command not found")
 
     def hung(argv):
         raise CommandTimeout(argv, "no answer within 10.0s")
-    assert _drbd.read_state(missing, "r0", DEVICE) is _drbd.UNCONFIGURED
-    with pytest.raises(CommandTimeout):
-        _drbd.read_state(hung, "r0", DEVICE)
+    for run in (missing, hung):
+        with pytest.raises(CommandError):
+            _drbd.read_state(run, "r0", DEVICE)
+    failing = lambda argv: Result(argv, 20, "", "Could not connect to 'drbd' generic netlink")
+    with pytest.raises(CommandError, match="exit 20: Could not connect"):
+        _drbd.read_state(failing, "r0", DEVICE)
+    cut = lambda argv: Result(argv, 0, "exists resource name:r0 role:Primary\n", "")
+    with pytest.raises(CommandError, match="incomplete output"):
+        _drbd.read_state(cut, "r0", DEVICE)
+    proc.write_text("version: 8.4.11 (api:1/proto:86-101)\n")
+    with pytest.raises(CommandError, match="not a DRBD device"):
+        _drbd.read_state(never, "r0", "/dev/sdx")
 
 
 def test_validate_checks_the_drbd_configuration(fp, drbd_node):
@@ -315,3 +405,19 @@ def test_validate_checks_the_drbd_configuration(fp, drbd_node):
     assert code == OCF.ERR_CONFIGURED and "not the device of DRBD resource r0" in err
     fp.register(SH_DEV, stdout=DEVICE + "\n")
     assert run(env, "validate-all")[0] == OCF.SUCCESS
+
+
+# -- check levels with DRBD: level 10 sees a detached disk -----------------------------
+
+@pytest.mark.parametrize("disk", sorted(_drbd.DETACHED))
+def test_level_10_reports_a_detached_disk_in_both_roles(fp, drbd_node, disk):
+    env, mounted = drbd_node
+    monitor = dict(env, OCF_RESKEY_CRM_meta_interval="20000")
+    fp.register(EVENTS, stdout=events(disk=disk), occurrences=2)
+    assert run(monitor, "monitor", OCF_CHECK_LEVEL="0")[0] == OCF.SUCCESS
+    code, err = run(monitor, "monitor", OCF_CHECK_LEVEL="10")
+    assert code == OCF.ERR_GENERIC and f"local disk of r0 is {disk} (detached)" in err
+    mounted.append(DIRECTORY)
+    fp.register(EVENTS, stdout=events(role="Primary", disk=disk), occurrences=2)
+    code, err = run(monitor, "monitor", OCF_CHECK_LEVEL="20")
+    assert code == OCF.FAILED_PROMOTED and "(detached)" in err

@@ -73,7 +73,9 @@ def events(disk):
 
 @pytest.fixture
 def drbd_env(monkeypatch, tmp_path):
-    monkeypatch.setattr(_drbd, "PROC", str(tmp_path / "none"))
+    proc = tmp_path / "proc-drbd"
+    proc.write_text("version: 9.2.8 (api:2/proto:86-122)\n")
+    monkeypatch.setattr(_drbd, "PROC", str(proc))
     return {"DRBD_RESOURCE": "r0", "DRBD_MINOR": "0", "HA_LOGFACILITY": "none",
             "HAPACK_STATE_DIR": str(tmp_path)}
 

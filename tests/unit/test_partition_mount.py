@@ -81,13 +81,19 @@ class Busy:
 
     def __init__(self, monkeypatch, holders, dies_on=signal.SIGTERM):
         self.calls, self.alive, self.dies_on = [], list(holders), dies_on
-        point = _mount.Mount((7, 3), "/srv/data", ["rw"], "ext4", "/dev/loop3", ["rw"])
+        point = _mount.Mount((7, 3), "/srv/data", ["rw"], "ext4", "/dev/loop3", ["rw"],
+                             id=40, parent=22)
         self.mounted = [point]
         monkeypatch.setattr(_mount, "table", lambda path=None: list(self.mounted))
         monkeypatch.setattr(_mount, "umount", self.umount)
-        monkeypatch.setattr(_mount.process, "holders", self.holders)
+        monkeypatch.setattr(_mount, "mount_id", lambda path, follow=False: 40)
+        monkeypatch.setattr(_mount, "mount_holders", self.holders)
         monkeypatch.setattr(_mount.process, "escalate", self.escalate)
-        monkeypatch.setattr(_mount, "still_open", lambda device: False)  # no real device here
+        monkeypatch.setattr(_mount, "kernel_users", lambda point: [])
+        monkeypatch.setattr(_mount, "free", lambda device, number, deadline, log, everywhere=True: [])
+
+    def pick(self, mounts):
+        return [m for m in mounts if m.dev == (7, 3)]
 
     def umount(self, point):
         self.calls.append("umount")
@@ -96,7 +102,7 @@ class Busy:
         self.mounted.clear()
         return 0
 
-    def holders(self, point):
+    def holders(self, mount):
         self.calls.append("holders")
         return [(pid, "java", "cwd") for pid in self.alive]
 
@@ -121,14 +127,14 @@ class Log:
 
 def test_stop_tries_umount_first(monkeypatch):
     busy = Busy(monkeypatch, [])
-    assert _mount.release("/srv/data", Deadline(5), Log()) == []
+    assert _mount.release(busy.pick, Deadline(5), Log()) == []
     assert busy.calls == ["umount"]
 
 
 def test_stop_escalates_term_then_kill_then_umounts(monkeypatch):
     busy = Busy(monkeypatch, [4242], dies_on=None)
     log = Log()
-    assert _mount.release("/srv/data", Deadline(5), log) == []
+    assert _mount.release(busy.pick, Deadline(5), log) == []
     assert busy.calls == ["umount", "holders", "SIGTERM", "SIGKILL", "umount"]
     assert "java[4242] (cwd)" in log.lines[0]
 
@@ -137,7 +143,7 @@ def test_stop_gives_up_at_the_deadline_naming_the_holders(monkeypatch):
     busy = Busy(monkeypatch, [4242])
     busy.escalate = lambda pids, deadline, log, steps: pids  # unkillable (D state)
     monkeypatch.setattr(_mount.process, "escalate", busy.escalate)
-    left = _mount.release("/srv/data", Deadline(0.3), Log())
+    left = _mount.release(busy.pick, Deadline(0.3), Log())
     assert left == [(4242, "java", "cwd")]
 
 
@@ -145,10 +151,12 @@ def test_stop_of_the_agent_demotes_only_after_the_umount(monkeypatch, fp, tmp_pa
     """drbd: umount (busy) -> TERM -> umount -> drbdadm secondary -> drbdadm down."""
     busy = Busy(monkeypatch, [4242])
     monkeypatch.setattr(_mount, "device_number", lambda device: (7, 3))
-    monkeypatch.setattr(_drbd, "PROC", str(tmp_path / "none"))
+    (tmp_path / "proc-drbd").write_text("version: 9.2.8 (api:2/proto:86-122)\n")
+    monkeypatch.setattr(_drbd, "PROC", str(tmp_path / "proc-drbd"))
     events = ("exists resource name:r0 role:Primary\nexists device name:r0 volume:0 minor:0 "
               "disk:UpToDate\nexists -\n")
     fp.register(["drbdsetup", "events2", "--now", "r0"], stdout=events)
+    fp.register(["drbdsetup", "events2", "--now", "r0"], stdout="exists -\n")  # down: verified
     for verb in ("secondary", "down"):
         fp.register(["drbdadm", verb, "r0"],
                     callback=lambda process, verb=verb: busy.calls.append(verb))
@@ -233,3 +241,82 @@ def test_a_vanished_device_still_mounted_is_still_ours(monkeypatch, tmp_path):
     assert "/dev/loop3 is gone" in err.getvalue()
     assert partition.AGENT.execute(["stop"], env, stderr=io.StringIO()) == OCF.SUCCESS
     assert busy.calls == ["umount"] and not busy.mounted
+
+
+# -- check levels: each role runs the highest level it implements ---------------------
+
+class LevelCtx:
+    def __init__(self, requested):
+        self.check_level = partition.AGENT.check_level("monitor", requested)
+
+
+@pytest.mark.parametrize("requested,unpromoted,promoted", [
+    (None, 0, 0), ("0", 0, 0), ("5", 0, 0), ("10", 10, 10), ("15", 10, 10), ("20", 10, 20),
+    ("99", 10, 20)])
+def test_check_levels_map_to_what_the_role_implements(requested, unpromoted, promoted):
+    ctx = LevelCtx(requested)
+    assert partition._level(ctx, "Unpromoted") == unpromoted
+    assert partition._level(ctx, "Promoted") == promoted
+
+
+def test_the_meta_data_advertises_the_levels_each_role_implements():
+    from lxml import etree
+    out = io.StringIO()
+    partition.AGENT.execute(["meta-data"], {}, stdout=out)
+    depths = {}
+    for action in etree.fromstring(out.getvalue().encode()).iter("action"):
+        if action.get("name") == "monitor":
+            depths.setdefault(action.get("role"), set()).add(int(action.get("depth")))
+    assert depths == {"Unpromoted": {0, 10}, "Promoted": {0, 10, 20}}
+
+
+# -- every retry loop ends at the operation's deadline --------------------------------
+
+class Overrun(Exception):
+    pass
+
+
+@pytest.mark.parametrize("answer", [0, errno.EINVAL, errno.ENOENT])
+def test_a_mount_that_keeps_coming_back_ends_at_the_deadline(monkeypatch, answer):
+    """umount 'succeeds' (or says not mounted) yet the table still shows the mount (an
+    automounter, a propagation peer): the loop gives up at the deadline with a reason."""
+    busy = Busy(monkeypatch, [])
+    calls = []
+
+    def umount(point):
+        calls.append(point)
+        if len(calls) > 2000:
+            raise Overrun("the release loop ignored its deadline")
+        return answer
+    monkeypatch.setattr(_mount, "umount", umount)
+    left = _mount.release(busy.pick, Deadline(0.3), Log())
+    assert left and left[0][0] is None and "/srv/data" in left[0][1]
+
+
+def test_the_device_check_ends_at_the_deadline(monkeypatch):
+    """A holder that never goes (a process stuck in the kernel): named at the deadline."""
+    monkeypatch.setattr(_mount, "device_holders",
+                        lambda number, everywhere=True: [(77, "dd", "open device")])
+    monkeypatch.setattr(_mount, "still_open", lambda device: True)
+    monkeypatch.setattr(_mount.process, "escalate", lambda pids, deadline, log, steps: pids)
+    assert _mount.free("/dev/loop3", (7, 3), Deadline(0.3), Log()) == [(77, "dd", "open device")]
+
+
+def test_a_disk_probe_never_outlasts_the_operation(monkeypatch, tmp_path):
+    """probe_timeout=120 in a 10 s monitor: the probe gets what is left, not 120 s."""
+    asked = []
+
+    def bounded(work, timeout):
+        asked.append(timeout)
+        raise _mount.ProbeFailed(f"no answer within {timeout:g}s (hung I/O?)")
+    monkeypatch.setattr(_mount, "bounded", bounded)
+    monkeypatch.setattr(_mount, "device_number", lambda device: (7, 3))
+    env = {"OCF_RESOURCE_INSTANCE": "data", "HA_RSCTMP": str(tmp_path),
+           "OCF_RESKEY_backend": "shared", "OCF_RESKEY_device": "/dev/loop3",
+           "OCF_RESKEY_directory": str(tmp_path / "data"), "OCF_RESKEY_fstype": "ext4",
+           "OCF_RESKEY_probe_timeout": "120", "OCF_RESKEY_CRM_meta_timeout": "10000",
+           "OCF_RESKEY_CRM_meta_interval": "20000", "OCF_CHECK_LEVEL": "10"}
+    (tmp_path / "hapack-partition-data.state").write_text(f"{tmp_path}/data\n/dev/loop3\n")
+    err = io.StringIO()
+    assert partition.AGENT.execute(["monitor"], env, stderr=err) == OCF.ERR_GENERIC
+    assert asked and asked[0] <= 10 and "the operation's time left" in err.getvalue()
