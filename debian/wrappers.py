@@ -19,7 +19,7 @@ from hapack import install
 
 PYTHON = "/usr/bin/python3"
 PATHS = ["/usr/lib/python3/dist-packages"]
-LIBEXEC = "/usr/libexec/hapack"
+GLUE_DIR = "/usr/lib/stonith/plugins/external"  # Debian's cluster-glue
 
 
 def main(destdir):
@@ -27,7 +27,7 @@ def main(destdir):
         found = install.entries(empty, "/usr/lib/ocf", command_dir="/usr/sbin")
     for path, module, what in found:
         if os.path.dirname(path) in install.GLUE_DIRS:
-            path = os.path.join(LIBEXEC, "stonith-external-" + os.path.basename(path))
+            path = os.path.join(GLUE_DIR, os.path.basename(path))
         target = os.path.join(destdir, path.lstrip("/"))
         os.makedirs(os.path.dirname(target), exist_ok=True)
         text = install.wrapper(module, what, python=PYTHON, paths=PATHS)
