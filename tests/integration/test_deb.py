@@ -212,6 +212,9 @@ def test_the_package_ships_agents_commands_unit_and_man_pages(root):
             assert handle.readline() == "#!/usr/bin/python3 -IS\n", path
     unit = root.run("cat", "/lib/systemd/system/hamon.service").stdout
     assert "\nExecStart=/usr/sbin/hamon run " in unit
+    docs = [line.removeprefix("Documentation=file://") for line in unit.splitlines()
+            if line.startswith("Documentation=file://")]
+    assert docs and all(os.path.isfile(os.path.join(root.path, d.lstrip("/"))) for d in docs)
     enabled = root.run("sh", "-c", "ls /etc/systemd/system/*.wants/ || true").stdout.split()
     assert "hamon.service" not in enabled, "hamon must not be enabled by the package"
     man = root.run("sh", "-c", "zcat /usr/share/man/man8/fence_bmc.8.gz").stdout
