@@ -31,6 +31,8 @@ FENCE_AGENTS: dict[str, str] = {"fence_bmc": "hapack.stonith.fence_bmc"}
 SBIN_TOOLS: dict[str, str] = {"hapack-drbd-handler": "hapack.ocf.partition_handler"}
 #: cluster-glue external/<name> plugins -> module
 GLUE_PLUGINS: dict[str, str] = {"bmc": "hapack.stonith.glue"}
+#: the commands an operator types (on root's PATH) -> module
+COMMANDS: dict[str, str] = {"hapack": "hapack.cli", "hamon": "hapack.hamon.cli"}
 
 
 class UnknownAgent(KeyError):

@@ -6,7 +6,10 @@ the environment hapack is installed in:
 - ``$OCF_ROOT/resource.d/hapack/<name>`` for every OCF agent (``ocf:hapack:<name>``);
 - ``/usr/sbin/<fence agent>`` for the fencer (``stonith_admin -I``);
 - the cluster-glue ``external/`` plugin directory for Heartbeat-era stonith;
-- ``/usr/sbin/hapack-drbd-handler``, the partition agent's DRBD handlers.
+- ``/usr/sbin/hapack-drbd-handler``, the partition agent's DRBD handlers;
+- ``/usr/local/sbin/hapack`` and ``/usr/local/sbin/hamon``, so the commands work as typed
+  in a root shell (``/usr/local/sbin`` is on root's default PATH; ``/usr/sbin`` is left
+  to the Debian package, which ships them there).
 
 A manifest records what was written, so ``--uninstall`` removes exactly
 that; a second run changes nothing; ``--root`` stages into a tree.
@@ -24,11 +27,14 @@ import os
 import sys
 import sysconfig
 
-from hapack.agents import FENCE_AGENTS, GLUE_PLUGINS, OCF_AGENTS, PROVIDER, SBIN_TOOLS
+from hapack.agents import (COMMANDS, FENCE_AGENTS, GLUE_PLUGINS, OCF_AGENTS, PROVIDER,
+                           SBIN_TOOLS)
 
+COMMAND_DIR = "/usr/local/sbin"  # on root's PATH
 GLUE_DIRS = ("/usr/lib/x86_64-linux-gnu/stonith/plugins/external",
              "/usr/lib/stonith/plugins/external")
 MANIFEST = "/var/lib/hapack/install-manifest"
+DEBIAN_PACKAGES = "/usr/lib/python3/dist-packages"  # where the .deb puts hapack
 
 
 def glue_dir(root):
@@ -49,38 +55,54 @@ def interpreter():
     return os.path.join(os.path.realpath(folder), name)
 
 
-def wrapper(module, what):
-    """The text of an executable that runs ``module.main()``."""
-    purelib = sysconfig.get_paths()["purelib"]
-    platlib = sysconfig.get_paths()["platlib"]
-    spec = importlib.util.find_spec(module)
-    if spec is None:
-        raise ModuleNotFoundError(f"{module} is in hapack's agent table but not installed",
-                                  name=module)
-    regular = spec.origin is not None and spec.origin.startswith(purelib)
-    if regular:
-        paths = list(dict.fromkeys([purelib, platlib]))
-        head = f"#!{interpreter()} -IS\n"  # one shebang argument
+def wrapper(module: str, what: str, python: str | None = None,
+            paths: list[str] | None = None) -> str:
+    """The text of an executable that runs ``module.main()``.
+
+    By default for this environment; ``python`` and ``paths`` write one for
+    another interpreter whose packages live in ``paths`` (the Debian package).
+    """
+    if python is None:
+        purelib = sysconfig.get_paths()["purelib"]
+        platlib = sysconfig.get_paths()["platlib"]
+        spec = importlib.util.find_spec(module)
+        if spec is None:
+            raise ModuleNotFoundError(f"{module} is in hapack's agent table but not installed",
+                                      name=module)
+        regular = spec.origin is not None and spec.origin.startswith(purelib)
+        python, paths = interpreter(), list(dict.fromkeys([purelib, platlib])) if regular else None
+    if paths:
+        head = f"#!{python} -IS\n"  # one shebang argument
         setup = f"import sys\nsys.path[:0] = {paths!r}\n"
     else:  # editable install: let site set up the import hooks
-        head = f"#!{interpreter()} -I\n"
+        head = f"#!{python} -I\n"
         setup = "import sys\n"
     return (f"{head}# {what}, installed by 'hapack install'; do not edit.\n{setup}"
             f"from {module} import main\nsys.exit(main())\n")
 
 
+def entries(root: str, ocf_root: str,
+            command_dir: str = COMMAND_DIR) -> list[tuple[str, str, str]]:
+    """(path, module, what) of every executable this installation should have."""
+    found = []
+    for name, module in OCF_AGENTS.items():
+        path = os.path.join(ocf_root, "resource.d", PROVIDER, name)
+        found.append((path, module, f"ocf:{PROVIDER}:{name}"))
+    for name, module in FENCE_AGENTS.items():
+        found.append((os.path.join("/usr/sbin", name), module, f"stonith:{name}"))
+    for name, module in SBIN_TOOLS.items():
+        found.append((os.path.join("/usr/sbin", name), module, name))
+    for name, module in GLUE_PLUGINS.items():
+        found.append((os.path.join(glue_dir(root), name), module,
+                      f"cluster-glue stonith external/{name}"))
+    for name, module in COMMANDS.items():
+        found.append((os.path.join(command_dir, name), module, f"the {name} command"))
+    return found
+
+
 def planned(root, ocf_root):
     """(path, text) of every file this installation should have."""
-    files = [(os.path.join(ocf_root, "resource.d", PROVIDER, name),
-              wrapper(module, f"ocf:{PROVIDER}:{name}")) for name, module in OCF_AGENTS.items()]
-    files += [(os.path.join("/usr/sbin", name), wrapper(module, f"stonith:{name}"))
-              for name, module in FENCE_AGENTS.items()]
-    files += [(os.path.join("/usr/sbin", name), wrapper(module, name))
-              for name, module in SBIN_TOOLS.items()]
-    files += [(os.path.join(glue_dir(root), name),
-               wrapper(module, f"cluster-glue stonith external/{name}"))
-              for name, module in GLUE_PLUGINS.items()]
-    return files
+    return [(path, wrapper(module, what)) for path, module, what in entries(root, ocf_root)]
 
 
 def _staged(root, path):
@@ -170,14 +192,22 @@ def uninstall(root="/", out=print):
     return 1 if kept else 0
 
 
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(prog="hapack install", description=__doc__.split("\n\n")[0])
+    cli.add_argument("--root", default="/", help="stage into this tree instead of /")
+    cli.add_argument("--ocf-root", default=os.environ.get("OCF_ROOT", "/usr/lib/ocf"),
+                     help="OCF_ROOT (default: $OCF_ROOT or /usr/lib/ocf)")
+    cli.add_argument("--uninstall", action="store_true", help="remove what was installed")
+    return cli
+
+
 def main(argv):
-    parser = argparse.ArgumentParser(prog="hapack install", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default="/", help="stage into this tree instead of /")
-    parser.add_argument("--ocf-root", default=os.environ.get("OCF_ROOT", "/usr/lib/ocf"),
-                        help="OCF_ROOT (default: $OCF_ROOT or /usr/lib/ocf)")
-    parser.add_argument("--uninstall", action="store_true", help="remove what was installed")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     root = os.path.abspath(args.root)
+    if root == "/" and os.path.dirname(__file__).startswith(f"{DEBIAN_PACKAGES}/"):
+        print("hapack install: this hapack is the Debian package, which installed the agents "
+              "and commands already ('hapack install' is for a venv)", file=sys.stderr)
+        return 1
     try:
         if args.uninstall:
             return uninstall(root)
