@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from hapack.hamon.rig import Rig
+from hapack.lab.hamonrig import Rig
 
 NODE1, NODE2 = "node1", "node2"
 BOOT = 40   # seconds for both daemons to settle into their roles
