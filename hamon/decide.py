@@ -113,11 +113,22 @@ def _gate(s):
     """Why it is safe to take the partition now, or None."""
     if s.power is Power.OFF and _power_read(s):
         return f"{s.peer_name} is confirmed powered off"
-    if s.peer.alive and s.claim_acked and not s.peer_says("active"):
+    if s.peer.alive and s.claim_acked and not s.peer_says("active") and _settled(s):
         return f"{s.peer_name} acknowledged our claim and holds nothing"
     if not s.peer.alive and s.peer_says("leaving") and not s.peer_says("active"):
         return f"{s.peer_name} left cleanly holding nothing"
     return None
+
+
+def _settled(s):
+    """The peer knows what runs on it: not starting, probing or in maintenance.
+
+    Its "holds nothing" is worth nothing before (hamon restarted under a
+    running stack says so until its probe is done), so its acknowledgement
+    opens no gate."""
+    st = s.peer_status
+    return st is not None and not st.probing and st.state not in (
+        State.STARTING.value, State.MAINTENANCE.value)
 
 
 def _fence(s, first):
@@ -184,10 +195,7 @@ def _starting(s):
     if not s.probed:
         return Decision(Act.PROBE, "learning what already runs on this node")
     if _holding(s):
-        if s.peer.alive and s.peer_says("active"):
-            return goto(State.RELEASING, f"the stateful side runs here but {s.peer_name} "
-                        "holds it too: releasing ours")
-        return goto(State.PRIMARY, "the stateful side already runs here: resuming as primary")
+        return _resume(s)
     if s.peer.alive:
         return goto(State.SECONDARY, f"{s.peer_name} is alive")
     step = _base(s)
@@ -206,6 +214,24 @@ def _starting(s):
         return Decision(Act.POWER_STATUS, f"{s.peer_name} not seen since start: asking its BMC")
     return wait(f"{s.peer_name} not seen since start and its power is {s.power.value}: not "
                 "taking over (wait-for-all; 'hamon takeover' fences it and takes over)")
+
+
+def _resume(s):
+    """The stateful side runs here (found by the probe): keep it, unless the peer holds it."""
+    if not (s.peer.alive and s.peer_says("active")):
+        return goto(State.PRIMARY, "the stateful side already runs here: resuming as primary")
+    peer_state = s.peer_status.state
+    if peer_state in _CLAIMING or (peer_state == State.STARTING.value and (
+            s.peer_says("probing") or s.preferred)):
+        # it sees us active (our heartbeats said "probing", now "starting" and active):
+        # a claim is abandoned, a probe ends; neither can pass the gate meanwhile
+        return wait(f"the stateful side runs here and {s.peer_name} is {peer_state}: waiting "
+                    "for it to abandon its claim or finish its probe")
+    return goto(State.RELEASING, f"the stateful side runs here but {s.peer_name} holds it "
+                "too: releasing ours")
+
+
+_CLAIMING = (State.TAKEOVER.value, State.BLOCKED.value, State.RELEASING.value)
 
 
 def _secondary(s):
