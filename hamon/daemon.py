@@ -220,7 +220,7 @@ class Daemon:
         return self.world.heartbeat(self.config.node, self.machine.state, self.clock(),
                                     self.upstream())
 
-    def set_maintenance(self, on):
+    def set_maintenance(self, on: bool) -> None:
         """The operator's maintenance mode: kept in state_dir, so a restart keeps it."""
         save_maintenance(self.s.state_dir, on)
         self.world.maintenance = on

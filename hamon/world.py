@@ -73,12 +73,12 @@ class World:
             r.status in (Res.STARTED, Res.FAILED, Res.STOP_FAILED, Res.UNKNOWN)
             for r in self.side)
 
-    def probing(self):
+    def probing(self) -> bool:
         """Some part of the stateful side is not known yet (before or during the probe)."""
         return not self.probed or any(r.status is Res.UNKNOWN
                                       for r in (self.partition, *self.side))
 
-    def forget_resources(self):
+    def forget_resources(self) -> None:
         """Before a new probe: what ran here is not known any more."""
         self.probed = False
         for r in self.all():

@@ -255,6 +255,10 @@ def test_status_maintenance_and_a_clean_stop(rig, plain):
     time.sleep(3)
     assert r.status(NODE2)["state"] == "secondary" and r.holders() == {NODE1}
     r.start(NODE1)
+    r.wait_state(NODE1, "maintenance", timeout=30)  # kept across the restart: hands off
+    time.sleep(2)
+    assert r.status(NODE2)["state"] == "secondary" and r.holders() == {NODE1}
+    assert r.hamon_cli(NODE1, "maintenance", "off").returncode == 0
     r.wait_state(NODE1, "primary", timeout=30)  # finds the stack running and resumes
     with r.watch_mounts() as mounts:
         r.stop(NODE1)  # a clean stop hands the stateful side over without fencing
