@@ -302,7 +302,11 @@ def _yields_claim(s):
 
 
 def _before_gate(s):
-    if s.peer.alive and not s.peer_says("active") and not s.peer_says("stop_failed"):
+    if s.peer.alive and not s.peer_says("stop_failed"):
+        # a live, healthy peer is never fenced: it acknowledges, or abandons its own claim
+        if s.peer_says("active"):
+            return wait(f"{s.peer_name} claims the stateful side too: waiting for it to "
+                        "abandon its claim (the stack's primary keeps its own)")
         return wait(f"waiting for {s.peer_name} to acknowledge our claim")
     first = (s.takeover_requested or s.peer_says("stop_failed")
              or shoots_first(s.was_active, s.peer_says("active"), s.preferred))
@@ -350,6 +354,9 @@ def _blocked(s):
     gate = _gate(s)
     if gate is not None:
         return goto(State.TAKEOVER, f"{gate}: resuming the takeover")
+    if s.peer.alive and not s.peer_says("stop_failed"):
+        return goto(State.TAKEOVER, f"{s.peer_name} is back and healthy: asking it to "
+                    "acknowledge our claim instead of fencing it")
     if s.upstream is not False and s.last_fence_ago >= s.policy.fence_retry_interval:
         return Decision(Act.FENCE, f"retrying to power {s.peer_name} off")
     return wait(f"fencing {s.peer_name} failed {s.fence_attempts} times: VIP only, the "
@@ -386,6 +393,9 @@ def _release_wanted(s):
 
 def _releasing(s):
     step = _stop_side(s)
+    if step is None and s.busy:
+        # a start still running (the VIP of an abandoned takeover) would leave it up here
+        return wait(f"busy: {s.busy}: stopping what it started once it is done")
     return step or goto(State.SECONDARY, "the stateful side is stopped here")
 
 

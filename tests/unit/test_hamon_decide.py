@@ -218,6 +218,29 @@ def test_a_secondary_stands_by_while_the_peer_is_probing():
     assert d.action is Act.WAIT and "standing by" in d.reason
 
 
+def test_a_live_healthy_peer_is_never_fenced_from_a_claim():
+    """Found by the simulator: two claims at once, ours kept (the stack's primary) while we
+    had held something: the tie must not end in fencing a live peer."""
+    both = takeover(peer_alive(state="takeover"), vip_tried=True, was_active=True,
+                    preferred=True, power=Power.ON, power_age=0.05)
+    d = decide(both)
+    assert d.action is Act.WAIT and "abandon its claim" in d.reason, d
+    back = dataclasses.replace(both, state=State.BLOCKED, fence_attempts=3,
+                               last_fence_ago=10.0, peer=peer_alive(state="secondary"))
+    d = decide(back)
+    assert d.to is State.TAKEOVER and d.action is Act.GOTO, d
+    failed = dataclasses.replace(both, peer=peer_alive(state="failed", stop_failed=True))
+    assert decide(failed).action is not Act.WAIT   # a failed stop is still fenced
+
+
+def test_releasing_ends_only_after_a_running_start():
+    partition, base, side = secondary_side()
+    d = decide(snapshot(State.RELEASING, peer_alive(state="takeover"), busy="start vip"))
+    assert d.action is Act.WAIT and d.to is None, d
+    d = decide(snapshot(State.RELEASING, peer_alive(state="takeover")))
+    assert d.to is State.SECONDARY
+
+
 def test_the_partition_is_started_before_it_is_promoted():
     partition, base, side = secondary_side()
     stopped = (dataclasses.replace(partition, status=Res.STOPPED), base, side)
@@ -430,6 +453,8 @@ def test_a_yielding_node_never_fences_and_every_decision_is_legal():
         d = decide(s)
         if s.upstream is False:
             assert d.action is not Act.FENCE, (s, d)
+        if d.action is Act.FENCE and s.peer.alive:
+            assert s.peer.status.stop_failed, (s, d)
         if d.to is not None:
             assert d.to in EDGES[s.state], (s.state, d)
         assert d.reason
