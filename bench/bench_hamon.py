@@ -43,7 +43,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import ratio  # noqa: E402
 
-from hapack.hamon.rig import PORT, Rig  # noqa: E402
+from hapack.lab.hamonrig import PORT, Rig  # noqa: E402
 from hapack.lab import Lab  # noqa: E402
 from hapack.lab.failover import MountSampler  # noqa: E402
 

@@ -24,6 +24,7 @@ Modules, by responsibility:
   :mod:`~hapack.hamon.report`, :mod:`~hapack.hamon.events`,
   :mod:`~hapack.hamon.upstream`, :mod:`~hapack.hamon.cli`: the daemon shell,
   the control socket, status, the event log, ping targets, the command;
-* :mod:`~hapack.hamon.config`: the ``[hamon]`` table of the stack file;
-* :mod:`~hapack.hamon.rig`: hamon in the two-node lab (tests, benchmark).
+* :mod:`~hapack.hamon.config`: the ``[hamon]`` table of the stack file.
+
+hamon in the two-node lab (tests, benchmark) is :mod:`hapack.lab.hamonrig`.
 """

@@ -22,11 +22,10 @@ from hapack.hamon.actor import Actor, Worker, step_name
 from hapack.hamon.decide import decide
 from hapack.hamon.membership import Membership
 from hapack.hamon.ocfexec import stack_resources
-from hapack.hamon.packet import Status
 from hapack.hamon.snapshot import BMC_ACTIONS, Act
 from hapack.hamon.states import ACTIVE, State, StateMachine
 from hapack.hamon.timeline import Timeline
-from hapack.hamon.world import World, policy_of
+from hapack.hamon.world import World, load_maintenance, policy_of, save_maintenance
 
 TICK = 0.05
 MAX_DECISIONS_PER_TICK = 8     # state changes decided back to back within one tick
@@ -69,6 +68,7 @@ class Daemon:
         cluster = config.stack.cluster
         self.world = World(*stack_resources(config.stack), cluster.failure_timeout / 1000.0,
                            cluster.migration_threshold)
+        self.world.maintenance = load_maintenance(self.s.state_dir)
         self.machine = StateMachine(log, self._on_change, clock)
         self.actor = Actor(self.world, ocf, fencer, config.node, config.fence_confirmed_file, log)
         # two lanes: the BMC's answer must not wait for an agent, nor the VIP for the BMC
@@ -196,7 +196,7 @@ class Daemon:
                 w.timeline = Timeline("release", reason, now, self.clock)
             w.timeline.mark("releasing", reason)
         elif new is State.STARTING:
-            w.probed = False
+            w.forget_resources()
         if new in (State.PRIMARY, State.SECONDARY):
             self._settled(old, new, reason, now)
 
@@ -217,15 +217,13 @@ class Daemon:
 
     # -- our heartbeat -----------------------------------------------------------------
     def status(self):
-        state, w = self.machine.state, self.world
-        return Status(
-            node=self.config.node, state=state.value, active=w.active(state),
-            eligible=w.eligible(self.clock()) and not w.standby and state not in (
-                State.STOPPING, State.STOPPED, State.MAINTENANCE),
-            released=w.handed_over, stop_failed=state is State.FAILED,
-            maintenance=state is State.MAINTENANCE or w.maintenance,
-            leaving=state in (State.STOPPING, State.STOPPED),
-            request="takeover" if w.takeover_requested else "", upstream=self.upstream())
+        return self.world.heartbeat(self.config.node, self.machine.state, self.clock(),
+                                    self.upstream())
+
+    def set_maintenance(self, on: bool) -> None:
+        """The operator's maintenance mode: kept in state_dir, so a restart keeps it."""
+        save_maintenance(self.s.state_dir, on)
+        self.world.maintenance = on
 
     def send(self):
         failed = self.transport.send(self.status())

@@ -113,11 +113,22 @@ def _gate(s):
     """Why it is safe to take the partition now, or None."""
     if s.power is Power.OFF and _power_read(s):
         return f"{s.peer_name} is confirmed powered off"
-    if s.peer.alive and s.claim_acked and not s.peer_says("active"):
+    if s.peer.alive and s.claim_acked and not s.peer_says("active") and _settled(s):
         return f"{s.peer_name} acknowledged our claim and holds nothing"
     if not s.peer.alive and s.peer_says("leaving") and not s.peer_says("active"):
         return f"{s.peer_name} left cleanly holding nothing"
     return None
+
+
+def _settled(s):
+    """The peer knows what runs on it: not starting, probing or in maintenance.
+
+    Its "holds nothing" is worth nothing before (hamon restarted under a
+    running stack says so until its probe is done), so its acknowledgement
+    opens no gate."""
+    st = s.peer_status
+    return st is not None and not st.probing and st.state not in (
+        State.STARTING.value, State.MAINTENANCE.value)
 
 
 def _fence(s, first):
@@ -184,10 +195,7 @@ def _starting(s):
     if not s.probed:
         return Decision(Act.PROBE, "learning what already runs on this node")
     if _holding(s):
-        if s.peer.alive and s.peer_says("active"):
-            return goto(State.RELEASING, f"the stateful side runs here but {s.peer_name} "
-                        "holds it too: releasing ours")
-        return goto(State.PRIMARY, "the stateful side already runs here: resuming as primary")
+        return _resume(s)
     if s.peer.alive:
         return goto(State.SECONDARY, f"{s.peer_name} is alive")
     step = _base(s)
@@ -206,6 +214,24 @@ def _starting(s):
         return Decision(Act.POWER_STATUS, f"{s.peer_name} not seen since start: asking its BMC")
     return wait(f"{s.peer_name} not seen since start and its power is {s.power.value}: not "
                 "taking over (wait-for-all; 'hamon takeover' fences it and takes over)")
+
+
+def _resume(s):
+    """The stateful side runs here (found by the probe): keep it, unless the peer holds it."""
+    if not (s.peer.alive and s.peer_says("active")):
+        return goto(State.PRIMARY, "the stateful side already runs here: resuming as primary")
+    peer_state = s.peer_status.state
+    if peer_state in _CLAIMING or (peer_state == State.STARTING.value and (
+            s.peer_says("probing") or s.preferred)):
+        # it sees us active (our heartbeats said "probing", now "starting" and active):
+        # a claim is abandoned, a probe ends; neither can pass the gate meanwhile
+        return wait(f"the stateful side runs here and {s.peer_name} is {peer_state}: waiting "
+                    "for it to abandon its claim or finish its probe")
+    return goto(State.RELEASING, f"the stateful side runs here but {s.peer_name} holds it "
+                "too: releasing ours")
+
+
+_CLAIMING = (State.TAKEOVER.value, State.BLOCKED.value, State.RELEASING.value)
 
 
 def _secondary(s):
@@ -276,7 +302,11 @@ def _yields_claim(s):
 
 
 def _before_gate(s):
-    if s.peer.alive and not s.peer_says("active") and not s.peer_says("stop_failed"):
+    if s.peer.alive and not s.peer_says("stop_failed"):
+        # a live, healthy peer is never fenced: it acknowledges, or abandons its own claim
+        if s.peer_says("active"):
+            return wait(f"{s.peer_name} claims the stateful side too: waiting for it to "
+                        "abandon its claim (the stack's primary keeps its own)")
         return wait(f"waiting for {s.peer_name} to acknowledge our claim")
     first = (s.takeover_requested or s.peer_says("stop_failed")
              or shoots_first(s.was_active, s.peer_says("active"), s.preferred))
@@ -324,6 +354,9 @@ def _blocked(s):
     gate = _gate(s)
     if gate is not None:
         return goto(State.TAKEOVER, f"{gate}: resuming the takeover")
+    if s.peer.alive and not s.peer_says("stop_failed"):
+        return goto(State.TAKEOVER, f"{s.peer_name} is back and healthy: asking it to "
+                    "acknowledge our claim instead of fencing it")
     if s.upstream is not False and s.last_fence_ago >= s.policy.fence_retry_interval:
         return Decision(Act.FENCE, f"retrying to power {s.peer_name} off")
     return wait(f"fencing {s.peer_name} failed {s.fence_attempts} times: VIP only, the "
@@ -360,6 +393,9 @@ def _release_wanted(s):
 
 def _releasing(s):
     step = _stop_side(s)
+    if step is None and s.busy:
+        # a start still running (the VIP of an abandoned takeover) would leave it up here
+        return wait(f"busy: {s.busy}: stopping what it started once it is done")
     return step or goto(State.SECONDARY, "the stateful side is stopped here")
 
 

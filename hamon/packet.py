@@ -59,6 +59,7 @@ class Status:
     leaving: bool = False        # shutting down cleanly, holding nothing
     request: str = ""            # "takeover": asks the peer to hand the stateful side over
     upstream: bool | None = None  # the ping targets answer (None: none configured)
+    probing: bool = False        # what runs here is not known yet: counted as active
 
     def to_json(self):
         return json.dumps(asdict(self), separators=(",", ":")).encode()

@@ -24,7 +24,10 @@ def handle(daemon, request):
         on = request.get("on", True)
         if not isinstance(on, bool):
             return {"ok": False, "error": f"{cmd}: 'on' must be true or false"}
-        setattr(w, cmd, on)
+        if cmd == "maintenance":
+            daemon.set_maintenance(on)
+        else:
+            w.standby = on
         daemon.log.event("command", f"operator: {cmd} {'on' if on else 'off'}", command=cmd, on=on)
         return {"ok": True, "message": f"{cmd} {'on' if on else 'off'}"}
     if cmd == "takeover":

@@ -8,10 +8,14 @@ worker are applied there), and :meth:`World.snapshot` freezes it, with the
 membership's view of the peer, into a :class:`~hapack.hamon.decide.Snapshot`.
 """
 
+import os
 from collections import deque
 
+from hapack.hamon.packet import Status
 from hapack.hamon.snapshot import Policy, Power, Res, ResourceView, Snapshot
-from hapack.hamon.states import ACTIVE
+from hapack.hamon.states import ACTIVE, State
+
+MAINTENANCE_FILE = "maintenance"   # in state_dir: maintenance mode survives a restart
 
 INF = float("inf")
 
@@ -61,9 +65,24 @@ class World:
         return [self.partition, *self.base, *self.side]
 
     def holding(self):
-        """Any part of the stateful side is (or may be) running here."""
-        return self.partition.status in (Res.PROMOTED, Res.STOP_FAILED) or any(
-            r.status in (Res.STARTED, Res.FAILED, Res.STOP_FAILED) for r in self.side)
+        """Any part of the stateful side is (or may be) running here.
+
+        Not yet known counts: until its probe, a resource may be running (hamon
+        restarted under a running stack)."""
+        return self.partition.status in (Res.PROMOTED, Res.STOP_FAILED, Res.UNKNOWN) or any(
+            r.status in (Res.STARTED, Res.FAILED, Res.STOP_FAILED, Res.UNKNOWN)
+            for r in self.side)
+
+    def probing(self) -> bool:
+        """Some part of the stateful side is not known yet (before or during the probe)."""
+        return not self.probed or any(r.status is Res.UNKNOWN
+                                      for r in (self.partition, *self.side))
+
+    def forget_resources(self) -> None:
+        """Before a new probe: what ran here is not known any more."""
+        self.probed = False
+        for r in self.all():
+            r.status = Res.UNKNOWN
 
     def eligible(self, now):
         return all(r.recent_failures(now, self.failure_timeout) < self.migration_threshold
@@ -71,6 +90,18 @@ class World:
 
     def active(self, state):
         return state in ACTIVE or self.holding()
+
+    def heartbeat(self, node: str, state: State, now: float, upstream: bool | None) -> Status:
+        """What our heartbeat says about this node in ``state``."""
+        return Status(
+            node=node, state=state.value, active=self.active(state),
+            eligible=self.eligible(now) and not self.standby and state not in (
+                State.STOPPING, State.STOPPED, State.MAINTENANCE),
+            released=self.handed_over, stop_failed=state is State.FAILED,
+            maintenance=state is State.MAINTENANCE or self.maintenance,
+            leaving=state in (State.STOPPING, State.STOPPED),
+            request="takeover" if self.takeover_requested else "", upstream=upstream,
+            probing=self.probing())
 
     def forget_power(self):
         self.power, self.power_at = Power.UNKNOWN, None
@@ -109,3 +140,24 @@ def policy_of(config):
                   fence_retry_interval=s.fence_retry_interval,
                   migration_threshold=cluster.migration_threshold, vip_first=config.vip_first,
                   auto_failback=s.auto_failback, failback_holddown=s.failback_holddown)
+
+
+def load_maintenance(state_dir: str) -> bool:
+    """Maintenance mode as the operator last set it (kept across restarts of the daemon)."""
+    return os.path.exists(os.path.join(state_dir, MAINTENANCE_FILE))
+
+
+def save_maintenance(state_dir: str, on: bool) -> None:
+    """Record maintenance mode in ``state_dir`` (a file present while it is on)."""
+    path = os.path.join(state_dir, MAINTENANCE_FILE)
+    if not on:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    os.makedirs(state_dir, exist_ok=True)
+    with open(path, "w", encoding="ascii") as handle:
+        handle.write("on: hamon leaves every resource as it is (hamon maintenance off)\n")
+        handle.flush()
+        os.fsync(handle.fileno())

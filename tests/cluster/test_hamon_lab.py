@@ -2,7 +2,8 @@
 to ipmi_sim BMCs, faults injected by the lab.
 
 Every test samples the nodes' mount tables in the background and asserts at
-the end that the partition was never mounted on two nodes at once.
+the end that the partition was never mounted on two nodes at once (the
+restart tests sample the VIP on both nodes too).
 """
 
 import json
@@ -12,7 +13,7 @@ import time
 
 import pytest
 
-from hapack.hamon.rig import Rig
+from hapack.lab.hamonrig import Rig
 
 NODE1, NODE2 = "node1", "node2"
 BOOT = 40   # seconds for both daemons to settle into their roles
@@ -23,8 +24,8 @@ def rig(plain):
     """hamon running on both nodes of the shared lab, node1 primary."""
     rigs = []
 
-    def make(**hamon):
-        r = Rig(plain, hamon=hamon).setup()
+    def make(slow=False, **hamon):
+        r = Rig(plain, hamon=hamon, slow=slow).setup()
         rigs.append(r)
         r.start()
         r.wait_roles(NODE1, NODE2, BOOT)
@@ -254,9 +255,52 @@ def test_status_maintenance_and_a_clean_stop(rig, plain):
     time.sleep(3)
     assert r.status(NODE2)["state"] == "secondary" and r.holders() == {NODE1}
     r.start(NODE1)
+    r.wait_state(NODE1, "maintenance", timeout=30)  # kept across the restart: hands off
+    time.sleep(2)
+    assert r.status(NODE2)["state"] == "secondary" and r.holders() == {NODE1}
+    assert r.hamon_cli(NODE1, "maintenance", "off").returncode == 0
     r.wait_state(NODE1, "primary", timeout=30)  # finds the stack running and resumes
     with r.watch_mounts() as mounts:
         r.stop(NODE1)  # a clean stop hands the stateful side over without fencing
         r.wait_state(NODE2, "primary", timeout=30)
     assert not off(plain, NODE1)
     held(mounts)
+
+
+#: ``kill -9`` of hamon on the holder, restarted (as systemd's Restart= would) after
+#: ``delay`` seconds. The design (docs/hamon.md, "A restart of the daemon"): a daemon back
+#: before its peer fences it is taken back without fencing (its heartbeat says "probing"
+#: and counts as active until its probe is done, so the peer abandons its claim); one away
+#: longer than dead_time + fence_delay is fenced like a dead node.
+RESTARTS = [
+    pytest.param(0.5, {}, "taken back", id="0.5s"),
+    pytest.param(3.0, {}, "fenced", id="3s"),
+    pytest.param(3.0, {"fence_delay": "6s"}, "taken back", id="3s-fence_delay-6s"),
+]
+
+
+@pytest.mark.parametrize("delay, settings, fate", RESTARTS)
+def test_a_restarted_daemon_on_the_holder_is_never_active_twice(rig, plain, delay, settings,
+                                                                 fate):
+    r = rig(slow=True, **settings)  # web's monitor takes 0.5-2 s: the probe is slow
+    with r.watch_mounts() as mounts, r.watch_vip_holders() as vips:
+        restarted = r.kill_and_restart(NODE1, delay)
+        if fate == "fenced":
+            r.wait_for(lambda: off(plain, NODE1), 20, "node1 powered off")
+            r.wait_state(NODE2, "primary", timeout=30)
+        else:
+            assert restarted
+            r.wait_roles(NODE1, NODE2, timeout=40)
+        time.sleep(3)
+        assert r.status(NODE2)["state"] == ("primary" if fate == "fenced" else "secondary")
+    assert not vips.overlaps(), f"the VIP on two nodes at once: {vips.overlaps()[:3]}"
+    assert {nodes for _, nodes in vips.samples} >= {frozenset({NODE1})}
+    if fate == "fenced":
+        assert held(mounts) <= {frozenset({NODE1}), frozenset({NODE2}), frozenset()}
+        assert off(plain, NODE1) and not off(plain, NODE2)
+        return
+    assert held(mounts) == {frozenset({NODE1})}
+    assert not off(plain, NODE1) and not off(plain, NODE2)
+    assert r.status(NODE1)["state"] == "primary"
+    promoting = [e["message"] for e in r.events(NODE2, "decision") if "promoting" in e["message"]]
+    assert promoting == [], promoting

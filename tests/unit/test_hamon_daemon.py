@@ -85,16 +85,28 @@ class Pair:
         self.power = {"node1": True, "node2": True}
         self.frozen = set()
         self.nodes = {}
+        self.tmp, self.generations = tmp, {}
         for i, name in enumerate(("node1", "node2")):
             self.nodes[name] = self._daemon(Config(stack, name, settings(stack.hamon)), i, tmp)
 
-    def _daemon(self, cfg, i, tmp):
-        transport = MemoryTransport(self.hub, cfg.node, KEYS, 100 + i, cfg.peer.name,
+    def _daemon(self, cfg, i, tmp, generation=None):
+        generation = 100 + i if generation is None else generation
+        transport = MemoryTransport(self.hub, cfg.node, KEYS, generation, cfg.peer.name,
                                     len(cfg.links), fresh_window(cfg.settings, len(cfg.links)))
         log = EventLog(cfg.node, None, stream=io.StringIO())
         d = Daemon(cfg, transport, FakeAgents(), FakeBmc(self, cfg.peer.name), log,
                    clock=self.clock, threaded=False)
         d.actor.confirmation_file = os.path.join(tmp, f"fence-confirmed-{cfg.node}")
+        return d
+
+    def restart(self, name):
+        """A new daemon on ``name`` (kill -9 and restart): same node, same resources."""
+        old = self.nodes[name]
+        i = ("node1", "node2").index(name)
+        self.generations[name] = self.generations.get(name, 100 + i) + 10
+        d = self._daemon(old.config, i, self.tmp, self.generations[name])
+        d.actor.ocf, d.actor.fencer = old.actor.ocf, old.actor.fencer
+        self.nodes[name] = d
         return d
 
     def __getitem__(self, name):
@@ -288,6 +300,36 @@ def test_maintenance_then_silence_is_hands_off(pair):
     report.handle(pair["node1"], {"cmd": "maintenance", "on": False})
     pair.run(2)
     assert pair.state("node1") is State.PRIMARY
+
+
+def test_maintenance_survives_a_restart_of_the_daemon(tmp_path):
+    pair = Pair(str(tmp_path))
+    pair.run(3)
+    report.handle(pair["node1"], {"cmd": "maintenance", "on": True})
+    pair.run(1)
+    assert (tmp_path / "maintenance").exists()
+    again = pair.restart("node1")
+    assert again.world.maintenance
+    pair.run(2)
+    assert pair.state("node1") is State.MAINTENANCE
+    st = again.status()
+    assert st.maintenance and st.active and st.probing  # hands off, nothing known: "as found"
+    report.handle(again, {"cmd": "maintenance", "on": False})
+    assert not (tmp_path / "maintenance").exists()
+    pair.run(3)
+    assert (pair.state("node1"), pair.state("node2")) == (State.PRIMARY, State.SECONDARY)
+    assert pair.power == {"node1": True, "node2": True}
+
+
+def test_a_restarted_daemon_says_probing_and_active_until_its_probe(tmp_path):
+    pair = Pair(str(tmp_path))
+    pair.run(3)
+    again = pair.restart("node2")       # the secondary: nothing of the stateful side runs there
+    st = again.status()
+    assert (st.state, st.active, st.probing) == ("starting", True, True)
+    pair.run(2)
+    st = again.status()
+    assert (st.state, st.active, st.probing) == ("secondary", False, False)
 
 
 def test_forged_and_replayed_packets_change_nothing(pair):

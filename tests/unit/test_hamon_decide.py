@@ -183,6 +183,64 @@ def test_peer_alive_and_acknowledging_opens_the_gate():
     assert (d.action, d.resource) == (Act.PROMOTE, "partition")
 
 
+@pytest.mark.parametrize("state, said", [("starting", {}), ("starting", {"probing": True}),
+                                         ("secondary", {"probing": True}),
+                                         ("maintenance", {})])
+def test_an_acknowledgement_from_a_peer_that_does_not_know_yet_is_no_gate(state, said):
+    """Issue 14 item 3: a restarted holder says "starting" before its probe; its echo of
+    our claim while it does not know what runs on it opens nothing."""
+    claim = takeover(peer_alive(state=state, active=False, **said), vip_tried=True,
+                     claim_acked=True)
+    d = decide(claim)
+    assert d.action is Act.WAIT and "acknowledge" in d.reason, d
+
+
+def test_a_node_that_finds_the_stateful_side_waits_while_the_peer_claims_it():
+    found = primary_side()
+    for peer_state in ("takeover", "blocked", "releasing"):
+        d = decide(snapshot(State.STARTING, peer_alive(state=peer_state), found))
+        assert d.action is Act.WAIT and "abandon its claim" in d.reason, d
+    d = decide(snapshot(State.STARTING, peer_alive(state="starting", active=True,
+                                                   probing=True), found))
+    assert d.action is Act.WAIT
+    d = decide(snapshot(State.STARTING, peer_alive(state="primary"), found))
+    assert d.to is State.RELEASING                       # both hold: ours goes
+    d = decide(snapshot(State.STARTING, peer_alive(state="secondary"), found))
+    assert d.to is State.PRIMARY
+    both = peer_alive(state="starting", active=True)     # both probed, both hold
+    assert decide(snapshot(State.STARTING, both, found, preferred=True)).action is Act.WAIT
+    assert decide(snapshot(State.STARTING, both, found)).to is State.RELEASING
+
+
+def test_a_secondary_stands_by_while_the_peer_is_probing():
+    d = decide(secondary(peer_alive(state="starting", active=True, probing=True),
+                         preferred=True))
+    assert d.action is Act.WAIT and "standing by" in d.reason
+
+
+def test_a_live_healthy_peer_is_never_fenced_from_a_claim():
+    """Found by the simulator: two claims at once, ours kept (the stack's primary) while we
+    had held something: the tie must not end in fencing a live peer."""
+    both = takeover(peer_alive(state="takeover"), vip_tried=True, was_active=True,
+                    preferred=True, power=Power.ON, power_age=0.05)
+    d = decide(both)
+    assert d.action is Act.WAIT and "abandon its claim" in d.reason, d
+    back = dataclasses.replace(both, state=State.BLOCKED, fence_attempts=3,
+                               last_fence_ago=10.0, peer=peer_alive(state="secondary"))
+    d = decide(back)
+    assert d.to is State.TAKEOVER and d.action is Act.GOTO, d
+    failed = dataclasses.replace(both, peer=peer_alive(state="failed", stop_failed=True))
+    assert decide(failed).action is not Act.WAIT   # a failed stop is still fenced
+
+
+def test_releasing_ends_only_after_a_running_start():
+    partition, base, side = secondary_side()
+    d = decide(snapshot(State.RELEASING, peer_alive(state="takeover"), busy="start vip"))
+    assert d.action is Act.WAIT and d.to is None, d
+    d = decide(snapshot(State.RELEASING, peer_alive(state="takeover")))
+    assert d.to is State.SECONDARY
+
+
 def test_the_partition_is_started_before_it_is_promoted():
     partition, base, side = secondary_side()
     stopped = (dataclasses.replace(partition, status=Res.STOPPED), base, side)
@@ -349,8 +407,9 @@ def random_snapshot(rng):
     state = rng.choice([s for s in State if s is not State.STOPPED])
     said = dict(active=rng.random() < 0.5, eligible=rng.random() < 0.7,
                 released=rng.random() < 0.2, leaving=rng.random() < 0.1,
-                maintenance=rng.random() < 0.1)
-    peer = peer_alive(rng.choice(["primary", "secondary", "takeover"]), **said) \
+                maintenance=rng.random() < 0.1, probing=rng.random() < 0.2)
+    peer = peer_alive(rng.choice(["primary", "secondary", "takeover", "starting",
+                                  "maintenance"]), **said) \
         if rng.random() < 0.5 else peer_silent(rng.uniform(1.2, 9), **said)
     views = lambda names: tuple(ResourceView(n, rng.choice(list(Res)), rng.randint(0, 4))
                                 for n in names)
@@ -366,8 +425,11 @@ def random_snapshot(rng):
 
 
 def gate_holds(s):
-    return ((s.power is Power.OFF and s.power_age <= s.peer.silent_for) or (s.peer.alive and s.claim_acked and not s.peer.status.active)
-            or (not s.peer.alive and s.peer.status.leaving and not s.peer.status.active))
+    st = s.peer.status
+    settled = not st.probing and st.state not in ("starting", "maintenance")
+    return ((s.power is Power.OFF and s.power_age <= s.peer.silent_for)
+            or (s.peer.alive and s.claim_acked and not st.active and settled)
+            or (not s.peer.alive and st.leaving and not st.active))
 
 
 def test_the_partition_is_never_promoted_without_the_gate():
@@ -391,6 +453,8 @@ def test_a_yielding_node_never_fences_and_every_decision_is_legal():
         d = decide(s)
         if s.upstream is False:
             assert d.action is not Act.FENCE, (s, d)
+        if d.action is Act.FENCE and s.peer.alive:
+            assert s.peer.status.stop_failed, (s, d)
         if d.to is not None:
             assert d.to in EDGES[s.state], (s.state, d)
         assert d.reason

@@ -9,7 +9,9 @@ and writes a stack file that drives the real agents:
 * ``vip``: ocf:hapack:vip on the service LAN;
 * ``partition``: ocf:hapack:partition, backend ``shared``, on the lab's disk;
 * ``web`` (stateless): ocf:heartbeat:anything running the lab's responder on
-  port 8080 of every node, so a client sees which node holds the VIP;
+  port 8080 of every node, so a client sees which node holds the VIP (with
+  ``slow=True`` through ``ocf:hapacklab:slow``, the same agent whose monitor
+  first sleeps 0.5-2 s: a slow probe);
 * ``ldap`` (stateful): ocf:hapack:slapd with its database on the partition.
 
 Fencing goes through fence_bmc to the nodes' ipmi_sim BMCs.
@@ -18,8 +20,10 @@ Fencing goes through fence_bmc to the nodes' ipmi_sim BMCs.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,12 +36,21 @@ NODE_STATE = "/etc/hapack/hamon"     # node-private and kept across the node's r
 KEY_FILE = "/etc/hapack/hamon.key"
 
 
+SLOW_AGENT = """#!/bin/sh
+# hapack lab: ocf:heartbeat:anything whose monitor first sleeps 0.5-2 s (a slow probe)
+if [ "$1" = monitor ]; then
+    sleep "$(awk 'BEGIN { srand(); printf "%.2f", 0.5 + rand() * 1.5 }')"
+fi
+exec /usr/lib/ocf/resource.d/heartbeat/anything "$@"
+"""
+
+
 class RigError(RuntimeError):
     pass
 
 
 class Rig:
-    def __init__(self, lab, hamon=None, stateful=True):
+    def __init__(self, lab, hamon=None, stateful=True, slow=False):
         self.lab = lab
         self.dir = Path(lab.shared_dir) / "hamon"
         self.root = self.dir / "root"
@@ -46,7 +59,9 @@ class Rig:
         self.vip = lab.free_vip(0)
         self.hamon = dict(hamon or {})
         self.stateful = stateful
+        self.slow = slow
         self.daemons = {}
+        self.starts = {}
 
     # -- setting up -----------------------------------------------------------------
     def setup(self):
@@ -68,6 +83,10 @@ class Rig:
             link = ocf / name
             if not link.exists():
                 link.symlink_to(target)
+        slow = ocf / "resource.d" / "hapacklab" / "slow"
+        slow.parent.mkdir(parents=True, exist_ok=True)
+        slow.write_text(SLOW_AGENT)
+        slow.chmod(0o755)
 
     def _keys(self):
         text = f"auth 1\n1 {os.urandom(32).hex()}\n"
@@ -124,7 +143,8 @@ class Rig:
 
     def _layers(self):
         binfile, *options = self.lab.responder_argv("0.0.0.0", PORT)
-        web = (f'[[layers]]\nname = "web"\nagent = "ocf:heartbeat:anything"\nkind = "stateless"\n'
+        agent = "ocf:hapacklab:slow" if self.slow else "ocf:heartbeat:anything"
+        web = (f'[[layers]]\nname = "web"\nagent = "{agent}"\nkind = "stateless"\n'
                f'[layers.params]\nbinfile = "{binfile}"\n'
                f'cmdline_options = "{" ".join(options)}"\n'
                'pidfile = "/run/hamon-web.pid"\nlogfile = "/var/log/hamon-web.log"\n')
@@ -140,9 +160,28 @@ class Rig:
     def start(self, *nodes, debug=False):
         for node in nodes or self.lab.nodes:
             argv = [HAMON, "run", "--config", str(self.stack_file), "--node", node]
+            self.starts[node] = self.starts.get(node, 0) + 1
             self.daemons[node] = self.lab.spawn(node, argv + (["--debug"] if debug else []),
                                                 name=f"hamon-{node}")
         return self
+
+    def kill(self, node):
+        """``kill -9`` the daemon in ``node``: the node and its resources live on."""
+        spawned = self.daemons.pop(node)
+        os.kill(spawned.host[0], signal.SIGKILL)
+        while alive(spawned.host):
+            time.sleep(0.01)
+        return spawned
+
+    def kill_and_restart(self, node, delay):
+        """``kill -9`` the daemon, and start it again ``delay`` seconds later the way
+        systemd's ``Restart=`` would: only if the node still runs. True if restarted."""
+        self.kill(node)
+        time.sleep(delay)
+        if not self.lab.running(node):
+            return False
+        self.start(node)
+        return True
 
     def hamon_cli(self, node, *args, timeout=15):
         return self.lab.exec(node, [HAMON, *args], check=False, timeout=timeout)
@@ -205,6 +244,10 @@ class Rig:
         from hapack.lab.failover import MountSampler
         return MountSampler(self.lab, self.data)
 
+    def watch_vip_holders(self):
+        """``with rig.watch_vip_holders() as vips:`` samples which nodes have the VIP."""
+        return VipSampler(self.lab, self.vip)
+
     def events(self, node, kind=None):
         path = self.lab.node_dir(node) / "var-log" / "hamon" / "events.jsonl"
         try:
@@ -239,3 +282,49 @@ class Rig:
             if self.lab.running(node) or self.lab.power(node, "status") == "on":
                 self.lab.power(node, "off", wait=True)
 
+
+
+class VipSampler:
+    """Samples which nodes have the VIP configured, every 20 ms, in a thread.
+
+    Reads each node's local routing table (``/proc/<init>/net/fib_trie`` of its
+    PID 1, the node's network namespace): no command runs in the nodes.
+    """
+
+    def __init__(self, lab, address, interval=0.02):
+        self.lab, self.address, self.interval = lab, address, interval
+        self.samples = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vip-sampler", daemon=True)
+
+    def has(self, node):
+        init = self.lab.power_state(node).get("init")
+        if not alive(init):
+            return False
+        try:
+            lines = Path(f"/proc/{init[0]}/net/fib_trie").read_text().splitlines()
+        except OSError:
+            return False
+        for i, line in enumerate(lines[:-1]):
+            if line.strip() == f"|-- {self.address}" and "/32 host LOCAL" in lines[i + 1]:
+                return True
+        return False
+
+    def holders(self):
+        return frozenset(n for n in self.lab.nodes if self.has(n))
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.samples.append((time.time(), self.holders()))
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def overlaps(self):
+        return [s for s in self.samples if len(s[1]) > 1]

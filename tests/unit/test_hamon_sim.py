@@ -1,0 +1,89 @@
+"""hamon's decisions explored: two nodes, the real decide(), a simulated network and BMCs.
+
+The simulator and its invariants are in tests/hamon_sim.py (its docstring says what
+is modelled). Here: a bounded breadth-first exploration and a seeded random search
+on the code as it is, and the same search finding issue 14 item 3 (a restarted
+daemon's "holds nothing" taken as a gate) in a copy of the old rules.
+
+Deeper on demand: ``HAMON_SIM_DEPTH=12 HAMON_SIM_WALKS=20000 pytest tests/unit/test_hamon_sim.py``
+or ``python tests/hamon_sim.py --depth 12``.
+"""
+
+import contextlib
+import os
+
+import pytest
+
+import hamon_sim as sim
+from hapack.hamon import decide as decide_mod
+from hapack.hamon.decide import goto
+from hapack.hamon.snapshot import Res
+from hapack.hamon.states import State
+from hapack.hamon.world import World
+
+DEPTH = int(os.environ.get("HAMON_SIM_DEPTH", "7"))
+WALKS = int(os.environ.get("HAMON_SIM_WALKS", "1000"))
+
+
+def _report(found):
+    if found is None:
+        return ""
+    return f"{found.problem}\n" + "\n".join(f"  {n}. {e}" for n, e in enumerate(found.trace, 1))
+
+
+def test_breadth_first_to_the_bound_finds_nothing(capsys):
+    found, states, reached = sim.explore(DEPTH, max_faults=1)
+    with capsys.disabled():
+        print(f"\nhamon sim: breadth-first depth {reached}, {states} distinct states")
+    assert found is None, _report(found)
+    assert reached == DEPTH and states > 1000
+
+
+def test_seeded_random_walks_beyond_the_bound_find_nothing(capsys):
+    found, states = sim.random_search(WALKS, steps=60, max_faults=3, seed=14)
+    with capsys.disabled():
+        print(f"\nhamon sim: {WALKS} random walks of 60 events, {states} distinct states")
+    assert found is None, _report(found)
+    assert states > WALKS
+
+
+# -- the rules before issue 14 item 3, to show the search finds that bug ----------------
+
+def _old_holding(self):
+    return self.partition.status in (Res.PROMOTED, Res.STOP_FAILED) or any(
+        r.status in (Res.STARTED, Res.FAILED, Res.STOP_FAILED) for r in self.side)
+
+
+def _old_resume(s):
+    if s.peer.alive and s.peer_says("active"):
+        return goto(State.RELEASING, "the stateful side runs here but the peer holds it too")
+    return goto(State.PRIMARY, "the stateful side already runs here: resuming as primary")
+
+
+def _old_forget(self):
+    self.probed = False
+
+
+@contextlib.contextmanager
+def old_rules(monkeypatch):
+    """hamon as it was: unknown left out of "holding", any acknowledgement a gate."""
+    monkeypatch.setattr(World, "holding", _old_holding)
+    monkeypatch.setattr(World, "probing", lambda self: False)
+    monkeypatch.setattr(World, "forget_resources", _old_forget)
+    monkeypatch.setattr(decide_mod, "_settled", lambda s: True)
+    monkeypatch.setattr(decide_mod, "_resume", _old_resume)
+    sim.clear_cache()
+    try:
+        yield
+    finally:
+        sim.clear_cache()
+
+
+def test_the_old_rules_let_a_restarted_holder_s_acknowledgement_open_the_gate(monkeypatch):
+    with old_rules(monkeypatch):
+        found, _ = sim.random_search(20000, steps=40, max_faults=1, seed=3,
+                                     initial=[sim.steady(0)])
+    assert found is not None
+    text = _report(found)
+    assert "kill -9 hamon on node1" in text and "systemd restarts hamon on node1" in text
+    assert "gate" in found.problem or "both nodes" in found.problem, text
