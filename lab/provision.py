@@ -35,6 +35,7 @@ from pathlib import Path
 from lxml import etree
 
 from .core import Lab, LabError, NodeCommandError
+from .stack import DEFAULT_TOKEN_MS
 
 APACHE_PORT, TOMCAT_PORT, PG_PORT, LDAP_PORT = 8080, 8081, 5432, 389
 STOMP_PORT, OPENWIRE_PORT = 61613, 61616
@@ -354,7 +355,7 @@ monitor_interval = "5s"
 
 
 def stack_toml(lab: Lab, vip: str, data_dir: str, *, priority_fencing_delay: str = "0s",
-               token_ms: int = 1000) -> str:
+               token_ms: int = DEFAULT_TOKEN_MS) -> str:
     """The example stack for this lab's addresses (see docs/stack-file.md)."""
     nodes = "".join(textwrap.dedent(f"""
         [[nodes]]

@@ -33,6 +33,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hapack.params import parse_bool
 from hapack.proc import CommandError, run
 
 from .state import locked
@@ -66,7 +67,7 @@ def cache_dir() -> Path:
 
 
 def fetch_allowed() -> bool:
-    return os.environ.get(FETCH_ENV, "1").strip().lower() not in ("0", "no", "false", "off")
+    return parse_bool(os.environ.get(FETCH_ENV) or "1")
 
 
 def _run(argv: list[str], cwd: Path | None = None, timeout: float = 300) -> str:

@@ -71,7 +71,8 @@ every monitor is a fresh interpreter. Start and stop import what they need.
 
 import os
 
-from hapack.ocf import OCF, Action, GenericError, OCFError, Param
+from hapack import netlink
+from hapack.ocf import OCF, Action, GenericError, OCFError, Param, _datadir
 from hapack.ocf._http import http_expect, http_get, split_url  # noqa: F401  (part of the API)
 from hapack.proc import CommandError
 from hapack.process import (alive as _alive, exe as _exe, group_ids as _group_ids,
@@ -190,16 +191,11 @@ def default_url(p, path):
 
 def tail(path, lines=3, width=200):
     """The last non-empty lines of a file (their last ``width`` characters), joined
-    with ' | ' ('' when unreadable)."""
+    with ' | ' ('' when unreadable). Read as root into an exit reason, so never
+    through a link the service user planted (:func:`_datadir.read_file`)."""
     if not path:
         return ""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 8192))
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
+    text = _datadir.read_file(path, offset=-8192, limit=8192).decode("utf-8", errors="replace")
     found = [line.strip()[-width:] for line in text.splitlines() if line.strip()]
     return " | ".join(found[-lines:])
 
@@ -208,7 +204,7 @@ def tail(path, lines=3, width=200):
 
 def spawn(ctx, argv, pidfile, output, user=None, env=None, cwd=None):
     """Run argv detached in the background; its pid goes to pidfile, its output to output."""
-    os.makedirs(os.path.dirname(pidfile), exist_ok=True)
+    _datadir.ensure_dir(os.path.dirname(pidfile), root_only=True)
     cmd = ["start-stop-daemon", "--start", "--background", "--make-pidfile",
            "--pidfile", pidfile, "--output", output, "--chdir", cwd or "/"]
     if user:
@@ -219,52 +215,16 @@ def spawn(ctx, argv, pidfile, output, user=None, env=None, cwd=None):
         raise GenericError(f"cannot start {argv[0]}: {result.output() or f'exit {result.returncode}'}")
 
 
-# -- listening sockets (the monitor's way: one sock_diag dump) ------------------------
+# -- listening sockets ---------------------------------------------------------------
 
 def _listening_inodes(port):
-    """Inodes of the TCP sockets listening on port in this network namespace.
-
-    One sock_diag netlink dump per address family, of listening sockets only
-    (reading /proc/net/tcp6 walks every connection and took ~4 ms here);
-    /proc/net/tcp{,6} when netlink is not available.
-    """
-    import _socket
+    """Inodes of the TCP sockets listening on port: one sock_diag dump per family
+    (:func:`hapack.netlink.listening_inodes`), /proc/net/tcp{,6} when netlink
+    is not available."""
     try:
-        sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, 4)  # NETLINK_SOCK_DIAG
+        return netlink.listening_inodes(port)
     except OSError:
         return listening_inodes(port)
-    try:
-        sock.settimeout(2.0)
-        return {inode for family in (_socket.AF_INET, _socket.AF_INET6)
-                for inode in _diag_listeners(sock, family, port)}
-    except OSError:
-        return listening_inodes(port)
-    finally:
-        sock.close()
-
-
-def _diag_listeners(sock, family, port):
-    # inet_diag_req_v2: family, IPPROTO_TCP, ext, pad, states = 1 << TCP_LISTEN, sockid
-    request = bytes((family, 6, 0, 0)) + (1 << 10).to_bytes(4, "little") + bytes(48)
-    # nlmsghdr: length, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, pid
-    header = ((16 + len(request)).to_bytes(4, "little") + (20).to_bytes(2, "little")
-              + (0x301).to_bytes(2, "little") + family.to_bytes(4, "little") + bytes(4))
-    sock.sendall(header + request)
-    while True:
-        data, offset = sock.recv(65536), 0
-        while offset + 16 <= len(data):
-            length = int.from_bytes(data[offset:offset + 4], "little")
-            kind = int.from_bytes(data[offset + 4:offset + 6], "little")
-            if kind == 3:  # NLMSG_DONE
-                return
-            if kind == 2:  # NLMSG_ERROR
-                raise OSError(f"sock_diag refused the dump of family {family}")
-            message = data[offset + 16:offset + length]
-            if int.from_bytes(message[4:6], "big") == port:  # inet_diag_msg: sport
-                yield int.from_bytes(message[68:72], "little")  # idiag_inode
-            offset += (length + 3) & ~3
-        if not data:
-            return
 
 
 def _listens(pid, port):

@@ -323,8 +323,9 @@ def remove_file(path):
 
 
 def read_file(path, offset=0, limit=1 << 20):
-    """Up to limit bytes of path from offset (from 0 when the file is shorter), read
-    without following a link a service user planted; b'' when it cannot be read."""
+    """Up to limit bytes of path from offset (from 0 when the file is shorter; a
+    negative offset counts from the end), read without following a link a service
+    user planted; b'' when it cannot be read."""
     try:
         fd = open_dir(os.path.dirname(path))
     except OSError:
@@ -340,7 +341,7 @@ def read_file(path, offset=0, limit=1 << 20):
         if not stat_.S_ISREG(os.fstat(src).st_mode):
             return b""
         size = os.fstat(src).st_size
-        handle.seek(offset if offset <= size else 0)
+        handle.seek(max(0, size + offset) if offset < 0 else offset if offset <= size else 0)
         return handle.read(limit)
 
 

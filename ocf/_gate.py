@@ -171,6 +171,7 @@ NOT_SET = 105  # crm_attribute: no such attribute (the default, true, applies)
 
 def stonith_enabled(ctx):
     """True, False, or None when the cluster configuration cannot be read."""
+    from hapack.params import is_true
     from hapack.proc import CommandError
     try:
         result = ctx.run(STONITH_QUERY, timeout=5)
@@ -182,4 +183,4 @@ def stonith_enabled(ctx):
     if not result.ok:
         ctx.log.warning(f"cannot read stonith-enabled: {result.output()}")
         return None
-    return result.stdout.strip().lower() in ("true", "on", "yes", "y", "1")
+    return is_true(result.stdout)

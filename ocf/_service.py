@@ -60,6 +60,13 @@ def run_path(ctx, *parts):
     return os.path.join(ctx.params.run_dir, name, *parts)
 
 
+def pid_path(ctx):
+    """The pid file start-stop-daemon writes as root: in run_dir itself, which is
+    root's alone, never in the instance's directory the service user owns."""
+    name = f"{ctx.agent.name}-{ctx.instance}".replace("/", "_")
+    return os.path.join(ctx.params.run_dir, f"{name}.pid")
+
+
 def log_path(ctx, *parts):
     name = f"{ctx.agent.name}-{ctx.instance}".replace("/", "_")
     return os.path.join(ctx.params.log_dir, name, *parts)

@@ -24,7 +24,8 @@ from hapack.ocf import _daemon as d
 from hapack.ocf._activemq_conf import check_config, generated_config, log4j_properties
 from hapack.ocf._service import (CLEAN_ENV, Final, check_node, checked, client_timeout,
                                  common_params, file_size, log_path, logged,
-                                 prepare_dirs, read_since, require_executable, run_path,
+                                 pid_path, prepare_dirs, read_since, require_executable,
+                                 run_path,
                                  start_server)
 
 NAME = "activemq"
@@ -85,7 +86,7 @@ def server(ctx, port=True):
     """The broker; level 0 requires its STOMP port, except during start (port=False),
     where the lock-wait check must come before any port check."""
     p = ctx.params
-    return d.Server(ctx, run_path(ctx, "activemq.pid"), exe=p.java,
+    return d.Server(ctx, pid_path(ctx), exe=p.java,
                     port=p.stomp_port if port else None,
                     marker=f"-Dactivemq.base={run_path(ctx)}", what="the broker")
 

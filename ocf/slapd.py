@@ -18,7 +18,7 @@ import os
 from hapack.ocf import Agent, ConfigError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
 from hapack.ocf._service import (CLEAN_ENV, check_node, checked, client_timeout,
-                                 common_params, log_path, prepare_dirs,
+                                 common_params, log_path, pid_path, prepare_dirs,
                                  require_executable, run_path, start_server)
 from hapack.ocf._ldapwire import ldapi_path, tcp_port
 from hapack.ocf._slapd_conf import databases, run_files
@@ -84,7 +84,7 @@ def server(ctx):
     Level 0 requires the first TCP listener; _listening checks the others."""
     p = ctx.params
     ports = [tcp_port(url) for url in p.services if not url.startswith("ldapi:")]
-    return d.Server(ctx, run_path(ctx, "hapack-slapd.pid"), exe=p.slapd, marker=p.config,
+    return d.Server(ctx, pid_path(ctx), exe=p.slapd, marker=p.config,
                     port=ports[0] if ports else None, log=log_path(ctx, "slapd.log"),
                     what="slapd")
 

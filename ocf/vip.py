@@ -111,12 +111,8 @@ PARAMS = (
 
 # -- where things are -------------------------------------------------------
 
-def _rsctmp(ctx):
-    return ctx.environ.get("HA_RSCTMP") or "/run/resource-agents"
-
-
 def _state_path(ctx, what):
-    return os.path.join(_rsctmp(ctx), f"hapack-vip-{ctx.instance}.{what}")
+    return ctx.state_path(what)
 
 
 class Mark:
@@ -161,8 +157,8 @@ def _read_mark(ctx):
 
 def _write_mark(ctx, mark):
     """Write the record atomically (a torn record would make the VIP unjudgeable)."""
-    os.makedirs(_rsctmp(ctx), exist_ok=True)
     path = _state_path(ctx, "state")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".new", "w", encoding="ascii") as handle:
         handle.write(f"{mark.nic} {mark.prefixlen} {mark.index} {mark.created}\n")
     os.replace(path + ".new", path)

@@ -38,7 +38,7 @@ class Broker:
         self.call, self.work, self.mnt = call, work, mnt
 
     def pidfile(self, call=None):
-        return f"{self.work}/run/activemq-{(call or self.call).instance}/activemq.pid"
+        return f"{self.work}/run/activemq-{(call or self.call).instance}.pid"
 
     def queued(self, queue, port=None):
         """Messages waiting in queue, counted by a browsing subscription."""

@@ -51,7 +51,7 @@ class Directory:
 
     @property
     def pidfile(self):
-        return f"{self.work}/run/slapd-{self.call.instance}/hapack-slapd.pid"
+        return f"{self.work}/run/slapd-{self.call.instance}.pid"
 
     def client(self):
         client = Ldap(f"ldap://127.0.0.1:{self.port}/", 5)
@@ -113,10 +113,11 @@ def test_level_20_survives_a_stop_start_cycle_and_leaves_no_probe_entry(running)
 def test_kill_9_gives_not_running_and_a_restart_serves_the_data(running):
     kill_9(read_pidfile(running.pidfile))
     running.call.expect(("monitor", 0, 7), ("monitor", 10, 7))
-    run = os.path.dirname(running.pidfile)
+    run = running.pidfile.removesuffix(".pid")  # the instance's directory, slapd's own
     assert {"ldapi", "slapd.pid"} <= set(os.listdir(run))  # left by the killed slapd
     assert running.call("stop").returncode == 0
-    assert not {"ldapi", "slapd.pid", "hapack-slapd.pid"} & set(os.listdir(run))
+    assert not {"ldapi", "slapd.pid"} & set(os.listdir(run))
+    assert not os.path.exists(running.pidfile)
     result = running.call("start")
     assert result.returncode == 0, result.stderr
     assert running.call("monitor", level=10).returncode == 0

@@ -231,7 +231,7 @@ def test_a_link_root_put_in_a_root_only_directory_is_followed(tree, monkeypatch)
     os.symlink(tree.path("real/run"), tree.path("run"))
     ((argv, pidfile, output, kw),) = amq(tree, monkeypatch)
     assert os.path.isdir(tree.path("real/run/activemq-t1/conf"))
-    assert pidfile == tree.path("run/activemq-t1/activemq.pid")
+    assert pidfile == tree.path("run/activemq-t1.pid")
 
 
 TOMCAT_PLANTS = [
