@@ -389,3 +389,34 @@ def test_a_hard_link_is_not_written_to(tree):
     tree.before = tree.snapshot()  # the link count changed, nothing else
     _datadir.write_file(os.path.join(home, "log"), b"new")
     tree.assert_untouched()
+
+
+# -- the pid file start-stop-daemon writes as root --------------------------------
+
+@pytest.mark.parametrize("run", [lambda t, m: (amq_tree(t), amq(t, m)),
+                                 lambda t, m: (slapd_tree(t), run_slapd(t, m))],
+                         ids=["activemq", "slapd"])
+def test_the_pid_file_root_writes_is_in_a_directory_of_roots_alone(tree, monkeypatch, run):
+    """start-stop-daemon --make-pidfile writes as root: never where the user may plant."""
+    _, ((argv, pidfile, output, kw),) = run(tree, monkeypatch)
+    folder = os.path.dirname(pidfile)
+    st = os.stat(folder)
+    assert folder == tree.path("run") and st.st_uid == 0 and not st.st_mode & 0o022
+
+
+@pytest.mark.parametrize("owner", ["user", "link"])
+def test_spawn_refuses_a_pid_file_where_the_user_may_plant(tree, monkeypatch, owner):
+    """d.spawn itself: a pid file directory the service user could write (or a link it
+    planted on the way) is refused before start-stop-daemon is run."""
+    tree.user_dir("home")
+    if owner == "link":
+        os.symlink(tree.victim, tree.path("home/run"))
+        pidfile = tree.path("home/run/x.pid")
+    else:
+        pidfile = tree.path("home/x.pid")
+    ran = []
+    ctx = Context(slapd.AGENT, "start", {"OCF_RESOURCE_INSTANCE": "t1"}, None, NullLogger())
+    ctx.run = lambda *args, **kwargs: ran.append(args) or Ok()
+    error = attempt(tree, lambda: d.spawn(ctx, ["/bin/true"], pidfile, os.devnull))
+    assert isinstance(error, PermError), error
+    assert not ran
