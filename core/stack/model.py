@@ -188,10 +188,14 @@ class Partition:
     #: where a verified fence is recorded for the promotion gate ('' disables it): the
     #: partition's fence_confirmed_file parameter, or the agent's declared default
     fence_confirmed_file: str = ""
+    #: the cluster's node names: a fence confirmation must name the other one
+    nodes: tuple[str, ...] = ()
 
     def agent_params(self) -> dict[str, str]:
         out = {"backend": self.backend, "device": self.device,
                "directory": self.directory, "fstype": self.fstype}
+        if self.nodes:
+            out["nodes"] = " ".join(self.nodes)
         if self.options is not None:
             out["options"] = self.options
         if self.drbd_resource is not None:

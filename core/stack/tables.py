@@ -41,7 +41,7 @@ def build(r: Reader, data: dict, file: str) -> Stack | None:
     nodes = _nodes(r, _array(r, data, "nodes")) if "nodes" in data else []
     node_names = [n["name"] for n in nodes if n.get("name")]
     links = _links(r, links_raw, node_names) if "links" in data else ()
-    partition = _partition(r, data["partition"]) if "partition" in data else None
+    partition = _partition(r, data["partition"], node_names) if "partition" in data else None
     layers = _layers(r, _array(r, data, "layers"), partition) if "layers" in data else ()
     vip = _vip(r, data["vip"], links, node_names, layers) if "vip" in data else None
     hamon = hamon_settings(r, data.get("hamon", {}))
@@ -281,7 +281,7 @@ def _links(r: Reader, raw: list, node_names: list[str]) -> tuple[Link, ...]:
     return tuple(links)
 
 
-def _partition(r: Reader, raw) -> Partition | None:
+def _partition(r: Reader, raw, node_names: list[str]) -> Partition | None:
     key = "partition"
     t = r.table(raw, key, ("backend", "device", "directory", "fstype", "options",
                            "drbd_resource", "params", "ops"),
@@ -300,12 +300,12 @@ def _partition(r: Reader, raw) -> Partition | None:
         r.problem(join(key, "drbd_resource"), "is only for backend = \"drbd\"")
     params = r.params(t, key)
     _no_overlap(r, key, params, ("backend", "device", "directory", "fstype", "options",
-                                 "drbd_resource"))
+                                 "drbd_resource", "nodes"))
     return Partition(
         backend=backend, device=r.value(t, key, "device", str, check=abs_path),
         directory=directory, fstype=r.value(t, key, "fstype", str, check=word),
         options=r.value(t, key, "options", str, None, check=word),
-        drbd_resource=drbd_resource, params=_frozen_map(params),
+        drbd_resource=drbd_resource, params=_frozen_map(params), nodes=tuple(node_names),
         fence_confirmed_file=params.get("fence_confirmed_file",
                                         declared_default(Partition.agent, "fence_confirmed_file")),
         ops=r.with_defaults(key, r.ops(t, key, OPS_KEYS["partition"]),
