@@ -174,7 +174,7 @@ def write_node_files(lab: Lab, node: str, vip: str, passwords: dict[str, str],
     _write(etc / "apache" / "htdocs" / "index.html", f"<html>{node}</html>\n")
     _write(etc / "apache" / "httpd.conf", apache_conf(root))
     base = etc / "tomcat"
-    for sub in ("conf", "logs", "temp", "work", "webapps/app", "run"):
+    for sub in ("conf", "logs", "temp", "work", "webapps/app"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     for name in ("web.xml", "context.xml", "catalina.properties", "logging.properties"):
         shutil.copy(f"/etc/tomcat10/{name}", base / "conf" / name)
@@ -299,7 +299,6 @@ kind = "stateless"
 
 [layers.params]
 catalina_base = "/etc/hapack/tomcat"
-pidfile = "/etc/hapack/tomcat/run/tomcat.pid"
 port = {tomcat_port}
 java_home = "{java_home}"
 java_opts = "-Xms64m -Xmx256m -XX:TieredStopAtLevel=1 -Xshare:auto"

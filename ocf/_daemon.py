@@ -148,7 +148,9 @@ def stop_params(*, graceful):
     return (
         Param("pidfile", "Pid file",
               "Pid file of the instance. Unset: a per-instance file under $HA_RSCTMP "
-              "(/run/resource-agents/hapack-<agent>-<resource>.pid).", check=absolute_path),
+              "(/run/resource-agents/hapack-<agent>-<resource>.pid). Where the agent starts "
+              "the server through start-stop-daemon (tomcat), root writes it: its directory "
+              "must be writable by root alone.", check=absolute_path),
         Param("graceful_timeout", "Graceful stop phase (s)", graceful,
               kind="float", default=5.0, minimum=0.0, maximum=3600.0),
     )
