@@ -1,7 +1,7 @@
 """``hapack lab campaign``: many random faults in a row on the demo's full stack.
 
     hapack lab campaign --manager pacemaker|hamon [--faults N] [--seed S] [--json]
-                        [--keep-going] [--kinds K,K...]
+                        [--keep-going] [--keep] [--kinds K,K...]
 
 One lab (``hapack.lab.managers`` builds it exactly as the demo does, under
 Pacemaker or hamon), one client committing rows through the VIP the whole
@@ -163,6 +163,7 @@ class Outcome:
     double_mounts: int = 0
     double_vips: int = 0
     fences: list = field(default_factory=list)
+    refenced: int = 0
 
     def as_json(self) -> dict:
         return dict(self.__dict__)
@@ -180,6 +181,7 @@ class Campaign:
         self.injections: list[float] = []     # wall times of everything the campaign did
         self.own_cuts: list[tuple[str, float, float]] = []
         self.off_since: dict[str, float] = {}
+        self.rejoins: list[tuple[str, float]] = []   # (node, back in its role) after a reboot
         self.fault: Fault | None = None
         self.t_start = time.time()
 
@@ -191,10 +193,12 @@ class Campaign:
     def log(self, message: str) -> None:
         self.say(f"[{time.time() - self.t_start:7.1f}s] {message}")
 
-    def act(self, what: str) -> None:
-        """Record something the campaign did (and mark it as an injection)."""
+    def act(self, what: str, fault: bool = True) -> None:
+        """Record something the campaign did; ``fault``: it is part of a fault (an
+        injection), not of the recovery (powering back on, restarting a daemon)."""
         now = time.time()
-        self.injections.append(now)
+        if fault:
+            self.injections.append(now)
         if self.outcomes:
             self.outcomes[-1].actions.append((round(now - self.outcomes[-1].wall, 2), what))
 
@@ -202,7 +206,7 @@ class Campaign:
         before = time.time()
         self.lab.power(node, action)
         self.own_cuts.append((node, before, time.time()))
-        self.act(f"power {action} {node}")
+        self.act(f"power {action} {node}", fault=action != "on")
 
     def tick(self) -> None:
         """Power back on what is off, once its wait is over and its BMC answers."""
@@ -275,7 +279,7 @@ class Campaign:
         if fault.kind.startswith("layer-kill") and outcome.converged_s is not None:
             note = self.manager.after_layer_fault()
             if note:
-                self.act(note)
+                self.act(note, fault=False)
         self.close(outcome)
 
     def converge(self, outcome: Outcome) -> float | None:
@@ -309,12 +313,17 @@ class Campaign:
         vips = invariants.double_vips([r for r in self.arp.poll() if o.wall <= r[1] < o.end],
                                       self.macs)
         o.double_mounts, o.double_vips = len(mounts), len(vips)
-        o.fences = [(n, round(t - o.wall, 2)) for n, t in self.fences() if o.wall <= t < o.end]
+        fences = [(n, t) for n, t in self.fences() if o.wall <= t < o.end]
+        o.fences = [(n, round(t - o.wall, 2)) for n, t in fences]
+        booted = [(n, t) for n, t in self.boots() if o.wall <= t < o.end]
+        o.refenced = sum(1 for n, t in fences if any(b == n and o.wall <= bt < t for b, bt in booted))
+        if o.converged_s is not None:   # a node rebooted by this fault is back in its role now
+            self.rejoins += [(n, o.wall + o.converged_s) for n in {b for b, _ in booted}]
         found = mounts + vips
         if lost:
             found.append(invariants.Violation("acknowledged rows lost", o.end,
                                               f"{len(lost)} rows, first {lost[:5]}"))
-        found += [v for v in invariants.fence_loops(self.fences(), self.boots(), self.injections)
+        found += [v for v in invariants.fence_loops(self.fences(), self.rejoins, self.injections)
                   if v not in self.violations]
         found += invariants.late([o.as_json()], self.bounds)
         self.violations += found
@@ -343,6 +352,7 @@ class Campaign:
         took = f"converged in {o.converged_s:.1f}s" if o.converged_s is not None else "NOT CONVERGED"
         stack = f"full stack {o.stack_s:.1f}s" if o.stack_s is not None else "stack down"
         fenced = ", ".join(f"{n}@{t:+.1f}s" for n, t in o.fences) or "none"
+        fenced += f" ({o.refenced} after it had booted again)" if o.refenced else ""
         self.log(f"{Fault(o.index, o.kind, o.params).describe()} [{who}]: {took}, {stack}, "
                  f"rows +{o.rows_acked} lost {o.rows_lost}, fenced {fenced}"
                  + "".join(f"\n    VIOLATION {v.invariant}: {v.detail}" for v in found))
@@ -490,7 +500,7 @@ def inject_daemon_kill(c: Campaign, f: Fault, active: str, standby: str) -> None
     c.sleep(f.params["restart_after"])
     note = c.manager.supervise(node)
     if note:
-        c.act(note)
+        c.act(note, fault=False)
 
 
 def inject_switchover(c: Campaign, f: Fault, active: str, standby: str) -> None:
@@ -565,7 +575,8 @@ def table(outcomes: list[Outcome]) -> list[dict]:
             "rows_acked": sum(o.rows_acked for o in mine), "rows_lost": sum(o.rows_lost for o in mine),
             "double_mounts": sum(o.double_mounts for o in mine),
             "double_vips": sum(o.double_vips for o in mine),
-            "fences": sum(len(o.fences) for o in mine)})
+            "fences": sum(len(o.fences) for o in mine),
+            "refenced": sum(o.refenced for o in mine)})
     return rows
 
 
@@ -579,7 +590,8 @@ def _num(value) -> str:
 
 def render(report: dict) -> str:
     head = (f"{'fault kind':<20} {'n':>3} {'ok':>3} {'stack med':>9} {'max':>6} "
-            f"{'conv med':>8} {'max':>6} {'acked':>6} {'lost':>4} {'2mnt':>4} {'2vip':>4} {'fences':>6}")
+            f"{'conv med':>8} {'max':>6} {'acked':>6} {'lost':>4} {'2mnt':>4} {'2vip':>4} {'fences':>6} "
+            f"{'refenced':>8}")
     lines = [f"Campaign under {report['manager']}, seed {report['seed']}: "
              f"{report['faults_run']} of {report['faults_planned']} faults, {report['seconds']}s",
              head, "-" * len(head)]
@@ -588,7 +600,7 @@ def render(report: dict) -> str:
                      f"{_num(r['stack_median']):>9} {_num(r['stack_max']):>6} "
                      f"{_num(r['converged_median']):>8} {_num(r['converged_max']):>6} "
                      f"{r['rows_acked']:>6} {r['rows_lost']:>4} {r['double_mounts']:>4} "
-                     f"{r['double_vips']:>4} {r['fences']:>6}")
+                     f"{r['double_vips']:>4} {r['fences']:>6} {r['refenced']:>8}")
     rows = report["rows"]
     lines.append(f"rows: {rows['acknowledged']} acknowledged, {len(rows['lost'])} lost, "
                  f"{rows['in_doubt']} in doubt")
@@ -613,13 +625,13 @@ def _window_key(key: str) -> int:
     return -1 if key == "None" else int(key)
 
 
-def keep_or_remove(run: Campaign, report: dict | None, say) -> None:
+def keep_or_remove(run: Campaign, report: dict | None, say, keep: bool = False) -> None:
     """A clean run's lab goes; a run with violations (or that broke) keeps its lab and
     copies every log into ``<lab>/logs``."""
     lab = run.lab
     if lab is None or not lab.state:
         return
-    if report is not None and report["ok"]:
+    if report is not None and report["ok"] and not keep:
         lab.down()
         return
     dest = lab.collect_logs(lab.dir / "logs")

@@ -6,7 +6,7 @@
     hapack lab power [--name N] NODE on|off|reset|cycle|status [--wait]
     hapack lab down [--name N] [--force]
     hapack lab campaign --manager pacemaker|hamon [--faults N] [--seed S] [--json]
-                        [--keep-going] [--kinds K,K...]
+                        [--keep-going] [--keep] [--kinds K,K...]
 
 A lab brought up here (default name ``dev``) stays up, its state in
 /var/tmp/hapack-lab/<name>/, until ``hapack lab down``. Commands that act on
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     campaign.add_argument("--seed", type=int, default=None, help="default: drawn, and printed")
     campaign.add_argument("--json", action="store_true", help="one JSON report on stdout")
     campaign.add_argument("--keep-going", action="store_true", help="do not stop at a violation")
+    campaign.add_argument("--keep", action="store_true", help="keep the lab and its logs even if OK")
     campaign.add_argument("--kinds", default=None, help="only these fault kinds (comma-separated)")
     return parser
 
@@ -198,7 +199,7 @@ def cmd_campaign(args) -> int:
     try:
         report = run.run()
     finally:
-        campaign.keep_or_remove(run, report, say)
+        campaign.keep_or_remove(run, report, say, keep=args.keep)
     print(json.dumps(report, indent=2) if args.json else campaign.render(report))
     return 0 if report["ok"] else 1
 

@@ -8,7 +8,8 @@ returns the violations it finds, empty when the invariant held:
   than one MAC for the same request;
 * :func:`lost_rows`: acknowledged rows missing from the table;
 * :func:`fence_loops`: a node fenced again less than ``window`` seconds after
-  it rejoined, with no fault injected in between;
+  it rejoined (was back in its role after a reboot), with no fault injected
+  in between;
 * :func:`late`: faults that did not converge within their kind's bound.
 
 :func:`explain_doubts` sorts the client's rows in doubt into the fault
@@ -48,7 +49,8 @@ def double_vips(replies: Iterable[tuple[int, float, str]],
     nodes holding the VIP at once. ``macs`` names known MACs (MAC -> node)."""
     by_seq: dict[int, dict[str, float]] = {}
     for seq, wall, mac in replies:
-        by_seq.setdefault(seq, {}).setdefault(mac.lower(), wall)
+        answered = by_seq.setdefault(seq, {})
+        answered[mac.lower()] = min(wall, answered.get(mac.lower(), wall))
     names = {k.lower(): v for k, v in (macs or {}).items()}
     found = []
     for seq in sorted(by_seq):
@@ -68,7 +70,8 @@ def lost_rows(acked: Iterable[int], present: set[int]) -> list[int]:
 def fence_loops(fences: Iterable[tuple[str, float]], boots: Iterable[tuple[str, float]],
                 faults: Iterable[float], window: float = FENCE_LOOP_WINDOW) -> list[Violation]:
     """``fences``: ``(node, wall)`` of every power-off the cluster made (not the
-    campaign's own); ``boots``: ``(node, wall)`` when a node was up again;
+    campaign's own); ``boots``: ``(node, wall)`` when a node was back in its role
+    after a reboot (the campaign saw the cluster converge with it);
     ``faults``: wall times at which the campaign injected something. A fence of a
     node within ``window`` seconds of its last boot, with no injection since that
     boot, is a fence loop."""
