@@ -60,12 +60,12 @@ def pg(cfg: dict, timeout: float = 1.0):
                         cfg["pg_password"], timeout)
 
 
-def request(conn, sql: str, timeout: float = REQUEST_TIMEOUT):
+def request(conn, sql: str, timeout: float | None = None):
     """One query on ``conn`` with its own timeout, counted from now. (The wire's single
     deadline is set at the connect, for the agents' one-shot checks; a long-lived
     connection must re-arm it per request, or every query after the first second
     fails as 'no answer in time' on a healthy server.)"""
-    conn.wire.end = time.monotonic() + timeout
+    conn.wire.end = time.monotonic() + (REQUEST_TIMEOUT if timeout is None else timeout)
     return conn.query(sql)
 
 
