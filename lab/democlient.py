@@ -73,7 +73,7 @@ def connect_writer(cfg: dict, table: str):
     conn = pg(cfg, CONNECT_PG_TIMEOUT)
     try:
         request(conn, f"CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY, "
-                      "at timestamptz NOT NULL DEFAULT now())")
+                      "at timestamptz NOT NULL DEFAULT now())", CONNECT_PG_TIMEOUT)
     except BaseException:
         conn.wire.close()
         raise

@@ -87,6 +87,16 @@ def roles_from_view(view: dict[str, list[str]], nodes: tuple[str, ...]) -> str |
     return active if both and standby in view.get("partition", []) else None
 
 
+def fencing_pending(crm_mon_xml: str) -> bool:
+    """True if crm_mon's XML lists a fencing action still pending (or cannot be read)."""
+    from lxml import etree
+    try:
+        doc = etree.fromstring(crm_mon_xml.encode())
+    except etree.XMLSyntaxError:
+        return True
+    return any(e.get("status") == "pending" for e in doc.iterfind(".//fence_history/fence_event"))
+
+
 def hamon_roles(statuses: dict[str, dict]) -> str | None:
     """The primary if one node is primary and the other secondary, both idle, every
     resource of the primary up and the stateless layers up on the secondary."""
@@ -126,14 +136,22 @@ class PacemakerManager:
         return [n for n in self.lab.nodes if self.lab.running(n) and not self.lab.frozen(n)]
 
     def roles(self) -> str | None:
-        """The active node if both nodes run and agree that both are in their roles."""
+        """The active node if both nodes run, agree that both are in their roles, and
+        neither has a fencing action pending (a fence held back by priority-fencing-delay
+        would otherwise strike a cluster that looks converged)."""
         live = self._live()
         if len(live) != 2:
             return None
-        try:
-            found = {roles_from_view(failover.resources(self.lab, n), self.lab.nodes) for n in live}
-        except QUIET:
-            return None
+        found = set()
+        for node in live:
+            try:
+                out = self.lab.exec(node, ["crm_mon", "-1", "--output-as=xml",
+                                           "--include=fencing-pending"], timeout=30).stdout
+            except QUIET:
+                return None
+            if fencing_pending(out):
+                return None
+            found.add(roles_from_view(failover.resources(self.lab, node), self.lab.nodes))
         return found.pop() if len(found) == 1 else None
 
     def holder(self) -> str | None:
