@@ -173,6 +173,7 @@ class Campaign:
     def __init__(self, manager: str, faults: int, seed: int, *, keep_going: bool = False,
                  kinds: tuple[str, ...] | None = None, say=print, bounds: dict | None = None):
         self.manager = MANAGERS[manager]()
+        self.kinds = kinds
         self.plan = schedule(seed, faults, kinds)
         self.seed, self.keep_going, self.say = seed, keep_going, say
         self.bounds = dict(BOUNDS, **(bounds or {}))
@@ -395,7 +396,8 @@ class Campaign:
             "violations": [v.as_json() for v in self.violations],
             "table": table(self.outcomes), "bounds": self.bounds,
             "replay": f"hapack lab campaign --manager {self.manager.name} --seed {self.seed} "
-                      f"--faults {len(self.outcomes)}",
+                      f"--faults {len(self.outcomes)}"
+                      + (f" --kinds {','.join(self.kinds)}" if self.kinds else ""),
             "seconds": round(time.time() - self.t_start, 1),
         }
         report["ok"] = not self.violations and not report["rows"]["lost"]
