@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import failover, invariants, provision
+from . import failover, invariants
 from .faults import KINDS, Fault, schedule
 from .managers import MANAGERS, layer_pid, other
 
