@@ -376,10 +376,9 @@ class Campaign:
     # -- the end -----------------------------------------------------------------
     def finish(self, stopped: bool) -> dict:
         present = self.present(180.0)
-        if present is None:
+        if present is None:   # unknown is not absent: no row is called lost unread
             self.violations.append(invariants.Violation(
                 "rows not verifiable", time.time(), "the database did not answer for 180s"))
-            present = set()
         starts = [o.wall for o in self.outcomes]
         report = {
             "manager": self.manager.name, "seed": self.seed, "faults_planned": len(self.plan),
@@ -387,11 +386,12 @@ class Campaign:
             "lab": self.lab.name, "lab_dir": str(self.lab.dir),
             "sequence": [f.as_json() for f in self.plan[:len(self.outcomes)]],
             "outcomes": [o.as_json() for o in self.outcomes],
-            "rows": {"acknowledged": len(self.clog.acks),
-                     "lost": invariants.lost_rows([i for i, _ in self.clog.acks], present),
+            "rows": {"acknowledged": len(self.clog.acks), "verified": present is not None,
+                     "lost": invariants.lost_rows([i for i, _ in self.clog.acks], present or set())
+                     if present is not None else [],
                      "in_doubt": len(self.clog.doubts)},
             "doubts": {str(k): v for k, v in
-                       invariants.explain_doubts(self.clog.doubts, present, starts).items()},
+                       invariants.explain_doubts(self.clog.doubts, present or set(), starts).items()},
             "mount_samples": len(self.sampler.samples), "arp_replies": len(self.arp.poll()),
             "violations": [v.as_json() for v in self.violations],
             "table": table(self.outcomes), "bounds": self.bounds,
@@ -623,8 +623,8 @@ def render(report: dict) -> str:
                      f"{r['rows_acked']:>6} {r['rows_lost']:>4} {r['double_mounts']:>4} "
                      f"{r['double_vips']:>4} {r['fences']:>6} {r['refenced']:>8}")
     rows = report["rows"]
-    lines.append(f"rows: {rows['acknowledged']} acknowledged, {len(rows['lost'])} lost, "
-                 f"{rows['in_doubt']} in doubt")
+    lost = f"{len(rows['lost'])} lost" if rows["verified"] else "NOT VERIFIED (no answer)"
+    lines.append(f"rows: {rows['acknowledged']} acknowledged, {lost}, {rows['in_doubt']} in doubt")
     for window, d in sorted(report["doubts"].items(), key=lambda kv: _window_key(kv[0])):
         where = "before the first fault" if window == "None" else \
             f"fault #{int(window) + 1} {report['outcomes'][int(window)]['kind']}"
