@@ -5,6 +5,8 @@
     hapack lab exec [--name N] NODE|client -- CMD...
     hapack lab power [--name N] NODE on|off|reset|cycle|status [--wait]
     hapack lab down [--name N] [--force]
+    hapack lab campaign --manager pacemaker|hamon [--faults N] [--seed S] [--json]
+                        [--keep-going] [--keep] [--kinds K,K...]
 
 A lab brought up here (default name ``dev``) stays up, its state in
 /var/tmp/hapack-lab/<name>/, until ``hapack lab down``. Commands that act on
@@ -53,7 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", help="tear a lab down (all labs without --name)")
     down.add_argument("--name", default=None)
     down.add_argument("--force", action="store_true", help="also labs of running test processes")
+    campaign = sub.add_parser("campaign", help="random faults in a row on the demo's full stack")
+    campaign.add_argument("--manager", choices=("pacemaker", "hamon"), required=True)
+    campaign.add_argument("--faults", type=_count, default=12, help="how many faults (default 12)")
+    campaign.add_argument("--seed", type=int, default=None, help="default: drawn, and printed")
+    campaign.add_argument("--json", action="store_true", help="one JSON report on stdout")
+    campaign.add_argument("--keep-going", action="store_true", help="do not stop at a violation")
+    campaign.add_argument("--keep", action="store_true", help="keep the lab and its logs even if OK")
+    campaign.add_argument("--kinds", default=None, help="only these fault kinds (comma-separated)")
     return parser
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
 
 
 def pick(name: str | None) -> Lab:
@@ -163,7 +180,31 @@ def cmd_down(args) -> int:
     return 0
 
 
-COMMANDS = {"up": cmd_up, "status": cmd_status, "exec": cmd_exec, "power": cmd_power, "down": cmd_down}
+def cmd_campaign(args) -> int:
+    from . import campaign
+    from .faults import KINDS
+    kinds = tuple(k.strip() for k in args.kinds.split(",")) if args.kinds else None
+    unknown = [k for k in kinds or () if k not in KINDS]
+    if unknown:
+        print(f"hapack lab campaign: unknown fault kind(s) {', '.join(unknown)}; known: "
+              f"{', '.join(KINDS)}", file=sys.stderr)
+        return 2
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(3), "big")
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else \
+        (lambda m: print(m, flush=True))
+    say(f"campaign: manager {args.manager}, seed {seed}, {args.faults} faults")
+    run = campaign.Campaign(args.manager, args.faults, seed, keep_going=args.keep_going,
+                            kinds=kinds, say=say)
+    report = None
+    try:
+        report = run.run()
+    finally:
+        campaign.keep_or_remove(run, report, say, keep=args.keep)
+    print(json.dumps(report, indent=2) if args.json else campaign.render(report))
+    return 0 if report["ok"] else 1
+
+
+COMMANDS = {"campaign": cmd_campaign, "up": cmd_up, "status": cmd_status, "exec": cmd_exec, "power": cmd_power, "down": cmd_down}
 
 
 def main(argv: list[str]) -> int:
