@@ -28,11 +28,9 @@ from pathlib import Path
 
 from . import failover, provision
 from .core import Lab, LabError, NodeCommandError, NodeDown, NodeFrozen
+from .hamonrig import HAMON, KEY_FILE, NODE_STATE, Rig
 from .nodeinit import PACEMAKER_ENV
 from .state import LAB_ROOT
-
-# The hamon lab harness (moving from hapack.hamon.rig to hapack.lab: this is the one import).
-from hapack.hamon.rig import HAMON, KEY_FILE, NODE_STATE, Rig
 
 FENCE_DELAY = "5s"       # Pacemaker's priority-fencing-delay in the campaign (production's)
 TOKEN_MS = 1000
