@@ -250,7 +250,8 @@ def _nodes(r: Reading) -> list[Family]:
     peer, said = r.peer, r.peer.status
     me = {"online": 1, "standby": r.standby,
           "maintenance": r.state is State.MAINTENANCE or r.maintenance,
-          "unclean": r.state is State.FAILED, "shutdown": r.state in (State.STOPPING, State.STOPPED)}
+          "unclean": r.state is State.FAILED,
+          "shutdown": r.state in (State.STOPPING, State.STOPPED)}
     left = said is not None and (said.leaving or said.maintenance)
     other = {"online": peer.alive, "maintenance": bool(said and said.maintenance),
              "unclean": bool(said and said.stop_failed and peer.alive)

@@ -19,7 +19,8 @@ HELP = re.compile(rf"^# HELP ({NAME}) (.*)$")
 TYPE = re.compile(rf"^# TYPE ({NAME}) (counter|gauge|histogram|summary|untyped)$")
 SAMPLE = re.compile(rf"^({NAME})(?:\{{(.*)\}})? (\S+)$")
 PAIR = re.compile(rf'({LABEL})="((?:[^"\\\n]|\\\\|\\"|\\n)*)"(,|$)')
-VALUE = re.compile(r"^(?:[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|\+Inf|-Inf|NaN)$")
+FLOAT = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+VALUE = re.compile(rf"^(?:{FLOAT}|\+Inf|-Inf|NaN)$")
 
 
 class ExpositionError(AssertionError):

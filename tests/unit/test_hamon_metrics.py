@@ -27,7 +27,7 @@ from hapack.hamon.config import Config, load_config, settings
 from hapack.hamon.daemon import Daemon, fresh_window
 from hapack.hamon.events import EventLog
 from hapack.hamon.fence import FenceFailed
-from hapack.hamon.metrics import Family, MetricsServer, family
+from hapack.hamon.metrics import MetricsServer, family
 from hapack.hamon.states import State
 from hapack.hamon.transport import Hub, MemoryTransport
 from hapack.stack import StackError, loads
@@ -113,6 +113,22 @@ def test_random_label_values_survive_the_round_trip():
         assert got == {str(i): val for i, val in enumerate(values)}
 
 
+GOOD = '# HELP a_total h\n# TYPE a_total counter\na_total{x="1"} 2\n'
+
+
+@pytest.mark.parametrize("text", [
+    GOOD.rstrip("\n"), GOOD + GOOD, GOOD.replace("# HELP a_total h\n", ""),
+    GOOD.replace("a_total", "a"), GOOD + 'a_total{x="1"} 3\n', GOOD + "b 1\n",
+    GOOD.replace('"1"', '"\\q"'), GOOD.replace('"1"', '"1",'), GOOD.replace(" 2", " two"),
+    GOOD.replace('{x="1"}', '{x=1}'), GOOD.replace('{x="1"}', '{x="1",x="2"}'),
+    GOOD.replace("counter", "gauge"), GOOD + "# random comment\n"])
+def test_the_strict_reader_refuses_what_the_format_does_not_allow(text):
+    """The reader the other tests rely on can fail."""
+    exposition.parse(GOOD)
+    with pytest.raises(exposition.ExpositionError):
+        exposition.parse(text)
+
+
 @pytest.mark.parametrize("value, text", [(1, "1"), (True, "1"), (False, "0"), (0.25, "0.25"),
                                          (math.inf, "+Inf"), (-math.inf, "-Inf"),
                                          (math.nan, "NaN"), (1e-7, "1e-07"), (3, "3")])
@@ -135,7 +151,7 @@ def test_every_reason_a_packet_is_dropped_for_is_declared():
     """Each counter exists at 0 from the start, so that rate() sees the first one."""
     import hapack.hamon.packet as packet
     import hapack.hamon.transport as transport
-    source = pathlib.Path(packet.__file__).read_text() + pathlib.Path(transport.__file__).read_text()
+    source = "".join(pathlib.Path(m.__file__).read_text() for m in (packet, transport))
     reasons = set(re.findall(r'Rejected\("([a-z-]+)"', source)) | set(
         re.findall(r'rejected\["([a-z-]+)"\]', source))
     assert reasons and reasons == set(metrics.REJECT_REASONS)
