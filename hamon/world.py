@@ -9,7 +9,7 @@ membership's view of the peer, into a :class:`~hapack.hamon.decide.Snapshot`.
 """
 
 import os
-from collections import deque
+from collections import Counter, deque
 
 from hapack.hamon.packet import Status
 from hapack.hamon.snapshot import Policy, Power, Res, ResourceView, Snapshot
@@ -60,6 +60,8 @@ class World:
         self.peer_healthy_since = None
         self.timeline = None
         self.timelines = {}
+        self.takeovers = 0                # never reset (metrics): takeovers begun
+        self.bmc_results = Counter()      # never reset (metrics): (Act, ok) of BMC steps
 
     def all(self):
         return [self.partition, *self.base, *self.side]
