@@ -6,13 +6,15 @@ Read top to bottom, this module is the configuration it writes:
                   priority-fencing-delay
     rsc_defaults  resource-stickiness, migration-threshold, failure-timeout
     resources     fence-<node>     stonith:fence_bmc, one per node
+                  fence-<node>-<name>  a further device per [[nodes.fence]] (any fence agent)
                   cl-partition     promotable clone of ocf:hapack:partition
                   g-stateful       group: vip and the stateful layers, in start order
                   cl-stateless     clone of group g-stateless: the stateless layers
-    constraints   loc-fence-<node>               -INFINITY: a device never runs on its own target
+    constraints   loc-fence-<node>[-<name>]      -INFINITY: a device never runs on its own target
                   loc-partition-prefers-<node>   Promoted role, 50 on the primary
                   col-stateful-with-partition    g-stateful with cl-partition:Promoted, INFINITY
                   ord-promote-then-stateful      cl-partition:promote then g-stateful:start
+    fencing-topology  per node with [[nodes.fence]]: level 1 its BMC, then its devices
 
 The ids are the ones crmsh gives the same objects (``<rsc>-instance_attributes-
 <name>``, ``<rsc>-<op>-<interval>``, ...), so ``hapack render crm`` loaded with
@@ -25,7 +27,7 @@ from __future__ import annotations
 from lxml import etree
 
 from hapack.stack import (FENCE_AGENT, FENCE_OPS, PRIMARY_PREFERENCE, STATEFUL_PRIORITY, Ops,
-                          Stack, format_duration)
+                          Stack, fence_device_id, format_duration)
 
 SCHEMA = "pacemaker-3.9"   # Pacemaker 2.1.5's newest; the Promoted/Unpromoted role names need 3.7
 # Pacemaker 2.1.5's feature set, as 'cibadmin --empty' writes it. The cluster keeps it up to
@@ -42,7 +44,7 @@ VIP = "vip"
 
 
 def fence_id(node: str) -> str:
-    return f"fence-{node}"
+    return fence_device_id(node)
 
 
 # -- the comments written into the CIB (and, as # lines, into the crm script) --------
@@ -79,6 +81,16 @@ side moves, the partition included.{expiry}"""
 FENCE = """\
 {device} powers {node} off through {node}'s BMC ({driver} {address}). It is banned
 from {node} itself: the peer holds the means to cut {node}'s power.{delay}"""
+
+FENCE_LEVEL = """\
+{device} (stonith:{agent}) is fencing level {level} for {node}:
+a further way to cut its power, tried only when the levels before it fail
+(a BMC can die with its node). It is banned from {node} too."""
+
+TOPOLOGY_TEXT = """\
+The order in which the devices that fence a node are tried: level 1, its BMC, first;
+the next level only when a device of the one before fails. A level succeeds when
+every one of its devices does."""
 
 FENCE_DELAY = """
 pcmk_delay_base={delay}: fencing of {node} waits this long (static fence-race guard)."""
@@ -198,6 +210,8 @@ def build(stack: Stack, source: str, form: str = "cib") -> etree._Element:
     etree.SubElement(configuration, "nodes")
     configuration.append(_resources(stack))
     configuration.append(_constraints(stack))
+    if any(node.fences for node in stack.nodes):
+        configuration.append(_fencing_topology(stack))
     configuration.append(_rsc_defaults(stack))
     etree.SubElement(cib, "status")
     return cib
@@ -245,6 +259,12 @@ def _resources(stack: Stack):
                                          address=node.bmc.address, delay=delay))
         resources.append(primitive(device, FENCE_AGENT,
                                    node.bmc.agent_params(node.name, node.fence_delay), fence_ops))
+        for further in node.fences:
+            _comment(resources, FENCE_LEVEL.format(device=further.device_id(node.name),
+                                                   agent=further.agent, level=further.level,
+                                                   node=node.name))
+            resources.append(primitive(further.device_id(node.name), further.spec,
+                                       further.agent_params(node.name), fence_ops))
 
     part = stack.partition
     _comment(resources, PARTITION_TEXT.format(backend=part.backend, device=part.device,
@@ -285,9 +305,9 @@ def _constraints(stack: Stack):
     constraints = etree.Element("constraints")
     _comment(constraints, FENCE_LOCATION)
     for node in stack.nodes:
-        device = fence_id(node.name)
-        etree.SubElement(constraints, "rsc_location", id=f"loc-{device}", rsc=device,
-                         score="-INFINITY", node=node.name)
+        for device in (fence_id(node.name), *(d.device_id(node.name) for d in node.fences)):
+            etree.SubElement(constraints, "rsc_location", id=f"loc-{device}", rsc=device,
+                             score="-INFINITY", node=node.name)
 
     primary = stack.primary.name
     _comment(constraints, PREFERENCE_TEXT.format(node=primary, preference=PRIMARY_PREFERENCE))
@@ -308,6 +328,23 @@ def _constraints(stack: Stack):
         "id": "ord-promote-then-stateful", "kind": "Mandatory", "first": PARTITION_CLONE,
         "first-action": "promote", "then": STATEFUL_GROUP, "then-action": "start"})
     return constraints
+
+
+def _fencing_topology(stack: Stack):
+    """The levels of every node with further fence devices. The ids are crmsh's for a
+    fencing_topology statement: fencing, fencing-0, fencing-1, ..."""
+    element = etree.Element("fencing-topology")
+    _comment(element, TOPOLOGY_TEXT)
+    count = 0
+    for node in stack.nodes:
+        if not node.fences:
+            continue
+        for level, devices in node.fence_topology():
+            etree.SubElement(element, "fencing-level", {
+                "target": node.name, "index": str(level), "devices": ",".join(devices),
+                "id": "fencing" if count == 0 else f"fencing-{count - 1}"})
+            count += 1
+    return element
 
 
 def render(stack: Stack, source: str) -> bytes:

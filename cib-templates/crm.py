@@ -117,6 +117,19 @@ def _order(element) -> str:
             f"{element.get('then')}:{element.get('then-action')}")
 
 
+def _fencing_topology(element) -> list[str]:
+    """``fencing_topology node: level1 level2 ...``, a level's devices joined by ','
+    (crmsh numbers the levels in order and ids them fencing, fencing-0, ...)."""
+    comments = [c for c in element if isinstance(c, etree._Comment)]
+    lines = ["# " + line if line else "#" for comment in comments
+             for line in cibmod.comment_lines(comment)]
+    targets: dict[str, list[str]] = {}
+    for level in element.iterfind("fencing-level"):
+        targets.setdefault(level.get("target"), []).append(level.get("devices"))
+    clauses = [f"{target}: " + " ".join(levels) for target, levels in targets.items()]
+    return lines + [_statement("fencing_topology", clauses)]
+
+
 _CONSTRAINTS = {"rsc_location": _location, "rsc_colocation": _colocation, "rsc_order": _order}
 _RESOURCES = {"primitive": _primitive, "group": _group, "clone": _clone}
 
@@ -145,6 +158,9 @@ def from_cib(cib) -> str:
         if isinstance(element, etree._Comment):
             continue
         blocks.append("\n".join(_comments(element) + [_CONSTRAINTS[element.tag](element)]))
+    topology = configuration.find("fencing-topology")
+    if topology is not None:
+        blocks.append("\n".join(_fencing_topology(topology)))
     return "\n\n".join(blocks) + "\n"
 
 

@@ -107,7 +107,7 @@ def _serve(config, debug):
     generation = next_generation(os.path.join(s.state_dir, "generation"))
     transport = UdpTransport(keyring, generation, peer.name, config.links, s.port,
                              fresh_window(s, len(config.links)))
-    fencer = Fencer(s.fence_agent, peer.name, peer.bmc, s.fence_timeout, log)
+    fencer = Fencer.for_peer(s.fence_agent, peer, s.fence_timeout, log)
     pinger = Pinger(s.ping_targets, s.ping_interval, s.dead_time / 2).start() \
         if s.ping_targets else None
     daemon = Daemon(config, transport, OcfExecutor(s.ocf_root, config.node, log), fencer, log,
@@ -163,6 +163,7 @@ def _missing_programs(config):
     partition, base, side = stack_resources(config.stack)
     ocf = OcfExecutor(config.settings.ocf_root, config.node, None)
     paths = {ocf.path(r) for r in (partition, *base, *side)} | {config.settings.fence_agent}
+    paths |= {device.path for device in config.peer.fences}   # its further fencing levels
     return sorted(p for p in paths if not os.access(p, os.X_OK))
 
 

@@ -148,37 +148,53 @@ def remove_mountpoints(root: Path, leaving: str) -> None:
 
 def write_bmcs(plan: Plan, lab_dir: Path, nodes: Iterable[str]) -> dict[str, dict]:
     """lan.conf, bmc.emu and a password file per node; returns each ``Bmc`` as JSON."""
-    addrs = [str(plan.bmc_addr(node)) for node in nodes]
-    port = bmcmod.choose_port(addrs, bmcmod.parse_proc_net_udp(Path("/proc/net/udp").read_text()))
-    bmcs = {}
-    for node in nodes:
-        bmc_dir = lab_dir / "bmc" / node
-        (bmc_dir / "state").mkdir(parents=True, exist_ok=True)
+    return _write_sims("bmc", [(node, str(plan.bmc_addr(node))) for node in nodes], plan, lab_dir)
+
+
+def write_pdus(plan: Plan, lab_dir: Path, nodes: Iterable[str]) -> dict[str, dict]:
+    """The same for each node's PDU outlet: a second ipmi_sim on the BMC network, its own
+    address, user and password, switching the same power supply as the node's BMC."""
+    return _write_sims("pdu", [(node, str(plan.pdu_addr(node))) for node in nodes], plan, lab_dir)
+
+
+def _write_sims(kind: str, where: list[tuple[str, str]], plan: Plan, lab_dir: Path) -> dict[str, dict]:
+    port = bmcmod.choose_port([addr for _, addr in where],
+                              bmcmod.parse_proc_net_udp(Path("/proc/net/udp").read_text()))
+    sims = {}
+    for node, address in where:
+        sim_dir = lab_dir / kind / node
+        (sim_dir / "state").mkdir(parents=True, exist_ok=True)
         password = bmcmod.new_password()
-        password_file = bmc_dir / "password"
+        password_file = sim_dir / "password"
         fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(password + "\n")
-        bmc = Bmc(node=node, address=str(plan.bmc_addr(node)), port=port, username=f"adm-{node}",
-                  password=password, password_file=str(password_file))
+        user = f"adm-{node}" if kind == "bmc" else f"{kind}-{node}"
+        sim = Bmc(node=node, address=address, port=port, username=user, password=password,
+                  password_file=str(password_file))
         hook = [sys.executable, "-I", "-S", str(HERE / "power.py"), str(lab_dir), node]
-        (bmc_dir / "lan.conf").write_text(
-            bmcmod.render_lan_conf(bmc, f"{plan.prefix}-{node}", bmcmod.new_guid(), hook))
-        (bmc_dir / "bmc.emu").write_text(bmcmod.BMC_EMU)
-        bmcs[node] = bmc.to_json()
-    return bmcs
+        suffix = "" if kind == "bmc" else f"-{kind}"
+        (sim_dir / "lan.conf").write_text(
+            bmcmod.render_lan_conf(sim, f"{plan.prefix}-{node}{suffix}", bmcmod.new_guid(), hook))
+        (sim_dir / "bmc.emu").write_text(bmcmod.BMC_EMU)
+        sims[node] = sim.to_json()
+    return sims
 
 
 def start_host_processes(lab_dir: Path, nodes: Iterable[str],
-                         record_reaper: Callable[[ProcId | None], None]) -> tuple[subprocess.Popen, list]:
-    """Start the reaper and, through it, the client's holder and one ipmi_sim per node.
+                         record_reaper: Callable[[ProcId | None], None],
+                         kinds: tuple[str, ...] = ("bmc",)) -> tuple[subprocess.Popen, list]:
+    """Start the reaper and, through it, the client's holder and one ipmi_sim per node
+    and kind (``bmc``, and ``pdu`` for a lab with PDUs).
 
     ``record_reaper`` is called with the reaper's identity as soon as it
-    exists. Returns the reaper and the identities of [holder, *ipmi_sims].
+    exists. Returns the reaper and the identities of [holder, *ipmi_sims], the
+    simulators kind by kind, node by node.
     """
     commands = [{"argv": net.CLIENT_HOLDER, "log": None}]
-    commands += [{"argv": bmcmod.ipmi_sim_argv(lab_dir / "bmc" / node),
-                  "log": str(lab_dir / "bmc" / node / "ipmi_sim.log")} for node in nodes]
+    commands += [{"argv": bmcmod.ipmi_sim_argv(lab_dir / kind / node),
+                  "log": str(lab_dir / kind / node / "ipmi_sim.log")}
+                 for kind in kinds for node in nodes]
     with open(lab_dir / "reaper.log", "ab") as log:
         reaper = subprocess.Popen([sys.executable, "-I", "-S", str(HERE / "reaper.py")],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,

@@ -1,6 +1,6 @@
 """``hapack lab``: bring the two-node lab up, look at it, poke it, tear it down.
 
-    hapack lab up [--stack pacemaker|none] [--name N] [--boot-delay S] [--token-ms MS]
+    hapack lab up [--stack pacemaker|none] [--name N] [--boot-delay S] [--token-ms MS] [--pdu]
     hapack lab status [--name N] [--json]
     hapack lab exec [--name N] NODE|client -- CMD...
     hapack lab power [--name N] NODE on|off|reset|cycle|status [--wait]
@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--name", default=None, help=f"lab name, 1-6 of [a-z0-9] (default {DEFAULT_NAME})")
     up.add_argument("--boot-delay", type=float, default=DEFAULT_BOOT_DELAY, help="simulated POST, seconds")
     up.add_argument("--token-ms", type=int, default=DEFAULT_TOKEN_MS, help="corosync totem token")
+    up.add_argument("--pdu", action="store_true",
+                    help="a PDU outlet per node too (a second ipmi_sim switching its power)")
     status = sub.add_parser("status", help="show labs and their nodes")
     status.add_argument("--name", default=None)
     status.add_argument("--json", action="store_true")
@@ -90,7 +92,7 @@ def pick(name: str | None) -> Lab:
 
 def cmd_up(args) -> int:
     lab = Lab(args.name or DEFAULT_NAME, args.stack, boot_delay=args.boot_delay, token_ms=args.token_ms,
-              persistent=True)
+              persistent=True, pdu=args.pdu)
     lab.up()
     print(describe(lab))
     return 0
@@ -108,6 +110,10 @@ def describe(lab: Lab) -> str:
                      f"bmc-net {lab.addr(node, 'bmc')}")
         lines.append(f"         BMC {bmc.address}:{bmc.port} user {bmc.username} "
                      f"password-file {bmc.password_file} (lanplus, cipher 3)")
+        if lab.state.get("pdus"):
+            pdu = lab.pdu(node)
+            lines.append(f"         PDU {pdu.address}:{pdu.port} user {pdu.username} "
+                         f"password-file {pdu.password_file} (fence_ipmilan, lanplus, cipher 3)")
     vips = lab.vip_candidates()
     lines += [f"  client: {lab.client_addr} on the service LAN",
               f"  VIP candidates: {vips[0]} .. {vips[-1]}",

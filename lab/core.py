@@ -126,7 +126,7 @@ class Lab:
                  boot_delay: float = DEFAULT_BOOT_DELAY, token_ms: int = stackmod.DEFAULT_TOKEN_MS,
                  corosync_conf: str | None = None, cluster_options: dict[str, str] | None = None,
                  services: list[dict] | None = None, disk_mb: int = 64, persistent: bool = False,
-                 root: Path = LAB_ROOT):
+                 pdu: bool = False, root: Path = LAB_ROOT):
         if stack not in STACKS:
             raise LabError(f"unknown stack {stack!r}: expected one of {', '.join(STACKS)}")
         self.name = check_name(name) if name else None
@@ -138,6 +138,7 @@ class Lab:
         self.services = list(services or [])
         self.disk_mb = disk_mb
         self.persistent = persistent
+        self.pdu_enabled = bool(pdu)
         self.root = Path(root)
         self.state: dict = {}
         self._spawned: list[Spawned] = []
@@ -153,7 +154,7 @@ class Lab:
             raise LabError(f"no lab named {name!r} under {root}")
         state = read_state(lab_dir)
         lab = cls(name, state["stack"], boot_delay=state["boot_delay"], token_ms=state["token_ms"],
-                  persistent=state.get("owner") is None, root=root)
+                  persistent=state.get("owner") is None, pdu=bool(state.get("pdus")), root=root)
         lab.state = state
         return lab
 
@@ -251,7 +252,8 @@ class Lab:
             "client": {"holder": None, "veth": plan.client_veth, "addr": str(plan.client_addr)},
             "nodes": {node: build.node_config(plan, lab_dir, node, self.stack, self.services)
                       for node in self.nodes},
-            "bmcs": {}, "ipmi_sim": {}, "reaper": None, "disk": None, "bmc_unreachable": [],
+            "bmcs": {}, "ipmi_sim": {}, "pdus": {}, "pdu_sim": {}, "reaper": None, "disk": None,
+            "bmc_unreachable": [],
         }
 
     def _save(self) -> None:
@@ -274,13 +276,21 @@ class Lab:
             build.make_node_dirs(self.node_dir(node), corosync_conf, authkey, cib, hosts, self.boot_delay)
             for group in self.state["nodes"][node]["cgroups"]:
                 os.makedirs(group, exist_ok=True)
-        net.create_bridges(plan, [str(plan.bmc_addr(node)) for node in self.nodes])
+        sim_addrs = [str(plan.bmc_addr(node)) for node in self.nodes]
+        if self.pdu_enabled:
+            sim_addrs += [str(plan.pdu_addr(node)) for node in self.nodes]
+        net.create_bridges(plan, sim_addrs)
         self.state["bmcs"] = build.write_bmcs(plan, self.dir, self.nodes)
+        kinds = ("bmc", "pdu") if self.pdu_enabled else ("bmc",)
+        if self.pdu_enabled:
+            self.state["pdus"] = build.write_pdus(plan, self.dir, self.nodes)
         self._save()
-        reaper, (holder, *sims) = build.start_host_processes(self.dir, self.nodes, self._record_reaper)
+        reaper, (holder, *sims) = build.start_host_processes(self.dir, self.nodes,
+                                                             self._record_reaper, kinds)
         self._children.append(reaper)
         self.state["client"]["holder"] = holder
         self.state["ipmi_sim"] = dict(zip(self.nodes, sims))
+        self.state["pdu_sim"] = dict(zip(self.nodes, sims[len(self.nodes):]))
         self._save()
         net.wire_client(plan, holder[0])
         disk = SharedDisk.create(self.dir / "disk.img", self.disk_mb, label=f"hapack-{self.name}")
@@ -288,6 +298,8 @@ class Lab:
         self._save()
         for node in self.nodes:
             bmcmod.wait_ready(self.bmc(node))
+            if self.pdu_enabled:
+                bmcmod.wait_ready(self.pdu(node))
 
     def corosync_conf_text(self) -> str:
         if self._corosync_conf is not None:
@@ -330,6 +342,8 @@ class Lab:
         reap = self._reap_children
         self._step(errors, "stop BMCs", lambda: build.kill_recorded(
             "ipmi_sim", self.state.get("ipmi_sim", {}).values(), reap))
+        self._step(errors, "stop PDUs", lambda: build.kill_recorded(
+            "ipmi_sim", self.state.get("pdu_sim", {}).values(), reap))
         self._step(errors, "remove client", lambda: build.remove_client(self.state["client"].get("holder"), reap))
         self._step(errors, "stop reaper", lambda: build.kill_recorded("reaper", [self.state.get("reaper")], reap))
         errors += net.delete_links(self.plan.interfaces)
@@ -407,6 +421,15 @@ class Lab:
 
     def bmc(self, node: str) -> Bmc:
         return Bmc(**self.state["bmcs"][node])
+
+    def pdu(self, node: str) -> Bmc:
+        """The node's PDU outlet (a lab built with ``pdu=True``): a second ipmi_sim on the
+        BMC network that switches the same power supply as the node's BMC. Fence it with
+        the stock ``fence_ipmilan`` (:meth:`Bmc.fence_ipmilan_params`)."""
+        if not self.state.get("pdus"):
+            raise LabError(f"lab {self.name} has no PDUs (build it with Lab(pdu=True) or "
+                           "'hapack lab up --pdu')")
+        return Bmc(**self.state["pdus"][node])
 
     @property
     def shared_disk(self) -> SharedDisk:
@@ -502,6 +525,15 @@ class Lab:
         return PowerSwitch(self.dir, node).members()
 
     # -- faults ----------------------------------------------------------
+    def cut_power(self, node: str) -> float:
+        """The node's power fails at the source, not through its BMC (which may be
+        unreachable): everything of it dies; its BMC (and PDU) then report it off.
+        Returns the wall time of the cut."""
+        cut = time.time()
+        PowerSwitch(self.dir, node).off()
+        self.wait_gone(node)
+        return cut
+
     def crash(self, node: str) -> None:
         """The node's kernel dies: SIGKILL its PID 1, so every process, cable and address goes.
 
@@ -817,6 +849,9 @@ class Lab:
                 "bmc": f"{bmc.address}:{bmc.port} user {bmc.username}",
                 "bmc_reachable": node not in self.state.get("bmc_unreachable", []),
             }
+            if self.state.get("pdus"):
+                pdu = self.pdu(node)
+                out[node]["pdu"] = f"{pdu.address}:{pdu.port} user {pdu.username}"
         return out
 
     def collect_logs(self, dest: Path) -> Path:
@@ -827,9 +862,11 @@ class Lab:
                 target = dest / node / key.replace("/", "_")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)
-            sim_log = self.dir / "bmc" / node / "ipmi_sim.log"
-            if sim_log.exists():
-                shutil.copyfile(sim_log, dest / node / "ipmi_sim.log")
+            for kind in ("bmc", "pdu"):
+                sim_log = self.dir / kind / node / "ipmi_sim.log"
+                if sim_log.exists():
+                    name = "ipmi_sim.log" if kind == "bmc" else f"ipmi_sim-{kind}.log"
+                    shutil.copyfile(sim_log, dest / node / name)
         return dest
 
 

@@ -31,6 +31,7 @@ BLOCKS = (BENCH_NET.num_addresses // 256) // SUBNETS_PER_BLOCK  # 170
 HOST_BMC_GATEWAY = 1        # the host's own address on the BMC network
 NODE_HOST_BASE = 10         # node1 = .11, node2 = .12
 BMC_HOST_BASE = 20          # BMC of node1 = .21, node2 = .22
+PDU_HOST_BASE = 30          # the PDU outlet of node1 = .31, node2 = .32 (Lab(pdu=True))
 CLIENT_HOST = 50
 VIP_RANGE = range(100, 200)
 # Only routes at least this specific count as "in use"; a default route
@@ -154,6 +155,9 @@ class Plan:
 
     def bmc_addr(self, node: str) -> IPv4Address:
         return self.subnets["bmc"][BMC_HOST_BASE + node_index(node)]
+
+    def pdu_addr(self, node: str) -> IPv4Address:
+        return self.subnets["bmc"][PDU_HOST_BASE + node_index(node)]
 
     @property
     def host_bmc_addr(self) -> IPv4Address:

@@ -11,6 +11,8 @@ action timeouts it declares itself (:mod:`hapack.stack.agentcheck`).
 from __future__ import annotations
 
 import ipaddress
+import posixpath
+import shlex
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -52,6 +54,12 @@ BMC_DRIVERS = ("ipmi", "redfish")
 DEFAULT_BMC_PORT = {"ipmi": 623, "redfish": 443}
 FENCE_AGENT_NAME = "fence_bmc"
 FENCE_AGENT = f"stonith:{FENCE_AGENT_NAME}"
+#: [[nodes.fence]]: where fence agents are installed (Pacemaker and pcs look there too),
+#: the highest fencing-topology level Pacemaker takes, and the command a password_file
+#: becomes for a stock agent (fence-agents read a password only inline or from a script).
+FENCE_AGENT_DIR = "/usr/sbin"
+MAX_FENCE_LEVEL = 9
+PASSWORD_FILE_COMMAND = "/bin/cat"
 #: The [*.ops] keys each kind of resource takes.
 OPS_KEYS = {
     "vip": ("start_timeout", "stop_timeout", "monitor_interval", "monitor_timeout"),
@@ -75,6 +83,12 @@ CRYPTO_HASHES = ("none", "md5", "sha1", "sha256", "sha384", "sha512")
 #: Resource ids the renderers use themselves; a layer may not take them.
 RESERVED_IDS = ("vip", "partition", "cl-partition", "g-stateful", "g-stateless",
                 "cl-stateless")
+
+
+def fence_device_id(node: str, name: str | None = None) -> str:
+    """The id of a device that fences ``node``: ``fence-<node>`` for its BMC's (level 1),
+    ``fence-<node>-<name>`` for a further device of its ``[[nodes.fence]]``."""
+    return f"fence-{node}" if name is None else f"fence-{node}-{name}"
 
 
 def _frozen_map(mapping=()) -> Mapping[str, Any]:
@@ -131,12 +145,69 @@ class Bmc:
 
 
 @dataclass(frozen=True)
+class FenceDevice:
+    """A further way to cut one node's power, tried after its BMC: any fence agent
+    (a PDU's, a second management network's) with the parameters the stack file gives."""
+
+    name: str                  # the device is fence-<node>-<name>
+    agent: str                 # a fence agent's name (fence_apc_snmp): stonith:<agent>
+    level: int                 # its fencing-topology level; the BMC is level 1
+    password_file: str | None
+    params: Mapping[str, str]
+
+    @property
+    def spec(self) -> str:
+        return f"stonith:{self.agent}"
+
+    @property
+    def path(self) -> str:
+        """Where the agent is installed (and run from by hamon)."""
+        return posixpath.join(FENCE_AGENT_DIR, self.agent)
+
+    def device_id(self, node: str) -> str:
+        return fence_device_id(node, self.name)
+
+    def agent_params(self, node: str) -> dict[str, str]:
+        """The agent's instance parameters for the device that fences ``node``.
+
+        A ``password_file`` reaches fence_bmc as itself; a stock fence agent reads
+        it through its ``password_script`` (``/bin/cat FILE``): the password stays
+        out of the CIB either way.
+        """
+        out = dict(self.params)
+        if self.agent == FENCE_AGENT_NAME:
+            out["hostname"] = node
+        if self.password_file is not None:
+            if self.agent == FENCE_AGENT_NAME:
+                out["password_file"] = self.password_file
+            else:
+                out["password_script"] = shlex.join([PASSWORD_FILE_COMMAND, self.password_file])
+        out["pcmk_host_list"] = node
+        return out
+
+
+@dataclass(frozen=True)
 class Node:
     name: str
     nodeid: int
     bmc: Bmc
     fence_delay: int          # ms; Pacemaker waits this long before fencing this node
     addresses: Mapping[str, ipaddress.IPv4Interface | ipaddress.IPv6Interface]
+    #: the further fence devices, in the order they are tried after the BMC (level 1)
+    fences: tuple[FenceDevice, ...] = ()
+
+    @property
+    def fence_device(self) -> str:
+        """The id of the device that fences this node through its BMC (level 1)."""
+        return fence_device_id(self.name)
+
+    def fence_topology(self) -> tuple[tuple[int, tuple[str, ...]], ...]:
+        """(level, device ids) in the order the levels are tried: level 1 is the BMC's
+        device; a level succeeds only if every one of its devices does."""
+        levels: dict[int, list[str]] = {1: [self.fence_device]}
+        for device in self.fences:
+            levels.setdefault(device.level, []).append(device.device_id(self.name))
+        return tuple((level, tuple(levels[level])) for level in sorted(levels))
 
     def address(self, link: str):
         """This node's address (an ip_interface, with prefix) on ``link``."""

@@ -19,9 +19,9 @@ from hapack.stack.model import (
     DEFAULT_FENCING_TIMEOUT_MS, DEFAULT_HB_DEADTIME_MS, DEFAULT_HB_INITDEAD_MS,
     DEFAULT_HB_KEEPALIVE_MS, DEFAULT_HB_LOGFILE, DEFAULT_HB_UDPPORT, DEFAULT_HB_WARNTIME_MS,
     DEFAULT_MIGRATION_THRESHOLD, DEFAULT_PRIORITY_FENCING_DELAY_MS, DEFAULT_STICKINESS,
-    DEFAULT_TOKEN_MS, FENCE_ACTIONS, KINDS, OPS_KEYS, PARTITION_BACKENDS, PRIMARY_PREFERENCE,
-    RESERVED_IDS, Bmc, Cluster, Corosync, Fencing, Heartbeat, Layer, Link, Node, Partition, Stack,
-    Vip, _frozen_map)
+    DEFAULT_TOKEN_MS, FENCE_ACTIONS, KINDS, MAX_FENCE_LEVEL, OPS_KEYS, PARTITION_BACKENDS,
+    PRIMARY_PREFERENCE, RESERVED_IDS, Bmc, Cluster, Corosync, FenceDevice, Fencing, Heartbeat,
+    Layer, Link, Node, Partition, Stack, Vip, _frozen_map, fence_device_id)
 from hapack.stack.reader import (
     Reader, abs_path, abs_path_or_empty, choice, interface, ip, ip_interface, join, node_name,
     param_name, positive_ms, resource_id, type_name, within, word)
@@ -49,7 +49,7 @@ def build(r: Reader, data: dict, file: str) -> Stack | None:
         return None
     node_objs = tuple(
         Node(name=n["name"], nodeid=i + 1, bmc=n["bmc"], fence_delay=n["fence_delay"],
-             addresses=_frozen_map((link.name, link.addresses[n["name"]]) for link in links))
+             fences=n["fences"], addresses=_frozen_map((link.name, link.addresses[n["name"]]) for link in links))
         for i, n in enumerate(nodes))
     return Stack(file=file, cluster=cluster, nodes=node_objs, links=links, vip=vip,
                  partition=partition, layers=layers, fencing=fencing, corosync=corosync,
@@ -148,7 +148,7 @@ def _nodes(r: Reader, raw: list) -> list[dict]:
     out, seen = [], set()
     for i, item in enumerate(raw):
         key = join("nodes", i)
-        t = r.table(item, key, ("name", "fence_delay", "bmc"), required=("name",)) or {}
+        t = r.table(item, key, ("name", "fence_delay", "bmc", "fence"), required=("name",)) or {}
         name = r.value(t, key, "name", str, check=node_name)
         if name in seen:
             r.problem(join(key, "name"), f"node {name!r} is declared twice")
@@ -163,8 +163,101 @@ def _nodes(r: Reader, raw: list) -> list[dict]:
         else:
             bmc = _bmc(r, t["bmc"], join(key, "bmc"))
         delay = r.value(t, key, "fence_delay", "duration", 0)
-        out.append({"name": name, "bmc": bmc, "fence_delay": delay or 0})
+        fences = _fences(r, t.get("fence", []), join(key, "fence"))
+        out.append({"name": name, "bmc": bmc, "fence_delay": delay or 0, "fences": fences})
+    _unique_fence_ids(r, out)
     return out
+
+
+# -- [[nodes.fence]]: further fence devices, tried after the BMC ---------------------------
+
+FENCE_KEYS = ("agent", "name", "level", "password_file", "params")
+_FENCE_AGENT_RE = re.compile(r"^fence_[a-z0-9][a-z0-9_]*$")
+#: Parameters naming the node a device powers off, or the action: hapack and the fencer
+#: set them (a PDU's outlet, ``plug``/``port``, is the stack file's to give).
+FENCE_TARGET = ("hostname", "nodename", "action", "pcmk_host_list", "pcmk_host_map",
+                "pcmk_host_check")
+
+
+def _fences(r: Reader, raw: Any, key: str) -> tuple[FenceDevice, ...]:
+    """The node's [[nodes.fence]] devices, in order; levels from 2 (the BMC is 1)."""
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        r.problem(key, f"expected an array of tables ([[nodes.fence]]), got {type_name(raw)}")
+        return ()
+    devices, names, level = [], {}, 1
+    for i, item in enumerate(raw):
+        where = join(key, i)
+        t = r.table(item, where, FENCE_KEYS, required=("agent",)) or {}
+        agent = r.value(t, where, "agent", str, check=fence_agent_name)
+        name = r.value(t, where, "name", str, (agent or "")[len("fence_"):].replace("_", "-")
+                       or None, check=resource_id)
+        if name in names:
+            r.problem(join(where, "name"), f"another device of this node is named {name!r} "
+                      f"({key}[{names[name]}]): give each device its own name")
+        names.setdefault(name, i)
+        level = _fence_level(r, t, where, level)
+        if "password_file" in t and "password_script" in t.get("params", {}):
+            r.problem(join(join(where, "params"), "password_script"),
+                      f"a second source of the password: {where} already gives password_file")
+        devices.append(FenceDevice(
+            name=name, agent=agent, level=level,
+            password_file=r.value(t, where, "password_file", str, None, check=abs_path,
+                                  secret=True),
+            params=_frozen_map(_fence_params(r, t, where))))
+    return tuple(devices)
+
+
+def fence_agent_name(text: str) -> str:
+    """A fence agent's plain name (``fence_apc_snmp``): it becomes a path in /usr/sbin."""
+    if not _FENCE_AGENT_RE.fullmatch(text) or len(text) > 64:
+        raise ValueError(f"{text!r} is not a fence agent's name (fence_ followed by lowercase "
+                         "letters, digits and '_', as installed in /usr/sbin: \"fence_ipmilan\", "
+                         "\"fence_apc_snmp\")")
+    return text
+
+
+def _fence_level(r: Reader, t: dict, key: str, previous: int) -> int:
+    """The device's level: the previous device's, or the next, never before the BMC's."""
+    level = r.value(t, key, "level", int, previous + 1, check=within(2, MAX_FENCE_LEVEL))
+    if level is None:
+        return previous
+    if level not in (previous, previous + 1):
+        r.problem(join(key, "level"), f"level {level} after level {previous}: list the devices "
+                  f"in the order they are tried, each at the level of the one before it (both "
+                  f"must succeed) or the next, {previous + 1}")
+    return level
+
+
+def _fence_params(r: Reader, t: dict, key: str) -> dict[str, str]:
+    """[nodes.fence.params]: the agent's parameters, without an inline password or
+    the target (hapack names the node; the fencer chooses the action)."""
+    params = r.params(t, key)
+    for name in params:
+        where = join(join(key, "params"), name)
+        folded = name.lower().replace("-", "_")   # as fence-agents and Pacemaker may read it
+        if "passw" in folded and not folded.endswith("_script"):
+            r.problem(where, "an inline password would be stored in the CIB: give "
+                      f"{join(key, 'password_file')} (a root-only file) instead")
+        elif folded in FENCE_TARGET:
+            r.problem(where, "names the node this device powers off or the action, which "
+                      "hapack and the fencer set themselves; remove it")
+    return params
+
+
+def _unique_fence_ids(r: Reader, nodes: list[dict]) -> None:
+    """Every fence device id once in the stack (node "a-b" and device "b" of node "a")."""
+    seen: dict[str, str] = {}
+    for i, node in enumerate(nodes):
+        if not node["name"]:
+            continue
+        ids = [(join(join("nodes", i), "name"), fence_device_id(node["name"]))]
+        ids += [(join(join(join("nodes", i), "fence"), k), d.device_id(node["name"]))
+                for k, d in enumerate(node["fences"]) if d.name]
+        for where, rid in ids:
+            if rid in seen:
+                r.problem(where, f"its fence device would be named {rid!r}, as {seen[rid]}'s: "
+                          "rename one")
+            seen.setdefault(rid, where)
 
 
 def _bmc(r: Reader, raw, key: str) -> Bmc | None:
