@@ -5,7 +5,7 @@ whole process with its own timeout. The first level whose devices all verified t
 power off ends the fence; every level's outcome is logged; the level that verified it
 is what the fence confirmation records. The fake agents here are small scripts standing
 in for fence agents (the real fence_bmc and fence_ipmilan against ipmi_sim are in
-tests/integration/test_hamon_fence_levels.py): they record each call and answer as told.
+tests/integration/test_hamon_fencer_real_agents.py): they record each call and answer as told.
 """
 
 import io
