@@ -98,6 +98,8 @@ def _serve(config, debug):
         print(f"hamon: refusing to start: {refusal}", file=sys.stderr)
         return EXIT_CONFIG
     log = EventLog(config.node, s.event_log, debug=debug)
+    from hapack.hamon import alerts
+    dispatcher = alerts.start(config, log)
     generation = next_generation(os.path.join(s.state_dir, "generation"))
     transport = UdpTransport(keyring, generation, peer.name, config.links, s.port,
                              fresh_window(s, len(config.links)))
@@ -119,6 +121,8 @@ def _serve(config, debug):
         if pinger:
             pinger.stop()
         log.info("hamon stopped")
+        if dispatcher is not None:
+            dispatcher.close()
         log.close()
 
 
