@@ -35,8 +35,10 @@ def event_from_crm(environ: Mapping[str, str], reporter: str = "") -> Event:
     kind = environ.get("CRM_alert_kind", "")
     get = environ.get
     extra = {name: get(f"CRM_alert_{name}") for name in (
-        "interval", "target_rc", "status", "nodeid", "attribute_name", "attribute_value",
-        "version") if get(f"CRM_alert_{name}") not in (None, "")}
+        "interval", "target_rc", "status", "nodeid", "attribute_name", "attribute_value")
+        if get(f"CRM_alert_{name}") not in (None, "")}
+    if get("CRM_alert_version"):
+        extra["pacemaker_version"] = get("CRM_alert_version")
     rc = _int(get("CRM_alert_rc"))
     if kind == "fencing":
         name = "fence_ok" if rc == 0 else "fence_failed"

@@ -84,7 +84,8 @@ class Event:
     rsc: str = ""
     sequence: int = 0
     time: float = field(default_factory=time.time)
-    extra: Mapping[str, Any] = field(default_factory=dict)   # timeline, interval, status...
+    #: timeline, interval, status...: more fields of the body (never replacing one above)
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -101,7 +102,8 @@ class Event:
                 body[name] = getattr(self, name)
         if self.rc is not None:
             body["rc"] = self.rc
-        body.update(self.extra)
+        for name, value in self.extra.items():
+            body.setdefault(name, value)
         return body
 
     def text(self) -> str:
@@ -124,9 +126,11 @@ class Event:
                "HAPACK_ALERT_CLUSTER": self.cluster, "HAPACK_ALERT_REPORTER": self.reporter,
                "HAPACK_ALERT_JSON": json.dumps(self.body(), sort_keys=True, default=str)}
         for name in ("interval", "target_rc", "status", "nodeid", "attribute_name",
-                     "attribute_value", "version"):
+                     "attribute_value"):
             if name in self.extra:
                 env[f"CRM_alert_{name}"] = str(self.extra[name])
+        if "pacemaker_version" in self.extra:
+            env["CRM_alert_version"] = str(self.extra["pacemaker_version"])
         return env
 
 
