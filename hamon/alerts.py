@@ -9,10 +9,12 @@ an operator must hear about:
     peer, alive true, after a node_lost      node_back
     step "fence" ok / failed                 fence_ok / fence_failed (task off)
     step "power-status" reporting off        fence_ok (task status: the BMC confirms it off),
-                                             once per loss of the peer
+                                             once until the peer is back (often before
+                                             node_lost: hamon asks the BMC of a late peer)
     step "power-status" failed               fence_failed (task status)
     step "<verb> <resource>" failed          resource_failed
-    transition to takeover                   takeover_started
+    transition to takeover                   takeover_started (also the first acquisition
+                                             after a cold start)
     transition to blocked                    blocked
     timeline of a takeover                   takeover_finished, with the timeline
 
@@ -77,10 +79,10 @@ class HamonAlerts:
 
     def _peer(self, record: dict) -> Event | None:
         if not record.get("alive"):
-            self.lost, self.confirmed = True, False
+            self.lost = True
             return self._event("node_lost", self.peer, record.get("message", ""))
         if self.lost:
-            self.lost = False
+            self.lost, self.confirmed = False, False
             return self._event("node_back", self.peer, record.get("message", ""))
         return None
 
