@@ -114,7 +114,20 @@ def deliver(environ: Mapping[str, str], reporter: str, out=sys.stderr) -> int:
         signal.signal(signal.SIGALRM, previous)
 
 
+def parser():
+    """The command line (none but --help): for the man page, hapack-alert(8)."""
+    import argparse
+    return argparse.ArgumentParser(
+        prog="hapack-alert",
+        description="Pacemaker's alert agent for hapack: delivers one cluster event "
+                    "(CRM_alert_* variables) to one recipient (CRM_alert_recipient and the "
+                    "hapack_* instance attributes 'hapack render cib' writes from the stack "
+                    "file's [alerts] table): a webhook, syslog or a command. Exit status 0 "
+                    "delivered, 1 not delivered, 2 not run by Pacemaker.")
+
+
 def main(argv: list[str] | None = None) -> int:
+    parser().parse_args(sys.argv[1:] if argv is None else argv)
     return deliver(os.environ, os.uname().nodename)
 
 
