@@ -5,7 +5,6 @@ blocks its caller."""
 import base64
 import io
 import json
-import os
 import socket
 import threading
 import time
