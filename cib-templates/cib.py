@@ -15,6 +15,8 @@ Read top to bottom, this module is the configuration it writes:
                   col-stateful-with-partition    g-stateful with cl-partition:Promoted, INFINITY
                   ord-promote-then-stateful      cl-partition:promote then g-stateful:start
     fencing-topology  per node with [[nodes.fence]]: level 1 its BMC, then its devices
+    alerts        hapack          /usr/sbin/hapack-alert, one recipient per [[alerts.recipients]]
+                                  (only with an [alerts] table)
 
 The ids are the ones crmsh gives the same objects (``<rsc>-instance_attributes-
 <name>``, ``<rsc>-<op>-<interval>``, ...), so ``hapack render crm`` loaded with
@@ -26,8 +28,8 @@ from __future__ import annotations
 
 from lxml import etree
 
-from hapack.stack import (FENCE_AGENT, FENCE_OPS, PRIMARY_PREFERENCE, STATEFUL_PRIORITY, Ops,
-                          Stack, fence_device_id, format_duration)
+from hapack.stack import (ALERT_AGENT, ALERT_ID, FENCE_AGENT, FENCE_OPS, PRIMARY_PREFERENCE,
+                          STATEFUL_PRIORITY, Ops, Stack, fence_device_id, format_duration)
 
 SCHEMA = "pacemaker-3.9"   # Pacemaker 2.1.5's newest; the Promoted/Unpromoted role names need 3.7
 # Pacemaker 2.1.5's feature set, as 'cibadmin --empty' writes it. The cluster keeps it up to
@@ -131,6 +133,18 @@ The VIP and the stateful layers run only where the partition is promoted..."""
 ORDER_TEXT = """\
 ...and start only after it is promoted (and stop before it is demoted)."""
 
+ALERTS_TEXT = """\
+Alerts (stack file [alerts]): Pacemaker runs {agent} once per recipient,
+as hacluster, for these events: {kinds}.
+hapack_deadline={deadline}s keeps every delivery (webhook retries included) below
+the alert timeout ({timeout})."""
+
+RECIPIENT_TEXT = {
+    "webhook": "A JSON POST to this URL ({retries} retries, {timeout}s per attempt).",
+    "syslog": "One line to the syslog socket {socket}, facility {facility}.",
+    "command": "This command, with the event in CRM_alert_* variables (timeout {timeout}s).",
+}
+
 
 # -- building ----------------------------------------------------------------------------
 
@@ -213,6 +227,8 @@ def build(stack: Stack, source: str, form: str = "cib") -> etree._Element:
     if any(node.fences for node in stack.nodes):
         configuration.append(_fencing_topology(stack))
     configuration.append(_rsc_defaults(stack))
+    if stack.alerts is not None:
+        configuration.append(_alerts(stack))
     etree.SubElement(cib, "status")
     return cib
 
@@ -345,6 +361,58 @@ def _fencing_topology(stack: Stack):
                 "id": "fencing" if count == 0 else f"fencing-{count - 1}"})
             count += 1
     return element
+
+
+def _alerts(stack: Stack):
+    """<alerts>: one alert, its options, what it selects, one recipient per sink. The ids
+    and the order of children are crmsh's for the same 'alert' statement."""
+    from hapack.alerts import recipient_attributes, recipient_value
+    alerts = stack.alerts
+    element = etree.Element("alerts")
+    _comment(element, ALERTS_TEXT.format(
+        agent=ALERT_AGENT, kinds=", ".join(_kinds(alerts)), timeout=format_duration(alerts.timeout),
+        deadline=f"{alerts.deadline / 1000:g}"))
+    alert = etree.SubElement(element, "alert", id=ALERT_ID, path=ALERT_AGENT)
+    _nvpairs(alert, "instance_attributes", f"{ALERT_ID}-instance_attributes", {
+        "hapack_cluster": stack.cluster.name, "hapack_deadline": f"{alerts.deadline / 1000:g}"})
+    _nvpairs(alert, "meta_attributes", f"{ALERT_ID}-meta_attributes",
+             {"timeout": format_duration(alerts.timeout)})
+    if not alerts.selects_all:
+        alert.append(_select(alerts))
+    for i, recipient in enumerate(alerts.recipients, 1):
+        rid = f"{ALERT_ID}-recipient-{i}"
+        _comment(alert, RECIPIENT_TEXT[recipient.sink].format(
+            retries=recipient.retries, timeout=f"{recipient.timeout / 1000:g}",
+            socket=recipient.socket, facility=recipient.facility))
+        element_r = etree.SubElement(alert, "recipient", id=rid, value=recipient_value(recipient))
+        _nvpairs(element_r, "instance_attributes", f"{rid}-instance_attributes",
+                 recipient_attributes(recipient))
+    return element
+
+
+def _kinds(alerts) -> list[str]:
+    kinds = [kind for kind, on in (("fencing", alerts.select_fencing),
+                                   ("nodes", alerts.select_nodes),
+                                   ("resources", alerts.select_resources)) if on]
+    if alerts.select_attributes is True:
+        kinds.append("attributes")
+    elif alerts.select_attributes:
+        kinds.append("attributes " + " ".join(alerts.select_attributes))
+    return kinds
+
+
+def _select(alerts):
+    select = etree.Element("select")
+    for flag in ("select_fencing", "select_nodes", "select_resources"):
+        if getattr(alerts, flag):
+            etree.SubElement(select, flag)
+    if alerts.select_attributes:
+        attributes = etree.SubElement(select, "select_attributes")
+        if alerts.select_attributes is not True:
+            for i, name in enumerate(alerts.select_attributes, 1):
+                etree.SubElement(attributes, "attribute", id=f"{ALERT_ID}-attribute-{i}",
+                                 name=name)
+    return select
 
 
 def render(stack: Stack, source: str) -> bytes:

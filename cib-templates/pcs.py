@@ -6,7 +6,9 @@ comment becomes ``#`` lines before the commands that make the element it
 explains, each element the pcs commands that make it, in the CIB's order.
 Every word is quoted with :func:`shlex.quote`, one command per line. An
 element or attribute this module has no pcs command for is an error
-(:class:`Untranslatable`), never left out.
+(:class:`Untranslatable`), never left out; the one exception is an alert's
+``<select>``, which pcs 0.11 cannot write: a ``cibadmin --modify`` line on the
+same file (``CIB_file="$cib"``) adds it.
 
 Ids are the CIB's wherever pcs takes one (resources, clones, constraints,
 rule, defaults sets, alerts, recipients); pcs generates the others (nvpairs,
@@ -40,6 +42,10 @@ corosync.conf: 'hapack render corosync' writes the stack's. pcs writes one with 
 same totem, nodelist and quorum sections offline with the command below; its
 logging section is pcs's own (to_syslog yes, logfile /var/log/corosync/corosync.log,
 timestamp on), not the stack file's [corosync] settings."""
+
+SELECT_TEXT = """\
+pcs has no option for an alert's <select> (which events it reports): cibadmin
+adds it to the same offline CIB file."""
 
 LEVEL_TEXT = """\
 --force: the fencing level names a node, and this offline CIB has no nodes yet."""
@@ -267,12 +273,36 @@ def _alert(alert) -> list[str]:
         raise _unsupported(alert)
     lines = _comments(alert) + [_command("alert", "create", f"path={alert.get('path')}",
                                          f"id={alert.get('id')}",
-                                         *_options(alert, ("recipient",)))]
+                                         *_options(alert, ("recipient", "select")))]
     for recipient in alert.iterfind("recipient"):
         lines += _comments(recipient) + [_command(
             "alert", "recipient", "add", alert.get("id"), f"value={recipient.get('value')}",
             f"id={recipient.get('id')}", *_options(recipient))]
-    return lines
+    select = alert.find("select")
+    return lines + (_select(alert.get("id"), select) if select is not None else [])
+
+
+_SELECTS = ("select_fencing", "select_nodes", "select_resources", "select_attributes")
+
+
+def _select(alert_id: str, select) -> list[str]:
+    """pcs has no option for an alert's <select>: cibadmin adds it to the same CIB file."""
+    kids = _elements(select)
+    if not kids or select.attrib or any(
+            kid.tag not in _SELECTS or kid.attrib or any(
+                a.tag != "attribute" or set(a.attrib) != {"id", "name"} or len(a)
+                for a in _elements(kid)) for kid in kids):
+        raise _unsupported(select, f" in alert {alert_id} (select_fencing, select_nodes, "
+                           "select_resources, select_attributes of named attributes)")
+    copy = etree.Element("alert", id=alert_id)
+    clean = etree.SubElement(copy, "select")
+    for kid in kids:
+        into = etree.SubElement(clean, kid.tag)
+        for attribute in _elements(kid):
+            etree.SubElement(into, "attribute", id=attribute.get("id"), name=attribute.get("name"))
+    xml = etree.tostring(copy, encoding="unicode")
+    return [_hash(line) for line in SELECT_TEXT.splitlines()] + [
+        f'CIB_file="$cib" cibadmin --modify --xml-text {shlex.quote(xml)}']
 
 
 def _crm_config(element) -> list[str]:

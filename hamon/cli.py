@@ -104,6 +104,8 @@ def _serve(config, debug):
         print(f"hamon: refusing to start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     log = EventLog(config.node, s.event_log, debug=debug)
+    from hapack.hamon import alerts
+    dispatcher = alerts.start(config, log)
     generation = next_generation(os.path.join(s.state_dir, "generation"))
     transport = UdpTransport(keyring, generation, peer.name, config.links, s.port,
                              fresh_window(s, len(config.links)))
@@ -131,6 +133,8 @@ def _serve(config, debug):
         if pinger:
             pinger.stop()
         log.info("hamon stopped")
+        if dispatcher is not None:
+            dispatcher.close()
         log.close()
 
 

@@ -142,7 +142,8 @@ def with_lab_settings(stack, timing: Timing):
 
 # -- the checkout's agents in the nodes -----------------------------------------------
 
-AGENT_PATHS = ("/usr/lib/ocf/resource.d/hapack", "/usr/sbin/fence_bmc", GLUE_PLUGIN)
+AGENT_PATHS = ("/usr/lib/ocf/resource.d/hapack", "/usr/sbin/fence_bmc", GLUE_PLUGIN,
+               "/usr/sbin/hapack-alert")   # Pacemaker's alert agent (the CIB's <alert path>)
 
 
 class Agents:
@@ -150,7 +151,8 @@ class Agents:
 
     ``hapack install`` staged under the lab's shared directory (its wrappers run this
     interpreter) and bind-mounted, inside a node's own mount namespace, over where
-    Pacemaker, Heartbeat and cluster-glue look (:data:`AGENT_PATHS`). The host's own
+    Pacemaker, Heartbeat and cluster-glue look (:data:`AGENT_PATHS`: the OCF agents, the
+    fence agent, the glue plugin and Pacemaker's alert agent). The host's own
     copies may belong to another checkout or venv, even one under the host's /tmp,
     which the nodes do not see. A bind needs its target: one the host lacks is created
     for the lab's life and removed by :meth:`close`. Binds go with a node's power:

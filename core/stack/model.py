@@ -80,6 +80,24 @@ FENCE_ACTIONS = ("off", "reboot")
 CRYPTO_CIPHERS = ("none", "aes128", "aes192", "aes256")
 CRYPTO_HASHES = ("none", "md5", "sha1", "sha256", "sha384", "sha512")
 
+#: [alerts]
+ALERT_SINKS = ("webhook", "syslog", "command")
+ALERT_AGENT_NAME = "hapack-alert"             # /usr/sbin/hapack-alert (hapack.agents.SBIN_TOOLS)
+ALERT_AGENT = f"/usr/sbin/{ALERT_AGENT_NAME}"
+ALERT_ID = "hapack"                           # the <alert> id; recipients are hapack-recipient-N
+DEFAULT_ALERT_TIMEOUT_MS = 30_000             # Pacemaker's own default for an alert agent
+#: What the agent keeps below Pacemaker's alert timeout: its own deadline is timeout - margin.
+ALERT_MARGIN_MS = 2000
+DEFAULT_WEBHOOK_TIMEOUT_MS = 5000             # one HTTP attempt
+DEFAULT_WEBHOOK_RETRIES = 2                   # attempts after the first
+WEBHOOK_BACKOFF_MS = 500                      # wait before retry n: n x this
+DEFAULT_COMMAND_TIMEOUT_MS = 10_000
+DEFAULT_SYSLOG_SOCKET = "/dev/log"
+DEFAULT_SYSLOG_FACILITY = "daemon"
+SYSLOG_FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp",
+                     "cron", "authpriv", "ftp", "local0", "local1", "local2", "local3", "local4",
+                     "local5", "local6", "local7")
+
 #: Resource ids the renderers use themselves; a layer may not take them.
 RESERVED_IDS = ("vip", "partition", "cl-partition", "g-stateful", "g-stateless",
                 "cl-stateless")
@@ -344,6 +362,55 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
+class Recipient:
+    """One place an alert goes: a webhook, syslog or a command (``[[alerts.recipients]]``)."""
+
+    sink: str                                  # webhook | syslog | command
+    url: str | None = field(default=None, repr=False)        # webhook; may hold user:password
+    headers: Mapping[str, str] = field(default_factory=_frozen_map, repr=False)  # webhook
+    headers_file: str | None = None            # webhook: "Name: value" lines, read when sending
+    ca_file: str | None = None                 # webhook (https): CA bundle instead of the system's
+    retries: int = DEFAULT_WEBHOOK_RETRIES     # webhook
+    timeout: int = DEFAULT_WEBHOOK_TIMEOUT_MS  # ms: webhook (one attempt) or command
+    socket: str = DEFAULT_SYSLOG_SOCKET        # syslog
+    facility: str = DEFAULT_SYSLOG_FACILITY    # syslog
+    command: tuple[str, ...] = ()              # command: argv, run without a shell
+
+    @property
+    def worst_case_ms(self) -> int:
+        """The longest one delivery may take: every attempt timing out, and the waits."""
+        if self.sink == "webhook":
+            waits = WEBHOOK_BACKOFF_MS * self.retries * (self.retries + 1) // 2
+            return self.timeout * (self.retries + 1) + waits
+        if self.sink == "command":
+            return self.timeout
+        return 1000
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """The ``[alerts]`` table: which events, Pacemaker's alert timeout, the recipients."""
+
+    select_fencing: bool
+    select_nodes: bool
+    select_resources: bool
+    select_attributes: bool | tuple[str, ...]  # False, True (every attribute) or these names
+    timeout: int                               # ms: Pacemaker's alert timeout (meta timeout)
+    recipients: tuple[Recipient, ...]
+
+    @property
+    def deadline(self) -> int:
+        """ms: what one delivery may take, kept below Pacemaker's alert timeout."""
+        return self.timeout - ALERT_MARGIN_MS
+
+    @property
+    def selects_all(self) -> bool:
+        """Every kind Pacemaker has, attributes unfiltered: no <select> needed."""
+        return (self.select_fencing and self.select_nodes and self.select_resources
+                and self.select_attributes is True)
+
+
+@dataclass(frozen=True)
 class Stack:
     file: str
     cluster: Cluster
@@ -356,6 +423,7 @@ class Stack:
     corosync: Corosync
     heartbeat: Heartbeat
     hamon: Mapping[str, Any]   # the [hamon] table, read by hamon, not checked here
+    alerts: Alerts | None = None  # the [alerts] table; None: no alerts
 
     @property
     def primary(self) -> Node:

@@ -12,6 +12,7 @@ import ipaddress
 import re
 from typing import Any, Mapping
 
+from hapack.stack.alerttable import read_alerts
 from hapack.stack.agentcheck import agent_spec, declared_default, declared_ops, fence_aliases
 from hapack.stack.model import (
     BMC_DRIVERS, CRYPTO_CIPHERS, CRYPTO_HASHES, DEFAULT_BMC_PORT, DEFAULT_COROSYNC_LOGFILE,
@@ -27,7 +28,7 @@ from hapack.stack.reader import (
     param_name, positive_ms, resource_id, type_name, within, word)
 
 TOP_KEYS = ("cluster", "fencing", "corosync", "heartbeat", "nodes", "links", "vip",
-            "partition", "layers", "hamon")
+            "partition", "layers", "hamon", "alerts")
 
 
 def build(r: Reader, data: dict, file: str) -> Stack | None:
@@ -45,6 +46,7 @@ def build(r: Reader, data: dict, file: str) -> Stack | None:
     layers = _layers(r, _array(r, data, "layers"), partition) if "layers" in data else ()
     vip = _vip(r, data["vip"], links, node_names, layers) if "vip" in data else None
     hamon = hamon_settings(r, data.get("hamon", {}))
+    alerts = read_alerts(r, data["alerts"]) if "alerts" in data else None
     if r.problems:
         return None
     node_objs = tuple(
@@ -53,7 +55,7 @@ def build(r: Reader, data: dict, file: str) -> Stack | None:
         for i, n in enumerate(nodes))
     return Stack(file=file, cluster=cluster, nodes=node_objs, links=links, vip=vip,
                  partition=partition, layers=layers, fencing=fencing, corosync=corosync,
-                 heartbeat=heartbeat, hamon=hamon)
+                 heartbeat=heartbeat, hamon=hamon, alerts=alerts)
 
 
 def hamon_settings(r: Reader, raw: object) -> Mapping[str, Any]:
