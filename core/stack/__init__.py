@@ -34,7 +34,8 @@ from hapack.stack.model import (  # noqa: F401  (the model's public names)
     DEFAULT_MIGRATION_THRESHOLD, DEFAULT_PRIORITY_FENCING_DELAY_MS, DEFAULT_STICKINESS,
     DEFAULT_TOKEN_MS, FENCE_ACTIONS, FENCE_AGENT, FENCE_OPS, FOREIGN_AGENT_OPS, KINDS, OPS_KEYS,
     PARTITION_BACKENDS, PRIMARY_PREFERENCE, PROVIDER, RESERVED_IDS, STATEFUL_PRIORITY, Bmc,
-    Cluster, Corosync, Fencing, Heartbeat, Layer, Link, Node, Ops, Partition, Stack, Vip)
+    Cluster, Corosync, Fencing, Heartbeat, Heuristics, Layer, Link, Node, Ops, Partition, Quorum,
+    Stack, Vip)
 from hapack.stack.reader import Reader, StackError
 from hapack.stack.tables import TOP_KEYS, build
 
