@@ -212,7 +212,7 @@ def as_json(results: dict[str, list[failover.Timeline]], runs: int) -> dict:
                         for k in kinds[1:] if cells[k] and base}
         steps[step] = row
     return {"runs": runs, "token_ms": 1000, "configurations": kinds, "baseline": kinds[0],
-            "steps": steps, "timelines": {k: [l.as_json() for l in v] for k, v in results.items()}}
+            "steps": steps, "requeried": {k: sum(requeried(l) for l in v) for k, v in results.items()}, "timelines": {k: [l.as_json() for l in v] for k, v in results.items()}}
 
 
 def report_qdevice(results: dict[str, list[failover.Timeline]], runs: int, delay: str) -> int:
@@ -231,6 +231,10 @@ def report_qdevice(results: dict[str, list[failover.Timeline]], runs: int, delay
             row += (f"{statistics.median(cells[k]) / statistics.median(cells[kinds[0]]):30.2f}"
                     if ok else f"{'-':>30}")
         print(row)
+    for kind in kinds:
+        hits = sum(requeried(l) for l in results[kind])
+        print(f"{kind}: {hits} of {len(results[kind])} runs: fence requested more than "
+              f"{REQUERY_S}s after the peer was lost")
     return 0
 
 
