@@ -3,7 +3,7 @@
 Read top to bottom, this module is the configuration it writes:
 
     crm_config    stonith-enabled, stonith-action=off, stonith-timeout,
-                  priority-fencing-delay
+                  priority-fencing-delay (none with a quorum device)
     rsc_defaults  resource-stickiness, migration-threshold, failure-timeout
     resources     fence-<node>     stonith:fence_bmc, one per node
                   fence-<node>-<name>  a further device per [[nodes.fence]] (any fence agent)
@@ -73,6 +73,11 @@ than a power-off through the BMC takes."""
 DELAY_OFF = """
 priority-fencing-delay is off: set a fence_delay on the primary in the stack file,
 or both nodes may power each other off in a split brain."""
+
+DELAY_QUORUM = """
+No fencing delay: the quorum device settles a split (corosync-qnetd on {host},
+algorithm {algorithm}). The node that does not get its vote loses quorum, stops its
+resources and fences no one, so a dead node is fenced at once."""
 
 RSC_DEFAULTS = """\
 resource-stickiness={stickiness}: larger than the primary's preference ({preference}), so a
@@ -236,8 +241,12 @@ def build(stack: Stack, source: str, form: str = "cib") -> etree._Element:
 def _crm_config(stack: Stack):
     fencing = stack.fencing
     element = etree.Element("crm_config")
-    delay = (DELAY_ON.format(delay=format_duration(fencing.priority_fencing_delay))
-             if fencing.priority_fencing_delay else DELAY_OFF)
+    if stack.quorum is not None:
+        delay = DELAY_QUORUM.format(host=stack.quorum.host, algorithm=stack.quorum.algorithm)
+    elif fencing.priority_fencing_delay:
+        delay = DELAY_ON.format(delay=format_duration(fencing.priority_fencing_delay))
+    else:
+        delay = DELAY_OFF
     _comment(element, CRM_CONFIG.format(delay=delay))
     options = {"stonith-enabled": "true", "stonith-action": fencing.action,
                "stonith-timeout": format_duration(fencing.timeout)}

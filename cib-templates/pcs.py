@@ -16,7 +16,9 @@ operations, expressions, fencing levels) with its own names.
 
 The script ends with the ``pcs cluster setup`` command that writes corosync.conf
 offline, as a comment: its totem, nodelist and quorum sections are
-``hapack render corosync``'s, its logging section is pcs's own.
+``hapack render corosync``'s, its logging section is pcs's own; with a
+``[quorum]`` table, followed by the ``pcs quorum device add`` that adds the same
+quorum device to the running cluster.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ timestamp on), not the stack file's [corosync] settings."""
 SELECT_TEXT = """\
 pcs has no option for an alert's <select> (which events it reports): cibadmin
 adds it to the same offline CIB file."""
+
+DEVICE_TEXT = """\
+The quorum device ([quorum]): pcs adds it to a running cluster (it sets up the
+certificates with the arbiter, which must run 'pcs qdevice setup model net --enable
+--start', and removes two_node), so after 'pcs cluster setup' and the start, run:"""
 
 LEVEL_TEXT = """\
 --force: the fencing level names a node, and this offline CIB has no nodes yet."""
@@ -388,6 +395,29 @@ def setup_argv(stack: Stack, corosync_conf: str = "corosync.conf") -> list[str]:
     return argv
 
 
+def device_argv(stack: Stack) -> list[str]:
+    """``pcs quorum device add`` for the stack's quorum device (the same device section
+    as ``hapack render corosync``)."""
+    from hapack.cib import corosync
+    q = stack.quorum
+    generic = [("votes", 1 if q.algorithm == "ffsplit" else None), ("timeout", q.timeout),
+               ("sync_timeout", q.sync_timeout)]
+    model = [("host", q.host), ("port", q.port), ("algorithm", q.algorithm),
+             ("tie_breaker", corosync.tie_breaker(stack, q)), ("tls", q.tls)]
+    argv = ["pcs", "quorum", "device", "add"] + _options_words(generic) + ["model", "net"]
+    argv += _options_words(model)
+    h = q.heuristics
+    if h is not None:
+        argv += ["heuristics"] + _options_words(
+            [("mode", h.mode), ("timeout", h.timeout), ("sync_timeout", h.sync_timeout),
+             ("interval", h.interval)] + [(f"exec_{name}", cmd) for name, cmd in h.execs])
+    return argv
+
+
+def _options_words(pairs) -> list[str]:
+    return [f"{key}={value}" for key, value in pairs if value is not None]
+
+
 # -- the script --------------------------------------------------------------------------
 
 def from_cib(cib, stack: Stack, source: str) -> str:
@@ -401,6 +431,9 @@ def from_cib(cib, stack: Stack, source: str) -> str:
     blocks = ["\n".join(head)] + ["\n".join(lines) for lines in commands(cib) if lines]
     setup = [_hash(line) for line in SETUP_TEXT.splitlines()]
     blocks.append("\n".join(setup + ["# " + shlex.join(setup_argv(stack))]))
+    if stack.quorum is not None:
+        device = [_hash(line) for line in DEVICE_TEXT.splitlines()]
+        blocks.append("\n".join(device + ["# " + shlex.join(device_argv(stack))]))
     return "\n\n".join(blocks) + "\n"
 
 

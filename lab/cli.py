@@ -1,6 +1,7 @@
 """``hapack lab``: bring the two-node lab up, look at it, poke it, tear it down.
 
     hapack lab up [--stack pacemaker|none] [--name N] [--boot-delay S] [--token-ms MS] [--pdu]
+                  [--qdevice]
     hapack lab status [--name N] [--json]
     hapack lab exec [--name N] NODE|client -- CMD...
     hapack lab power [--name N] NODE on|off|reset|cycle|status [--wait]
@@ -26,7 +27,7 @@ import sys
 
 from .bmc import BmcError
 from .core import DEFAULT_BOOT_DELAY, STACKS, Lab, LabError, NodeCommandError
-from .naming import NODES, NamingError
+from .naming import NODES, QNETD_PORT, NamingError
 from .stack import DEFAULT_TOKEN_MS
 
 DEFAULT_NAME = "dev"
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--token-ms", type=int, default=DEFAULT_TOKEN_MS, help="corosync totem token")
     up.add_argument("--pdu", action="store_true",
                     help="a PDU outlet per node too (a second ipmi_sim switching its power)")
+    up.add_argument("--qdevice", action="store_true",
+                    help="a quorum device: an arbiter namespace running corosync-qnetd on the BMC "
+                         "network, corosync-qdevice in both nodes (no two_node)")
     status = sub.add_parser("status", help="show labs and their nodes")
     status.add_argument("--name", default=None)
     status.add_argument("--json", action="store_true")
@@ -92,7 +96,7 @@ def pick(name: str | None) -> Lab:
 
 def cmd_up(args) -> int:
     lab = Lab(args.name or DEFAULT_NAME, args.stack, boot_delay=args.boot_delay, token_ms=args.token_ms,
-              persistent=True, pdu=args.pdu)
+              persistent=True, pdu=args.pdu, qdevice=args.qdevice)
     lab.up()
     print(describe(lab))
     return 0
@@ -115,6 +119,9 @@ def describe(lab: Lab) -> str:
             lines.append(f"         PDU {pdu.address}:{pdu.port} user {pdu.username} "
                          f"password-file {pdu.password_file} (fence_ipmilan, lanplus, cipher 3)")
     vips = lab.vip_candidates()
+    if lab.arbiter_addr:
+        lines.append(f"  arbiter: corosync-qnetd on {lab.arbiter_addr}:{QNETD_PORT} (BMC network); "
+                     "corosync-qdevice in both nodes, ffsplit, heuristic: ping the client")
     lines += [f"  client: {lab.client_addr} on the service LAN",
               f"  VIP candidates: {vips[0]} .. {vips[-1]}",
               f"  shared disk: {disk.device} ({disk.fstype}, label {disk.label}, {disk.size_mb} MiB)",
@@ -133,7 +140,8 @@ def cmd_status(args) -> int:
         owner = lab.state.get("owner")
         report[name] = {"stack": lab.stack, "phase": lab.state.get("phase"), "dir": str(lab.dir),
                         "owner_pid": owner[0] if owner else None,
-                        "stale": bool(owner) and not lab.owner_alive(), "nodes": lab.status()}
+                        "stale": bool(owner) and not lab.owner_alive(), "nodes": lab.status(),
+                        "arbiter": arbiter_status(lab)}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -142,6 +150,11 @@ def cmd_status(args) -> int:
     for name, info in report.items():
         extra = " STALE (its owner died; 'hapack lab down' removes it)" if info["stale"] else ""
         print(f"lab {name}: {info['stack']}, {info['phase']}, {info['dir']}{extra}")
+        if info["arbiter"]:
+            arb = info["arbiter"]
+            print(f"  arbiter: corosync-qnetd {arb['address']} "
+                  f"{'running, pid ' + str(arb['pid']) if arb['pid'] else 'DOWN'}"
+                  f"{', clients: ' + ', '.join(arb['clients']) if arb['clients'] else ''}")
         for node, st in info["nodes"].items():
             flags = [f for f, on in (("frozen", st["frozen"]), ("crashed", st["power"] == "on" and not st["running"]),
                                      ("bmc-unreachable", not st["bmc_reachable"])) if on]
@@ -149,6 +162,19 @@ def cmd_status(args) -> int:
             print(f"  {node}: power {st['power']}, stage {st['stage']}, boots {st['boots']}, "
                   f"lan {st['addresses']['lan']}{cut}{' ' + ' '.join(flags) if flags else ''}")
     return 0
+
+
+def arbiter_status(lab: Lab) -> dict | None:
+    """The arbiter's address, qnetd pid and the nodes connected to it (None: no qdevice)."""
+    if not lab.arbiter_addr:
+        return None
+    try:
+        qnetd = lab.qnetd()
+        votes = lab.arbiter_votes() if qnetd else {}
+    except LabError:
+        qnetd, votes = None, {}
+    return {"address": lab.arbiter_addr, "pid": qnetd[0] if qnetd else None,
+            "clients": [f"node {nodeid} ({vote})" for nodeid, vote in sorted(votes.items())]}
 
 
 def cmd_exec(args) -> int:

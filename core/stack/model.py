@@ -42,6 +42,22 @@ DEFAULT_TOKEN_MS = 3000
 DEFAULT_CRYPTO_CIPHER = "aes256"
 DEFAULT_CRYPTO_HASH = "sha256"
 DEFAULT_COROSYNC_LOGFILE = "/var/log/corosync/corosync.log"
+#: [quorum]: corosync-qdevice's model net, its defaults (corosync-qdevice(8))
+QNETD_PORT = 5403
+QDEVICE_ALGORITHMS = ("ffsplit", "lms")
+DEFAULT_QDEVICE_ALGORITHM = "ffsplit"
+QDEVICE_TIE_BREAKERS = ("lowest", "highest")   # or a node's name
+DEFAULT_QDEVICE_TIE_BREAKER = "lowest"         # node 1: the primary
+QDEVICE_TLS = ("on", "off", "required")
+DEFAULT_QDEVICE_TLS = "on"
+HEURISTICS_MODES = ("sync", "on")
+DEFAULT_HEURISTICS_MODE = "sync"
+#: A heuristics ping: one echo, one second to answer (the command qdevice runs as is:
+#: an absolute path, no shell, since heuristics_use_execvp is off by default).
+HEURISTICS_PING = "/bin/ping -q -n -c 1 -W 1 {address}"
+#: priority-fencing-delay when [quorum] is set: the quorum device settles a split
+#: (crmsh sets it to 0 as soon as a qdevice is configured).
+QUORUM_PRIORITY_FENCING_DELAY_MS = 0
 #: [heartbeat]
 DEFAULT_HB_KEEPALIVE_MS = 1000
 DEFAULT_HB_DEADTIME_MS = 10_000
@@ -352,6 +368,33 @@ class Corosync:
 
 
 @dataclass(frozen=True)
+class Heuristics:
+    """corosync-qdevice heuristics: commands each node runs; a node whose commands
+    fail scores lower at the arbiter, so in a split the other node gets the vote."""
+
+    mode: str                          # sync | on
+    execs: tuple[tuple[str, str], ...]  # (exec_ name, command), in declared order
+    timeout: int | None = None         # ms; None: corosync's default
+    sync_timeout: int | None = None
+    interval: int | None = None
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """A quorum device: corosync-qdevice on both nodes, voting as corosync-qnetd on a
+    third host (the arbiter) decides. It replaces two_node and the fence delays."""
+
+    host: str
+    port: int
+    algorithm: str             # ffsplit | lms
+    tie_breaker: str           # lowest | highest | a node's name
+    tls: str                   # on | off | required
+    timeout: int | None        # ms; None: corosync's default (10 s)
+    sync_timeout: int | None   # ms; None: corosync's default (30 s)
+    heuristics: Heuristics | None
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     keepalive: int             # ms
     deadtime: int
@@ -424,6 +467,7 @@ class Stack:
     heartbeat: Heartbeat
     hamon: Mapping[str, Any]   # the [hamon] table, read by hamon, not checked here
     alerts: Alerts | None = None  # the [alerts] table; None: no alerts
+    quorum: Quorum | None = None  # None: two_node, fence races settled by fencing delays
 
     @property
     def primary(self) -> Node:

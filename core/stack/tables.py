@@ -20,14 +20,17 @@ from hapack.stack.model import (
     DEFAULT_FENCING_TIMEOUT_MS, DEFAULT_HB_DEADTIME_MS, DEFAULT_HB_INITDEAD_MS,
     DEFAULT_HB_KEEPALIVE_MS, DEFAULT_HB_LOGFILE, DEFAULT_HB_UDPPORT, DEFAULT_HB_WARNTIME_MS,
     DEFAULT_MIGRATION_THRESHOLD, DEFAULT_PRIORITY_FENCING_DELAY_MS, DEFAULT_STICKINESS,
-    DEFAULT_TOKEN_MS, FENCE_ACTIONS, KINDS, MAX_FENCE_LEVEL, OPS_KEYS, PARTITION_BACKENDS,
-    PRIMARY_PREFERENCE, RESERVED_IDS, Bmc, Cluster, Corosync, FenceDevice, Fencing, Heartbeat,
-    Layer, Link, Node, Partition, Stack, Vip, _frozen_map, fence_device_id)
+    DEFAULT_HEURISTICS_MODE, DEFAULT_QDEVICE_ALGORITHM, DEFAULT_QDEVICE_TIE_BREAKER,
+    DEFAULT_QDEVICE_TLS, DEFAULT_TOKEN_MS, FENCE_ACTIONS, HEURISTICS_MODES, HEURISTICS_PING, KINDS,
+    MAX_FENCE_LEVEL, OPS_KEYS, PARTITION_BACKENDS, PRIMARY_PREFERENCE, QDEVICE_ALGORITHMS,
+    QDEVICE_TIE_BREAKERS, QDEVICE_TLS, QNETD_PORT, QUORUM_PRIORITY_FENCING_DELAY_MS, RESERVED_IDS,
+    Bmc, Cluster, Corosync, FenceDevice, Fencing, Heartbeat, Heuristics, Layer, Link, Node,
+    Partition, Quorum, Stack, Vip, _frozen_map, fence_device_id)
 from hapack.stack.reader import (
     Reader, abs_path, abs_path_or_empty, choice, interface, ip, ip_interface, join, node_name,
     param_name, positive_ms, resource_id, type_name, within, word)
 
-TOP_KEYS = ("cluster", "fencing", "corosync", "heartbeat", "nodes", "links", "vip",
+TOP_KEYS = ("cluster", "fencing", "corosync", "quorum", "heartbeat", "nodes", "links", "vip",
             "partition", "layers", "hamon", "alerts")
 
 
@@ -35,12 +38,14 @@ def build(r: Reader, data: dict, file: str) -> Stack | None:
     """The Stack of a parsed stack file, or None when ``r`` recorded a problem."""
     r.table(data, "", TOP_KEYS, required=("cluster", "nodes", "links", "vip", "partition", "layers"))
     cluster = _cluster(r, data.get("cluster", {}))
-    fencing = _fencing(r, data.get("fencing", {}))
+    with_quorum = "quorum" in data
+    fencing = _fencing(r, data.get("fencing", {}), with_quorum)
     corosync = _corosync(r, data.get("corosync", {}))
     heartbeat = _heartbeat(r, data.get("heartbeat", {}))
     links_raw = _array(r, data, "links")
-    nodes = _nodes(r, _array(r, data, "nodes")) if "nodes" in data else []
+    nodes = _nodes(r, _array(r, data, "nodes"), with_quorum) if "nodes" in data else []
     node_names = [n["name"] for n in nodes if n.get("name")]
+    quorum = _quorum(r, data["quorum"], node_names) if with_quorum else None
     links = _links(r, links_raw, node_names) if "links" in data else ()
     partition = _partition(r, data["partition"], node_names) if "partition" in data else None
     layers = _layers(r, _array(r, data, "layers"), partition) if "layers" in data else ()
@@ -55,7 +60,7 @@ def build(r: Reader, data: dict, file: str) -> Stack | None:
         for i, n in enumerate(nodes))
     return Stack(file=file, cluster=cluster, nodes=node_objs, links=links, vip=vip,
                  partition=partition, layers=layers, fencing=fencing, corosync=corosync,
-                 heartbeat=heartbeat, hamon=hamon, alerts=alerts)
+                 heartbeat=heartbeat, hamon=hamon, alerts=alerts, quorum=quorum)
 
 
 def hamon_settings(r: Reader, raw: object) -> Mapping[str, Any]:
@@ -98,13 +103,24 @@ def _cluster_name(text: str) -> str:
     return text
 
 
-def _fencing(r: Reader, raw) -> Fencing:
+#: Why a fence delay is refused next to [quorum] (the problem's message, after the key).
+DELAY_WITH_QUORUM = (
+    "is not used with [quorum]: the quorum device settles a split (the node that does not "
+    "get its vote loses quorum and fences no one), so a delay would only slow down the "
+    "fencing of a really dead node, on every failover. Remove it, or set \"0s\"")
+
+
+def _fencing(r: Reader, raw, with_quorum: bool = False) -> Fencing:
     key = "fencing"
     t = r.table(raw, key, ("action", "priority_fencing_delay", "timeout")) or {}
+    delay = r.value(t, key, "priority_fencing_delay", "duration",
+                    QUORUM_PRIORITY_FENCING_DELAY_MS if with_quorum
+                    else DEFAULT_PRIORITY_FENCING_DELAY_MS)
+    if with_quorum and delay:
+        r.problem(join(key, "priority_fencing_delay"), DELAY_WITH_QUORUM)
     return Fencing(
         action=r.value(t, key, "action", str, DEFAULT_FENCE_ACTION, check=choice(*FENCE_ACTIONS)),
-        priority_fencing_delay=r.value(t, key, "priority_fencing_delay", "duration",
-                                       DEFAULT_PRIORITY_FENCING_DELAY_MS),
+        priority_fencing_delay=delay,
         timeout=r.value(t, key, "timeout", "duration", DEFAULT_FENCING_TIMEOUT_MS,
                         check=positive_ms))
 
@@ -121,6 +137,70 @@ def _corosync(r: Reader, raw) -> Corosync:
                             check=choice(*CRYPTO_HASHES)),
         syslog=r.value(t, key, "syslog", bool, True),
         logfile=logfile or None)
+
+
+def _quorum(r: Reader, raw, node_names: list[str]) -> Quorum | None:
+    key = "quorum"
+    t = r.table(raw, key, ("host", "port", "algorithm", "tie_breaker", "tls", "timeout",
+                           "sync_timeout", "heuristics"), required=("host",))
+    if t is None:
+        return None
+    timeout = r.value(t, key, "timeout", "duration", None, check=within(1000, 120_000))
+    sync_timeout = r.value(t, key, "sync_timeout", "duration", None, check=within(1000, 120_000))
+    if timeout and sync_timeout and sync_timeout < timeout:
+        r.problem(join(key, "sync_timeout"), "must be at least timeout")
+    return Quorum(
+        host=r.value(t, key, "host", str, check=_bmc_address),
+        port=r.value(t, key, "port", int, QNETD_PORT, check=within(1, 65535)),
+        algorithm=r.value(t, key, "algorithm", str, DEFAULT_QDEVICE_ALGORITHM,
+                          check=choice(*QDEVICE_ALGORITHMS)),
+        tie_breaker=r.value(t, key, "tie_breaker", str, DEFAULT_QDEVICE_TIE_BREAKER,
+                            check=choice(*QDEVICE_TIE_BREAKERS, *node_names)),
+        tls=r.value(t, key, "tls", str, DEFAULT_QDEVICE_TLS, check=choice(*QDEVICE_TLS)),
+        timeout=timeout, sync_timeout=sync_timeout,
+        heuristics=_heuristics(r, t["heuristics"], join(key, "heuristics"))
+        if "heuristics" in t else None)
+
+
+def _heuristics(r: Reader, raw, key: str) -> Heuristics | None:
+    t = r.table(raw, key, ("mode", "ping", "exec", "timeout", "sync_timeout", "interval"))
+    if t is None:
+        return None
+    execs: dict[str, str] = {}
+    pings = t.get("ping", [])
+    if not isinstance(pings, list):
+        r.problem(join(key, "ping"), f"expected an array of addresses, got {type_name(pings)}")
+        pings = []
+    for i, _ in enumerate(pings):
+        address = r.value(dict(enumerate(pings)), join(key, "ping"), i, str, check=_bmc_address)
+        if address is not None:
+            execs[f"ping{i + 1}"] = HEURISTICS_PING.format(address=address)
+    commands = t.get("exec", {})
+    if r.table(commands, join(key, "exec"), tuple(commands) if isinstance(commands, dict) else ()):
+        for name in commands:
+            command = r.value(commands, join(key, "exec"), name, str, check=_heuristics_command)
+            if not re.fullmatch(r"[A-Za-z0-9_]{1,32}", name):
+                r.problem(join(join(key, "exec"), name), "is not a valid name (letters, digits "
+                          "and '_'; 32 at most)")
+            elif name in execs:
+                r.problem(join(join(key, "exec"), name), f"{name!r} is taken by a ping; rename it")
+            elif command is not None:
+                execs[name] = command
+    if not execs:
+        r.problem(key, "no heuristics: give ping addresses or exec commands, or remove the table")
+    return Heuristics(
+        mode=r.value(t, key, "mode", str, DEFAULT_HEURISTICS_MODE, check=choice(*HEURISTICS_MODES)),
+        execs=tuple(execs.items()),
+        timeout=r.value(t, key, "timeout", "duration", None, check=within(1000, 120_000)),
+        sync_timeout=r.value(t, key, "sync_timeout", "duration", None, check=within(1000, 120_000)),
+        interval=r.value(t, key, "interval", "duration", None, check=within(1000, 3_600_000)))
+
+
+def _heuristics_command(text: str) -> str:
+    if not text.startswith("/"):
+        raise ValueError(f"{text!r} does not start with an absolute path: corosync-qdevice runs "
+                         "the command without a shell or PATH search")
+    return text
 
 
 def _heartbeat(r: Reader, raw) -> Heartbeat:
@@ -144,7 +224,7 @@ def _heartbeat(r: Reader, raw) -> Heartbeat:
     return hb
 
 
-def _nodes(r: Reader, raw: list) -> list[dict]:
+def _nodes(r: Reader, raw: list, with_quorum: bool = False) -> list[dict]:
     if len(raw) != 2:
         r.problem("nodes", f"a stack has exactly two nodes ([[nodes]] twice), found {len(raw)}")
     out, seen = [], set()
@@ -166,6 +246,8 @@ def _nodes(r: Reader, raw: list) -> list[dict]:
             bmc = _bmc(r, t["bmc"], join(key, "bmc"))
         delay = r.value(t, key, "fence_delay", "duration", 0)
         fences = _fences(r, t.get("fence", []), join(key, "fence"))
+        if with_quorum and delay:
+            r.problem(join(key, "fence_delay"), DELAY_WITH_QUORUM)
         out.append({"name": name, "bmc": bmc, "fence_delay": delay or 0, "fences": fences})
     _unique_fence_ids(r, out)
     return out
