@@ -253,8 +253,13 @@ class Context:
 
     def promotion_score(self):
         """This node's promotion score as the CIB has it: its text, "" when the CIB has
-        none, None when it cannot be read."""
-        env = dict(self.environ, OCF_RESOURCE_INSTANCE=self.instance)
+        none, None when it cannot be read.
+
+        Read under the resource's name without the clone instance (``partition``, not
+        ``partition:0``): Pacemaker's attribute manager stores the score a clone instance
+        sets as ``master-partition``, but ``crm_attribute -G`` reads the CIB itself and
+        would look for ``master-partition:0`` (Pacemaker 2.1.5, seen in the lab)."""
+        env = dict(self.environ, OCF_RESOURCE_INSTANCE=self.instance.split(":")[0])
         argv = ["crm_attribute", "--promotion", "-l", "reboot", "-G", "-q"]
         try:
             result = self.run(argv, timeout=min(5.0, self.deadline.left()), env=env)
