@@ -22,7 +22,8 @@ The simulated world:
 * **faults**: ``kill -9`` of a daemon (restarted later by systemd: it forgets everything
   and finds its resources unknown; a step it had running may or may not have taken
   effect), a node losing power, its power coming back (it boots with nothing running),
-  an agent action failing, a ``fence_bmc`` call failing or timing out (with the power
+  an agent action failing, a running layer dying (its monitor finds it failed), a
+  ``fence_bmc`` call failing or timing out (with the power
   cut or not), a status read failing, maintenance on and off. A freeze is a node that
   takes no step while its peer and the timers go on: every interleaving includes it.
 * **agents**: honest (a failed start leaves nothing running, a failed stop leaves it
@@ -41,6 +42,11 @@ Checked after every event (:func:`violations`):
 * no fence of a peer whose fresh heartbeat (within the dead time) says it is healthy
   (not ``stop_failed``);
 * no edge outside the state table (``IllegalTransition``).
+
+Liveness (:func:`stack_liveness`, at the end of every random walk): once the faults stop,
+a fair run (every step succeeds, every heartbeat arrives, fenced nodes powered back on,
+daemons restarted, maintenance ended, timers fire when nothing else happens) ends with
+one node holding the whole stack and the other secondary, unless both gave a layer up.
 
 :func:`explore` is a breadth-first search over the abstract, hashable state, with
 duplicates removed, to a bounded depth; :func:`random_search` walks further with a
