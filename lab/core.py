@@ -264,6 +264,14 @@ class Lab:
             "bmc_unreachable": [],
         }
 
+    def add_boot_binds(self, binds: list[tuple[str, str]]) -> None:
+        """Bind each ``(host path, path in the node)`` at every later boot of both nodes,
+        with the node's own binds, before the cluster stack starts (running nodes are not
+        changed: bind there yourself)."""
+        for node in self.nodes:
+            self.state["nodes"][node]["binds"] += [[src, dst] for src, dst in binds]
+        self._save()
+
     def _save(self) -> None:
         write_json(self.dir / STATE_FILE, self.state)
 

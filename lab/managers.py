@@ -7,7 +7,8 @@ BMCs) from the same stack file:
 * :class:`PacemakerManager`: the stack file rendered to a CIB and loaded
   into Corosync + Pacemaker (exactly as ``hapack demo`` and the failover
   tests), with ``priority-fencing-delay`` on (production's setting: the
-  holder wins a split).
+  holder wins a split); the agents are this checkout's, bound into the nodes
+  at every boot (:func:`checkout_agents`).
 * :class:`HamonManager`: the same stack file plus a ``[hamon]`` table, hamon
   started by every boot of every node (a lab boot service, as
   ``hamon.service`` would be), the agents staged by the hamon lab harness.
@@ -29,6 +30,7 @@ from pathlib import Path
 from . import failover, provision
 from .core import Lab, LabError, NodeCommandError, NodeDown, NodeFrozen
 from .hamonrig import HAMON, KEY_FILE, NODE_STATE, Rig
+from .heartbeat import AGENT_PATHS, Agents
 from .nodeinit import PACEMAKER_ENV
 from .state import LAB_ROOT
 
@@ -125,6 +127,7 @@ class PacemakerManager:
         self.lab = Lab(free_name(), stack="pacemaker", token_ms=TOKEN_MS, disk_mb=DISK_MB,
                        boot_delay=BOOT_DELAY)
         self.lab.up()
+        checkout_agents(self.lab)
         self.demo = provision.provision(self.lab, priority_fencing_delay=FENCE_DELAY)
         failover.wait_active(self.lab, timeout=180)
         failover.warm_chains(self.lab, provision.HEALTH_PATH, provision.APACHE_PORT)
@@ -190,6 +193,16 @@ class PacemakerManager:
 
     def repair(self) -> None:
         failover.recover(self.lab, provision.HEALTH_PATH, provision.APACHE_PORT)
+
+
+def checkout_agents(lab: Lab) -> Agents:
+    """This checkout's agents in both nodes, now and after every boot (before Pacemaker
+    starts): the campaign runs the code it belongs to, not the host's global install
+    (whose wrappers may point at another venv). No resource is configured yet."""
+    agents = Agents(lab)
+    agents.bind()
+    lab.add_boot_binds([(str(agents.staged(path)), path) for path in AGENT_PATHS])
+    return agents
 
 
 class CampaignRig(Rig):

@@ -277,7 +277,7 @@ def monitor(ctx):
     if problem:
         raise GenericError(problem)
     _deep_checks(ctx, backend, look, "Unpromoted", GenericError)
-    write_score(ctx, backend.score(ctx, look), force=ctx.is_probe)
+    write_score(ctx, backend.score(ctx, look), force=ctx.is_probe, verify=True)
     _report_split_brain(ctx, backend, OCF.DEGRADED)
     return OCF.SUCCESS
 
@@ -296,7 +296,7 @@ def _monitor_promoted(ctx, backend, look, mine):
     if problems:
         raise FailedPromoted(f"{_directory(ctx)}: {'; '.join(problems)}")
     _deep_checks(ctx, backend, look, "Promoted", FailedPromoted)
-    write_score(ctx, backend.score(ctx, look), force=ctx.is_probe)
+    write_score(ctx, backend.score(ctx, look), force=ctx.is_probe, verify=True)
     _report_split_brain(ctx, backend, OCF.DEGRADED_PROMOTED)
     return OCF.RUNNING_PROMOTED
 

@@ -65,6 +65,9 @@ class _Codes(type):
         return iter(cls._by_value.values())
 
 
+CRM_EX_NOSUCH = 105   # crm_attribute's exit code for "no such attribute"
+
+
 class OCF(metaclass=_Codes):
     """The OCF exit codes, an enumeration of named ints.
 
@@ -247,6 +250,24 @@ class Context:
     def clear_promotion_score(self):
         self._promotion(["crm_attribute", "--promotion", "-l", "reboot", "-D"],
                         "clear promotion score")
+
+    def promotion_score(self):
+        """This node's promotion score as the CIB has it: its text, "" when the CIB has
+        none, None when it cannot be read.
+
+        Read under the resource's name without the clone instance (``partition``, not
+        ``partition:0``): Pacemaker's attribute manager stores the score a clone instance
+        sets as ``master-partition``, but ``crm_attribute -G`` reads the CIB itself and
+        would look for ``master-partition:0`` (Pacemaker 2.1.5, seen in the lab)."""
+        env = dict(self.environ, OCF_RESOURCE_INSTANCE=self.instance.split(":")[0])
+        argv = ["crm_attribute", "--promotion", "-l", "reboot", "-G", "-q"]
+        try:
+            result = self.run(argv, timeout=min(5.0, self.deadline.left()), env=env)
+        except CommandError:
+            return None
+        if result.ok:
+            return result.stdout.strip()
+        return "" if result.returncode == CRM_EX_NOSUCH else None
 
     def _promotion(self, argv, what):
         env = dict(self.environ, OCF_RESOURCE_INSTANCE=self.instance)
