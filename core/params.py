@@ -73,17 +73,20 @@ class Param:
     DTD has no select). ``check`` is an optional callable that takes the
     parsed value and returns the value to use, raising ValueError with a
     readable message. ``secret`` values are never printed or logged.
-    ``aliases`` are extra names accepted by the fence agent protocol.
+    ``aliases`` are other names accepted for the parameter, deprecated: the
+    stock resource agent's name for an OCF agent (``OCF_RESKEY_<alias>``,
+    warned about), fence-agents' older names for the fence agent. ``short``
+    is the fence agent's one-letter command-line option (``-a`` for ``ip``).
     ``minimum``/``maximum`` bound integer and float values.
     """
 
     __slots__ = ("name", "shortdesc", "longdesc", "kind", "default", "required",
                  "unique", "choices", "check", "secret", "aliases", "minimum",
-                 "maximum", "advanced")
+                 "maximum", "advanced", "short")
 
     def __init__(self, name, shortdesc, longdesc="", *, kind="string", default=None,
                  required=False, unique=False, choices=(), check=None, secret=False,
-                 aliases=(), minimum=None, maximum=None, advanced=False):
+                 aliases=(), minimum=None, maximum=None, advanced=False, short=None):
         if kind not in KINDS:
             raise TypeError(f"{name}: unknown kind {kind!r}")
         if required and default is not None:
@@ -92,6 +95,8 @@ class Param:
             raise TypeError(f"{name}: a choice parameter needs choices")
         if choices and default is not None and default not in choices:
             raise TypeError(f"{name}: default {default!r} is not one of its choices")
+        if short is not None and (len(short) != 1 or not short.isalnum()):
+            raise TypeError(f"{name}: short option {short!r} is not one letter or digit")
         set_ = object.__setattr__
         set_(self, "name", name)
         set_(self, "shortdesc", shortdesc)
@@ -107,6 +112,7 @@ class Param:
         set_(self, "minimum", minimum)
         set_(self, "maximum", maximum)
         set_(self, "advanced", advanced)
+        set_(self, "short", short)
 
     def __setattr__(self, name, value):
         raise AttributeError("Param is frozen")
