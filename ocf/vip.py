@@ -89,6 +89,13 @@ PARAMS = (
     Param("arp_interval", "Interval between announcements (ms)",
           "Milliseconds between two announcements.", kind="integer", default=200,
           minimum=10, maximum=10000),
+    Param("arp_mode", "Gratuitous ARP as requests or replies",
+          "IPv4 announcements as gratuitous ARP requests (request) or ARP replies (reply), "
+          "for switches that learn only from replies (IPaddr2 does this with "
+          "send_arp_opts=-A and arping). Both are broadcast with the address as sender and "
+          "target; a reply names this interface's MAC as target too. IPv6 always sends "
+          "unsolicited neighbour advertisements.",
+          kind="choice", choices=("request", "reply"), default="request"),
     Param("arp_second_burst_delay", "Second burst delay (ms)",
           "When not 0, send a second burst of arp_count announcements this many "
           "milliseconds after the first, for switches that were slow to learn.",
@@ -230,9 +237,7 @@ def monitor(ctx):
         ctx.log.warning(f"{link.name} is down or has no carrier: {ctx.params.ip} is not reachable")
         return OCF.NOT_RUNNING
     if ctx.params.arp_count_refresh and not ctx.is_probe:
-        from hapack.announce import announce
-        announce(link.name, entry.family, link.mac, ctx.params.ip,
-                 count=ctx.params.arp_count_refresh, interval=ctx.params.arp_interval / 1000)
+        _announce(ctx, link, entry.family, count=ctx.params.arp_count_refresh)
     return OCF.SUCCESS
 
 
@@ -300,7 +305,7 @@ def start(ctx):
     if p.check_link and not link.up:
         raise GenericError(f"{link.name} is down or has no carrier; not starting {p.ip} on it")
     family = _family(p.ip)
-    from hapack.announce import announce, probe
+    from hapack.announce import probe
     if p.dad_probe:
         holder = probe(link.name, family, link.mac, p.ip, p.dad_timeout / 1000)
         if holder:
@@ -308,7 +313,7 @@ def start(ctx):
                                "to start (dad_probe=false skips this check)")
     _add(ctx, link, prefixlen)
     if p.arp_count:
-        announce(link.name, family, link.mac, p.ip)
+        _announce(ctx, link, family)
         if p.arp_count > 1 or p.arp_second_burst_delay:
             _spawn_announcer(ctx, link, family)
     ctx.log.info(f"{p.ip}/{prefixlen} is up on {link.name}")
@@ -376,9 +381,16 @@ def _spawn_announcer(ctx, link, family):
         os._exit(0)
 
 
+def _announce(ctx, link, family, count=1, still_ours=None):
+    """Send count announcements of the VIP as configured (arp_interval, arp_mode)."""
+    from hapack.announce import announce
+    p = ctx.params
+    announce(link.name, family, link.mac, p.ip, count=count, interval=p.arp_interval / 1000,
+             still_ours=still_ours, mode=p.arp_mode)
+
+
 def _announce_rest(ctx, link, family):
     import time
-    from hapack.announce import announce
     from hapack.netlink import Netlink
     p = ctx.params
 
@@ -391,13 +403,11 @@ def _announce_rest(ctx, link, family):
 
     time.sleep(p.arp_interval / 1000)
     if p.arp_count > 1 and still_ours():
-        announce(link.name, family, link.mac, p.ip, count=p.arp_count - 1,
-                 interval=p.arp_interval / 1000, still_ours=still_ours)
+        _announce(ctx, link, family, count=p.arp_count - 1, still_ours=still_ours)
     if p.arp_second_burst_delay:
         time.sleep(p.arp_second_burst_delay / 1000)
         if still_ours():
-            announce(link.name, family, link.mac, p.ip, count=p.arp_count,
-                     interval=p.arp_interval / 1000, still_ours=still_ours)
+            _announce(ctx, link, family, count=p.arp_count, still_ours=still_ours)
     _remove(_state_path(ctx, "announcer"))
 
 
