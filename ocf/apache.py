@@ -16,10 +16,16 @@ import os
 from hapack.ocf import Agent, ArgsError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
 from hapack.ocf import _listen
+from hapack.params import with_aliases
 
 NAME = "apache"
 
-PARAMS = (
+# resource-agents' apache names (deprecated aliases): README "Migrating from the stock agents"
+STOCK_NAMES = {"config": ("configfile",), "binary": ("httpd",), "status_url": ("statusurl",),
+               "status_regex": ("testregex",), "test_url": ("testurl",),
+               "test_regex": ("testregex10",)}
+
+PARAMS = with_aliases((
     *d.server_params(
         binary="/usr/sbin/apache2", directive="Listen",
         status_url=("URL of mod_status's machine-readable page, fetched at check level 10. "
@@ -34,7 +40,7 @@ PARAMS = (
     Param("user", "Worker user",
           "User the child processes run as (passed as 'User' with -c, overriding the "
           "configuration). Unset: the configuration's User directive."),
-)
+), STOCK_NAMES)
 
 STATUS_KEYS = ("BusyWorkers", "IdleWorkers", "Scoreboard")
 

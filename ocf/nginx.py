@@ -15,11 +15,17 @@ import os
 from hapack.ocf import Agent, ArgsError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
 from hapack.ocf import _listen
+from hapack.params import with_aliases
 
 NAME = "nginx"
 COMPILED_PREFIX = "/usr/share/nginx"
 
-PARAMS = (
+# resource-agents' nginx names (deprecated aliases): README "Migrating from the stock agents"
+STOCK_NAMES = {"config": ("configfile",), "binary": ("httpd",), "status_url": ("status10url",),
+               "status_regex": ("status10regex",), "test_url": ("test20url",),
+               "test_regex": ("test20regex",)}
+
+PARAMS = with_aliases((
     *d.server_params(
         binary="/usr/sbin/nginx", directive="listen",
         status_url=("URL of the stub_status page, fetched at check level 10. Unset: "
@@ -44,7 +50,7 @@ PARAMS = (
           "User the worker processes run as (passed with -g when the configuration has no "
           "main-level 'user' directive; it must agree with one that is there). Unset: the "
           "configuration's, else nginx's compiled-in default."),
-)
+), STOCK_NAMES)
 
 
 # -- the configuration ------------------------------------------------------------

@@ -56,6 +56,33 @@ def interface_name(text):
     return text
 
 
+def broadcast(text):
+    if text in ("+", "-"):
+        return text
+    try:
+        return socket.inet_ntoa(socket.inet_aton(text)) if text.count(".") == 3 else _bad(text)
+    except OSError:
+        return _bad(text)
+
+
+def _bad(text):
+    raise ValueError(f"{text!r} is not an IPv4 address, '+' or '-'")
+
+
+def stock_forms(raw: dict) -> "tuple[dict, list[str]]":
+    """IPaddr2's nic=<nic>:<label> as nic and label (the runner's translate hook)."""
+    nic = raw.get("nic") or ""
+    if ":" not in nic:
+        return raw, []
+    name, label = nic.split(":", 1)
+    if raw.get("label") and raw["label"] != label:
+        raise ValueError(f"nic={nic} names label {label!r} but label is {raw['label']!r}: "
+                         "keep one")
+    note = (f"nic={nic} is IPaddr2's form: read as nic={name} label={label}; accepted, but "
+            "deprecated: set them apart")
+    return {**raw, "nic": name, "label": label}, [note]
+
+
 def lifetime(text):
     if text.strip().lower() in ("forever", "infinity"):
         return None
@@ -77,7 +104,12 @@ PARAMS = (
           "interface matches.", check=interface_name),
     Param("label", "IPv4 address label",
           "Label for an IPv4 address; the address is labelled '<nic>:<label>' (15 "
-          "characters at most in all)."),
+          "characters at most in all). IPaddr2's nic=<nic>:<label> is read as nic and "
+          "label.", aliases=("iflabel",)),
+    Param("broadcast", "IPv4 broadcast address",
+          "Broadcast address of an IPv4 address, as IPaddr2 takes it: an address, '+' "
+          "(host bits set: the default) or '-' (host bits reset). None for /31 and /32 "
+          "unless given.", check=broadcast),
     Param("preferred_lft", "IPv6 preferred lifetime",
           "Preferred lifetime of an IPv6 address in seconds, or 'forever'. 0 marks the "
           "address deprecated so the node does not use it as a source address.",
@@ -334,7 +366,7 @@ def _add(ctx, link, prefixlen):
     try:
         with Netlink() as nl:
             nl.add_address(link.index, p.ip, prefixlen, label=_full_label(ctx, link.name),
-                           broadcast=_broadcast(p.ip, prefixlen),
+                           broadcast=_broadcast(p.ip, prefixlen, p.broadcast),
                            nodad=_family(p.ip) == socket.AF_INET6, preferred_lft=p.preferred_lft)
             added = [e for e in nl.find_address(p.ip, _family(p.ip))
                      if e.index == link.index and e.prefixlen == prefixlen]
@@ -355,11 +387,18 @@ def _add(ctx, link, prefixlen):
         raise GenericError(f"cannot record {p.ip} as this resource's: {exc}") from None
 
 
-def _broadcast(ip, prefixlen):
-    """The IPv4 broadcast address of ip/prefixlen (none for /31, /32, IPv6)."""
-    if ":" in ip or prefixlen >= 31:
+def _broadcast(ip, prefixlen, wanted=None):
+    """The IPv4 broadcast address of ip/prefixlen: ``wanted`` when it is an address,
+    host bits reset for '-', else set (none for /31, /32 then, nor for IPv6)."""
+    if ":" in ip:
         return None
-    host = int.from_bytes(socket.inet_aton(ip), "big") | (0xFFFFFFFF >> prefixlen)
+    if wanted not in (None, "+", "-"):
+        return wanted
+    if prefixlen >= 31:
+        return None
+    mask = 0xFFFFFFFF >> prefixlen
+    base = int.from_bytes(socket.inet_aton(ip), "big")
+    host = base & ~mask if wanted == "-" else base | mask
     return socket.inet_ntoa(host.to_bytes(4, "big"))
 
 
@@ -473,6 +512,7 @@ AGENT = Agent(
         Action("monitor", monitor, 20, interval=10, depth=0),
     ),
     validate=validate,
+    translate=stock_forms,
 )
 
 
