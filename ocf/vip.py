@@ -285,6 +285,8 @@ def validate(ctx):
         raise ConfigError(f"label {_full_label(ctx, p.nic)!r} is longer than 15 characters")
     if p.preferred_lft is not None and not v6:
         raise ConfigError("preferred_lft applies to IPv6 addresses only")
+    if v6 and not p.nic and int(p.ip.split(":")[0] or "0", 16) & 0xFFC0 == 0xFE80:
+        raise ConfigError(f"{p.ip} is link-local: set nic (no route can choose the link)")
     if ctx.action == "validate-all" and ctx.check_level >= 10:
         _target(ctx)
 
@@ -305,21 +307,23 @@ def _target(ctx):
 
 
 def _from_routes(p, nl, link):
-    """findif's job: the connected route containing the address decides."""
+    """findif's job: the connected route containing the address decides. None, or
+    several: ERR_GENERIC, as IPaddr2's findif says it (routes change; the resource may
+    be tried again, here or on the peer)."""
     from hapack.netlink import connected_routes
     routes = connected_routes(p.ip)
     if link is not None:
         routes = [r for r in routes if r[1] == link.index]
         if not routes:
-            raise NotInstalled(f"no route on {p.nic} contains {p.ip}: set cidr_netmask")
+            raise GenericError(f"no route on {p.nic} contains {p.ip}: set cidr_netmask")
         return link, routes[0][0]
     if not routes:
-        raise NotInstalled(f"no interface has a connected route containing {p.ip}: "
+        raise GenericError(f"no interface has a connected route containing {p.ip}: "
                            "set nic and cidr_netmask")
     best = {r[1] for r in routes if r[0] == routes[0][0] and r[2] == routes[0][2]}
     if len(best) > 1:
         names = ", ".join(sorted(nl.link_by_index(i).name for i in best))
-        raise NotInstalled(f"{p.ip} matches routes on several interfaces ({names}): set nic")
+        raise GenericError(f"{p.ip} matches routes on several interfaces ({names}): set nic")
     return nl.link_by_index(routes[0][1]), p.cidr_netmask or routes[0][0]
 
 

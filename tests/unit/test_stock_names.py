@@ -173,3 +173,22 @@ def test_ipaddr2_broadcast_forms(prefix, wanted, result):
 def test_a_bad_broadcast_is_refused(text):
     with pytest.raises(ParamError):
         parse(ocf_agent("vip").params, {"ip": "198.18.7.9", "broadcast": text})
+
+
+@pytest.mark.parametrize("ip, nic, rc", [
+    ("fe80::2", None, OCF.ERR_CONFIGURED), ("FEBF::2", None, OCF.ERR_CONFIGURED),
+    ("fe80::2", "eth0", OCF.SUCCESS), ("fec0::2", None, OCF.SUCCESS),
+    ("2001:db8::2", None, OCF.SUCCESS),
+])
+def test_a_link_local_vip_needs_nic_as_ipaddr2_says(ip, nic, rc):
+    env = {"OCF_RESKEY_ip": ip, "OCF_CHECK_LEVEL": "0",  # no route lookup
+           **({"OCF_RESKEY_nic": nic} if nic else {})}
+    err = io.StringIO()
+    assert ocf_agent("vip").execute(["validate-all"], env, stderr=err) == rc, err.getvalue()
+
+
+def test_the_adapted_ocft_suites_are_generated_from_the_installed_ones():
+    script = os.path.join(os.path.dirname(__file__), "..", "data", "ocft", "adapt.py")
+    result = subprocess.run(["python3", script, "--check"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
