@@ -15,7 +15,9 @@ import time
 
 import pytest
 
-from test_vip import VIP4, VIP6, lan, vip, wait_neighbour  # noqa: F401 (fixtures)
+from nslab import Segment
+from requires import need_root
+from test_vip import VIP4, VIP6, vip, wait_neighbour  # noqa: F401 (the vip fixture)
 
 SEND_ARP = "/usr/libexec/heartbeat/send_arp"
 CAPTURE = r"""
@@ -31,6 +33,19 @@ while time.monotonic() < end:
     except TimeoutError:
         break
 """
+
+
+@pytest.fixture(scope="module")
+def lan():
+    """Hosts a and b (VIP holders) and c (the watcher, the client) on a segment of its
+    own (not test_vip's: both modules may run in one session)."""
+    need_root()
+    segment = Segment("w")
+    try:
+        yield {name: segment.add_host(name, index)
+               for name, index in (("a", 11), ("b", 12), ("c", 50))}
+    finally:
+        segment.close()
 
 
 class Capture:
