@@ -113,17 +113,27 @@ def absolute_path(text):
     return os.path.normpath(text)
 
 
-def check_params(*, port, status_url, status_regex):
+PORT_TEXT = ("TCP port the server listens on: level 0 requires the server's main process "
+             "to listen on it, and the default status URL uses it.")
+FROM_CONFIG = (" Unset: the port of the configuration's first {directive} directive (includes "
+               "read in place), as the stock agent finds it, else 80; see README 'Ports and "
+               "URLs from the configuration'.")
+
+
+def check_params(*, port, status_url, status_regex, directive=None):
     """address, port, status_url, status_regex, test_url, test_regex,
-    expect_status and client_timeout, with the agent's own defaults and texts."""
+    expect_status and client_timeout, with the agent's own defaults and texts.
+    ``directive`` (Listen, listen): port and address unset come from the configuration."""
+    address = (("IP address the health checks connect to. Unset: the address of the "
+                f"{directive} directive the port comes from when it names one, else "
+                "127.0.0.1 (::1 for [::]).", None) if directive else
+               ("IP address the health checks connect to (the server must listen there).",
+                "127.0.0.1"))
     return (
-        Param("address", "Address for the checks",
-              "IP address the health checks connect to (the server must listen there).",
-              default="127.0.0.1"),
+        Param("address", "Address for the checks", address[0], default=address[1]),
         Param("port", "Port for the checks",
-              "TCP port the server listens on: level 0 requires the server's main process "
-              "to listen on it, and the default status URL uses it.",
-              kind="integer", default=port, minimum=1, maximum=65535),
+              PORT_TEXT + (FROM_CONFIG.format(directive=directive) if directive else ""),
+              kind="integer", default=None if directive else port, minimum=1, maximum=65535),
         Param("status_url", "Level-10 URL", status_url, check=url),
         Param("status_regex", "Level-10 expected body", status_regex, check=regex),
         Param("test_url", "Level-20 URL",
@@ -156,8 +166,9 @@ def stop_params(*, graceful):
     )
 
 
-def server_params(*, binary, port, status_url, status_regex, graceful):
-    """The parameters apache and nginx share, in meta-data order (config comes first)."""
+def server_params(*, binary, directive, status_url, status_regex, graceful):
+    """The parameters apache and nginx share, in meta-data order (config comes first);
+    the port comes from the configuration's ``directive`` unless set."""
     return (
         Param("config", "Configuration file",
               "Absolute path of the instance's own configuration file.",
@@ -168,7 +179,8 @@ def server_params(*, binary, port, status_url, status_regex, graceful):
               "Extra options for the server command line, split like a shell would "
               "(no expansion), e.g. '-D SSL'.", check=split_options),
         *stop_params(graceful=graceful),
-        *check_params(port=port, status_url=status_url, status_regex=status_regex),
+        *check_params(port=None, status_url=status_url, status_regex=status_regex,
+                      directive=directive),
     )
 
 
@@ -187,6 +199,24 @@ def rsc_path(ctx, suffix):
 def default_url(p, path):
     host = f"[{p.address}]" if ":" in p.address else p.address
     return f"http://{host}:{p.port}{path}"
+
+
+def endpoint(ctx, first_listen, status_path, default_path):
+    """(port, default status URL) of a web server: ``port``/``address`` when set, else the
+    configuration's first listening socket (``first_listen()``); the status location
+    the configuration maps (``status_path()``), else ``default_path``."""
+    found = getattr(ctx, "_endpoint", None)
+    if found is None:
+        from hapack.ocf import _listen
+        p = ctx.params
+        try:
+            listen = None if p.port else first_listen()
+            path = default_path if p.status_url else (status_path() or default_path)
+        except ValueError as exc:
+            raise OCFError(f"{p.config}: {exc}", OCF.ERR_CONFIGURED) from None
+        listen = listen or _listen.Listen(None, p.port or 80)
+        found = ctx._endpoint = (listen.port, _listen.url(listen, p.address, path))
+    return found
 
 
 # -- logs ---------------------------------------------------------------------------

@@ -291,15 +291,19 @@ class Agent:
     """The declaration of an OCF agent and its entry point."""
 
     def __init__(self, name, *, version, shortdesc, longdesc, params, actions,
-                 validate=None):
+                 validate=None, translate=None):
+        """``translate(raw) -> (raw, notes)`` turns a stock agent's value forms into
+        this agent's (IPaddr2's ``nic=eth0:label``) before parsing; each note is
+        warned about like a deprecated name."""
         self.name = name
+        self.translate = translate
         self.version = version
         self.shortdesc = shortdesc
         self.longdesc = longdesc
         self.params = tuple(params)
         self.actions = tuple(actions)
         self.validate = validate
-        names = [p.name for p in self.params]
+        names = [n for p in self.params for n in (p.name, *p.aliases)]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
             raise TypeError(f"{name}: parameters declared twice: {sorted(duplicates)}")
@@ -402,8 +406,8 @@ class Agent:
                               f"internal error in {self.name} {action}: {type(exc).__name__}: {exc}")
 
     def _params(self, ctx, environ):
-        raw = from_environ(self.params, environ)
         try:
+            raw = self._raw(ctx, environ)
             return parse(self.params, raw)
         except MissingParam as exc:
             if ctx.action == "stop" or ctx.is_probe:
@@ -412,6 +416,23 @@ class Agent:
             raise ConfigError(str(exc)) from None
         except ParamError as exc:
             raise ConfigError(str(exc)) from None
+
+    def _raw(self, ctx, environ):
+        """The raw parameters, stock names and value forms translated, each warned about
+        once (this run)."""
+        used = []
+        raw = from_environ(self.params, environ, used=used)
+        notes = [f"parameter {alias} is the stock agent's name of {name}: accepted, but "
+                 f"deprecated; rename it to {name}" for alias, name in used]
+        if self.translate is not None:
+            try:
+                raw, more = self.translate(raw)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            notes += more
+        for note in notes:
+            ctx.log.warning(note)
+        return raw
 
     def _missing_result(self, ctx):
         return OCF.SUCCESS if ctx.action == "stop" else OCF.NOT_RUNNING
