@@ -16,82 +16,19 @@ mounted on two nodes at once, and that every acknowledged row is present.
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass
 
 import pytest
 
-from hapack.lab import Lab, failover, missing_prerequisites, provision
-
-PROBES = ("http", "postgresql", "slapd", "activemq")
-TIMEOUT = 120.0
-
-
-def need_stack():
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    problems = missing_prerequisites("pacemaker")
-    if problems:
-        pytest.skip("the lab cannot run here: " + "; ".join(problems))
-    from hapack.demo import missing_agents
-    missing = missing_agents()
-    assert not missing, f"run 'hapack install' first (./run tests does): missing {missing}"
+from demo_scenario import PROBES, TIMEOUT, Scenario, demo_lab, need_stack
+from hapack.lab import failover, provision
 
 
 @pytest.fixture(scope="module")
 def stack(lab_reaper):
     need_stack()
-    lab = Lab(stack="pacemaker", token_ms=1000, disk_mb=400, boot_delay=1.0)
-    try:
-        lab.up()
-        demo = provision.provision(lab)
-        failover.wait_active(lab, timeout=180)
-        failover.warm_chains(lab, provision.HEALTH_PATH, provision.APACHE_PORT)
+    with demo_lab("failover") as demo:
         yield demo
-    finally:
-        dest = os.environ.get("HAPACK_LAB_LOGS")
-        if dest and lab.state:
-            lab.collect_logs(os.path.join(dest, f"failover-{lab.name}-{int(time.time())}"))
-        lab.down()
-
-
-@dataclass
-class Scenario:
-    lab: Lab
-    demo: provision.DemoStack
-    client: failover.Client
-    sampler: failover.MountSampler
-    active: str
-    started: float
-
-    @property
-    def standby(self) -> str:
-        return next(n for n in self.lab.nodes if n != self.active)
-
-    def settle(self, node: str) -> None:
-        """The stack active on ``node``, every layer answering on the VIP, rows flowing."""
-        assert failover.wait_active(self.lab, TIMEOUT, node=node) == node
-        self.client.wait_probes(PROBES, TIMEOUT)
-        self.client.wait_acks(10, TIMEOUT)
-
-    def finish(self) -> None:
-        """Stop watching; the properties every scenario must keep."""
-        self.client.stop()
-        self.sampler.stop()
-        assert self.sampler.samples, "no mount samples taken"
-        assert not self.sampler.overlaps(), \
-            f"the partition was mounted on two nodes at once: {self.sampler.overlaps()[:5]}"
-        acked = self.client.acked()
-        assert len(acked) >= 20, "the client committed too few rows to mean anything"
-        assert self.client.lost() == [], "acknowledged rows are missing"
-
-    def mounted_on(self) -> frozenset[str]:
-        return self.sampler.holders()
-
-    def fenced(self, target: str) -> list[dict]:
-        """Successful fencing of ``target`` during this scenario."""
-        return failover.fenced_since(self.lab, target, self.started)
 
 
 @pytest.fixture

@@ -14,78 +14,26 @@ nodes at once and every acknowledged row is kept.
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass
 
 import pytest
 from lxml import etree
 
-from hapack.lab import Lab, failover, missing_prerequisites, provision
+import demo_scenario
+from demo_scenario import PROBES, TIMEOUT, demo_lab, need_stack  # noqa: F401
+from hapack.lab import Lab, failover, provision
 
-PROBES = ("http", "postgresql", "slapd", "activemq")
-TIMEOUT = 120.0
 CLUSTER_LINKS = ("lan", "hb")   # the BMC (management) network, and the arbiter on it, stay
-
-
-def need_stack():
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    problems = missing_prerequisites("pacemaker", qdevice=True)
-    if problems:
-        pytest.skip("the lab cannot run here: " + "; ".join(problems))
-    from hapack.demo import missing_agents
-    missing = missing_agents()
-    assert not missing, f"run 'hapack install' first (./run tests does): missing {missing}"
 
 
 @pytest.fixture(scope="module")
 def stack(lab_reaper):
-    need_stack()
-    lab = Lab(stack="pacemaker", token_ms=1000, disk_mb=400, boot_delay=1.0, qdevice=True)
-    try:
-        lab.up()
-        demo = provision.provision(lab)
-        failover.wait_active(lab, timeout=180)
-        failover.warm_chains(lab, provision.HEALTH_PATH, provision.APACHE_PORT)
+    need_stack(qdevice=True)
+    with demo_lab("qdevice", qdevice=True) as demo:
         yield demo
-    finally:
-        dest = os.environ.get("HAPACK_LAB_LOGS")
-        if dest and lab.state:
-            lab.collect_logs(os.path.join(dest, f"qdevice-{lab.name}-{int(time.time())}"))
-        lab.down()
 
 
-@dataclass
-class Scenario:
-    lab: Lab
-    demo: provision.DemoStack
-    client: failover.Client
-    sampler: failover.MountSampler
-    active: str
-    started: float
-
-    @property
-    def standby(self) -> str:
-        return next(n for n in self.lab.nodes if n != self.active)
-
-    def settle(self, node: str) -> None:
-        assert failover.wait_active(self.lab, TIMEOUT, node=node) == node
-        self.client.wait_probes(PROBES, TIMEOUT)
-        self.client.wait_acks(10, TIMEOUT)
-
-    def finish(self) -> None:
-        self.client.stop()
-        self.sampler.stop()
-        assert self.sampler.samples, "no mount samples taken"
-        assert not self.sampler.overlaps(), \
-            f"the partition was mounted on two nodes at once: {self.sampler.overlaps()[:5]}"
-        assert len(self.client.acked()) >= 20, "the client committed too few rows to mean anything"
-        assert self.client.lost() == [], "acknowledged rows are missing"
-
-    def fenced(self, target: str) -> list[dict]:
-        return failover.fenced_since(self.lab, target, self.started)
-
+class Scenario(demo_scenario.Scenario):
     def quorate(self, node: str) -> bool | None:
         """Pacemaker's view of quorum on ``node`` (None: it does not answer)."""
         doc = failover.crm_xml(self.lab, node)
