@@ -138,7 +138,7 @@ class Node:
     fence_delay: int          # ms; Pacemaker waits this long before fencing this node
     addresses: Mapping[str, ipaddress.IPv4Interface | ipaddress.IPv6Interface]
 
-    def address(self, link: str):
+    def address(self, link: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
         """This node's address (an ip_interface, with prefix) on ``link``."""
         return self.addresses[link]
 
@@ -153,7 +153,7 @@ class Link:
     addresses: Mapping[str, ipaddress.IPv4Interface | ipaddress.IPv6Interface]
 
     @property
-    def network(self):
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         return next(iter(self.addresses.values())).network
 
 
