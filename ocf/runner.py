@@ -19,13 +19,35 @@ contract asks of every agent:
 - notify variables parsed into one :class:`Notify`.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 
 from hapack.log import ERROR, Logger
-from hapack.params import MissingParam, ParamError, from_environ, is_true, parse
+from hapack.params import MissingParam, ParamError, Values, from_environ, is_true, parse
 from hapack.proc import CommandError, run as run_command
 from hapack.timing import Deadline
+
+# Context is generic in the agent's typed parameters (Context[Params], see
+# Values) for the type checker only: typing is not imported at run
+# time (a monitor is a fresh interpreter) and Context[...] is Context there.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, Generic, TextIO, TypeVar
+    from hapack.proc import Result
+
+    P = TypeVar("P", bound=Values, covariant=True)
+
+    class _Generic(Generic[P]):
+        pass
+else:
+    P = None
+
+    class _Generic:
+        def __class_getitem__(cls, item):
+            return cls
 
 EXIT_REASON_PREFIX = "ocf-exit-reason:"
 RSCTMP = "/run/resource-agents"     # $HA_RSCTMP when the cluster manager sets none
@@ -33,6 +55,8 @@ RSCTMP = "/run/resource-agents"     # $HA_RSCTMP when the cluster manager sets n
 
 class _Code(int):
     """One OCF exit code: an int that knows its name."""
+
+    name: str
 
     def __new__(cls, value, name):
         code = int.__new__(cls, value)
@@ -71,6 +95,9 @@ class OCF(metaclass=_Codes):
     Not enum.IntEnum: importing enum costs about 3 ms, a fifth of a whole
     monitor call, and every monitor is a fresh interpreter.
     """
+
+    if TYPE_CHECKING:  # what OCF(7) returns (the checker does not read _Codes.__call__)
+        def __new__(cls, value: int) -> _Code: ...  # type: ignore[misc]
 
     SUCCESS = 0
     ERR_GENERIC = 1
@@ -174,20 +201,25 @@ class Notify:
         self.all_unames = words("all", "uname")
         self.available_unames = words("available", "uname")
 
-    def unames(self, name):
+    def unames(self, name: str) -> list[str]:
         """The node names of one set, e.g. ``notify.unames("promoted")``."""
         return [uname for _, uname in getattr(self, name) if uname]
 
     @property
-    def key(self):
+    def key(self) -> str:
         """e.g. 'pre-promote', 'post-start'."""
         return f"{self.type}-{self.operation}"
 
 
-class Context:
-    """What a verb gets: typed parameters and the operation's circumstances."""
+class Context(_Generic[P]):
+    """What a verb gets: typed parameters and the operation's circumstances.
 
-    def __init__(self, agent, action, environ, params, log):
+    ``params`` is the agent's typed view of its parameters: a verb declares
+    ``ctx: Context[Params]`` and the type checker knows every ``ctx.params`` name.
+    """
+
+    def __init__(self, agent: Agent, action: str, environ: Mapping[str, str], params: P,
+                 log: Logger) -> None:
         self.agent = agent
         self.action = action
         self.environ = environ
@@ -200,25 +232,25 @@ class Context:
         self.timeout = agent.timeout_for(action, self.meta.get("timeout"))
         self.deadline = Deadline(self.timeout - agent.margin(self.timeout))
         self.check_level = agent.check_level(action, environ.get("OCF_CHECK_LEVEL"))
-        self._notify = None
+        self._notify: Notify | None = None
 
     @property
-    def is_probe(self):
+    def is_probe(self) -> bool:
         """A monitor with interval 0 or unset (crm_resource --force-check)."""
         return self.action == "monitor" and self.interval_ms == 0
 
     @property
-    def node(self):
+    def node(self) -> str:
         return self.meta.get("on_node") or os.uname().nodename
 
     @property
-    def notify(self):
+    def notify(self) -> Notify:
         if self._notify is None:
             self._notify = Notify(self.environ)
         return self._notify
 
     @property
-    def notify_enabled(self):
+    def notify_enabled(self) -> bool:
         return is_true(self.meta.get("notify"))
 
     def state_path(self, suffix: str, *, per_clone: bool = True) -> str:
@@ -232,19 +264,19 @@ class Context:
         instance = self.instance if per_clone else self.instance.split(":")[0]
         return os.path.join(base, f"hapack-{self.agent.name}-{instance.replace('/', '_')}.{suffix}")
 
-    def run(self, argv, *, timeout=None, **kwargs):
+    def run(self, argv: list[str], *, timeout: float | None = None, **kwargs: Any) -> Result:
         """Run a command through the seam, bounded by the operation deadline."""
         left = self.deadline.left()
         timeout = left if timeout is None else min(timeout, left)
         kwargs.setdefault("secrets", self.params.secrets() if self.params else ())
         return run_command(argv, timeout=timeout, log=self.log, **kwargs)
 
-    def set_promotion_score(self, score):
+    def set_promotion_score(self, score: int | str) -> None:
         """Write this node's promotion score (transient, lifetime reboot)."""
         argv = ["crm_attribute", "--promotion", "-l", "reboot", "-v", str(score)]
         self._promotion(argv, f"set promotion score {score}")
 
-    def clear_promotion_score(self):
+    def clear_promotion_score(self) -> None:
         self._promotion(["crm_attribute", "--promotion", "-l", "reboot", "-D"],
                         "clear promotion score")
 
@@ -270,7 +302,7 @@ class Agent:
     """The declaration of an OCF agent and its entry point."""
 
     def __init__(self, name, *, version, shortdesc, longdesc, params, actions,
-                 validate=None):
+                 validate=None, values: type[Values] = Values):
         self.name = name
         self.version = version
         self.shortdesc = shortdesc
@@ -278,11 +310,13 @@ class Agent:
         self.params = tuple(params)
         self.actions = tuple(actions)
         self.validate = validate
+        # The class parse() builds: the agent's typed view of its parameters.
+        self.values = values
         names = [p.name for p in self.params]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
             raise TypeError(f"{name}: parameters declared twice: {sorted(duplicates)}")
-        self.handlers = {}
+        self.handlers: dict[str, Callable[..., Any]] = {}
         for action in self.actions:
             self.handlers.setdefault(action.name, action.handler)
         for required in ("start", "stop", "monitor"):
@@ -291,7 +325,7 @@ class Agent:
 
     # -- declarations used by the runner and the meta-data ------------------
 
-    def all_actions(self):
+    def all_actions(self) -> tuple[Action, ...]:
         """The declared actions plus validate-all and meta-data."""
         extra = []
         if "validate-all" not in self.handlers:
@@ -299,11 +333,11 @@ class Agent:
         extra.append(Action("meta-data", None, 5))
         return self.actions + tuple(extra)
 
-    def depths(self):
+    def depths(self) -> list[int]:
         found = sorted({a.depth or 0 for a in self.actions if a.name == "monitor"})
         return found or [0]
 
-    def timeout_for(self, action, meta_timeout):
+    def timeout_for(self, action: str, meta_timeout: str | None) -> float:
         """Seconds the cluster gives this operation."""
         ms = _int_or(meta_timeout, 0)
         if ms > 0:
@@ -312,11 +346,11 @@ class Agent:
         return float(hints[0]) if hints else 20.0
 
     @staticmethod
-    def margin(timeout):
+    def margin(timeout: float) -> float:
         """Time kept back from the cluster's timeout to report a result."""
         return min(2.0, timeout * 0.1)
 
-    def check_level(self, action, requested):
+    def check_level(self, action: str, requested: str | None) -> int:
         """The level to run: the highest implemented one at or below the request."""
         if requested in (None, ""):
             level = 10 if action == "validate-all" else 0
@@ -329,7 +363,7 @@ class Agent:
 
     # -- entry point --------------------------------------------------------
 
-    def usage(self):
+    def usage(self) -> str:
         verbs = sorted(set(self.handlers) | {"validate-all", "meta-data", "usage"})
         lines = [f"usage: {self.name} {{{'|'.join(verbs)}}}", "", "parameters (OCF_RESKEY_<name>):"]
         for param in self.params:
@@ -338,12 +372,13 @@ class Agent:
             lines.append(f"  {param.name:<22} {param.shortdesc}{flags}")
         return "\n".join(lines)
 
-    def run(self, argv=None, environ=None):
+    def run(self, argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> None:
         """Run one action and exit with its code."""
         sys.exit(self.execute(sys.argv[1:] if argv is None else argv,
                               os.environ if environ is None else environ))
 
-    def execute(self, argv, environ, stdout=None, stderr=None):
+    def execute(self, argv: list[str], environ: Mapping[str, str], stdout: TextIO | None = None,
+                stderr: TextIO | None = None) -> int:
         """Run one action and return its exit code (no sys.exit)."""
         stdout = stdout or sys.stdout
         stderr = stderr or sys.stderr
@@ -363,7 +398,7 @@ class Agent:
             return self._exit(stderr, None, OCF.ERR_UNIMPLEMENTED,
                               f"action '{action}' is not implemented by {self.name}")
         log = Logger(f"{self.name}({environ.get('OCF_RESOURCE_INSTANCE', self.name)})", environ, stderr)
-        ctx = None
+        ctx: Context[Any] | None = None
         try:
             ctx = Context(self, action, environ, None, log)
             ctx.params = self._params(ctx, environ)
@@ -383,7 +418,7 @@ class Agent:
     def _params(self, ctx, environ):
         raw = from_environ(self.params, environ)
         try:
-            return parse(self.params, raw)
+            return parse(self.params, raw, into=self.values)
         except MissingParam as exc:
             if ctx.action == "stop" or ctx.is_probe:
                 ctx.log.warning(f"{exc}; nothing can be running with this configuration")
