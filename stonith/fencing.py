@@ -17,16 +17,22 @@ Kg, the password a script or file produced) are redacted from every log
 line and message.
 """
 
+from __future__ import annotations
+
 import enum
 import sys
 import time
 
 from hapack.log import Logger
-from hapack.params import Param, ParamError, parse
+from hapack.params import Param, ParamError, Values, parse
 from hapack.proc import redact_text
 from hapack.stonith import power
 from hapack.stonith.drivers import OFF, ON
 from hapack.stonith.errors import ConfigError, FenceError, WrongTarget
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, TextIO
 
 
 class Exit(enum.IntEnum):
@@ -52,13 +58,13 @@ ACTION_ALIASES = {"meta-data": "metadata", "validate_all": "validate-all"}
 FENCING_ACTIONS = ("off", "reboot")   # the ones ``delay`` applies to
 
 
-def _positive(value):
+def _positive(value: float) -> float:
     if value < 0:
         raise ValueError(f"{value:g} is negative")
     return value
 
 
-def _poll(value):
+def _poll(value: float) -> float:
     if value <= 0:
         raise ValueError("must be above 0")
     return value
@@ -107,7 +113,22 @@ COMMON = (
 )
 
 
-def fold(name):
+class CommonParams(Values):
+    """The typed view of COMMON (see hapack.params.Values); an agent's own view extends it."""
+    action: str
+    plug: str | None
+    nodename: str | None
+    delay: float
+    power_timeout: float
+    power_wait: float
+    stonith_status_sleep: float
+    login_timeout: float
+    shell_timeout: float
+    method: str
+    verbose: bool
+
+
+def fold(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
@@ -122,7 +143,7 @@ class FenceAgent:
     """
 
     def __init__(self, name, *, version, shortdesc, longdesc, vendor_url, params,
-                 open_device, validate, targets):
+                 open_device, validate, targets, values: type[CommonParams] = CommonParams):
         self.name = name
         self.version = version
         self.shortdesc = shortdesc
@@ -132,24 +153,25 @@ class FenceAgent:
         self.open_device = open_device
         self.validate = validate
         self.targets = targets
-        self.names = {}
+        self.values = values  # the class parse() builds: the agent's typed view
+        self.names: dict[str, Param] = {}
         for param in self.params:
             for key in (param.name, *param.aliases):
                 if fold(key) in self.names:
                     raise TypeError(f"{name}: parameter name {key!r} declared twice")
                 self.names[fold(key)] = param
 
-    def action_names(self):
+    def action_names(self) -> tuple[str, ...]:
         return ACTIONS
 
-    def param(self, key):
+    def param(self, key: str) -> Param | None:
         return self.names.get(fold(key))
 
 
 class Secrets(set):
     """Strings never to be shown; a logger and messages redact them."""
 
-    def redact(self, text):
+    def redact(self, text: str) -> str:
         return redact_text(str(text), sorted(self, key=len, reverse=True))
 
 
@@ -158,7 +180,7 @@ class RedactingLogger(Logger):
         super().__init__(tag, environ=environ, stderr=stderr)
         self.secrets = secrets
 
-    def log(self, level, message, stderr=True):
+    def log(self, level: int, message: str, stderr: bool = True) -> None:
         super().log(level, self.secrets.redact(message), stderr)
 
 
@@ -171,7 +193,7 @@ class RawRequest(dict):
         super().__init__()
         self.by_alias = set()
 
-    def put(self, param, key, value):
+    def put(self, param: Param, key: str, value: str) -> None:
         is_alias = fold(key) != param.name
         if is_alias and param.name in self and param.name not in self.by_alias:
             return  # the canonical name was given: it wins
@@ -186,7 +208,7 @@ def _unquote(value):
     return value
 
 
-def read_stdin(agent, text, log):
+def read_stdin(agent: FenceAgent, text: str, log: RedactingLogger | Logger) -> RawRequest:
     """The raw parameters from ``key=value`` lines."""
     raw = RawRequest()
     for number, line in enumerate(text.splitlines(), 1):
@@ -204,7 +226,7 @@ def read_stdin(agent, text, log):
     return raw
 
 
-def read_argv(agent, argv):
+def read_argv(agent: FenceAgent, argv: list[str]) -> RawRequest:
     """The raw parameters from ``--name=value``, ``--name value`` and ``--flag``."""
     raw = RawRequest()
     args = list(argv)
@@ -229,7 +251,7 @@ def read_argv(agent, argv):
     return raw
 
 
-def usage(agent):
+def usage(agent: FenceAgent) -> str:
     lines = [f"usage: {agent.name} --action=ACTION [--name=value ...]",
              f"       {agent.name} < key=value lines (as pacemaker-fenced runs it)",
              f"actions: {', '.join(ACTIONS)}", "", "parameters:"]
@@ -255,14 +277,14 @@ class Request:
         self.verified_off = False  # the switch reported the target's power off
 
     @property
-    def target(self):
+    def target(self) -> str | None:
         return self.values.plug or self.values.nodename
 
-    def say(self, line):
+    def say(self, line: str) -> None:
         self.out.write(self.secrets.redact(line) + "\n")
         self.out.flush()
 
-    def check_target(self):
+    def check_target(self) -> None:
         names = self.agent.targets(self.values)
         target = self.target
         if names is None or not target:
@@ -272,21 +294,23 @@ class Request:
                               "(check hostname, pcmk_host_list or pcmk_host_map)")
 
 
-def normalize_action(text):
+def normalize_action(text: str) -> str:
     action = ACTION_ALIASES.get(text.strip().lower(), text.strip().lower())
     if action not in ACTIONS:
         raise ConfigError(f"unknown action {text!r} (one of {', '.join(ACTIONS)})")
     return action
 
 
-def build_request(agent, raw, log, out, secrets):
+def build_request(agent: FenceAgent, raw: RawRequest, log: RedactingLogger | Logger,
+                  out: TextIO | None, secrets: Secrets) -> Request:
     for param in agent.params:
         if param.secret and raw.get(param.name):
             secrets.add(raw[param.name])
     action = normalize_action(raw.get("action") or "reboot")
     raw["action"] = action
     try:
-        values = parse(agent.params, raw)
+        values = parse(agent.params, raw, into=agent.values)
+        assert isinstance(values, CommonParams)  # into= an agent's view of COMMON
     except ParamError as exc:
         raise ConfigError(str(exc)) from None
     if values.verbose:
@@ -302,7 +326,7 @@ def _device(request):
     return request.agent.open_device(request)
 
 
-def do_status(request):
+def do_status(request: Request) -> Exit:
     request.check_target()
     device = _device(request)
     try:
@@ -313,7 +337,7 @@ def do_status(request):
     return Exit.SUCCESS if state == ON else Exit.OFF
 
 
-def do_monitor(request):
+def do_monitor(request: Request) -> Exit:
     device = _device(request)
     try:
         state = device.get_power()
@@ -323,14 +347,14 @@ def do_monitor(request):
     return Exit.SUCCESS
 
 
-def do_list(request):
+def do_list(request: Request) -> Exit:
     request.agent.validate(request.values)
     for name in request.agent.targets(request.values) or ():
         request.say(name)
     return Exit.SUCCESS
 
 
-def fence_delay(request):
+def fence_delay(request: Request) -> None:
     seconds = request.values.delay
     if seconds > 0:
         request.log.info(f"delaying {request.action} of {request.target or 'the node'} "
@@ -338,7 +362,7 @@ def fence_delay(request):
         time.sleep(seconds)
 
 
-def do_power(request, target):
+def do_power(request: Request, target: str) -> Exit:
     device = _device(request)
     try:
         changed = power.ensure_power(device, target, request.log)
@@ -350,18 +374,18 @@ def do_power(request, target):
     return Exit.SUCCESS
 
 
-def do_on(request):
+def do_on(request: Request) -> Exit:
     request.check_target()
     return do_power(request, ON)
 
 
-def do_off(request):
+def do_off(request: Request) -> Exit:
     request.check_target()
     fence_delay(request)
     return do_power(request, OFF)
 
 
-def do_reboot(request):
+def do_reboot(request: Request) -> Exit:
     request.check_target()
     fence_delay(request)
     device = _device(request)
@@ -386,7 +410,7 @@ def do_reboot(request):
     return Exit.SUCCESS
 
 
-def do_validate(request):
+def do_validate(request: Request) -> Exit:
     request.agent.validate(request.values)
     request.log.debug("parameters are valid")
     return Exit.SUCCESS
@@ -398,7 +422,9 @@ HANDLERS = {"status": do_status, "monitor": do_monitor, "list": do_list, "on": d
 
 # -- the entry point -------------------------------------------------------------
 
-def run(agent, argv=None, stdin=None, out=None, environ=None, stderr=None):
+def run(agent: FenceAgent, argv: list[str] | None = None, stdin: TextIO | None = None,
+        out: TextIO | None = None, environ: dict[str, str] | None = None,
+        stderr: TextIO | None = None) -> int | Exit:
     """Run one request; the exit code. Never raises for a failed action."""
     argv = sys.argv[1:] if argv is None else argv
     out = sys.stdout if out is None else out
@@ -428,7 +454,7 @@ def _run(agent, argv, stdin, out, log, secrets):
         raise
 
 
-def guarded(log, function):
+def guarded(log: RedactingLogger, function: Callable) -> int | Exit:
     """function()'s exit code; a FenceError (or a bug) becomes a logged error and 1."""
     try:
         return function()
