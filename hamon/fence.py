@@ -9,8 +9,15 @@ confirmation file (:mod:`hapack.confirm`), the evidence its promotion gate
 accepts.
 """
 
+from __future__ import annotations
+
 from hapack.hamon.snapshot import Power
 from hapack.proc import CommandError, run
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+    from hapack.hamon.events import EventLog
 
 STATUS_ON, STATUS_OFF = 0, 2
 LOGIN_TIMEOUT = 5.0   # fence_bmc's own default, kept within our fence timeout
@@ -28,7 +35,7 @@ class Fencer:
         self.timeout = timeout
         self.log = log
 
-    def request(self, action):
+    def request(self, action: str) -> str:
         params = {k: v for k, v in self.bmc.agent_params(self.peer).items()
                   if not k.startswith("pcmk_")}
         params.update(action=action, nodename=self.peer, plug=self.peer,
@@ -44,7 +51,7 @@ class Fencer:
         except CommandError as exc:
             raise FenceFailed(str(exc)) from None
 
-    def status(self):
+    def status(self) -> Any:
         """Power.ON or Power.OFF as the BMC reports it; FenceFailed if it cannot tell."""
         result = self._run("status")
         if result.returncode == STATUS_OFF:
@@ -53,7 +60,7 @@ class Fencer:
             return Power.ON
         raise FenceFailed(f"status of {self.peer}: {_last_line(result)}")
 
-    def off(self):
+    def off(self) -> None:
         """Power the peer off; returns once the BMC reports it off, else FenceFailed."""
         result = self._run("off")
         if result.returncode != 0:
@@ -65,7 +72,7 @@ def _last_line(result):
     return text.splitlines()[-1]
 
 
-def record_confirmation(path: str, peer: str, node: str, how: str, log) -> None:
+def record_confirmation(path: str, peer: str, node: str, how: str, log: EventLog) -> None:
     """Write the fence confirmation file for the partition's gate (:mod:`hapack.confirm`).
 
     An empty path disables it. A file that cannot be written is logged, not
