@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Failover time in the lab: hapack's stack vs the same topology on stock agents.
 
-    sudo .venv/bin/python bench/bench_failover.py [--runs N] [--only hapack|stock]
+    sudo .venv/bin/python bench/bench_failover.py [--runs N] [--only hapack|stock] [--json]
+    sudo .venv/bin/python bench/bench_failover.py --qdevice [--delay 5s] [--runs N] [--json]
 
 A script, not a test. For each configuration it builds a lab (token 1000 ms,
 stonith-action=off, priority-fencing-delay 0s), provisions the example stack
@@ -26,11 +27,21 @@ VIP) and the ratios of the medians, and checks the targets: pack part at
 most half the stock one; hapack total under 4 s. The pack part is also shown
 split by whether Pacemaker's controller paid its 1 s CIB re-query before
 scheduling the fence (see ``requeried``), which dominates the spread.
+
+``--qdevice`` compares instead three ways of settling a split, all with the
+hapack CIB: ``two_node`` (no fencing delay: the fastest, but a split is a fence
+race), ``two_node+delay`` (priority-fencing-delay ``--delay``, the safe choice
+without a quorum device, which delays the fencing of a dead holder as much) and
+``qdevice`` (a quorum device, ``Lab(qdevice=True)``, and no delay); the ratios
+are each against ``two_node``. ``--json`` prints the results as JSON on stdout
+(progress goes to stderr).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import statistics
 import sys
@@ -150,12 +161,17 @@ def one_failover(lab: Lab, demo, stateful, index: int, say) -> failover.Timeline
     return line
 
 
-def measure(kind: str, runs: int, say) -> list[failover.Timeline]:
-    lab = Lab(stack="pacemaker", token_ms=1000, disk_mb=400, boot_delay=1.0)
+QDEVICE_KINDS = ("two_node", "two_node+delay", "qdevice")
+
+
+def measure(kind: str, runs: int, say, delay: str = "0s") -> list[failover.Timeline]:
+    lab = Lab(stack="pacemaker", token_ms=1000, disk_mb=400, boot_delay=1.0,
+              qdevice=(kind == "qdevice"))
     try:
         say(f"{kind}: building a lab and provisioning the stack")
         lab.up()
-        demo = provision.provision(lab, load=(kind == "hapack"))
+        fence_delay = delay if kind == "two_node+delay" else "0s"
+        demo = provision.provision(lab, load=(kind != "stock"), priority_fencing_delay=fence_delay)
         stateful = failover.STATEFUL
         if kind == "stock":
             load_stock(lab, demo)
@@ -180,6 +196,46 @@ def fmt(values: list[float]) -> str:
     if not values:
         return f"{'-':>22}"
     return f"{min(values):6.2f} {statistics.median(values):6.2f} {max(values):6.2f}  "
+
+
+def as_json(results: dict[str, list[failover.Timeline]], runs: int) -> dict:
+    """Every step's min/median/max per configuration, the ratios of the medians against
+    the first configuration, and each run's timeline."""
+    kinds = list(results)
+    steps = {}
+    for step in STEPS + (PACK,):
+        cells = {k: series(results[k], step) for k in kinds}
+        row = {k: ({"min": min(v), "median": statistics.median(v), "max": max(v), "n": len(v)}
+                   if v else None) for k, v in cells.items()}
+        base = cells[kinds[0]]
+        row["ratio"] = {k: statistics.median(cells[k]) / statistics.median(base)
+                        for k in kinds[1:] if cells[k] and base}
+        steps[step] = row
+    return {"runs": runs, "token_ms": 1000, "configurations": kinds, "baseline": kinds[0],
+            "steps": steps, "requeried": {k: sum(requeried(l) for l in v) for k, v in results.items()}, "timelines": {k: [l.as_json() for l in v] for k, v in results.items()}}
+
+
+def report_qdevice(results: dict[str, list[failover.Timeline]], runs: int, delay: str) -> int:
+    kinds = list(results)
+    print(f"\nPower cut of the active node, {runs} runs each, token 1000 ms, hapack CIB; "
+          f"two_node+delay: priority-fencing-delay {delay} (seconds since the cut: min median max)")
+    head = f"{'step':<26}" + "".join(f"{k:>22}" for k in kinds) + \
+        "".join(f"{k + ' / ' + kinds[0]:>30}" for k in kinds[1:])
+    print(head)
+    print("-" * len(head))
+    for step in STEPS + (PACK,):
+        cells = {k: series(results[k], step) for k in kinds}
+        row = f"{step:<26}" + "".join(fmt(cells[k]) for k in kinds)
+        for k in kinds[1:]:
+            ok = cells[k] and cells[kinds[0]]
+            row += (f"{statistics.median(cells[k]) / statistics.median(cells[kinds[0]]):30.2f}"
+                    if ok else f"{'-':>30}")
+        print(row)
+    for kind in kinds:
+        hits = sum(requeried(l) for l in results[kind])
+        print(f"{kind}: {hits} of {len(results[kind])} runs: fence requested more than "
+              f"{REQUERY_S}s after the peer was lost")
+    return 0
 
 
 def report(results: dict[str, list[failover.Timeline]], runs: int) -> int:
@@ -219,19 +275,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", choices=("hapack", "stock"))
+    parser.add_argument("--qdevice", action="store_true",
+                        help="compare two_node, two_node with a fencing delay, and a quorum device")
+    parser.add_argument("--delay", default="5s",
+                        help="priority-fencing-delay of two_node+delay (default 5s, the lab example's)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
-    problems = missing_prerequisites("pacemaker")
+    problems = missing_prerequisites("pacemaker", qdevice=args.qdevice)
     if os.geteuid() != 0 or problems:
         print("bench_failover: needs root and the lab: " + "; ".join(problems), file=sys.stderr)
         return 2
     start = time.monotonic()
 
     def say(message):
-        print(f"[{time.monotonic() - start:6.1f}s] {message}", flush=True)
+        print(f"[{time.monotonic() - start:6.1f}s] {message}", flush=True,
+              file=sys.stderr if args.json else sys.stdout)
 
-    kinds = [args.only] if args.only else ["hapack", "stock"]
-    results = {kind: measure(kind, args.runs, say) for kind in kinds}
-    return report(results, args.runs)
+    if args.qdevice:
+        kinds = list(QDEVICE_KINDS)
+    else:
+        kinds = [args.only] if args.only else ["hapack", "stock"]
+    results = {kind: measure(kind, args.runs, say, args.delay) for kind in kinds}
+    show = report_qdevice if args.qdevice else report
+    if not args.json:
+        return show(results, args.runs, args.delay) if args.qdevice else show(results, args.runs)
+    with contextlib.redirect_stdout(sys.stderr):  # the table for the reader, the JSON for tools
+        rc = show(results, args.runs, args.delay) if args.qdevice else show(results, args.runs)
+    print(json.dumps(as_json(results, args.runs), indent=2))
+    return rc
 
 
 if __name__ == "__main__":

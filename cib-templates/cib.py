@@ -3,16 +3,20 @@
 Read top to bottom, this module is the configuration it writes:
 
     crm_config    stonith-enabled, stonith-action=off, stonith-timeout,
-                  priority-fencing-delay
+                  priority-fencing-delay (none with a quorum device)
     rsc_defaults  resource-stickiness, migration-threshold, failure-timeout
     resources     fence-<node>     stonith:fence_bmc, one per node
+                  fence-<node>-<name>  a further device per [[nodes.fence]] (any fence agent)
                   cl-partition     promotable clone of ocf:hapack:partition
                   g-stateful       group: vip and the stateful layers, in start order
                   cl-stateless     clone of group g-stateless: the stateless layers
-    constraints   loc-fence-<node>               -INFINITY: a device never runs on its own target
+    constraints   loc-fence-<node>[-<name>]      -INFINITY: a device never runs on its own target
                   loc-partition-prefers-<node>   Promoted role, 50 on the primary
                   col-stateful-with-partition    g-stateful with cl-partition:Promoted, INFINITY
                   ord-promote-then-stateful      cl-partition:promote then g-stateful:start
+    fencing-topology  per node with [[nodes.fence]]: level 1 its BMC, then its devices
+    alerts        hapack          /usr/sbin/hapack-alert, one recipient per [[alerts.recipients]]
+                                  (only with an [alerts] table)
 
 The ids are the ones crmsh gives the same objects (``<rsc>-instance_attributes-
 <name>``, ``<rsc>-<op>-<interval>``, ...), so ``hapack render crm`` loaded with
@@ -24,8 +28,8 @@ from __future__ import annotations
 
 from lxml import etree
 
-from hapack.stack import (FENCE_AGENT, FENCE_OPS, PRIMARY_PREFERENCE, STATEFUL_PRIORITY, Ops,
-                          Stack, format_duration)
+from hapack.stack import (ALERT_AGENT, ALERT_ID, FENCE_AGENT, FENCE_OPS, PRIMARY_PREFERENCE,
+                          STATEFUL_PRIORITY, Ops, Stack, fence_device_id, format_duration)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,7 +50,7 @@ VIP = "vip"
 
 
 def fence_id(node: str) -> str:
-    return f"fence-{node}"
+    return fence_device_id(node)
 
 
 # -- the comments written into the CIB (and, as # lines, into the crm script) --------
@@ -74,6 +78,11 @@ DELAY_OFF = """
 priority-fencing-delay is off: set a fence_delay on the primary in the stack file,
 or both nodes may power each other off in a split brain."""
 
+DELAY_QUORUM = """
+No fencing delay: the quorum device settles a split (corosync-qnetd on {host},
+algorithm {algorithm}). The node that does not get its vote loses quorum, stops its
+resources and fences no one, so a dead node is fenced at once."""
+
 RSC_DEFAULTS = """\
 resource-stickiness={stickiness}: larger than the primary's preference ({preference}), so a
 recovered node does not take the stack back. migration-threshold={threshold}: after that
@@ -83,6 +92,16 @@ side moves, the partition included.{expiry}"""
 FENCE = """\
 {device} powers {node} off through {node}'s BMC ({driver} {address}). It is banned
 from {node} itself: the peer holds the means to cut {node}'s power.{delay}"""
+
+FENCE_LEVEL = """\
+{device} (stonith:{agent}) is fencing level {level} for {node}:
+a further way to cut its power, tried only when the levels before it fail
+(a BMC can die with its node). It is banned from {node} too."""
+
+TOPOLOGY_TEXT = """\
+The order in which the devices that fence a node are tried: level 1, its BMC, first;
+the next level only when a device of the one before fails. A level succeeds when
+every one of its devices does."""
 
 FENCE_DELAY = """
 pcmk_delay_base={delay}: fencing of {node} waits this long (static fence-race guard)."""
@@ -122,6 +141,18 @@ The VIP and the stateful layers run only where the partition is promoted..."""
 
 ORDER_TEXT = """\
 ...and start only after it is promoted (and stop before it is demoted)."""
+
+ALERTS_TEXT = """\
+Alerts (stack file [alerts]): Pacemaker runs {agent} once per recipient,
+as hacluster, for these events: {kinds}.
+hapack_deadline={deadline}s keeps every delivery (webhook retries included) below
+the alert timeout ({timeout})."""
+
+RECIPIENT_TEXT = {
+    "webhook": "A JSON POST to this URL ({retries} retries, {timeout}s per attempt).",
+    "syslog": "One line to the syslog socket {socket}, facility {facility}.",
+    "command": "This command, with the event in CRM_alert_* variables (timeout {timeout}s).",
+}
 
 
 # -- building ----------------------------------------------------------------------------
@@ -203,7 +234,11 @@ def build(stack: Stack, source: str, form: str = "cib") -> etree._Element:
     etree.SubElement(configuration, "nodes")
     configuration.append(_resources(stack))
     configuration.append(_constraints(stack))
+    if any(node.fences for node in stack.nodes):
+        configuration.append(_fencing_topology(stack))
     configuration.append(_rsc_defaults(stack))
+    if stack.alerts is not None:
+        configuration.append(_alerts(stack))
     etree.SubElement(cib, "status")
     return cib
 
@@ -211,8 +246,12 @@ def build(stack: Stack, source: str, form: str = "cib") -> etree._Element:
 def _crm_config(stack: Stack):
     fencing = stack.fencing
     element = etree.Element("crm_config")
-    delay = (DELAY_ON.format(delay=format_duration(fencing.priority_fencing_delay))
-             if fencing.priority_fencing_delay else DELAY_OFF)
+    if stack.quorum is not None:
+        delay = DELAY_QUORUM.format(host=stack.quorum.host, algorithm=stack.quorum.algorithm)
+    elif fencing.priority_fencing_delay:
+        delay = DELAY_ON.format(delay=format_duration(fencing.priority_fencing_delay))
+    else:
+        delay = DELAY_OFF
     _comment(element, CRM_CONFIG.format(delay=delay))
     options = {"stonith-enabled": "true", "stonith-action": fencing.action,
                "stonith-timeout": format_duration(fencing.timeout)}
@@ -250,6 +289,12 @@ def _resources(stack: Stack):
                                          address=node.bmc.address, delay=delay))
         resources.append(primitive(device, FENCE_AGENT,
                                    node.bmc.agent_params(node.name, node.fence_delay), fence_ops))
+        for further in node.fences:
+            _comment(resources, FENCE_LEVEL.format(device=further.device_id(node.name),
+                                                   agent=further.agent, level=further.level,
+                                                   node=node.name))
+            resources.append(primitive(further.device_id(node.name), further.spec,
+                                       further.agent_params(node.name), fence_ops))
 
     part = stack.partition
     _comment(resources, PARTITION_TEXT.format(backend=part.backend, device=part.device,
@@ -290,9 +335,9 @@ def _constraints(stack: Stack):
     constraints = etree.Element("constraints")
     _comment(constraints, FENCE_LOCATION)
     for node in stack.nodes:
-        device = fence_id(node.name)
-        etree.SubElement(constraints, "rsc_location", id=f"loc-{device}", rsc=device,
-                         score="-INFINITY", node=node.name)
+        for device in (fence_id(node.name), *(d.device_id(node.name) for d in node.fences)):
+            etree.SubElement(constraints, "rsc_location", id=f"loc-{device}", rsc=device,
+                             score="-INFINITY", node=node.name)
 
     primary = stack.primary.name
     _comment(constraints, PREFERENCE_TEXT.format(node=primary, preference=PRIMARY_PREFERENCE))
@@ -313,6 +358,75 @@ def _constraints(stack: Stack):
         "id": "ord-promote-then-stateful", "kind": "Mandatory", "first": PARTITION_CLONE,
         "first-action": "promote", "then": STATEFUL_GROUP, "then-action": "start"})
     return constraints
+
+
+def _fencing_topology(stack: Stack):
+    """The levels of every node with further fence devices. The ids are crmsh's for a
+    fencing_topology statement: fencing, fencing-0, fencing-1, ..."""
+    element = etree.Element("fencing-topology")
+    _comment(element, TOPOLOGY_TEXT)
+    count = 0
+    for node in stack.nodes:
+        if not node.fences:
+            continue
+        for level, devices in node.fence_topology():
+            etree.SubElement(element, "fencing-level", {
+                "target": node.name, "index": str(level), "devices": ",".join(devices),
+                "id": "fencing" if count == 0 else f"fencing-{count - 1}"})
+            count += 1
+    return element
+
+
+def _alerts(stack: Stack):
+    """<alerts>: one alert, its options, what it selects, one recipient per sink. The ids
+    and the order of children are crmsh's for the same 'alert' statement."""
+    from hapack.alerts import recipient_attributes, recipient_value
+    alerts = stack.alerts
+    element = etree.Element("alerts")
+    _comment(element, ALERTS_TEXT.format(
+        agent=ALERT_AGENT, kinds=", ".join(_kinds(alerts)), timeout=format_duration(alerts.timeout),
+        deadline=f"{alerts.deadline / 1000:g}"))
+    alert = etree.SubElement(element, "alert", id=ALERT_ID, path=ALERT_AGENT)
+    _nvpairs(alert, "instance_attributes", f"{ALERT_ID}-instance_attributes", {
+        "hapack_cluster": stack.cluster.name, "hapack_deadline": f"{alerts.deadline / 1000:g}"})
+    _nvpairs(alert, "meta_attributes", f"{ALERT_ID}-meta_attributes",
+             {"timeout": format_duration(alerts.timeout)})
+    if not alerts.selects_all:
+        alert.append(_select(alerts))
+    for i, recipient in enumerate(alerts.recipients, 1):
+        rid = f"{ALERT_ID}-recipient-{i}"
+        _comment(alert, RECIPIENT_TEXT[recipient.sink].format(
+            retries=recipient.retries, timeout=f"{recipient.timeout / 1000:g}",
+            socket=recipient.socket, facility=recipient.facility))
+        element_r = etree.SubElement(alert, "recipient", id=rid, value=recipient_value(recipient))
+        _nvpairs(element_r, "instance_attributes", f"{rid}-instance_attributes",
+                 recipient_attributes(recipient))
+    return element
+
+
+def _kinds(alerts) -> list[str]:
+    kinds = [kind for kind, on in (("fencing", alerts.select_fencing),
+                                   ("nodes", alerts.select_nodes),
+                                   ("resources", alerts.select_resources)) if on]
+    if alerts.select_attributes is True:
+        kinds.append("attributes")
+    elif alerts.select_attributes:
+        kinds.append("attributes " + " ".join(alerts.select_attributes))
+    return kinds
+
+
+def _select(alerts):
+    select = etree.Element("select")
+    for flag in ("select_fencing", "select_nodes", "select_resources"):
+        if getattr(alerts, flag):
+            etree.SubElement(select, flag)
+    if alerts.select_attributes:
+        attributes = etree.SubElement(select, "select_attributes")
+        if alerts.select_attributes is not True:
+            for i, name in enumerate(alerts.select_attributes, 1):
+                etree.SubElement(attributes, "attribute", id=f"{ALERT_ID}-attribute-{i}",
+                                 name=name)
+    return select
 
 
 def render(stack: Stack, source: str) -> bytes:

@@ -121,6 +121,49 @@ def _order(element) -> str:
             f"{element.get('then')}:{element.get('then-action')}")
 
 
+def _fencing_topology(element) -> list[str]:
+    """``fencing_topology node: level1 level2 ...``, a level's devices joined by ','
+    (crmsh numbers the levels in order and ids them fencing, fencing-0, ...)."""
+    comments = [c for c in element if isinstance(c, etree._Comment)]
+    lines = ["# " + line if line else "#" for comment in comments
+             for line in cibmod.comment_lines(comment)]
+    targets: dict[str, list[str]] = {}
+    for level in element.iterfind("fencing-level"):
+        targets.setdefault(level.get("target"), []).append(level.get("devices"))
+    clauses = [f"{target}: " + " ".join(levels) for target, levels in targets.items()]
+    return lines + [_statement("fencing_topology", clauses)]
+def _alert(element) -> list[str]:
+    """``alert ID PATH attributes ... meta ... select ... to { VALUE attributes ... }``;
+    the recipients' comments come before the statement (crmsh has none inside one)."""
+    comments = _comments(element)
+    clauses = []
+    for tag, word in (("instance_attributes", "attributes"), ("meta_attributes", "meta")):
+        pairs = _pairs(element, tag)
+        if pairs:
+            clauses.append(f"{word} " + " ".join(pairs))
+    select = element.find("select")
+    if select is not None:
+        clauses.append("select " + " ".join(_selected(select)))
+    for recipient in element.iterfind("recipient"):
+        comments += _comments(recipient)
+        pairs = _pairs(recipient, "instance_attributes")
+        inner = [quote(recipient.get("value"))] + (["attributes " + " ".join(pairs)] if pairs else [])
+        clauses.append("to { " + " ".join(inner) + " }")
+    return comments + [_statement(f"alert {element.get('id')} {quote(element.get('path'))}",
+                                  clauses)]
+
+
+def _selected(select) -> list[str]:
+    words = []
+    for child in select:
+        if not isinstance(child.tag, str):
+            continue
+        word = child.tag.removeprefix("select_")
+        names = [a.get("name") for a in child.iterfind("attribute")]
+        words.append(f"{word} {{ {' '.join(names)} }}" if names else word)
+    return words
+
+
 _CONSTRAINTS = {"rsc_location": _location, "rsc_colocation": _colocation, "rsc_order": _order}
 _RESOURCES = {"primitive": _primitive, "group": _group, "clone": _clone}
 
@@ -149,6 +192,13 @@ def from_cib(cib: _Element) -> str:
         if isinstance(element, etree._Comment):
             continue
         blocks.append("\n".join(_comments(element) + [_CONSTRAINTS[element.tag](element)]))
+    topology = configuration.find("fencing-topology")
+    if topology is not None:
+        blocks.append("\n".join(_fencing_topology(topology)))
+    alerts = configuration.find("alerts")
+    for element in (alerts if alerts is not None else ()):
+        if not isinstance(element, etree._Comment):
+            blocks.append("\n".join(_alert(element)))
     return "\n\n".join(blocks) + "\n"
 
 

@@ -80,6 +80,10 @@ def ha_cf(stack: Stack, source: str) -> str:
         if lost:
             stonith.append("# Not passed to external/bmc (stonith_host passes only its "
                            "getconfignames): " + ", ".join(lost) + ".")
+        if node.fences:
+            stonith.append("# Further fencing levels, not used by Heartbeat (cluster-glue "
+                           "runs no fence-agents): "
+                           + ", ".join(d.device_id(node.name) for d in node.fences) + ".")
         stonith.append(f"stonith_host {peer} external/bmc {' '.join(values)}")
     return _template("ha.cf.tmpl").substitute(
         cluster_name=stack.cluster.name, source=source, logging=logging,

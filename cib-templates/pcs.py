@@ -6,7 +6,9 @@ comment becomes ``#`` lines before the commands that make the element it
 explains, each element the pcs commands that make it, in the CIB's order.
 Every word is quoted with :func:`shlex.quote`, one command per line. An
 element or attribute this module has no pcs command for is an error
-(:class:`Untranslatable`), never left out.
+(:class:`Untranslatable`), never left out; the one exception is an alert's
+``<select>``, which pcs 0.11 cannot write: a ``cibadmin --modify`` line on the
+same file (``CIB_file="$cib"``) adds it.
 
 Ids are the CIB's wherever pcs takes one (resources, clones, constraints,
 rule, defaults sets, alerts, recipients); pcs generates the others (nvpairs,
@@ -14,7 +16,9 @@ operations, expressions, fencing levels) with its own names.
 
 The script ends with the ``pcs cluster setup`` command that writes corosync.conf
 offline, as a comment: its totem, nodelist and quorum sections are
-``hapack render corosync``'s, its logging section is pcs's own.
+``hapack render corosync``'s, its logging section is pcs's own; with a
+``[quorum]`` table, followed by the ``pcs quorum device add`` that adds the same
+quorum device to the running cluster.
 """
 
 from __future__ import annotations
@@ -44,6 +48,15 @@ corosync.conf: 'hapack render corosync' writes the stack's. pcs writes one with 
 same totem, nodelist and quorum sections offline with the command below; its
 logging section is pcs's own (to_syslog yes, logfile /var/log/corosync/corosync.log,
 timestamp on), not the stack file's [corosync] settings."""
+
+SELECT_TEXT = """\
+pcs has no option for an alert's <select> (which events it reports): cibadmin
+adds it to the same offline CIB file."""
+
+DEVICE_TEXT = """\
+The quorum device ([quorum]): pcs adds it to a running cluster (it sets up the
+certificates with the arbiter, which must run 'pcs qdevice setup model net --enable
+--start', and removes two_node), so after 'pcs cluster setup' and the start, run:"""
 
 LEVEL_TEXT = """\
 --force: the fencing level names a node, and this offline CIB has no nodes yet."""
@@ -272,12 +285,36 @@ def _alert(alert) -> list[str]:
         raise _unsupported(alert)
     lines = _comments(alert) + [_command("alert", "create", f"path={alert.get('path')}",
                                          f"id={alert.get('id')}",
-                                         *_options(alert, ("recipient",)))]
+                                         *_options(alert, ("recipient", "select")))]
     for recipient in alert.iterfind("recipient"):
         lines += _comments(recipient) + [_command(
             "alert", "recipient", "add", alert.get("id"), f"value={recipient.get('value')}",
             f"id={recipient.get('id')}", *_options(recipient))]
-    return lines
+    select = alert.find("select")
+    return lines + (_select(alert.get("id"), select) if select is not None else [])
+
+
+_SELECTS = ("select_fencing", "select_nodes", "select_resources", "select_attributes")
+
+
+def _select(alert_id: str, select) -> list[str]:
+    """pcs has no option for an alert's <select>: cibadmin adds it to the same CIB file."""
+    kids = _elements(select)
+    if not kids or select.attrib or any(
+            kid.tag not in _SELECTS or kid.attrib or any(
+                a.tag != "attribute" or set(a.attrib) != {"id", "name"} or len(a)
+                for a in _elements(kid)) for kid in kids):
+        raise _unsupported(select, f" in alert {alert_id} (select_fencing, select_nodes, "
+                           "select_resources, select_attributes of named attributes)")
+    copy = etree.Element("alert", id=alert_id)
+    clean = etree.SubElement(copy, "select")
+    for kid in kids:
+        into = etree.SubElement(clean, kid.tag)
+        for attribute in _elements(kid):
+            etree.SubElement(into, "attribute", id=attribute.get("id"), name=attribute.get("name"))
+    xml = etree.tostring(copy, encoding="unicode")
+    return [_hash(line) for line in SELECT_TEXT.splitlines()] + [
+        f'CIB_file="$cib" cibadmin --modify --xml-text {shlex.quote(xml)}']
 
 
 def _crm_config(element) -> list[str]:
@@ -363,6 +400,29 @@ def setup_argv(stack: Stack, corosync_conf: str = "corosync.conf") -> list[str]:
     return argv
 
 
+def device_argv(stack: Stack) -> list[str]:
+    """``pcs quorum device add`` for the stack's quorum device (the same device section
+    as ``hapack render corosync``)."""
+    from hapack.cib import corosync
+    q = stack.quorum
+    generic = [("votes", 1 if q.algorithm == "ffsplit" else None), ("timeout", q.timeout),
+               ("sync_timeout", q.sync_timeout)]
+    model = [("host", q.host), ("port", q.port), ("algorithm", q.algorithm),
+             ("tie_breaker", corosync.tie_breaker(stack, q)), ("tls", q.tls)]
+    argv = ["pcs", "quorum", "device", "add"] + _options_words(generic) + ["model", "net"]
+    argv += _options_words(model)
+    h = q.heuristics
+    if h is not None:
+        argv += ["heuristics"] + _options_words(
+            [("mode", h.mode), ("timeout", h.timeout), ("sync_timeout", h.sync_timeout),
+             ("interval", h.interval)] + [(f"exec_{name}", cmd) for name, cmd in h.execs])
+    return argv
+
+
+def _options_words(pairs) -> list[str]:
+    return [f"{key}={value}" for key, value in pairs if value is not None]
+
+
 # -- the script --------------------------------------------------------------------------
 
 def from_cib(cib: _Element, stack: Stack, source: str) -> str:
@@ -376,6 +436,9 @@ def from_cib(cib: _Element, stack: Stack, source: str) -> str:
     blocks = ["\n".join(head)] + ["\n".join(lines) for lines in commands(cib) if lines]
     setup = [_hash(line) for line in SETUP_TEXT.splitlines()]
     blocks.append("\n".join(setup + ["# " + shlex.join(setup_argv(stack))]))
+    if stack.quorum is not None:
+        device = [_hash(line) for line in DEVICE_TEXT.splitlines()]
+        blocks.append("\n".join(device + ["# " + shlex.join(device_argv(stack))]))
     return "\n\n".join(blocks) + "\n"
 
 

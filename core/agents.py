@@ -27,8 +27,10 @@ OCF_AGENTS: dict[str, str] = {
 }
 #: stonith:<name> (the fencer's agents, /usr/sbin/<name>) -> module
 FENCE_AGENTS: dict[str, str] = {"fence_bmc": "hapack.stonith.fence_bmc"}
-#: /usr/sbin tools: the partition's DRBD handlers (drbd.conf) -> module
-SBIN_TOOLS: dict[str, str] = {"hapack-drbd-handler": "hapack.ocf.partition_handler"}
+#: /usr/sbin tools -> module: the partition's DRBD handlers (drbd.conf) and Pacemaker's
+#: alert agent (the CIB's <alert path=...>, from the stack file's [alerts])
+SBIN_TOOLS: dict[str, str] = {"hapack-drbd-handler": "hapack.ocf.partition_handler",
+                              "hapack-alert": "hapack.alertagent"}
 #: cluster-glue external/<name> plugins -> module
 GLUE_PLUGINS: dict[str, str] = {"bmc": "hapack.stonith.glue"}
 #: the commands an operator types (on root's PATH) -> module

@@ -1,6 +1,7 @@
 """Address announcements and duplicate-address probes on a raw link socket.
 
-IPv4: gratuitous ARP requests announce an address; an RFC 5227 ARP probe
+IPv4: gratuitous ARP requests (or replies, ``mode="reply"``) announce an
+address; an RFC 5227 ARP probe
 (sender address 0.0.0.0) finds another holder. IPv6: unsolicited neighbour
 advertisements (override flag) announce; a DAD-style neighbour solicitation
 from the unspecified address finds another holder. Everything is built
@@ -37,9 +38,13 @@ def _ethernet(dst, src, proto):
     return dst + src + struct.pack("!H", proto)
 
 
-def arp_frame(mac: str, sender_ip: str, target_ip: str, op: int = 1,
+ARP_REQUEST, ARP_REPLY = 1, 2
+ARP_MODES = ("request", "reply")
+
+
+def arp_frame(mac: str, sender_ip: str, target_ip: str, op: int = ARP_REQUEST,
               target_mac: bytes = b"\0" * 6) -> bytes:
-    """An Ethernet ARP frame; op 1 is a request, 2 a reply."""
+    """An Ethernet ARP frame, broadcast; op 1 is a request, 2 a reply."""
     src = mac_bytes(mac)
     payload = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, src,
                           socket.inet_aton(sender_ip), target_mac, socket.inet_aton(target_ip))
@@ -147,19 +152,35 @@ class LinkSocket:
         self.close()
 
 
-def announcement(family: int, mac: str, ip: str) -> bytes:
-    return arp_frame(mac, ip, ip) if family == socket.AF_INET else na_frame(mac, ip)
+def gratuitous_arp(mac: str, ip: str, mode: str = "request") -> bytes:
+    """A gratuitous ARP for ip, broadcast, sender and target address both ip.
+
+    A request has an empty target MAC (RFC 5227's announcement); a reply names
+    the sender as target too, as resource-agents' send_arp's reply and
+    iputils ``arping -A`` do (IPaddr2 ``send_arp_opts=-A``, resource-agents PR
+    977): for switches that learn only from replies.
+    """
+    if mode not in ARP_MODES:
+        raise ValueError(f"ARP mode {mode!r} is not one of {', '.join(ARP_MODES)}")
+    if mode == "reply":
+        return arp_frame(mac, ip, ip, op=ARP_REPLY, target_mac=mac_bytes(mac))
+    return arp_frame(mac, ip, ip)
+
+
+def announcement(family: int, mac: str, ip: str, mode: str = "request") -> bytes:
+    """IPv4: a gratuitous ARP of ``mode``; IPv6: an unsolicited neighbour advertisement."""
+    return gratuitous_arp(mac, ip, mode) if family == socket.AF_INET else na_frame(mac, ip)
 
 
 def announce(ifname: str, family: int, mac: str, ip: str, count: int = 1, interval: float = 0.0,
-             still_ours: Callable[[], bool] | None = None) -> int:
-    """Send ``count`` announcements ``interval`` seconds apart.
+             still_ours: Callable[[], bool] | None = None, mode: str = "request") -> int:
+    """Send ``count`` announcements ``interval`` seconds apart (IPv4: ARP ``mode``).
 
     ``still_ours`` (optional callable) is asked before each one after the
     first, so a stopped VIP is never announced again. Returns how many were
     sent.
     """
-    frame = announcement(family, mac, ip)
+    frame = announcement(family, mac, ip, mode)
     sent = 0
     with LinkSocket(ifname, family) as link:
         for n in range(count):

@@ -6,7 +6,8 @@
 A table sits between ``<!-- params:NAME -->`` and ``<!-- /params:NAME -->``
 where NAME is an OCF agent (``vip``) or a module path (``hapack.stonith.fence_bmc``);
 the module's ``AGENT.params`` or ``PARAMS`` are the single source
-(:mod:`hapack.agents` maps agent names to modules).
+(:mod:`hapack.agents` maps agent names to modules). A parameter's other names
+(deprecated aliases) and its fence-agent option letter follow its name.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ def _cell(text):
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _names(param) -> str:
+    """``ip`` with its command-line letter and its other (deprecated) names."""
+    extra = ([f"`-{param.short}`"] if param.short else []) + [f"`{a}`" for a in param.aliases]
+    return f"`{param.name}`" + (f" ({', '.join(extra)})" if extra else "")
+
+
 def table(name: str) -> str:
     rows = ["| parameter | default | description |", "|---|---|---|"]
     for param in params_of(name):
@@ -36,7 +43,7 @@ def table(name: str) -> str:
         text = param.longdesc
         if param.choices:
             text += f" One of: {', '.join(param.choices)}."
-        rows.append(f"| `{param.name}` | {default} | {_cell(text)} |")
+        rows.append(f"| {_names(param)} | {default} | {_cell(text)} |")
     return "\n".join(rows) + "\n"
 
 

@@ -80,13 +80,19 @@ class Param:
     DTD has no select). ``check`` is an optional callable that takes the
     parsed value and returns the value to use, raising ValueError with a
     readable message. ``secret`` values are never printed or logged.
-    ``aliases`` are extra names accepted by the fence agent protocol.
+    ``aliases`` are other names accepted for the parameter, deprecated: the
+    stock resource agent's name for an OCF agent (``OCF_RESKEY_<alias>``,
+    warned about), fence-agents' older names for the fence agent. ``short``
+    is the fence agent's one-letter command-line option (``-a`` for ``ip``).
+    ``alias_forms`` maps an alias to a function turning the stock agent's value
+    into this parameter's (pgsql ``pgctl=/usr/lib/postgresql/15/bin/pg_ctl`` is
+    ``bindir=/usr/lib/postgresql/15/bin``).
     ``minimum``/``maximum`` bound integer and float values.
     """
 
     __slots__ = ("name", "shortdesc", "longdesc", "kind", "default", "required",
                  "unique", "choices", "check", "secret", "aliases", "minimum",
-                 "maximum", "advanced")
+                 "maximum", "advanced", "short", "alias_forms")
     # set once in __init__ through object.__setattr__; declared for the type checker
     name: str
     shortdesc: str
@@ -102,10 +108,13 @@ class Param:
     minimum: float | None
     maximum: float | None
     advanced: bool
+    short: str | None
+    alias_forms: dict[str, Callable[[str], str]]
 
     def __init__(self, name, shortdesc, longdesc="", *, kind="string", default=None,
                  required=False, unique=False, choices=(), check=None, secret=False,
-                 aliases=(), minimum=None, maximum=None, advanced=False):
+                 aliases=(), minimum=None, maximum=None, advanced=False, short=None,
+                 alias_forms=None):
         if kind not in KINDS:
             raise TypeError(f"{name}: unknown kind {kind!r}")
         if required and default is not None:
@@ -114,6 +123,8 @@ class Param:
             raise TypeError(f"{name}: a choice parameter needs choices")
         if choices and default is not None and default not in choices:
             raise TypeError(f"{name}: default {default!r} is not one of its choices")
+        if short is not None and (len(short) != 1 or not short.isalnum()):
+            raise TypeError(f"{name}: short option {short!r} is not one letter or digit")
         set_ = object.__setattr__
         set_(self, "name", name)
         set_(self, "shortdesc", shortdesc)
@@ -129,12 +140,27 @@ class Param:
         set_(self, "minimum", minimum)
         set_(self, "maximum", maximum)
         set_(self, "advanced", advanced)
+        set_(self, "short", short)
+        set_(self, "alias_forms", dict(alias_forms or {}))
+        unknown = set(self.alias_forms) - set(self.aliases)
+        if unknown:
+            raise TypeError(f"{name}: alias_forms for undeclared aliases {sorted(unknown)}")
 
     def __setattr__(self, name, value):
         raise AttributeError("Param is frozen")
 
     def __repr__(self):
         return f"Param({self.name!r}, kind={self.kind!r})"
+
+    def with_aliases(self, *aliases: str, **forms: Callable[[str], str]) -> Param:
+        """This declaration with more (deprecated) names, for an agent that shares it
+        with others: ``common_params()``'s user is pgsql's ``pgdba``."""
+        copy = object.__new__(Param)
+        for slot in self.__slots__:
+            object.__setattr__(copy, slot, getattr(self, slot))
+        object.__setattr__(copy, "aliases", self.aliases + tuple(aliases))
+        object.__setattr__(copy, "alias_forms", {**self.alias_forms, **forms})
+        return copy
 
     @property
     def default_text(self) -> str:
@@ -254,11 +280,46 @@ def parse(params: Sequence[Param], raw: Mapping[str, str], *, lenient_missing: b
 
 
 def from_environ(params: Iterable[Param], environ: Mapping[str, str],
-                 prefix: str = "OCF_RESKEY_") -> dict[str, str]:
-    """The raw values of the declared parameters from an environment."""
-    raw = {}
+                 prefix: str = "OCF_RESKEY_",
+                 used: list[tuple[str, str]] | None = None) -> dict[str, str]:
+    """The raw values of the declared parameters from an environment.
+
+    A parameter set under one of its aliases (the stock agent's name) counts as
+    set, its value in this parameter's form (``alias_forms``); each alias found is
+    appended to ``used`` as (alias, name). Set under both names to different
+    values: ParamError (equal values are fine).
+    """
+    raw: dict[str, str] = {}
     for param in params:
         text = environ.get(prefix + param.name)
+        for alias in param.aliases:
+            other = environ.get(prefix + alias)
+            if other is None or other == "":
+                continue
+            if used is not None:
+                used.append((alias, param.name))
+            form = param.alias_forms.get(alias)
+            other = form(other) if form is not None else other
+            if text is not None and text != "" and text != other:
+                raise ParamError(param.name, f"set both as {param.name} and as its deprecated "
+                                 f"name {alias}, to different values: keep only {param.name}")
+            text = other
         if text is not None:
             raw[param.name] = text
     return raw
+
+
+def with_aliases(params: Iterable[Param],
+                 aliases: Mapping[str, Any]) -> tuple[Param, ...]:
+    """params with more names for some: ``{"config": ("configfile",)}``; a value may be
+    (names, forms) to translate the stock values."""
+    result = []
+    for param in params:
+        extra = aliases.get(param.name)
+        if extra is None:
+            result.append(param)
+        elif isinstance(extra, tuple) and len(extra) == 2 and isinstance(extra[1], dict):
+            result.append(param.with_aliases(*extra[0], **extra[1]))
+        else:
+            result.append(param.with_aliases(*extra))
+    return tuple(result)

@@ -181,10 +181,11 @@ class Actor:
             return False, str(result)
         if d.action is Act.FENCE or result is Power.OFF:
             self.world.power = Power.OFF
-            how = "fence_bmc off" if d.action is Act.FENCE else "fence_bmc status"
+            how = getattr(self.fencer, "verified_by", "") or (
+                "fence_bmc off" if d.action is Act.FENCE else "fence_bmc status")
             record_confirmation(self.confirmation_file, self.fencer.peer, self.node, how,
                                 self.log)
-            return True, "power off confirmed by the BMC"
+            return True, f"power off confirmed ({how})"
         self.world.power = result
         return True, f"power {result.value}"
 

@@ -93,6 +93,7 @@ def _serve(config, debug):
     from hapack.hamon.daemon import Daemon, fresh_window
     from hapack.hamon.events import EventLog
     from hapack.hamon.fence import Fencer
+    from hapack.hamon.metrics import MetricsError
     from hapack.hamon.ocfexec import OcfExecutor
     from hapack.hamon.packet import Keyring
     from hapack.hamon.transport import UdpTransport, next_generation
@@ -103,16 +104,27 @@ def _serve(config, debug):
     if refusal:
         print(f"hamon: refusing to start: {refusal}", file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        metrics = _metrics(config)
+    except MetricsError as exc:
+        print(f"hamon: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     log = EventLog(config.node, s.event_log, debug=debug)
+    from hapack.hamon import alerts
+    dispatcher = alerts.start(config, log)
     generation = next_generation(os.path.join(s.state_dir, "generation"))
     transport = UdpTransport(keyring, generation, peer.name, config.links, s.port,
                              fresh_window(s, len(config.links)))
-    fencer = Fencer(s.fence_agent, peer.name, peer.bmc, s.fence_timeout, log)
+    fencer = Fencer.for_peer(s.fence_agent, peer, s.fence_timeout, log)
     pinger = Pinger(s.ping_targets, s.ping_interval, s.dead_time / 2).start() \
         if s.ping_targets else None
     daemon = Daemon(config, transport, OcfExecutor(s.ocf_root, config.node, log), fencer, log,
                     pinger=pinger)
     server = control.ControlServer(s.run_dir, lambda req: report.handle(daemon, req), log)
+    if metrics is not None:
+        metrics.log, daemon.metrics = log, metrics.start()
+        log.info(f"metrics: GET /metrics on {s.metrics_address} (port {metrics.address[1]} of "
+                 f"{metrics.address[0]})")
     log.info(f"hamon {config.node} starting: generation {generation}, links "
              + ", ".join(f"{e.name} {e.local}->{e.peer}" for e in config.links)
              + f", port {s.port}, interval {s.interval * 1000:.0f}ms, dead after "
@@ -121,11 +133,25 @@ def _serve(config, debug):
         return daemon.run(server)
     finally:
         server.close()
+        if metrics is not None:
+            metrics.close()
         transport.close()
         if pinger:
             pinger.stop()
         log.info("hamon stopped")
+        if dispatcher is not None:
+            dispatcher.close()
         log.close()
+
+
+def _metrics(config):
+    """The metrics server bound (not started yet), or None when metrics are off."""
+    from hapack.hamon.metrics import MetricsServer
+    end = config.metrics_endpoint
+    if end is None:
+        return None
+    ours = end.host in {e.local for e in config.links}
+    return MetricsServer(end.host, end.port, freebind=ours, state_dir=config.settings.state_dir)
 
 
 def _preflight(config):
@@ -147,6 +173,7 @@ def _missing_programs(config):
     partition, base, side = stack_resources(config.stack)
     ocf = OcfExecutor(config.settings.ocf_root, config.node, None)
     paths = {ocf.path(r) for r in (partition, *base, *side)} | {config.settings.fence_agent}
+    paths |= {device.path for device in config.peer.fences}   # its further fencing levels
     return sorted(p for p in paths if not os.access(p, os.X_OK))
 
 

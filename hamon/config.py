@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from hapack.hamon import defaults as D
+from hapack.hamon.metrics import Endpoint, check_address, parse_address
 from hapack.stack import StackError, load
 from hapack.stack.reader import Reader, abs_path, choice, join, within
 
@@ -52,6 +53,7 @@ class Settings:
     event_log: str = D.EVENT_LOG
     ocf_root: str = D.OCF_ROOT
     fence_agent: str = D.FENCE_AGENT
+    metrics_address: str = D.METRICS_ADDRESS
 
     @property
     def warn(self) -> float:
@@ -105,6 +107,7 @@ def _read(r: Reader, t: dict, name: str) -> Any:
         return _ping_targets(r, t)
     default = Settings.__dataclass_fields__[name].default
     check = (abs_path if name in _PATHS else choice(*VIP_ORDERS) if name == "vip"
+             else check_address if name == "metrics_address"
              else within(*BOUNDS[name]) if name in BOUNDS else None)
     return r.value(t, KEY, name, type(default), check=check)
 
@@ -189,6 +192,16 @@ class Config:
         return self.stack.vip.start_after is None
 
     @property
+    def metrics_endpoint(self) -> Endpoint | None:
+        """Where to serve metrics (a link's name resolved to this node's address), or None."""
+        if not self.settings.metrics_address:
+            return None
+        end = parse_address(self.settings.metrics_address)
+        if end.is_link:
+            end = Endpoint(next(e.local for e in self.links if e.name == end.host), end.port)
+        return end
+
+    @property
     def fence_confirmed_file(self) -> str:
         return self.stack.partition.fence_confirmed_file
 
@@ -206,4 +219,14 @@ def load_config(path: Path | str, node: str) -> Config:
                                        "first, but vip.start_after places it after layer "
                                        f"{stack.vip.start_after!r}: set hamon.vip = "
                                        "\"after_fence\" or remove vip.start_after")])
+    _check_metrics_link(stack, s)
     return Config(stack, node, s)
+
+
+def _check_metrics_link(stack, s: Settings) -> None:
+    """A link named in metrics_address must be one of the stack's."""
+    end = parse_address(s.metrics_address) if s.metrics_address else None
+    names = [link.name for link in stack.links]
+    if end is not None and end.is_link and end.host not in names:
+        raise StackError(stack.file, [("hamon.metrics_address", f"{end.host!r} is neither an "
+                                       f"IP address nor a link of this stack ({', '.join(names)})")])

@@ -91,6 +91,7 @@ class Daemon:
         self.running = True
         self.signals = 0
         self.tick_errors = 0
+        self.metrics = None          # a hamon.metrics.MetricsServer: published once per tick
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- the tick ----------------------------------------------------------------------
@@ -108,6 +109,8 @@ class Daemon:
                 break
         if self.clock() >= self.next_send:
             self.send()
+        if self.metrics is not None:
+            self.metrics.publish(self)
         return decision
 
     def _decide_and_act(self, now):
@@ -143,6 +146,8 @@ class Daemon:
 
     def _finished(self, d, result, started, ended):
         ok, detail = self.actor.apply(d, result, ended)
+        if d.action in BMC_ACTIONS:
+            self.world.bmc_results[d.action, ok] += 1
         level = "info" if ok else "warning"
         self.log.event("step", f"{step_name(d)}: {'done' if ok else 'FAILED'} in "
                        f"{ended - started:.3f}s ({detail})", level, step=step_name(d), ok=ok,
@@ -189,6 +194,7 @@ class Daemon:
         self.next_send = now  # every change of state is announced at once
         if new is State.TAKEOVER and old is not State.BLOCKED:
             w.was_active = old in ACTIVE or w.holding()
+            w.takeovers += 1
             w.claim_seq = self.transport.seq + 1
             w.vip_tried = False
             origin = self.membership.last if not self.peer_alive and self.membership.last else now

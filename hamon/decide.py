@@ -170,6 +170,11 @@ def _side_care(s):
         if view.status is Res.FAILED and given_up and _peer_can_take(s):
             return goto(State.RELEASING, f"{view.name} failed {view.failures} times: "
                         f"switching over to {s.peer_name}")
+        if view.status is Res.STOPPED and given_up and _peer_can_take(s):
+            # left stopped while the peer could not take over (a split, the peer fenced):
+            # the peer is back and able, so the stack goes to it instead of staying down
+            return goto(State.RELEASING, f"{view.name} was left stopped after {view.failures} "
+                        f"failures and {s.peer_name} can take over now: switching over")
         if view.status is Res.FAILED and given_up:
             return Decision(Act.STOP, f"{view.name} failed {view.failures} times and "
                             f"{s.peer_name} cannot take over: leaving it stopped", view.name)

@@ -22,6 +22,7 @@ RUN_DIR = "/run/hamon"
 EVENT_LOG = "/var/log/hamon/events.jsonl"
 OCF_ROOT = "/usr/lib/ocf"
 FENCE_AGENT = "/usr/sbin/fence_bmc"
+METRICS_ADDRESS = ""              # "": no metrics; "lan:9665", "127.0.0.1:9665" (hamon.metrics)
 MIGRATION_THRESHOLD = DEFAULT_MIGRATION_THRESHOLD  # the stack's [cluster] default
 
 

@@ -30,6 +30,7 @@ class EventLog:
         self.debugging = debug
         self._lock = threading.Lock()
         self._file = None
+        self.listeners = []   # callables given every record (alerts); they must not block
         if path:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             self._file = open(path, "a", encoding="utf-8", buffering=1)
@@ -53,6 +54,8 @@ class EventLog:
                     self._file.write(json.dumps(record, default=str) + "\n")
                 except OSError:
                     pass  # a full log disk must not stop the heartbeats
+        for listener in self.listeners:
+            listener(record)
 
     def debug(self, message: str) -> None:
         self.event("log", message, "debug")

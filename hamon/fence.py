@@ -1,18 +1,33 @@
-"""Cutting the peer's power: fence_bmc, run as pacemaker-fenced would run it.
+"""Cutting the peer's power: its fence devices, level by level, as pacemaker-fenced runs them.
 
-The peer's BMC is described once in the stack file (``[nodes.bmc]``);
-:class:`Fencer` hands those parameters to ``fence_bmc`` as ``key=value``
-lines on stdin (the fence-agents protocol) with ``action=off`` or
-``action=status``. ``off`` exits 0 only once the BMC reports the power off.
-A confirmed power-off is written to the partition agent's fence
-confirmation file (:mod:`hapack.confirm`), the evidence its promotion gate
-accepts.
+The peer's ways to cut its power are described once in the stack file: its
+BMC (``[nodes.bmc]``, level 1, through ``fence_bmc``) and any further devices
+(``[[nodes.fence]]``, levels 2.., any fence agent, e.g. a PDU's). The same
+order is Pacemaker's fencing topology. :class:`Fencer` hands each device its
+parameters as ``key=value`` lines on stdin (the fence-agents protocol) with
+``action=off`` or ``action=status``:
+
+* ``off`` tries the levels in order, each device with its own timeout. A level
+  succeeds when every one of its devices powered the peer off: fence_bmc's
+  ``off`` exits 0 only once the BMC reports the power off; another agent's
+  ``off`` is then verified with its own ``status`` (exit 2, off). The first
+  level that succeeds ends the fence; every level's outcome is logged; when
+  all fail, :class:`FenceFailed` names each level's failure.
+* ``status`` asks the levels in order until one can tell: ON if a device of
+  that level reports on, OFF if all report off.
+
+The level that verified the power off is :attr:`Fencer.verified_by`, written
+with the fence confirmation (:mod:`hapack.confirm`), the evidence the
+partition agent's promotion gate accepts.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from hapack.hamon.snapshot import Power
 from hapack.proc import CommandError, run
+from hapack.stack import FENCE_AGENT_NAME, fence_device_id
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,47 +39,123 @@ LOGIN_TIMEOUT = 5.0   # fence_bmc's own default, kept within our fence timeout
 
 
 class FenceFailed(Exception):
-    """The BMC did not confirm (or could not tell) what was asked."""
+    """No level confirmed (or could tell) what was asked."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """One fence device of the peer: the agent to run and its parameters."""
+
+    name: str                 # the CIB's id: fence-<peer>[-<name>]
+    agent: str                # the executable
+    params: dict
+    secrets: tuple = ()
+    verifies_off: bool = True  # its off exits 0 only once the power is verified off
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.agent.rsplit('/', 1)[-1]})"
+
+
+def peer_levels(agent: str, peer: Any) -> list[tuple[int, list[Device]]]:
+    """(level, devices) of ``peer`` (a stack Node) in the order they are tried: its BMC
+    through ``agent`` (fence_bmc), then its [[nodes.fence]] devices."""
+    bmc = peer.bmc
+    levels = {1: [Device(peer.fence_device, agent, bmc.agent_params(peer.name),
+                         (bmc.password,) if bmc.password else ())]}
+    for device in peer.fences:
+        levels.setdefault(device.level, []).append(Device(
+            device.device_id(peer.name), device.path, device.agent_params(peer.name),
+            verifies_off=device.agent == FENCE_AGENT_NAME))
+    return sorted(levels.items())
 
 
 class Fencer:
-    def __init__(self, agent, peer, bmc, timeout, log):
+    def __init__(self, agent, peer, bmc, timeout, log, levels=None):
         self.agent = agent
         self.peer = peer
         self.bmc = bmc
         self.timeout = timeout
         self.log = log
+        self.levels = levels or [(1, [Device(fence_device_id(peer), agent, bmc.agent_params(peer),
+                                             (bmc.password,) if bmc.password else ())])]
+        self.verified_by = ""
 
-    def request(self, action: str) -> str:
-        params = {k: v for k, v in self.bmc.agent_params(self.peer).items()
-                  if not k.startswith("pcmk_")}
-        params.update(action=action, nodename=self.peer, plug=self.peer,
-                      power_timeout=f"{self.timeout:g}",
+    @classmethod
+    def for_peer(cls, agent: str, peer: Any, timeout: float, log: EventLog) -> Fencer:
+        """The fencer of ``peer`` (a stack Node): every level the stack file gives it."""
+        return cls(agent, peer.name, peer.bmc, timeout, log, peer_levels(agent, peer))
+
+    def request(self, action: str, device: Device | None = None) -> str:
+        device = device or self.levels[0][1][0]
+        params = {k: v for k, v in device.params.items() if not k.startswith("pcmk_")}
+        # as pacemaker-fenced: the target in plug unless the device names its outlet
+        if "plug" not in params and "port" not in params:
+            params["plug"] = self.peer
+        params.update(action=action, nodename=self.peer, power_timeout=f"{self.timeout:g}",
                       login_timeout=f"{min(self.timeout, LOGIN_TIMEOUT):g}")
         return "".join(f"{k}={v}\n" for k, v in params.items())
 
-    def _run(self, action):
-        secrets = (self.bmc.password,) if self.bmc.password else ()
+    def _run(self, device, action):
         try:
-            return run([self.agent], input=self.request(action), timeout=self.timeout + 5,
-                       secrets=secrets, log=self.log)
+            return run([device.agent], input=self.request(action, device),
+                       timeout=self.timeout + 5, secrets=device.secrets, log=self.log)
         except CommandError as exc:
-            raise FenceFailed(str(exc)) from None
+            raise FenceFailed(f"{action} of {self.peer} through {device.label}: {exc}") from None
 
-    def status(self) -> Any:
-        """Power.ON or Power.OFF as the BMC reports it; FenceFailed if it cannot tell."""
-        result = self._run("status")
+    def _status(self, device):
+        result = self._run(device, "status")
         if result.returncode == STATUS_OFF:
             return Power.OFF
         if result.returncode == STATUS_ON:
             return Power.ON
-        raise FenceFailed(f"status of {self.peer}: {_last_line(result)}")
+        raise FenceFailed(f"status of {self.peer} through {device.label}: {_last_line(result)}")
+
+    def _off(self, device):
+        result = self._run(device, "off")
+        if result.returncode != 0:
+            raise FenceFailed(f"off of {self.peer} through {device.label}: {_last_line(result)}")
+        if not device.verifies_off and self._status(device) is not Power.OFF:
+            raise FenceFailed(f"off of {self.peer} through {device.label}: the agent reported "
+                              "success, but its status still says on")
+
+    def status(self) -> Any:
+        """Power.ON or Power.OFF as the first level that can tell reports it;
+        FenceFailed if none can."""
+        failures = []
+        for level, devices in self.levels:
+            try:
+                seen = [self._status(device) for device in devices]
+            except FenceFailed as exc:
+                failures.append(f"level {level}: {exc}")
+                continue
+            if all(power is Power.OFF for power in seen):
+                self.verified_by = _how(level, devices, "status")
+                return Power.OFF
+            return Power.ON
+        raise FenceFailed("; ".join(failures))
 
     def off(self) -> None:
-        """Power the peer off; returns once the BMC reports it off, else FenceFailed."""
-        result = self._run("off")
-        if result.returncode != 0:
-            raise FenceFailed(f"off of {self.peer}: {_last_line(result)}")
+        """Power the peer off, level by level; returns once a level verified it off,
+        else FenceFailed naming every level's failure."""
+        failures = []
+        for level, devices in self.levels:
+            try:
+                for device in devices:
+                    self._off(device)
+            except FenceFailed as exc:
+                failures.append(f"level {level}: {exc}")
+                self.log.warning(f"fencing {self.peer}: level {level} failed: {exc}")
+                continue
+            self.verified_by = _how(level, devices, "off")
+            self.log.info(f"fencing {self.peer}: level {level} "
+                          f"({', '.join(d.label for d in devices)}) powered it off")
+            return
+        raise FenceFailed("; ".join(failures))
+
+
+def _how(level: int, devices: list[Device], action: str) -> str:
+    return f"level {level}: " + ", ".join(f"{d.label} {action}" for d in devices)
 
 
 def _last_line(result):

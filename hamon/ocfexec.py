@@ -122,11 +122,25 @@ class OcfExecutor:
                            time.monotonic() - started)
         except CommandError as exc:
             return Outcome(OCF.ERR_GENERIC, str(exc), time.monotonic() - started)
-        return Outcome(result.returncode, exit_reason(result.stderr), time.monotonic() - started)
+        return Outcome(result.returncode, exit_reason(result.stderr, result.returncode),
+                       time.monotonic() - started)
 
 
-def exit_reason(stderr: str) -> str:
-    """The last ``ocf-exit-reason:`` line of an agent's stderr ('' if none)."""
-    reasons = [line[len(EXIT_REASON_PREFIX):].strip() for line in (stderr or "").splitlines()
+#: Codes that say what runs, not that something went wrong: no reason expected.
+QUIET_CODES = (OCF.SUCCESS, OCF.NOT_RUNNING, OCF.RUNNING_PROMOTED)
+STDERR_TAIL = 200
+
+
+def exit_reason(stderr: str | None, rc: int = OCF.SUCCESS) -> str:
+    """The last ``ocf-exit-reason:`` line of an agent's stderr. A failure without one (an
+    agent that died before its runner could say why: a broken wrapper, a signal) gets
+    the last line of its stderr instead, so the step's event still says something."""
+    lines = (stderr or "").splitlines()
+    reasons = [line[len(EXIT_REASON_PREFIX):].strip() for line in lines
                if line.startswith(EXIT_REASON_PREFIX)]
-    return reasons[-1] if reasons else ""
+    if reasons:
+        return reasons[-1]
+    tail = [line.strip() for line in lines if line.strip()]
+    if rc in QUIET_CODES or not tail:
+        return ""
+    return f"no exit reason; stderr: {tail[-1][:STDERR_TAIL]}"

@@ -11,7 +11,7 @@ membership's view of the peer, into a :class:`~hapack.hamon.decide.Snapshot`.
 from __future__ import annotations
 
 import os
-from collections import deque
+from collections import Counter, deque
 
 from hapack.hamon.packet import Status
 from hapack.hamon.snapshot import Policy, Power, Res, ResourceView, Snapshot
@@ -69,6 +69,8 @@ class World:
         self.peer_healthy_since = None
         self.timeline = None
         self.timelines = {}
+        self.takeovers = 0                # never reset (metrics): takeovers begun
+        self.bmc_results = Counter()      # never reset (metrics): (Act, ok) of BMC steps
 
     def all(self) -> list[ResourceState]:
         return [self.partition, *self.base, *self.side]

@@ -63,8 +63,12 @@ API (``Lab``; nodes are ``"node1"``, ``"node2"``; links ``"lan"``, ``"hb"``, ``"
   ``cut_links(node)`` (the host end goes down: NO-CARRIER in the node; a cut
   survives reboots), ``kill_process(node, pid_in_node|exact_name,
   sig=SIGKILL)``, ``bmc_unreachable(node)`` / ``bmc_reachable(node)`` (the
-  BMC address leaves the BMC network: requests time out), ``restore()``
+  BMC address leaves the BMC network: requests time out), ``cut_power(node)``
+  (the power fails at the source, not through the BMC), ``restore()``
   (undo all of them, wait until healthy).
+* PDUs (``Lab(pdu=True)``): ``pdu(node) -> Bmc``, a second ipmi_sim on the BMC
+  network switching the same power supply, for a second fencing level with the
+  stock fence_ipmilan.
 * Running things: ``exec(node, argv, *, check=True, timeout=60, input=None,
   env=None, text=True, capture=True) -> CompletedProcess`` (nsenter into all
   the node's namespaces and cgroups, cwd /, a clean environment; raises

@@ -47,11 +47,13 @@ HACLUSTER_DIRS = (("var-lib-pacemaker/cib", 0o750), ("var-lib-pacemaker/pengine"
                   ("var-log/pacemaker", 0o770), ("var-log/pacemaker/bundles", 0o770))
 
 
-def node_config(plan: Plan, lab_dir: Path, node: str, stack: str, services: list[dict]) -> dict:
+def node_config(plan: Plan, lab_dir: Path, node: str, stack: str, services: list[dict],
+                qdevice: bool = False) -> dict:
     """What the power switch and the node's init need to know about ``node``."""
     node_dir = lab_dir / "nodes" / node
     return {
         "dir": str(node_dir), "hostname": node, "stack": stack, "services": services,
+        "qdevice": qdevice,
         "freezer": str(CGROUP_ROOT / "freezer" / plan.cgroup(node)),
         "cgroups": [str(CGROUP_ROOT / c / plan.cgroup(node)) for c in CGROUP_CONTROLLERS
                     if (CGROUP_ROOT / c).is_dir()],
@@ -148,37 +150,56 @@ def remove_mountpoints(root: Path, leaving: str) -> None:
 
 def write_bmcs(plan: Plan, lab_dir: Path, nodes: Iterable[str]) -> dict[str, dict]:
     """lan.conf, bmc.emu and a password file per node; returns each ``Bmc`` as JSON."""
-    addrs = [str(plan.bmc_addr(node)) for node in nodes]
-    port = bmcmod.choose_port(addrs, bmcmod.parse_proc_net_udp(Path("/proc/net/udp").read_text()))
-    bmcs = {}
-    for node in nodes:
-        bmc_dir = lab_dir / "bmc" / node
-        (bmc_dir / "state").mkdir(parents=True, exist_ok=True)
+    return _write_sims("bmc", [(node, str(plan.bmc_addr(node))) for node in nodes], plan, lab_dir)
+
+
+def write_pdus(plan: Plan, lab_dir: Path, nodes: Iterable[str]) -> dict[str, dict]:
+    """The same for each node's PDU outlet: a second ipmi_sim on the BMC network, its own
+    address, user and password, switching the same power supply as the node's BMC."""
+    return _write_sims("pdu", [(node, str(plan.pdu_addr(node))) for node in nodes], plan, lab_dir)
+
+
+def _write_sims(kind: str, where: list[tuple[str, str]], plan: Plan, lab_dir: Path) -> dict[str, dict]:
+    port = bmcmod.choose_port([addr for _, addr in where],
+                              bmcmod.parse_proc_net_udp(Path("/proc/net/udp").read_text()))
+    sims = {}
+    for node, address in where:
+        sim_dir = lab_dir / kind / node
+        (sim_dir / "state").mkdir(parents=True, exist_ok=True)
         password = bmcmod.new_password()
-        password_file = bmc_dir / "password"
+        password_file = sim_dir / "password"
         fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(password + "\n")
-        bmc = Bmc(node=node, address=str(plan.bmc_addr(node)), port=port, username=f"adm-{node}",
-                  password=password, password_file=str(password_file))
+        user = f"adm-{node}" if kind == "bmc" else f"{kind}-{node}"
+        sim = Bmc(node=node, address=address, port=port, username=user, password=password,
+                  password_file=str(password_file))
         hook = [sys.executable, "-I", "-S", str(HERE / "power.py"), str(lab_dir), node]
-        (bmc_dir / "lan.conf").write_text(
-            bmcmod.render_lan_conf(bmc, f"{plan.prefix}-{node}", bmcmod.new_guid(), hook))
-        (bmc_dir / "bmc.emu").write_text(bmcmod.BMC_EMU)
-        bmcs[node] = bmc.to_json()
-    return bmcs
+        suffix = "" if kind == "bmc" else f"-{kind}"
+        (sim_dir / "lan.conf").write_text(
+            bmcmod.render_lan_conf(sim, f"{plan.prefix}-{node}{suffix}", bmcmod.new_guid(), hook))
+        (sim_dir / "bmc.emu").write_text(bmcmod.BMC_EMU)
+        sims[node] = sim.to_json()
+    return sims
 
 
 def start_host_processes(lab_dir: Path, nodes: Iterable[str],
-                         record_reaper: Callable[[ProcId | None], None]) -> tuple[subprocess.Popen, list]:
-    """Start the reaper and, through it, the client's holder and one ipmi_sim per node.
+                         record_reaper: Callable[[ProcId | None], None],
+                         kinds: tuple[str, ...] = ("bmc",),
+                         extra: Iterable[dict] = ()) -> tuple[subprocess.Popen, list]:
+    """Start the reaper and, through it, the client's holder, one ipmi_sim per node and
+    kind (``bmc``, and ``pdu`` for a lab with PDUs) and the ``extra`` commands
+    (``{"argv": [...], "log": path or None}``).
 
     ``record_reaper`` is called with the reaper's identity as soon as it
-    exists. Returns the reaper and the identities of [holder, *ipmi_sims].
+    exists. Returns the reaper and the identities of [holder, *ipmi_sims, *extra], the
+    simulators kind by kind, node by node.
     """
     commands = [{"argv": net.CLIENT_HOLDER, "log": None}]
-    commands += [{"argv": bmcmod.ipmi_sim_argv(lab_dir / "bmc" / node),
-                  "log": str(lab_dir / "bmc" / node / "ipmi_sim.log")} for node in nodes]
+    commands += [{"argv": bmcmod.ipmi_sim_argv(lab_dir / kind / node),
+                  "log": str(lab_dir / kind / node / "ipmi_sim.log")}
+                 for kind in kinds for node in nodes]
+    commands += list(extra)
     with open(lab_dir / "reaper.log", "ab") as log:
         reaper = subprocess.Popen([sys.executable, "-I", "-S", str(HERE / "reaper.py")],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
@@ -192,6 +213,59 @@ def start_host_processes(lab_dir: Path, nodes: Iterable[str],
     if not isinstance(pids, list):
         raise RuntimeError(f"the lab's reaper did not start its processes: {line.strip() or 'no answer'}")
     return reaper, [proc_id(pid) for pid in pids]
+
+
+# -- the quorum device's arbiter -------------------------------------------------------
+ARBITER_DIR = "arbiter"
+QNETD_ETC = "/etc/corosync/qnetd"
+COROSYNC_ETC = "/etc/corosync"
+QDEVICE_NSSDB = "qdevice/net/nssdb"
+QDEVICE_BINARIES = ("corosync-qnetd", "corosync-qnetd-certutil", "corosync-qnetd-tool",
+                    "corosync-qdevice", "corosync-qdevice-net-certutil", "corosync-qdevice-tool")
+# Runs argv with one directory bind-mounted, in a mount namespace of its own.
+_IN_MOUNT_NS = 'mount --bind "$1" "$2" && cd "$3" && shift 3 && exec "$@"'
+
+
+def arbiter_command(lab_dir: Path) -> dict:
+    """The reaper's command for the arbiter: its own network and mount namespaces."""
+    directory = lab_dir / ARBITER_DIR
+    return {"argv": ["unshare", "--net", "--mount", "--propagation", "private", "--",
+                     sys.executable, "-I", "-S", str(HERE / "arbiter.py"), str(directory)],
+            "log": str(directory / "arbiter.log")}
+
+
+def _with_bind(source: Path, target: str, argv: list[str], cwd: str = "/") -> None:
+    cmd = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _IN_MOUNT_NS,
+           "sh", str(source), target, cwd, *argv]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} (with {source} on {target}) exited "
+                           f"{proc.returncode}: {(proc.stderr or proc.stdout).strip()[-1000:]}")
+
+
+def make_qdevice_certificates(lab_dir: Path, cluster_name: str, node_dirs: list[Path]) -> None:
+    """The certificates of corosync-qnetd and both nodes' corosync-qdevice, as
+    corosync-qdevice-net-certutil(8) documents them: the arbiter's CA, a certificate
+    request of the first node signed by the arbiter for the cluster, and the signed
+    certificate (PKCS#12) imported on every node. Each tool runs with the lab's
+    directory bind-mounted over the fixed path it uses, in a mount namespace of its own."""
+    arbiter = lab_dir / ARBITER_DIR / "qnetd"
+    arbiter.mkdir(parents=True, exist_ok=True)
+    _with_bind(arbiter, QNETD_ETC, ["corosync-qnetd-certutil", "-i"])
+    ca = arbiter / "nssdb" / "qnetd-cacert.crt"
+    first, *others = [d / "etc-corosync" for d in node_dirs]
+    _with_bind(first, COROSYNC_ETC, ["corosync-qdevice-net-certutil", "-i", "-c", str(ca)])
+    _with_bind(first, COROSYNC_ETC, ["corosync-qdevice-net-certutil", "-r", "-n", cluster_name])
+    request = "qdevice-net-node.crq"
+    shutil.copyfile(first / QDEVICE_NSSDB / request, arbiter / "nssdb" / request)
+    _with_bind(arbiter, QNETD_ETC, ["corosync-qnetd-certutil", "-s", "-c", request,
+                                    "-n", cluster_name], cwd=f"{QNETD_ETC}/nssdb")
+    signed = arbiter / "nssdb" / f"cluster-{cluster_name}.crt"
+    _with_bind(first, COROSYNC_ETC, ["corosync-qdevice-net-certutil", "-M", "-c", str(signed)])
+    bundle = first / QDEVICE_NSSDB / "qdevice-net-node.p12"
+    for other in others:
+        _with_bind(other, COROSYNC_ETC, ["corosync-qdevice-net-certutil", "-i", "-c", str(ca)])
+        _with_bind(other, COROSYNC_ETC, ["corosync-qdevice-net-certutil", "-m", "-c", str(bundle)])
 
 
 def kill_recorded(what: str, idents: Iterable, reap: Callable[[], None] = lambda: None) -> None:
@@ -215,11 +289,15 @@ def kill_recorded(what: str, idents: Iterable, reap: Callable[[], None] = lambda
 
 
 def remove_client(holder: ProcId | None, reap: Callable[[], None] = lambda: None) -> None:
-    """Kill every process in the client's network namespace, its holder last."""
+    """Kill every process in the network namespace of ``holder`` (the client's, the
+    arbiter's), the holder included; only the holder if it has not left ours yet."""
     if not alive(holder):
         return
     netns = os.readlink(f"/proc/{holder[0]}/ns/net")
-    doomed = [proc_id(pid) for pid in net.pids_in_netns(netns)]
+    if netns == os.readlink("/proc/self/ns/net"):
+        doomed = [holder]  # still in the host's namespace: never every process of it
+    else:
+        doomed = [proc_id(pid) for pid in net.pids_in_netns(netns)]
     for ident in doomed:
         if alive(ident):
             os.kill(ident[0], signal.SIGKILL)

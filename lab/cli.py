@@ -1,10 +1,13 @@
 """``hapack lab``: bring the two-node lab up, look at it, poke it, tear it down.
 
-    hapack lab up [--stack pacemaker|none] [--name N] [--boot-delay S] [--token-ms MS]
+    hapack lab up [--stack pacemaker|none] [--name N] [--boot-delay S] [--token-ms MS] [--pdu]
+                  [--qdevice]
     hapack lab status [--name N] [--json]
     hapack lab exec [--name N] NODE|client -- CMD...
     hapack lab power [--name N] NODE on|off|reset|cycle|status [--wait]
     hapack lab down [--name N] [--force]
+    hapack lab campaign --manager pacemaker|hamon [--faults N] [--seed S] [--json]
+                        [--keep-going] [--keep] [--kinds K,K...]
 
 A lab brought up here (default name ``dev``) stays up, its state in
 /var/tmp/hapack-lab/<name>/, until ``hapack lab down``. Commands that act on
@@ -24,7 +27,7 @@ import sys
 
 from .bmc import BmcError
 from .core import DEFAULT_BOOT_DELAY, STACKS, Lab, LabError, NodeCommandError
-from .naming import NODES, NamingError
+from .naming import NODES, QNETD_PORT, NamingError
 from .stack import DEFAULT_TOKEN_MS
 
 DEFAULT_NAME = "dev"
@@ -38,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--name", default=None, help=f"lab name, 1-6 of [a-z0-9] (default {DEFAULT_NAME})")
     up.add_argument("--boot-delay", type=float, default=DEFAULT_BOOT_DELAY, help="simulated POST, seconds")
     up.add_argument("--token-ms", type=int, default=DEFAULT_TOKEN_MS, help="corosync totem token")
+    up.add_argument("--pdu", action="store_true",
+                    help="a PDU outlet per node too (a second ipmi_sim switching its power)")
+    up.add_argument("--qdevice", action="store_true",
+                    help="a quorum device: an arbiter namespace running corosync-qnetd on the BMC "
+                         "network, corosync-qdevice in both nodes (no two_node)")
     status = sub.add_parser("status", help="show labs and their nodes")
     status.add_argument("--name", default=None)
     status.add_argument("--json", action="store_true")
@@ -53,7 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", help="tear a lab down (all labs without --name)")
     down.add_argument("--name", default=None)
     down.add_argument("--force", action="store_true", help="also labs of running test processes")
+    campaign = sub.add_parser("campaign", help="random faults in a row on the demo's full stack")
+    campaign.add_argument("--manager", choices=("pacemaker", "hamon"), required=True)
+    campaign.add_argument("--faults", type=_count, default=12, help="how many faults (default 12)")
+    campaign.add_argument("--seed", type=int, default=None, help="default: drawn, and printed")
+    campaign.add_argument("--json", action="store_true", help="one JSON report on stdout")
+    campaign.add_argument("--keep-going", action="store_true", help="do not stop at a violation")
+    campaign.add_argument("--keep", action="store_true", help="keep the lab and its logs even if OK")
+    campaign.add_argument("--kinds", default=None, help="only these fault kinds (comma-separated)")
     return parser
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
 
 
 def pick(name: str | None) -> Lab:
@@ -73,7 +96,7 @@ def pick(name: str | None) -> Lab:
 
 def cmd_up(args) -> int:
     lab = Lab(args.name or DEFAULT_NAME, args.stack, boot_delay=args.boot_delay, token_ms=args.token_ms,
-              persistent=True)
+              persistent=True, pdu=args.pdu, qdevice=args.qdevice)
     lab.up()
     print(describe(lab))
     return 0
@@ -91,7 +114,14 @@ def describe(lab: Lab) -> str:
                      f"bmc-net {lab.addr(node, 'bmc')}")
         lines.append(f"         BMC {bmc.address}:{bmc.port} user {bmc.username} "
                      f"password-file {bmc.password_file} (lanplus, cipher 3)")
+        if lab.state.get("pdus"):
+            pdu = lab.pdu(node)
+            lines.append(f"         PDU {pdu.address}:{pdu.port} user {pdu.username} "
+                         f"password-file {pdu.password_file} (fence_ipmilan, lanplus, cipher 3)")
     vips = lab.vip_candidates()
+    if lab.arbiter_addr:
+        lines.append(f"  arbiter: corosync-qnetd on {lab.arbiter_addr}:{QNETD_PORT} (BMC network); "
+                     "corosync-qdevice in both nodes, ffsplit, heuristic: ping the client")
     lines += [f"  client: {lab.client_addr} on the service LAN",
               f"  VIP candidates: {vips[0]} .. {vips[-1]}",
               f"  shared disk: {disk.device} ({disk.fstype}, label {disk.label}, {disk.size_mb} MiB)",
@@ -110,7 +140,8 @@ def cmd_status(args) -> int:
         owner = lab.state.get("owner")
         report[name] = {"stack": lab.stack, "phase": lab.state.get("phase"), "dir": str(lab.dir),
                         "owner_pid": owner[0] if owner else None,
-                        "stale": bool(owner) and not lab.owner_alive(), "nodes": lab.status()}
+                        "stale": bool(owner) and not lab.owner_alive(), "nodes": lab.status(),
+                        "arbiter": arbiter_status(lab)}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -119,6 +150,11 @@ def cmd_status(args) -> int:
     for name, info in report.items():
         extra = " STALE (its owner died; 'hapack lab down' removes it)" if info["stale"] else ""
         print(f"lab {name}: {info['stack']}, {info['phase']}, {info['dir']}{extra}")
+        if info["arbiter"]:
+            arb = info["arbiter"]
+            print(f"  arbiter: corosync-qnetd {arb['address']} "
+                  f"{'running, pid ' + str(arb['pid']) if arb['pid'] else 'DOWN'}"
+                  f"{', clients: ' + ', '.join(arb['clients']) if arb['clients'] else ''}")
         for node, st in info["nodes"].items():
             flags = [f for f, on in (("frozen", st["frozen"]), ("crashed", st["power"] == "on" and not st["running"]),
                                      ("bmc-unreachable", not st["bmc_reachable"])) if on]
@@ -126,6 +162,19 @@ def cmd_status(args) -> int:
             print(f"  {node}: power {st['power']}, stage {st['stage']}, boots {st['boots']}, "
                   f"lan {st['addresses']['lan']}{cut}{' ' + ' '.join(flags) if flags else ''}")
     return 0
+
+
+def arbiter_status(lab: Lab) -> dict | None:
+    """The arbiter's address, qnetd pid and the nodes connected to it (None: no qdevice)."""
+    if not lab.arbiter_addr:
+        return None
+    try:
+        qnetd = lab.qnetd()
+        votes = lab.arbiter_votes() if qnetd else {}
+    except LabError:
+        qnetd, votes = None, {}
+    return {"address": lab.arbiter_addr, "pid": qnetd[0] if qnetd else None,
+            "clients": [f"node {nodeid} ({vote})" for nodeid, vote in sorted(votes.items())]}
 
 
 def cmd_exec(args) -> int:
@@ -163,7 +212,31 @@ def cmd_down(args) -> int:
     return 0
 
 
-COMMANDS = {"up": cmd_up, "status": cmd_status, "exec": cmd_exec, "power": cmd_power, "down": cmd_down}
+def cmd_campaign(args) -> int:
+    from . import campaign
+    from .faults import KINDS
+    kinds = tuple(k.strip() for k in args.kinds.split(",")) if args.kinds else None
+    unknown = [k for k in kinds or () if k not in KINDS]
+    if unknown:
+        print(f"hapack lab campaign: unknown fault kind(s) {', '.join(unknown)}; known: "
+              f"{', '.join(KINDS)}", file=sys.stderr)
+        return 2
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(3), "big")
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else \
+        (lambda m: print(m, flush=True))
+    say(f"campaign: manager {args.manager}, seed {seed}, {args.faults} faults")
+    run = campaign.Campaign(args.manager, args.faults, seed, keep_going=args.keep_going,
+                            kinds=kinds, say=say)
+    report = None
+    try:
+        report = run.run()
+    finally:
+        campaign.keep_or_remove(run, report, say, keep=args.keep)
+    print(json.dumps(report, indent=2) if args.json else campaign.render(report))
+    return 0 if report["ok"] else 1
+
+
+COMMANDS = {"campaign": cmd_campaign, "up": cmd_up, "status": cmd_status, "exec": cmd_exec, "power": cmd_power, "down": cmd_down}
 
 
 def main(argv: list[str]) -> int:

@@ -99,12 +99,13 @@ class Spawned:
             time.sleep(0.005)
 
 
-def missing_prerequisites(stack_name: str = "pacemaker") -> list[str]:
+def missing_prerequisites(stack_name: str = "pacemaker", qdevice: bool = False) -> list[str]:
     """Why a lab cannot run here (empty if it can): root, binaries, cgroup v1 freezer."""
     problems = []
     if os.geteuid() != 0:
         problems.append("not root")
-    for binary in BASE_BINARIES + STACK_BINARIES.get(stack_name, ()):
+    binaries = BASE_BINARIES + STACK_BINARIES.get(stack_name, ())
+    for binary in binaries + (build.QDEVICE_BINARIES if qdevice else ()):
         if shutil.which(binary) is None:
             problems.append(f"{binary} not found")
     if not (CGROUP_ROOT / "freezer").is_dir():
@@ -126,9 +127,12 @@ class Lab:
                  boot_delay: float = DEFAULT_BOOT_DELAY, token_ms: int = stackmod.DEFAULT_TOKEN_MS,
                  corosync_conf: str | None = None, cluster_options: dict[str, str] | None = None,
                  services: list[dict] | None = None, disk_mb: int = 64, persistent: bool = False,
-                 root: Path = LAB_ROOT):
+                 pdu: bool = False, root: Path = LAB_ROOT, qdevice: bool = False):
         if stack not in STACKS:
             raise LabError(f"unknown stack {stack!r}: expected one of {', '.join(STACKS)}")
+        if qdevice and stack != "pacemaker":
+            raise LabError("a quorum device (qdevice) needs the pacemaker stack")
+        self.qdevice = bool(qdevice)
         self.name = check_name(name) if name else None
         self.stack = stack
         self.boot_delay = float(boot_delay)
@@ -138,6 +142,7 @@ class Lab:
         self.services = list(services or [])
         self.disk_mb = disk_mb
         self.persistent = persistent
+        self.pdu_enabled = bool(pdu)
         self.root = Path(root)
         self.state: dict = {}
         self._spawned: list[Spawned] = []
@@ -153,7 +158,8 @@ class Lab:
             raise LabError(f"no lab named {name!r} under {root}")
         state = read_state(lab_dir)
         lab = cls(name, state["stack"], boot_delay=state["boot_delay"], token_ms=state["token_ms"],
-                  persistent=state.get("owner") is None, root=root)
+                  persistent=state.get("owner") is None, pdu=bool(state.get("pdus")), root=root,
+                  qdevice=bool(state.get("qdevice")))
         lab.state = state
         return lab
 
@@ -198,7 +204,7 @@ class Lab:
 
     def up(self) -> "Lab":
         """Build the lab, power both nodes on through their BMCs, wait until ready."""
-        problems = missing_prerequisites(self.stack)
+        problems = missing_prerequisites(self.stack, self.qdevice)
         if problems:
             raise LabError("cannot build a lab here: " + "; ".join(problems))
         self.reap_stale(self.root)
@@ -249,10 +255,22 @@ class Lab:
             "subnets": {link: str(n) for link, n in plan.subnets.items()},
             "bridges": [plan.bridge(link) for link in LINKS],
             "client": {"holder": None, "veth": plan.client_veth, "addr": str(plan.client_addr)},
-            "nodes": {node: build.node_config(plan, lab_dir, node, self.stack, self.services)
-                      for node in self.nodes},
-            "bmcs": {}, "ipmi_sim": {}, "reaper": None, "disk": None, "bmc_unreachable": [],
+            "qdevice": self.qdevice,
+            "arbiter": ({"holder": None, "veth": plan.arbiter_veth, "addr": str(plan.arbiter_addr),
+                         "dir": str(lab_dir / build.ARBITER_DIR)} if self.qdevice else None),
+            "nodes": {node: build.node_config(plan, lab_dir, node, self.stack, self.services,
+                                              self.qdevice) for node in self.nodes},
+            "bmcs": {}, "ipmi_sim": {}, "pdus": {}, "pdu_sim": {}, "reaper": None, "disk": None,
+            "bmc_unreachable": [],
         }
+
+    def add_boot_binds(self, binds: list[tuple[str, str]]) -> None:
+        """Bind each ``(host path, path in the node)`` at every later boot of both nodes,
+        with the node's own binds, before the cluster stack starts (running nodes are not
+        changed: bind there yourself)."""
+        for node in self.nodes:
+            self.state["nodes"][node]["binds"] += [[src, dst] for src, dst in binds]
+        self._save()
 
     def _save(self) -> None:
         write_json(self.dir / STATE_FILE, self.state)
@@ -274,28 +292,50 @@ class Lab:
             build.make_node_dirs(self.node_dir(node), corosync_conf, authkey, cib, hosts, self.boot_delay)
             for group in self.state["nodes"][node]["cgroups"]:
                 os.makedirs(group, exist_ok=True)
-        net.create_bridges(plan, [str(plan.bmc_addr(node)) for node in self.nodes])
+        sim_addrs = [str(plan.bmc_addr(node)) for node in self.nodes]
+        if self.pdu_enabled:
+            sim_addrs += [str(plan.pdu_addr(node)) for node in self.nodes]
+        net.create_bridges(plan, sim_addrs)
         self.state["bmcs"] = build.write_bmcs(plan, self.dir, self.nodes)
+        kinds = ("bmc", "pdu") if self.pdu_enabled else ("bmc",)
+        if self.pdu_enabled:
+            self.state["pdus"] = build.write_pdus(plan, self.dir, self.nodes)
         self._save()
-        reaper, (holder, *sims) = build.start_host_processes(self.dir, self.nodes, self._record_reaper)
+        extra = []
+        if self.qdevice:
+            build.make_qdevice_certificates(self.dir, plan.cluster_name,
+                                            [self.node_dir(node) for node in self.nodes])
+            extra.append(build.arbiter_command(self.dir))
+        reaper, (holder, *rest) = build.start_host_processes(self.dir, self.nodes,
+                                                             self._record_reaper, kinds, extra)
         self._children.append(reaper)
         self.state["client"]["holder"] = holder
+        sims = rest[:len(kinds) * len(self.nodes)]
         self.state["ipmi_sim"] = dict(zip(self.nodes, sims))
+        self.state["pdu_sim"] = dict(zip(self.nodes, sims[len(self.nodes):]))
+        if self.qdevice:
+            self.state["arbiter"]["holder"] = rest[len(sims)]
         self._save()
         net.wire_client(plan, holder[0])
+        if self.qdevice:
+            net.wire_arbiter(plan, self.state["arbiter"]["holder"][0])
         disk = SharedDisk.create(self.dir / "disk.img", self.disk_mb, label=f"hapack-{self.name}")
         self.state["disk"] = disk.to_json()
         self._save()
         for node in self.nodes:
             bmcmod.wait_ready(self.bmc(node))
+            if self.pdu_enabled:
+                bmcmod.wait_ready(self.pdu(node))
 
     def corosync_conf_text(self) -> str:
         if self._corosync_conf is not None:
             return self._corosync_conf
         plan = self.plan
+        qdevice = (stackmod.QuorumDevice(host=str(plan.arbiter_addr), ping=str(plan.client_addr))
+                   if self.qdevice else None)
         return stackmod.render_corosync_conf(
             plan.cluster_name, {n: (str(plan.addr(n, "lan")), str(plan.addr(n, "hb"))) for n in self.nodes},
-            self.token_ms)
+            self.token_ms, qdevice)
 
     # -- teardown --------------------------------------------------------
     def down(self) -> bool:
@@ -330,7 +370,11 @@ class Lab:
         reap = self._reap_children
         self._step(errors, "stop BMCs", lambda: build.kill_recorded(
             "ipmi_sim", self.state.get("ipmi_sim", {}).values(), reap))
+        self._step(errors, "stop PDUs", lambda: build.kill_recorded(
+            "ipmi_sim", self.state.get("pdu_sim", {}).values(), reap))
         self._step(errors, "remove client", lambda: build.remove_client(self.state["client"].get("holder"), reap))
+        arbiter = self.state.get("arbiter") or {}
+        self._step(errors, "remove arbiter", lambda: build.remove_client(arbiter.get("holder"), reap))
         self._step(errors, "stop reaper", lambda: build.kill_recorded("reaper", [self.state.get("reaper")], reap))
         errors += net.delete_links(self.plan.interfaces)
         if self.state.get("disk"):
@@ -407,6 +451,15 @@ class Lab:
 
     def bmc(self, node: str) -> Bmc:
         return Bmc(**self.state["bmcs"][node])
+
+    def pdu(self, node: str) -> Bmc:
+        """The node's PDU outlet (a lab built with ``pdu=True``): a second ipmi_sim on the
+        BMC network that switches the same power supply as the node's BMC. Fence it with
+        the stock ``fence_ipmilan`` (:meth:`Bmc.fence_ipmilan_params`)."""
+        if not self.state.get("pdus"):
+            raise LabError(f"lab {self.name} has no PDUs (build it with Lab(pdu=True) or "
+                           "'hapack lab up --pdu')")
+        return Bmc(**self.state["pdus"][node])
 
     @property
     def shared_disk(self) -> SharedDisk:
@@ -502,6 +555,15 @@ class Lab:
         return PowerSwitch(self.dir, node).members()
 
     # -- faults ----------------------------------------------------------
+    def cut_power(self, node: str) -> float:
+        """The node's power fails at the source, not through its BMC (which may be
+        unreachable): everything of it dies; its BMC (and PDU) then report it off.
+        Returns the wall time of the cut."""
+        cut = time.time()
+        PowerSwitch(self.dir, node).off()
+        self.wait_gone(node)
+        return cut
+
     def crash(self, node: str) -> None:
         """The node's kernel dies: SIGKILL its PID 1, so every process, cable and address goes.
 
@@ -601,10 +663,91 @@ class Lab:
             self.bmc_reachable(node)
             if not self.running(node):
                 self.power(node, "reset" if self.power(node, "status") == "on" else "on")
+        if self.qdevice and not self.arbiter_running():
+            self.arbiter_start()
         for node in self.nodes:
             self.wait_booted(node)
         if wait_online and self.stack == "pacemaker":
             self.wait_online()
+            if self.qdevice:
+                self.wait_arbiter_votes()
+
+    # -- the quorum device's arbiter ---------------------------------------
+    @property
+    def arbiter_addr(self) -> str | None:
+        """The address of the arbiter's corosync-qnetd (None without a quorum device)."""
+        return (self.state.get("arbiter") or {}).get("addr")
+
+    def _arbiter(self) -> dict:
+        arbiter = self.state.get("arbiter")
+        if not arbiter:
+            raise LabError(f"lab {self.name} has no quorum device (Lab(qdevice=True), lab up --qdevice)")
+        if not alive(arbiter.get("holder")):
+            raise LabError(f"lab {self.name}: the arbiter's namespace is gone")
+        return arbiter
+
+    def qnetd(self) -> tuple[int, int] | None:
+        """The running corosync-qnetd's (pid, starttime) in the host, or None."""
+        try:
+            pid = int((Path(self._arbiter()["dir"]) / "qnetd.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        ident = proc_id(pid)
+        return ident if alive(ident) else None
+
+    def arbiter_running(self) -> bool:
+        return self.qnetd() is not None
+
+    def arbiter_stop(self, wait: float = 5.0) -> int:
+        """The arbiter fails: SIGKILL its corosync-qnetd (by pid); returns the pid."""
+        ident = self.qnetd()
+        if ident is None:
+            raise LabError(f"lab {self.name}: corosync-qnetd is not running")
+        os.kill(ident[0], signal.SIGKILL)
+        deadline = time.monotonic() + wait
+        while alive(ident):
+            if time.monotonic() > deadline:
+                raise LabError(f"corosync-qnetd {ident[0]} did not die")
+            time.sleep(0.01)
+        return ident[0]
+
+    def arbiter_start(self, timeout: float = 20.0) -> None:
+        """Start corosync-qnetd again (its namespace's init does, on SIGUSR1) and wait
+        until it answers corosync-qnetd-tool."""
+        os.kill(self._arbiter()["holder"][0], signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while self.arbiter_exec(["corosync-qnetd-tool", "-s"], check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise LabError(f"corosync-qnetd did not start; see {self._arbiter()['dir']}/qnetd.log")
+            time.sleep(0.05)
+
+    def arbiter_votes(self) -> dict[int, str]:
+        """Node id -> the vote corosync-qnetd holds for it (``ACK``, ``NACK``...), for
+        every node connected to it."""
+        out = self.arbiter_exec(["corosync-qnetd-tool", "-l"], check=False).stdout
+        votes, current = {}, None
+        for line in out.splitlines():
+            words = line.split()
+            if words[:2] == ["Node", "ID"] and len(words) == 3:
+                current = int(words[2].rstrip(":"))
+            elif words[:1] == ["Vote:"] and current is not None:
+                votes[current] = words[-1].strip("()")
+        return votes
+
+    def wait_arbiter_votes(self, timeout: float = 60.0) -> None:
+        """Wait until both nodes are connected to corosync-qnetd and hold its vote."""
+        deadline = time.monotonic() + timeout
+        while (votes := self.arbiter_votes()) != {1: "ACK", 2: "ACK"}:
+            if time.monotonic() > deadline:
+                raise LabError(f"the nodes do not hold the arbiter's vote after {timeout:.0f}s: {votes}")
+            time.sleep(0.1)
+
+    def arbiter_exec(self, argv: list[str], *, check: bool = True,
+                     timeout: float | None = 30.0) -> subprocess.CompletedProcess:
+        """Run ``argv`` in the arbiter's network and mount namespaces (corosync-qnetd-tool)."""
+        holder = self._arbiter()["holder"][0]
+        cmd = ["nsenter", f"--target={holder}", "--net", "--mount", "--", *map(str, argv)]
+        return self._run("arbiter", cmd, check, timeout, None, self._env(None), True, True, None)
 
     # -- running things in nodes and the client --------------------------
     def stop_background(self) -> None:
@@ -817,6 +960,9 @@ class Lab:
                 "bmc": f"{bmc.address}:{bmc.port} user {bmc.username}",
                 "bmc_reachable": node not in self.state.get("bmc_unreachable", []),
             }
+            if self.state.get("pdus"):
+                pdu = self.pdu(node)
+                out[node]["pdu"] = f"{pdu.address}:{pdu.port} user {pdu.username}"
         return out
 
     def collect_logs(self, dest: Path) -> Path:
@@ -827,9 +973,11 @@ class Lab:
                 target = dest / node / key.replace("/", "_")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)
-            sim_log = self.dir / "bmc" / node / "ipmi_sim.log"
-            if sim_log.exists():
-                shutil.copyfile(sim_log, dest / node / "ipmi_sim.log")
+            for kind in ("bmc", "pdu"):
+                sim_log = self.dir / kind / node / "ipmi_sim.log"
+                if sim_log.exists():
+                    name = "ipmi_sim.log" if kind == "bmc" else f"ipmi_sim-{kind}.log"
+                    shutil.copyfile(sim_log, dest / node / name)
         return dest
 
 

@@ -5,9 +5,13 @@
 * commits one row at a time to PostgreSQL through the VIP (table
   ``cfg["table"]``, created if missing; a fresh
   autocommit ``INSERT`` per id; an id is *acknowledged* only when the server
-  answered the INSERT, i.e. the commit returned). An id whose INSERT failed
-  or timed out is in doubt and never reused; the client reconnects and goes
-  on with the next one, all through the outage;
+  answered the INSERT, i.e. the commit returned). Every request has its own
+  timeout (REQUEST_TIMEOUT for each INSERT from the moment it is sent,
+  CONNECT_PG_TIMEOUT for a connect and its login), so a healthy connection is
+  kept however long it lives. An id whose INSERT was sent but not answered is
+  *in doubt* (committed or not: only the final read tells) and never reused;
+  a failed connect sends no row and puts no id in doubt. After either the
+  client reconnects and goes on with the next id, all through the outage;
 * probes every layer on the VIP every 50 ms: ``http`` (the full chain:
   Apache -> Tomcat -> the app's health page), ``app+db`` (the same page
   saying the app reaches the database on the VIP),
@@ -15,7 +19,9 @@
   suffix), ``activemq`` (STOMP CONNECT).
 
 Events go to OUT, one JSON object a line, flushed at once: ``{"k": "ack",
-"id": N, "t": WALL}`` per acknowledged row, ``{"k": "probe", "name": ...,
+"id": N, "t": WALL}`` per acknowledged row, ``{"k": "doubt", "id": N, "t":
+WALL, "why": ...}`` per row in doubt, ``{"k": "down", "t": WALL, "why": ...}``
+when the writer's connects start failing (no row sent), ``{"k": "probe", "name": ...,
 "ok": bool, "t": WALL, "why": ...}`` whenever a probe's answer changes.
 
 ``python -m hapack.lab.democlient verify CONFIG_FILE``: prints ``{"rows": [ids]}``,
@@ -33,6 +39,8 @@ import time
 INTERVAL = 0.05
 TIMEOUT = 0.5            # one probe's answer
 CONNECT_TIMEOUT = 0.15   # one probe's TCP connect (the LAN answers in well under 1 ms)
+REQUEST_TIMEOUT = 1.0    # one INSERT, from the moment it is sent
+CONNECT_PG_TIMEOUT = 1.0  # the writer's connect and login (SCRAM)
 
 
 class Out:
@@ -52,25 +60,50 @@ def pg(cfg: dict, timeout: float = 1.0):
                         cfg["pg_password"], timeout)
 
 
+def request(conn, sql: str, timeout: float | None = None):
+    """One query on ``conn`` with its own timeout, counted from now. (The wire's single
+    deadline is set at the connect, for the agents' one-shot checks; a long-lived
+    connection must re-arm it per request, or every query after the first second
+    fails as 'no answer in time' on a healthy server.)"""
+    conn.wire.end = time.monotonic() + (REQUEST_TIMEOUT if timeout is None else timeout)
+    return conn.query(sql)
+
+
+def connect_writer(cfg: dict, table: str):
+    conn = pg(cfg, CONNECT_PG_TIMEOUT)
+    try:
+        request(conn, f"CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY, "
+                      "at timestamptz NOT NULL DEFAULT now())", CONNECT_PG_TIMEOUT)
+    except BaseException:
+        conn.wire.close()
+        raise
+    return conn
+
+
 def commit_rows(cfg: dict, out: Out, stop: threading.Event) -> None:
     from hapack.probe import ProbeError
-    conn, next_id, table = None, 1, cfg["table"]
+    conn, next_id, table, down = None, 1, cfg["table"], False
     while not stop.is_set():
+        if conn is None:
+            try:
+                conn, down = connect_writer(cfg, table), False
+            except (ProbeError, OSError) as exc:
+                if not down:  # nothing sent: no id in doubt; one event per outage
+                    out.emit(k="down", why=str(exc)[:200])
+                down = True
+                stop.wait(0.05)
+                continue
+        row, next_id = next_id, next_id + 1
         try:
-            if conn is None:
-                conn = pg(cfg)
-                conn.query(f"CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY, "
-                           "at timestamptz NOT NULL DEFAULT now())")
-            row, next_id = next_id, next_id + 1
-            conn.query(f"INSERT INTO {table} (id) VALUES ({row})")
-            out.emit(k="ack", id=row)
-            stop.wait(0.02)
+            request(conn, f"INSERT INTO {table} (id) VALUES ({row})")
         except (ProbeError, OSError) as exc:
-            out.emit(k="doubt", id=next_id - 1, why=str(exc)[:200])
-            if conn is not None:
-                conn.wire.close()
+            out.emit(k="doubt", id=row, why=str(exc)[:200])
+            conn.wire.close()
             conn = None
             stop.wait(0.05)
+            continue
+        out.emit(k="ack", id=row)
+        stop.wait(0.02)
 
 
 def http_get(host: str, port: int, path: str, timeout: float) -> tuple[int, str]:

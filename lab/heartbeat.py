@@ -79,14 +79,16 @@ class HeartbeatError(RuntimeError):
 # -- the stack ---------------------------------------------------------------------
 
 def stack_text(lab, *, directory: str = DATA_DIR, timing: Timing = LAB_TIMING,
-               vip_index: int = 0) -> str:
+               vip_index: int = 0, pdu: bool = False) -> str:
     """A minimal stack of ``lab`` from its real addresses: node1 primary, both BMCs,
     the lan and hb links, a VIP, the shared disk as the partition, and one stateless
     layer, ``web``, as ocf:pacemaker:Dummy (a stack needs a layer). The web tier a client
     sees is the lab's responder, started by the caller in both nodes
     (``lab.start_responder(node, port=PORT)``): the stock ocf:heartbeat:anything starts
     its program through ``su -``, a login shell, and root's profile on this machine runs
-    pyenv's rehash, which waits on a lock the nodes share."""
+    pyenv's rehash, which waits on a lock the nodes share. With ``pdu`` (a lab built with
+    ``pdu=True``), each node's PDU outlet is its second fencing level, through the
+    stock fence_ipmilan (:func:`pdu_fence_text`)."""
     out = [f'[cluster]\nname = "lab-{lab.name}"\n',
            '[fencing]\naction = "off"\npriority_fencing_delay = "5s"\n',
            '[corosync]\ntoken = "1s"\nsyslog = false\nlogfile = "/var/log/cluster/corosync.log"\n',
@@ -96,7 +98,8 @@ def stack_text(lab, *, directory: str = DATA_DIR, timing: Timing = LAB_TIMING,
         bmc = lab.bmc(node)
         out.append(f'[[nodes]]\nname = "{node}"\n[nodes.bmc]\ndriver = "ipmi"\n'
                    f'address = "{bmc.address}"\nport = {bmc.port}\nusername = "{bmc.username}"\n'
-                   f'password_file = "{bmc.password_file}"\nlanplus = true\ncipher = {bmc.cipher}\n')
+                   f'password_file = "{bmc.password_file}"\nlanplus = true\ncipher = {bmc.cipher}\n'
+                   + (pdu_fence_text(lab, node) if pdu else ""))
     for link in ("lan", "hb"):
         addresses = ", ".join(f'{n} = "{lab.addr(n, link)}/{lab.prefixlen(link)}"'
                               for n in lab.nodes)
@@ -107,6 +110,15 @@ def stack_text(lab, *, directory: str = DATA_DIR, timing: Timing = LAB_TIMING,
                f'directory = "{directory}"\nfstype = "ext4"\n')
     out.append('[[layers]]\nname = "web"\nagent = "ocf:pacemaker:Dummy"\nkind = "stateless"\n')
     return "\n".join(out)
+
+
+def pdu_fence_text(lab, node: str) -> str:
+    """The ``[[nodes.fence]]`` of ``node``'s PDU outlet: level 2, Debian's fence_ipmilan."""
+    pdu = lab.pdu(node)
+    return (f'[[nodes.fence]]\nname = "pdu"\nagent = "fence_ipmilan"\n'
+            f'password_file = "{pdu.password_file}"\n[nodes.fence.params]\n'
+            f'ip = "{pdu.address}"\nipport = {pdu.port}\nusername = "{pdu.username}"\n'
+            f'lanplus = 1\ncipher = {pdu.cipher}\n')
 
 
 def write_stack(lab, path: str | Path | None = None, **kwargs) -> Path:
@@ -130,7 +142,8 @@ def with_lab_settings(stack, timing: Timing):
 
 # -- the checkout's agents in the nodes -----------------------------------------------
 
-AGENT_PATHS = ("/usr/lib/ocf/resource.d/hapack", "/usr/sbin/fence_bmc", GLUE_PLUGIN)
+AGENT_PATHS = ("/usr/lib/ocf/resource.d/hapack", "/usr/sbin/fence_bmc", GLUE_PLUGIN,
+               "/usr/sbin/hapack-alert")   # Pacemaker's alert agent (the CIB's <alert path>)
 
 
 class Agents:
@@ -138,7 +151,8 @@ class Agents:
 
     ``hapack install`` staged under the lab's shared directory (its wrappers run this
     interpreter) and bind-mounted, inside a node's own mount namespace, over where
-    Pacemaker, Heartbeat and cluster-glue look (:data:`AGENT_PATHS`). The host's own
+    Pacemaker, Heartbeat and cluster-glue look (:data:`AGENT_PATHS`: the OCF agents, the
+    fence agent, the glue plugin and Pacemaker's alert agent). The host's own
     copies may belong to another checkout or venv, even one under the host's /tmp,
     which the nodes do not see. A bind needs its target: one the host lacks is created
     for the lab's life and removed by :meth:`close`. Binds go with a node's power:

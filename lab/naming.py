@@ -31,7 +31,10 @@ BLOCKS = (BENCH_NET.num_addresses // 256) // SUBNETS_PER_BLOCK  # 170
 HOST_BMC_GATEWAY = 1        # the host's own address on the BMC network
 NODE_HOST_BASE = 10         # node1 = .11, node2 = .12
 BMC_HOST_BASE = 20          # BMC of node1 = .21, node2 = .22
+PDU_HOST_BASE = 30          # the PDU outlet of node1 = .31, node2 = .32 (Lab(pdu=True))
 CLIENT_HOST = 50
+ARBITER_HOST = 30           # the quorum device's arbiter (corosync-qnetd), on the BMC network
+QNETD_PORT = 5403
 VIP_RANGE = range(100, 200)
 # Only routes at least this specific count as "in use"; a default route
 # (or any summary route wider than the whole range) is not a collision.
@@ -155,6 +158,9 @@ class Plan:
     def bmc_addr(self, node: str) -> IPv4Address:
         return self.subnets["bmc"][BMC_HOST_BASE + node_index(node)]
 
+    def pdu_addr(self, node: str) -> IPv4Address:
+        return self.subnets["bmc"][PDU_HOST_BASE + node_index(node)]
+
     @property
     def host_bmc_addr(self) -> IPv4Address:
         return self.subnets["bmc"][HOST_BMC_GATEWAY]
@@ -175,6 +181,24 @@ class Plan:
     def client_addr(self) -> IPv4Address:
         return self.subnets["lan"][CLIENT_HOST]
 
+    @property
+    def arbiter_veth(self) -> str:
+        return self._ifname(f"{self.prefix}-arb")
+
+    @property
+    def arbiter_mac(self) -> str:
+        return mac(self.name, LINKS.index("bmc"), ARBITER_HOST)
+
+    @property
+    def arbiter_veth_mac(self) -> str:
+        return mac(self.name, LINKS.index("bmc"), 0x80 + ARBITER_HOST)
+
+    @property
+    def arbiter_addr(self) -> IPv4Address:
+        """The arbiter's address: on the BMC (management) network, which a cut of a
+        node's service and heartbeat links leaves alone, as a real management LAN."""
+        return self.subnets["bmc"][ARBITER_HOST]
+
     def vip_candidates(self) -> list[IPv4Address]:
         """Service-LAN addresses no node or client uses, for VIPs."""
         return [self.subnets["lan"][i] for i in VIP_RANGE]
@@ -188,7 +212,7 @@ class Plan:
         """Every root-namespace interface name the lab may create."""
         names = [self.bridge(link) for link in LINKS]
         names += [self.veth(node, link) for node in NODES for link in LINKS]
-        return names + [self.client_veth]
+        return names + [self.client_veth, self.arbiter_veth]
 
     @staticmethod
     def _ifname(name: str) -> str:

@@ -79,22 +79,34 @@ def wire_client(plan: Plan, holder: int) -> None:
     process: it needs no ``ip netns`` name (and so no /run/netns mount) and
     vanishes with its holder.
     """
+    wire_namespace(holder, "client", plan.client_veth, plan.client_veth_mac, plan.client_mac,
+                   plan.bridge("lan"), f"{plan.client_addr}/{plan.subnets['lan'].prefixlen}")
+
+
+def wire_arbiter(plan: Plan, holder: int) -> None:
+    """Plug the arbiter (the quorum device's corosync-qnetd) into the BMC network."""
+    wire_namespace(holder, "arbiter", plan.arbiter_veth, plan.arbiter_veth_mac, plan.arbiter_mac,
+                   plan.bridge("bmc"), f"{plan.arbiter_addr}/{plan.subnets['bmc'].prefixlen}")
+
+
+def wire_namespace(holder: int, what: str, veth: str, veth_mac: str, mac: str, bridge: str,
+                   addr: str) -> None:
+    """A veth from ``bridge`` into the anonymous network namespace of ``holder``, as its
+    eth0 with address ``addr`` (IPv6 off, like every lab interface)."""
     wait_new_netns(holder)
     enter = ["nsenter", f"--target={holder}", "--net", "--"]
     subprocess.run(enter + ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
                             "net.ipv6.conf.default.disable_ipv6=1"],
                    check=True, capture_output=True, timeout=30)
-    ip_batch([f"link add {plan.client_veth} address {plan.client_veth_mac} type veth "
-              f"peer name {CLIENT_IFACE} address {plan.client_mac} netns {holder}",
-              f"link set {plan.client_veth} addrgenmode none",
-              f"link set {plan.client_veth} master {plan.bridge('lan')} up"])
-    prefixlen = plan.subnets["lan"].prefixlen
-    lines = ["link set lo up", f"addr add {plan.client_addr}/{prefixlen} dev {CLIENT_IFACE}",
-             f"link set {CLIENT_IFACE} up"]
+    ip_batch([f"link add {veth} address {veth_mac} type veth "
+              f"peer name {CLIENT_IFACE} address {mac} netns {holder}",
+              f"link set {veth} addrgenmode none",
+              f"link set {veth} master {bridge} up"])
+    lines = ["link set lo up", f"addr add {addr} dev {CLIENT_IFACE}", f"link set {CLIENT_IFACE} up"]
     proc = subprocess.run(enter + ["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True,
                           capture_output=True, timeout=30)
     if proc.returncode != 0:
-        raise NetError(f"client network: {proc.stderr.strip()}")
+        raise NetError(f"{what} network: {proc.stderr.strip()}")
 
 
 def wait_new_netns(pid: int, timeout: float = 5.0) -> None:

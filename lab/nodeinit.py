@@ -9,7 +9,8 @@ boots it like a small init system:
    /var/log, /etc/ha.d, /var/lib/heartbeat, plus its own /etc/hosts;
 2. the simulated POST (``boot_delay`` seconds, from ``nodes/<node>/boot_delay``);
 3. network: lo, eth0 (service LAN), eth1 (heartbeat LAN), eth2 (BMC net);
-4. the cluster stack, if any: ``corosync -f``, then ``pacemakerd``;
+4. the cluster stack, if any: ``corosync -f``, then (with a quorum device)
+   ``corosync-qdevice -f``, then ``pacemakerd``;
 5. the boot services of the lab (``Lab(services=...)``);
 6. reaps orphans forever. It never exits: its death is the node's death.
 
@@ -117,6 +118,11 @@ class Init:
                 raise RuntimeError("corosync did not answer corosync-cfgtool -s")
             time.sleep(0.05)
         self.stage("corosync")
+        if self.cfg.get("qdevice"):
+            os.makedirs("/run/corosync-qdevice", exist_ok=True)
+            self.start("corosync-qdevice", ["corosync-qdevice", "-f"], env,
+                       Path("/var/log/cluster/corosync-qdevice.log"))
+            self.stage("qdevice")
         self.start("pacemakerd", ["pacemakerd"], env, Path("/var/log/pacemaker/pacemakerd.stdout"))
 
     @staticmethod

@@ -174,7 +174,7 @@ def write_node_files(lab: Lab, node: str, vip: str, passwords: dict[str, str],
     _write(etc / "apache" / "htdocs" / "index.html", f"<html>{node}</html>\n")
     _write(etc / "apache" / "httpd.conf", apache_conf(root))
     base = etc / "tomcat"
-    for sub in ("conf", "logs", "temp", "work", "webapps/app", "run"):
+    for sub in ("conf", "logs", "temp", "work", "webapps/app"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     for name in ("web.xml", "context.xml", "catalina.properties", "logging.properties"):
         shutil.copy(f"/etc/tomcat10/{name}", base / "conf" / name)
@@ -299,7 +299,6 @@ kind = "stateless"
 
 [layers.params]
 catalina_base = "/etc/hapack/tomcat"
-pidfile = "/etc/hapack/tomcat/run/tomcat.pid"
 port = {tomcat_port}
 java_home = "{java_home}"
 java_opts = "-Xms64m -Xmx256m -XX:TieredStopAtLevel=1 -Xshare:auto"
@@ -382,7 +381,22 @@ def stack_toml(lab: Lab, vip: str, data_dir: str, *, priority_fencing_delay: str
                   data_dir=data_dir, apache_port=APACHE_PORT, tomcat_port=TOMCAT_PORT,
                   java_home=JAVA_HOME, pg_port=PG_PORT, ldap_port=LDAP_PORT, ldap_admin=LDAP_ADMIN,
                   stomp_port=STOMP_PORT, openwire_port=OPENWIRE_PORT)
-    return STACK_HEAD.format(**fields) + nodes + links + STACK_LAYERS.format(**fields)
+    return STACK_HEAD.format(**fields) + quorum_toml(lab) + nodes + links + STACK_LAYERS.format(**fields)
+
+
+def quorum_toml(lab: Lab) -> str:
+    """The [quorum] table of a lab with a quorum device (``Lab(qdevice=True)``): its
+    arbiter, and the ping of the client (the service LAN's stand-in for a gateway)."""
+    if not lab.arbiter_addr:
+        return ""
+    return textwrap.dedent(f"""
+        [quorum]
+        host = "{lab.arbiter_addr}"
+        algorithm = "ffsplit"
+
+        [quorum.heuristics]
+        ping = ["{lab.client_addr}"]
+        """)
 
 
 def render_cib(stack_file: Path, options: dict[str, str]) -> bytes:

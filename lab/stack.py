@@ -1,8 +1,10 @@
 """The cluster stack inside the nodes: corosync.conf, authkey, seed CIB, crm_mon.
 
 The lab writes its own corosync.conf (knet, two links: ring0 on eth0 / the
-service LAN, ring1 on eth1 / the heartbeat LAN; aes256/sha256; ``two_node``)
-unless the caller hands it one. Pacemaker starts on a seed CIB that holds
+service LAN, ring1 on eth1 / the heartbeat LAN; aes256/sha256; ``two_node``,
+or with a quorum device (``Lab(qdevice=True)``) its ``device`` section: the
+arbiter's corosync-qnetd, ffsplit, and a heuristic that pings the client, the
+service LAN's stand-in for a gateway) unless the caller hands it one. Pacemaker starts on a seed CIB that holds
 only cluster options, by default ``dc-deadtime=2s`` so that a cold start does
 not wait the default 20 s for a DC that is not there.
 """
@@ -21,8 +23,36 @@ DEFAULT_CLUSTER_OPTIONS = {"dc-deadtime": "2s"}
 AUTHKEY_BYTES = 256
 
 
+@dataclass(frozen=True)
+class QuorumDevice:
+    """The lab's quorum device: corosync-qnetd at ``host``; each node's heuristic pings
+    ``ping`` (None: no heuristics, ties go to the lowest node id)."""
+
+    host: str
+    ping: str | None = None
+    algorithm: str = "ffsplit"
+
+    def section(self) -> str:
+        heuristics = ("        heuristics {\n"
+                      "            mode: sync\n"
+                      f"            exec_ping: /bin/ping -q -n -c 1 -W 1 {self.ping}\n"
+                      "        }\n") if self.ping else ""
+        return ("    device {\n"
+                "        model: net\n"
+                "        votes: 1\n"
+                "        net {\n"
+                f"            host: {self.host}\n"
+                f"            algorithm: {self.algorithm}\n"
+                "            tie_breaker: lowest\n"
+                "            tls: on\n"
+                "        }\n"
+                f"{heuristics}"
+                "    }\n")
+
+
 def render_corosync_conf(cluster_name: str, nodes: dict[str, tuple[str, str]],
-                         token_ms: int = DEFAULT_TOKEN_MS) -> str:
+                         token_ms: int = DEFAULT_TOKEN_MS,
+                         qdevice: QuorumDevice | None = None) -> str:
     """corosync.conf text; ``nodes`` maps name -> (ring0 address, ring1 address)."""
     node_blocks = "".join(
         f"    node {{\n"
@@ -33,6 +63,7 @@ def render_corosync_conf(cluster_name: str, nodes: dict[str, tuple[str, str]],
         f"    }}\n"
         for nodeid, (name, (ring0, ring1)) in enumerate(sorted(nodes.items()), start=1)
     )
+    quorum = qdevice.section() if qdevice else "    two_node: 1\n"
     return (
         "# Written by hapack.lab\n"
         "totem {\n"
@@ -48,7 +79,7 @@ def render_corosync_conf(cluster_name: str, nodes: dict[str, tuple[str, str]],
         "}\n"
         "quorum {\n"
         "    provider: corosync_votequorum\n"
-        "    two_node: 1\n"
+        f"{quorum}"
         "}\n"
         "logging {\n"
         "    to_logfile: yes\n"

@@ -87,6 +87,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, Callable
+    from hapack.ocf import _listen
     from hapack.ocf.runner import Context
 
 
@@ -121,17 +122,28 @@ def absolute_path(text: str) -> str:
     return os.path.normpath(text)
 
 
-def check_params(*, port: int, status_url: str, status_regex: str) -> tuple[Param, ...]:
+PORT_TEXT = ("TCP port the server listens on: level 0 requires the server's main process "
+             "to listen on it, and the default status URL uses it.")
+FROM_CONFIG = (" Unset: the port of the configuration's first {directive} directive (includes "
+               "read in place), as the stock agent finds it, else 80; see README 'Ports and "
+               "URLs from the configuration'.")
+
+
+def check_params(*, port: int | None, status_url: str, status_regex: str,
+                 directive: str | None = None) -> tuple[Param, ...]:
     """address, port, status_url, status_regex, test_url, test_regex,
-    expect_status and client_timeout, with the agent's own defaults and texts."""
+    expect_status and client_timeout, with the agent's own defaults and texts.
+    ``directive`` (Listen, listen): port and address unset come from the configuration."""
+    address = (("IP address the health checks connect to. Unset: the address of the "
+                f"{directive} directive the port comes from when it names one, else "
+                "127.0.0.1 (::1 for [::]).", None) if directive else
+               ("IP address the health checks connect to (the server must listen there).",
+                "127.0.0.1"))
     return (
-        Param("address", "Address for the checks",
-              "IP address the health checks connect to (the server must listen there).",
-              default="127.0.0.1"),
+        Param("address", "Address for the checks", address[0], default=address[1]),
         Param("port", "Port for the checks",
-              "TCP port the server listens on: level 0 requires the server's main process "
-              "to listen on it, and the default status URL uses it.",
-              kind="integer", default=port, minimum=1, maximum=65535),
+              PORT_TEXT + (FROM_CONFIG.format(directive=directive) if directive else ""),
+              kind="integer", default=None if directive else port, minimum=1, maximum=65535),
         Param("status_url", "Level-10 URL", status_url, check=url),
         Param("status_regex", "Level-10 expected body", status_regex, check=regex),
         Param("test_url", "Level-20 URL",
@@ -156,15 +168,18 @@ def stop_params(*, graceful: str) -> tuple[Param, ...]:
     return (
         Param("pidfile", "Pid file",
               "Pid file of the instance. Unset: a per-instance file under $HA_RSCTMP "
-              "(/run/resource-agents/hapack-<agent>-<resource>.pid).", check=absolute_path),
+              "(/run/resource-agents/hapack-<agent>-<resource>.pid). Where the agent starts "
+              "the server through start-stop-daemon (tomcat), root writes it: its directory "
+              "must be writable by root alone.", check=absolute_path),
         Param("graceful_timeout", "Graceful stop phase (s)", graceful,
               kind="float", default=5.0, minimum=0.0, maximum=3600.0),
     )
 
 
-def server_params(*, binary: str, port: int, status_url: str, status_regex: str,
+def server_params(*, binary: str, directive: str, status_url: str, status_regex: str,
                   graceful: str) -> tuple[Param, ...]:
-    """The parameters apache and nginx share, in meta-data order (config comes first)."""
+    """The parameters apache and nginx share, in meta-data order (config comes first);
+    the port comes from the configuration's ``directive`` unless set."""
     return (
         Param("config", "Configuration file",
               "Absolute path of the instance's own configuration file.",
@@ -175,14 +190,13 @@ def server_params(*, binary: str, port: int, status_url: str, status_regex: str,
               "Extra options for the server command line, split like a shell would "
               "(no expansion), e.g. '-D SSL'.", check=split_options),
         *stop_params(graceful=graceful),
-        *check_params(port=port, status_url=status_url, status_regex=status_regex),
+        *check_params(port=None, status_url=status_url, status_regex=status_regex,
+                      directive=directive),
     )
 
 
-class CheckParams(Values):
-    """The typed view of check_params() (see hapack.params.Values)."""
-    address: str
-    port: int
+class _Checks(Values):
+    """check_params() but address and port, whose types depend on ``directive``."""
     status_url: str | None
     status_regex: str | None
     test_url: str | None
@@ -191,14 +205,22 @@ class CheckParams(Values):
     client_timeout: float
 
 
+class CheckParams(_Checks):
+    """The typed view of check_params() with a fixed default port (see hapack.params.Values)."""
+    address: str
+    port: int
+
+
 class StopParams(Values):
     """The typed view of stop_params()."""
     pidfile: str | None
     graceful_timeout: float
 
 
-class ServerParams(StopParams, CheckParams):
-    """The typed view of server_params()."""
+class ServerParams(StopParams, _Checks):
+    """The typed view of server_params(): address and port unset come from the configuration."""
+    address: str | None
+    port: int | None
     config: str
     binary: str
     options: tuple[str, ...] | None
@@ -220,6 +242,25 @@ def rsc_path(ctx: Context, suffix: str) -> str:
 def default_url(p: CheckParams, path: str) -> str:
     host = f"[{p.address}]" if ":" in p.address else p.address
     return f"http://{host}:{p.port}{path}"
+
+
+def endpoint(ctx: Context[ServerParams], first_listen: Callable[[], _listen.Listen | None],
+             status_path: Callable[[], str | None], default_path: str) -> tuple[int, str]:
+    """(port, default status URL) of a web server: ``port``/``address`` when set, else the
+    configuration's first listening socket (``first_listen()``); the status location
+    the configuration maps (``status_path()``), else ``default_path``."""
+    found = getattr(ctx, "_endpoint", None)
+    if found is None:
+        from hapack.ocf import _listen
+        p = ctx.params
+        try:
+            listen = None if p.port else first_listen()
+            path = default_path if p.status_url else (status_path() or default_path)
+        except ValueError as exc:
+            raise OCFError(f"{p.config}: {exc}", OCF.ERR_CONFIGURED) from None
+        listen = listen or _listen.Listen(None, p.port or 80)
+        found = ctx._endpoint = (listen.port, _listen.url(listen, p.address, path))
+    return found
 
 
 # -- logs ---------------------------------------------------------------------------

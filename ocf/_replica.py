@@ -3,7 +3,8 @@
 Each backend answers the same questions (running? promoted? what score?)
 and does the replica's part of start, promote, demote and stop; the agent
 does the mount. Also here: the agent's state files in $HA_RSCTMP, the
-promotion score writer (only under Pacemaker, only when the score changed)
+promotion score writer (only under Pacemaker; when the score changed, or
+the CIB lost it)
 and the bounded disk probe.
 """
 
@@ -44,18 +45,28 @@ def under_pacemaker(ctx: Context) -> bool:
     return "OCF_RESKEY_crm_feature_set" in ctx.environ
 
 
-def write_score(ctx: Context, score: str | int | None, force: bool = False) -> None:
-    """Write the promotion score when it changed (always when forced); Pacemaker only."""
+def write_score(ctx: Context, score: str | int | None, force: bool = False,
+                verify: bool = False) -> None:
+    """Write the promotion score when it changed (always when forced); Pacemaker only.
+
+    ``verify`` (recurring monitors): the CIB's value is read back and a missing or
+    different one written again. The attribute manager can lose a node's transient
+    attributes around a peer's rejoin while still holding the value itself, so the
+    cache alone would never write it again (campaign finding 2)."""
     if score == _drbd.KEEP or not under_pacemaker(ctx):
         return
     cache = state_path(ctx, "score")
     text = "none" if score is None else str(score)
-    try:
-        with open(cache, encoding="ascii") as handle:
-            if handle.read().strip() == text and not force:
-                return
-    except OSError:
-        pass
+    if not force and verify:
+        seen = ctx.promotion_score()
+        if seen == ("" if score is None else text):
+            _remember(cache, text)
+            return
+        if seen == "" and score is not None:
+            _lost(ctx, text)
+        force = True
+    if not force and _remembered(cache) == text:
+        return
     try:
         if score is None:
             ctx.clear_promotion_score()
@@ -64,6 +75,28 @@ def write_score(ctx: Context, score: str | int | None, force: bool = False) -> N
     except OCFError as exc:  # retried at the next monitor; not a failure of the resource
         ctx.log.error(str(exc))
         return
+    _remember(cache, text)
+
+
+def _lost(ctx, text):
+    """The CIB has no score here: the attribute manager may still hold ours and take the
+    same value again as no change, so it forgets it first (nothing changes in the CIB)."""
+    ctx.log.warning(f"promotion score {text} missing from the CIB: writing it again")
+    try:
+        ctx.clear_promotion_score()
+    except OCFError as exc:
+        ctx.log.warning(str(exc))
+
+
+def _remembered(cache):
+    try:
+        with open(cache, encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _remember(cache, text):
     os.makedirs(os.path.dirname(cache), exist_ok=True)
     with open(cache, "w", encoding="ascii") as handle:
         handle.write(text + "\n")

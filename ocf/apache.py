@@ -17,6 +17,8 @@ import os
 
 from hapack.ocf import Agent, ArgsError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
+from hapack.ocf import _listen
+from hapack.params import with_aliases
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,11 +27,18 @@ if TYPE_CHECKING:
 
 NAME = "apache"
 
-PARAMS = (
+# resource-agents' apache names (deprecated aliases): README "Migrating from the stock agents"
+STOCK_NAMES = {"config": ("configfile",), "binary": ("httpd",), "status_url": ("statusurl",),
+               "status_regex": ("testregex",), "test_url": ("testurl",),
+               "test_regex": ("testregex10",)}
+
+PARAMS = with_aliases((
     *d.server_params(
-        binary="/usr/sbin/apache2", port=80,
+        binary="/usr/sbin/apache2", directive="Listen",
         status_url=("URL of mod_status's machine-readable page, fetched at check level 10. "
-                    "Unset: http://<address>:<port>/server-status?auto."),
+                    "Unset: http://<address>:<port><location>?auto, where location is the "
+                    "last <Location> with 'SetHandler server-status' in the configuration, "
+                    "else /server-status (https when the Listen directive is https)."),
         status_regex=("Regular expression the level-10 answer must contain. Unset: the answer "
                       "must be mod_status ?auto output (BusyWorkers, IdleWorkers, Scoreboard)."),
         graceful=("Seconds the graceful stop (SIGWINCH: finish the requests in flight) may "
@@ -38,7 +47,7 @@ PARAMS = (
     Param("user", "Worker user",
           "User the child processes run as (passed as 'User' with -c, overriding the "
           "configuration). Unset: the configuration's User directive."),
-)
+), STOCK_NAMES)
 
 
 class Params(d.ServerParams):
@@ -80,14 +89,27 @@ def argv(ctx: Context[Params], *tail: str) -> list[str]:
     return cmd + list(p.options or ()) + list(tail)
 
 
+def endpoint(ctx: Context[Params]) -> tuple[int, str]:
+    """(port, default status URL): the parameters, else the configuration's Listen."""
+    p = ctx.params
+
+    def status_path():
+        found = _listen.apache_status_path(p.config)
+        return found and found + "?auto"
+
+    return d.endpoint(ctx, lambda: _listen.apache_first(p.config), status_path,
+                      "/server-status?auto")
+
+
 def server(ctx: Context[Params]) -> Server:
     p = ctx.params
-    return d.Server(ctx, pidfile(ctx), exe=p.binary, port=p.port, marker=p.config, what="apache")
+    return d.Server(ctx, pidfile(ctx), exe=p.binary, port=endpoint(ctx)[0], marker=p.config,
+                    what="apache")
 
 
 def _status(ctx):
     p = ctx.params
-    url = p.status_url or d.default_url(p, "/server-status?auto")
+    url = p.status_url or endpoint(ctx)[1]
     status = d.http_expect(ctx, url, p.client_timeout, p.expect_status, regex=p.status_regex,
                            parse=None if p.status_regex else parse_status)
     if not p.status_regex and status["IdleWorkers"] == "0":

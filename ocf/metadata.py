@@ -4,7 +4,9 @@ The output claims OCF 1.1 and satisfies both validators an operator meets:
 the OCF 1.1 RelaxNG schema and resource-agents' ``ra-api-1.dtd`` that
 Debian's ``ocf-tester`` checks against (hence the DOCTYPE, no
 ``unique-group``, ``reloadable``, ``select`` or ``reload-agent``, and content
-types limited to string, integer and boolean). Imported only for the
+types limited to string, integer and boolean; a deprecated name is a
+parameter of its own, marked in its text, not with 1.1's ``<deprecated>``,
+which the DTD refuses). Imported only for the
 meta-data action: lxml is not loaded on any other path.
 """
 
@@ -42,6 +44,19 @@ def param_longdesc(param: Param) -> str:
     return text
 
 
+def _alias(parameters, param, alias):
+    """A stock agent's name of param, as a parameter of its own marked deprecated in its
+    text: OCF 1.1's <deprecated> element is not in ra-api-1.dtd, which ocf-tester
+    validates against, and a DTD's internal subset cannot extend <parameter>."""
+    element = etree.SubElement(parameters, "parameter", name=alias,
+                               unique="1" if param.unique else "0", required="0")
+    _desc(element, "longdesc", f"Deprecated: the stock agent's name of {param.name}, "
+          f"accepted (with a warning) so that a configuration written for it works; "
+          f"rename it to {param.name}. Both set to different values is an error.")
+    _desc(element, "shortdesc", f"Deprecated name of {param.name}")
+    etree.SubElement(element, "content", type=_CONTENT_TYPES[param.kind])
+
+
 def metadata_tree(agent: Agent) -> _Element:
     root = etree.Element("resource-agent", name=agent.name, version=agent.version)
     etree.SubElement(root, "version").text = OCF_VERSION
@@ -57,6 +72,8 @@ def metadata_tree(agent: Agent) -> _Element:
         content = etree.SubElement(element, "content", type=_CONTENT_TYPES[param.kind])
         if param.default is not None and not param.secret:
             content.set("default", param.default_text)
+        for alias in param.aliases:
+            _alias(parameters, param, alias)
     actions = etree.SubElement(root, "actions")
     for action in agent.all_actions():
         element = etree.SubElement(actions, "action", name=action.name,

@@ -16,6 +16,8 @@ import os
 
 from hapack.ocf import Agent, ArgsError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
+from hapack.ocf import _listen
+from hapack.params import with_aliases
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,11 +27,18 @@ if TYPE_CHECKING:
 NAME = "nginx"
 COMPILED_PREFIX = "/usr/share/nginx"
 
-PARAMS = (
+# resource-agents' nginx names (deprecated aliases): README "Migrating from the stock agents"
+STOCK_NAMES = {"config": ("configfile",), "binary": ("httpd",), "status_url": ("status10url",),
+               "status_regex": ("status10regex",), "test_url": ("test20url",),
+               "test_regex": ("test20regex",)}
+
+PARAMS = with_aliases((
     *d.server_params(
-        binary="/usr/sbin/nginx", port=80,
+        binary="/usr/sbin/nginx", directive="listen",
         status_url=("URL of the stub_status page, fetched at check level 10. Unset: "
-                    "http://<address>:<port>/nginx_status."),
+                    "http://<address>:<port><location>, where location is the last "
+                    "location block holding stub_status in the configuration, else "
+                    "/nginx_status (https when the listen directive has ssl)."),
         status_regex=("Regular expression the level-10 answer must contain. Unset: the "
                       "answer must be stub_status output (Active connections, Reading, "
                       "Writing, Waiting)."),
@@ -48,7 +57,7 @@ PARAMS = (
           "User the worker processes run as (passed with -g when the configuration has no "
           "main-level 'user' directive; it must agree with one that is there). Unset: the "
           "configuration's, else nginx's compiled-in default."),
-)
+), STOCK_NAMES)
 
 
 class Params(d.ServerParams):
@@ -158,9 +167,17 @@ def argv(ctx: Context[Params], layout: Layout, *tail: str) -> list[str]:
     return cmd + list(p.options or ()) + list(tail)
 
 
+def endpoint(ctx: Context[Params]) -> tuple[int, str]:
+    """(port, default status URL): the parameters, else the first listen of an http server."""
+    p = ctx.params
+    listens = lambda: next(iter(_listen.nginx_listens(p.config, _tokens)), None)  # noqa: E731
+    return d.endpoint(ctx, listens, lambda: _listen.nginx_status_path(p.config, _tokens),
+                      "/nginx_status")
+
+
 def server(ctx: Context[Params], layout: Layout) -> Server:
     p = ctx.params
-    return d.Server(ctx, layout.pidfile, exe=p.binary, port=p.port, marker=p.config,
+    return d.Server(ctx, layout.pidfile, exe=p.binary, port=endpoint(ctx)[0], marker=p.config,
                     log=layout.config_log or layout.error_log, what="nginx")
 
 
@@ -194,7 +211,7 @@ def parse_stub_status(text: str) -> dict[str, int]:
 
 def _status(ctx):
     p = ctx.params
-    url = p.status_url or d.default_url(p, "/nginx_status")
+    url = p.status_url or endpoint(ctx)[1]
     status = d.http_expect(ctx, url, p.client_timeout, p.expect_status, regex=p.status_regex,
                            parse=None if p.status_regex else parse_stub_status)
     if not p.status_regex:

@@ -96,6 +96,10 @@ PARAMS = (
           "BMC (on this node, this boot). A promotion not otherwise proven safe accepts it "
           "for 5 minutes; any promotion consumes it. Empty disables it.",
           default="/run/hapack/fence-confirmed"),
+    Param("nodes", "The cluster's nodes",
+          "The two node names, space separated (the stack file renders them). When set, a "
+          "fence confirmation counts only if it names the one that is not this node, and "
+          "this node must be one of them.", default=""),
     Param("promote_on_start", "Promote at start (no promotable clone)",
           "For cluster managers without promotable clones, such as Linux-HA Heartbeat's "
           "haresources: start also promotes (the promotion gate, then the mount), and a "
@@ -295,7 +299,7 @@ def monitor(ctx: Context[Params]) -> int:
     if problem:
         raise GenericError(problem)
     _deep_checks(ctx, backend, look, "Unpromoted", GenericError)
-    write_score(ctx, backend.score(ctx, look), force=ctx.is_probe)
+    write_score(ctx, backend.score(ctx, look), force=ctx.is_probe, verify=True)
     _report_split_brain(ctx, backend, OCF.DEGRADED)
     return OCF.SUCCESS
 
@@ -314,7 +318,7 @@ def _monitor_promoted(ctx, backend, look, mine):
     if problems:
         raise FailedPromoted(f"{_directory(ctx)}: {'; '.join(problems)}")
     _deep_checks(ctx, backend, look, "Promoted", FailedPromoted)
-    write_score(ctx, backend.score(ctx, look), force=ctx.is_probe)
+    write_score(ctx, backend.score(ctx, look), force=ctx.is_probe, verify=True)
     _report_split_brain(ctx, backend, OCF.DEGRADED_PROMOTED)
     return OCF.RUNNING_PROMOTED
 
@@ -391,6 +395,19 @@ def promote(ctx: Context[Params]) -> None:
     write_score(ctx, backend.score(ctx, backend.look(ctx)), force=True)
 
 
+def _peer(ctx):
+    """The other node of ``nodes`` (None when unset): the only one a fence confirmation
+    may name."""
+    names = ctx.params.nodes.split()
+    if not names:
+        return None
+    others = [n for n in names if n != ctx.node]
+    if len(names) != 2 or len(set(names)) != 2 or len(others) != 1:
+        raise ConfigError(f"nodes={ctx.params.nodes!r} must name this node ({ctx.node}) "
+                          "and its one peer")
+    return others[0]
+
+
 def _undo_promote(ctx):
     backend = BACKENDS[ctx.params.backend]
     _release(ctx)
@@ -404,7 +421,8 @@ def _pass_gate(ctx, backend, look):
         raise GenericError(f"refusing to promote: {refusal}")
     from hapack.ocf import _gate
     notify = _gate.read_notification(state_path(ctx, "notify"))
-    fenced, note = _gate.read_fence_confirmation(p.fence_confirmed_file, ctx.node)
+    fenced, note = _gate.read_fence_confirmation(p.fence_confirmed_file, ctx.node,
+                                                 _peer(ctx))
     ev = _gate.Evidence(ctx.node, p.backend, notify=notify, fenced=fenced, fence_note=note,
                         device=p.device)
     backend.add_evidence(ctx, look, ev)
@@ -454,6 +472,8 @@ def validate(ctx: Context[Params]) -> None:
     p = ctx.params
     if p.backend == "drbd" and not p.drbd_resource:
         raise ConfigError("backend=drbd needs drbd_resource")
+    if p.nodes and (len(p.nodes.split()) != 2 or len(set(p.nodes.split())) != 2):
+        raise ConfigError(f"nodes={p.nodes!r} must be the two node names, space separated")
     if "ro" in _mount.options_list(p.options):
         raise ConfigError("options must not contain 'ro': the promoted partition is read-write")
     if under_pacemaker(ctx):

@@ -24,6 +24,7 @@ import os
 
 from hapack.ocf import Agent, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
+from hapack.params import with_aliases
 from hapack.ocf._service import (CLEAN_ENV, as_user, check_node, checked,
                                  client_timeout, common_params, log_path, plain_path,
                                  prepare_dirs, require_executable, run_path, start_server)
@@ -54,7 +55,16 @@ def identifier(text: str) -> str:
     return text
 
 
-PARAMS = (
+def _pgctl_dir(path: str) -> str:
+    """pgsql's pgctl (the pg_ctl program) -> bindir (its directory)."""
+    return os.path.dirname(path.rstrip("/")) or path
+
+
+# resource-agents' pgsql names (deprecated aliases): README "Migrating from the stock agents"
+STOCK_NAMES = {"bindir": (("pgctl",), {"pgctl": _pgctl_dir}), "user": ("pgdba",),
+               "port": ("pgport",), "database": ("pgdb",)}
+
+PARAMS = with_aliases((
     Param("pgdata", "Data directory (PGDATA)",
           "The cluster's data directory, on the replicated partition (a subdirectory of the "
           "mount, owned by the service user, mode 0700). Start refuses it when it is not on "
@@ -82,7 +92,7 @@ PARAMS = (
     Param("probe_table", "Level-20 probe table",
           "Table the level-20 monitor writes one row to, reads it back and deletes it; "
           "created when missing.", default="hapack_probe", check=identifier),
-) + common_params("postgres")
+) + common_params("postgres"), STOCK_NAMES)
 
 
 class Params(ServiceParams):

@@ -89,6 +89,9 @@ class _Codes(type):
         return iter(cls._by_value.values())
 
 
+CRM_EX_NOSUCH = 105   # crm_attribute's exit code for "no such attribute"
+
+
 class OCF(metaclass=_Codes):
     """The OCF exit codes, an enumeration of named ints.
 
@@ -280,6 +283,24 @@ class Context(_Generic[P]):
         self._promotion(["crm_attribute", "--promotion", "-l", "reboot", "-D"],
                         "clear promotion score")
 
+    def promotion_score(self):
+        """This node's promotion score as the CIB has it: its text, "" when the CIB has
+        none, None when it cannot be read.
+
+        Read under the resource's name without the clone instance (``partition``, not
+        ``partition:0``): Pacemaker's attribute manager stores the score a clone instance
+        sets as ``master-partition``, but ``crm_attribute -G`` reads the CIB itself and
+        would look for ``master-partition:0`` (Pacemaker 2.1.5, seen in the lab)."""
+        env = dict(self.environ, OCF_RESOURCE_INSTANCE=self.instance.split(":")[0])
+        argv = ["crm_attribute", "--promotion", "-l", "reboot", "-G", "-q"]
+        try:
+            result = self.run(argv, timeout=min(5.0, self.deadline.left()), env=env)
+        except CommandError:
+            return None
+        if result.ok:
+            return result.stdout.strip()
+        return "" if result.returncode == CRM_EX_NOSUCH else None
+
     def _promotion(self, argv, what):
         env = dict(self.environ, OCF_RESOURCE_INSTANCE=self.instance)
         try:
@@ -302,17 +323,22 @@ class Agent:
     """The declaration of an OCF agent and its entry point."""
 
     def __init__(self, name, *, version, shortdesc, longdesc, params, actions,
-                 validate=None, values: type[Values] = Values):
+                 validate=None, translate=None, values: type[Values] = Values):
+        """``translate(raw) -> (raw, notes)`` turns a stock agent's value forms into
+        this agent's (IPaddr2's ``nic=eth0:label``) before parsing; each note is
+        warned about like a deprecated name. ``values`` is the class parse() builds:
+        the agent's typed view of its parameters (canonical names only: aliases are
+        mapped to their parameter before parsing)."""
         self.name = name
+        self.translate = translate
         self.version = version
         self.shortdesc = shortdesc
         self.longdesc = longdesc
         self.params = tuple(params)
         self.actions = tuple(actions)
         self.validate = validate
-        # The class parse() builds: the agent's typed view of its parameters.
         self.values = values
-        names = [p.name for p in self.params]
+        names = [n for p in self.params for n in (p.name, *p.aliases)]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
             raise TypeError(f"{name}: parameters declared twice: {sorted(duplicates)}")
@@ -416,8 +442,8 @@ class Agent:
                               f"internal error in {self.name} {action}: {type(exc).__name__}: {exc}")
 
     def _params(self, ctx, environ):
-        raw = from_environ(self.params, environ)
         try:
+            raw = self._raw(ctx, environ)
             return parse(self.params, raw, into=self.values)
         except MissingParam as exc:
             if ctx.action == "stop" or ctx.is_probe:
@@ -426,6 +452,23 @@ class Agent:
             raise ConfigError(str(exc)) from None
         except ParamError as exc:
             raise ConfigError(str(exc)) from None
+
+    def _raw(self, ctx, environ):
+        """The raw parameters, stock names and value forms translated, each warned about
+        once (this run)."""
+        used: list[tuple[str, str]] = []
+        raw = from_environ(self.params, environ, used=used)
+        notes = [f"parameter {alias} is the stock agent's name of {name}: accepted, but "
+                 f"deprecated; rename it to {name}" for alias, name in used]
+        if self.translate is not None:
+            try:
+                raw, more = self.translate(raw)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            notes += more
+        for note in notes:
+            ctx.log.warning(note)
+        return raw
 
     def _missing_result(self, ctx):
         return OCF.SUCCESS if ctx.action == "stop" else OCF.NOT_RUNNING

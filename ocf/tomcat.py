@@ -20,6 +20,7 @@ import os
 
 from hapack.ocf import Agent, ArgsError, ConfigError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
+from hapack.params import with_aliases
 from hapack.proc import CommandError
 
 TYPE_CHECKING = False
@@ -33,7 +34,11 @@ HEALTH_APP = "hapack-health"
 HEALTH_PAGE = '<%@ page contentType="text/plain" %>PONG <%= application.getServerInfo() %>\n'
 EXIT_ON_INIT_FAILURE = "-Dorg.apache.catalina.startup.EXIT_ON_INIT_FAILURE=true"
 
-PARAMS = (
+# resource-agents' tomcat names (deprecated aliases): README "Migrating from the stock agents"
+STOCK_NAMES = {"user": ("tomcat_user",), "status_url": ("statusurl",),
+               "pidfile": ("catalina_pid",), "output_log": ("catalina_out",)}
+
+PARAMS = with_aliases((
     Param("catalina_base", "Instance directory (CATALINA_BASE)",
           "Absolute path of the instance: conf/, logs/, temp/, work/, webapps/. It is the "
           "server's working directory and is exported as CATALINA_BASE.",
@@ -74,7 +79,7 @@ PARAMS = (
                     "creates in <catalina_base>/webapps when it is missing."),
         status_regex=("Regular expression the level-10 answer must contain. Unset: PONG for "
                       "the agent's health page; only the HTTP status for other URLs.")),
-)
+), STOCK_NAMES)
 
 
 class Params(d.StopParams, d.CheckParams):

@@ -20,7 +20,7 @@ from hapack.params import Values
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, NoReturn
     from hapack.ocf.runner import Context
 
 NAME = "vip"
@@ -64,6 +64,33 @@ def interface_name(text: str) -> str:
     return text
 
 
+def broadcast(text: str) -> str:
+    if text in ("+", "-"):
+        return text
+    try:
+        return socket.inet_ntoa(socket.inet_aton(text)) if text.count(".") == 3 else _bad(text)
+    except OSError:
+        return _bad(text)
+
+
+def _bad(text: str) -> NoReturn:
+    raise ValueError(f"{text!r} is not an IPv4 address, '+' or '-'")
+
+
+def stock_forms(raw: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """IPaddr2's nic=<nic>:<label> as nic and label (the runner's translate hook)."""
+    nic = raw.get("nic") or ""
+    if ":" not in nic:
+        return raw, []
+    name, label = nic.split(":", 1)
+    if raw.get("label") and raw["label"] != label:
+        raise ValueError(f"nic={nic} names label {label!r} but label is {raw['label']!r}: "
+                         "keep one")
+    note = (f"nic={nic} is IPaddr2's form: read as nic={name} label={label}; accepted, but "
+            "deprecated: set them apart")
+    return {**raw, "nic": name, "label": label}, [note]
+
+
 def lifetime(text: str) -> int | None:
     if text.strip().lower() in ("forever", "infinity"):
         return None
@@ -85,7 +112,12 @@ PARAMS = (
           "interface matches.", check=interface_name),
     Param("label", "IPv4 address label",
           "Label for an IPv4 address; the address is labelled '<nic>:<label>' (15 "
-          "characters at most in all)."),
+          "characters at most in all). IPaddr2's nic=<nic>:<label> is read as nic and "
+          "label.", aliases=("iflabel",)),
+    Param("broadcast", "IPv4 broadcast address",
+          "Broadcast address of an IPv4 address, as IPaddr2 takes it: an address, '+' "
+          "(host bits set: the default) or '-' (host bits reset). None for /31 and /32 "
+          "unless given.", check=broadcast),
     Param("preferred_lft", "IPv6 preferred lifetime",
           "Preferred lifetime of an IPv6 address in seconds, or 'forever'. 0 marks the "
           "address deprecated so the node does not use it as a source address.",
@@ -97,6 +129,13 @@ PARAMS = (
     Param("arp_interval", "Interval between announcements (ms)",
           "Milliseconds between two announcements.", kind="integer", default=200,
           minimum=10, maximum=10000),
+    Param("arp_mode", "Gratuitous ARP as requests or replies",
+          "IPv4 announcements as gratuitous ARP requests (request) or ARP replies (reply), "
+          "for switches that learn only from replies (IPaddr2 does this with "
+          "send_arp_opts=-A and arping). Both are broadcast with the address as sender and "
+          "target; a reply names this interface's MAC as target too. IPv6 always sends "
+          "unsolicited neighbour advertisements.",
+          kind="choice", choices=("request", "reply"), default="request"),
     Param("arp_second_burst_delay", "Second burst delay (ms)",
           "When not 0, send a second burst of arp_count announcements this many "
           "milliseconds after the first, for switches that were slow to learn.",
@@ -250,9 +289,7 @@ def monitor(ctx: Context[Params]) -> int:
         ctx.log.warning(f"{link.name} is down or has no carrier: {ctx.params.ip} is not reachable")
         return OCF.NOT_RUNNING
     if ctx.params.arp_count_refresh and not ctx.is_probe:
-        from hapack.announce import announce
-        announce(link.name, entry.family, link.mac, ctx.params.ip,
-                 count=ctx.params.arp_count_refresh, interval=ctx.params.arp_interval / 1000)
+        _announce(ctx, link, entry.family, count=ctx.params.arp_count_refresh)
     return OCF.SUCCESS
 
 
@@ -268,6 +305,8 @@ def validate(ctx: Context[Params]) -> None:
         raise ConfigError(f"label {_full_label(ctx, p.nic)!r} is longer than 15 characters")
     if p.preferred_lft is not None and not v6:
         raise ConfigError("preferred_lft applies to IPv6 addresses only")
+    if v6 and not p.nic and int(p.ip.split(":")[0] or "0", 16) & 0xFFC0 == 0xFE80:
+        raise ConfigError(f"{p.ip} is link-local: set nic (no route can choose the link)")
     if ctx.action == "validate-all" and ctx.check_level >= 10:
         _target(ctx)
 
@@ -288,21 +327,23 @@ def _target(ctx):
 
 
 def _from_routes(p, nl, link):
-    """findif's job: the connected route containing the address decides."""
+    """findif's job: the connected route containing the address decides. None, or
+    several: ERR_GENERIC, as IPaddr2's findif says it (routes change; the resource may
+    be tried again, here or on the peer)."""
     from hapack.netlink import connected_routes
     routes = connected_routes(p.ip)
     if link is not None:
         routes = [r for r in routes if r[1] == link.index]
         if not routes:
-            raise NotInstalled(f"no route on {p.nic} contains {p.ip}: set cidr_netmask")
+            raise GenericError(f"no route on {p.nic} contains {p.ip}: set cidr_netmask")
         return link, routes[0][0]
     if not routes:
-        raise NotInstalled(f"no interface has a connected route containing {p.ip}: "
+        raise GenericError(f"no interface has a connected route containing {p.ip}: "
                            "set nic and cidr_netmask")
     best = {r[1] for r in routes if r[0] == routes[0][0] and r[2] == routes[0][2]}
     if len(best) > 1:
         names = ", ".join(sorted(nl.link_by_index(i).name for i in best))
-        raise NotInstalled(f"{p.ip} matches routes on several interfaces ({names}): set nic")
+        raise GenericError(f"{p.ip} matches routes on several interfaces ({names}): set nic")
     return nl.link_by_index(routes[0][1]), p.cidr_netmask or routes[0][0]
 
 
@@ -320,7 +361,7 @@ def start(ctx: Context[Params]) -> int | None:
     if p.check_link and not link.up:
         raise GenericError(f"{link.name} is down or has no carrier; not starting {p.ip} on it")
     family = _family(p.ip)
-    from hapack.announce import announce, probe
+    from hapack.announce import probe
     if p.dad_probe:
         holder = probe(link.name, family, link.mac, p.ip, p.dad_timeout / 1000)
         if holder:
@@ -328,7 +369,7 @@ def start(ctx: Context[Params]) -> int | None:
                                "to start (dad_probe=false skips this check)")
     _add(ctx, link, prefixlen)
     if p.arp_count:
-        announce(link.name, family, link.mac, p.ip)
+        _announce(ctx, link, family)
         if p.arp_count > 1 or p.arp_second_burst_delay:
             _spawn_announcer(ctx, link, family)
     ctx.log.info(f"{p.ip}/{prefixlen} is up on {link.name}")
@@ -350,7 +391,7 @@ def _add(ctx, link, prefixlen):
     try:
         with Netlink() as nl:
             nl.add_address(link.index, p.ip, prefixlen, label=_full_label(ctx, link.name),
-                           broadcast=_broadcast(p.ip, prefixlen),
+                           broadcast=_broadcast(p.ip, prefixlen, p.broadcast),
                            nodad=_family(p.ip) == socket.AF_INET6, preferred_lft=p.preferred_lft)
             added = [e for e in nl.find_address(p.ip, _family(p.ip))
                      if e.index == link.index and e.prefixlen == prefixlen]
@@ -371,11 +412,18 @@ def _add(ctx, link, prefixlen):
         raise GenericError(f"cannot record {p.ip} as this resource's: {exc}") from None
 
 
-def _broadcast(ip, prefixlen):
-    """The IPv4 broadcast address of ip/prefixlen (none for /31, /32, IPv6)."""
-    if ":" in ip or prefixlen >= 31:
+def _broadcast(ip, prefixlen, wanted=None):
+    """The IPv4 broadcast address of ip/prefixlen: ``wanted`` when it is an address,
+    host bits reset for '-', else set (none for /31, /32 then, nor for IPv6)."""
+    if ":" in ip:
         return None
-    host = int.from_bytes(socket.inet_aton(ip), "big") | (0xFFFFFFFF >> prefixlen)
+    if wanted not in (None, "+", "-"):
+        return wanted
+    if prefixlen >= 31:
+        return None
+    mask = 0xFFFFFFFF >> prefixlen
+    base = int.from_bytes(socket.inet_aton(ip), "big")
+    host = base & ~mask if wanted == "-" else base | mask
     return socket.inet_ntoa(host.to_bytes(4, "big"))
 
 
@@ -397,9 +445,16 @@ def _spawn_announcer(ctx, link, family):
         os._exit(0)
 
 
+def _announce(ctx, link, family, count=1, still_ours=None):
+    """Send count announcements of the VIP as configured (arp_interval, arp_mode)."""
+    from hapack.announce import announce
+    p = ctx.params
+    announce(link.name, family, link.mac, p.ip, count=count, interval=p.arp_interval / 1000,
+             still_ours=still_ours, mode=p.arp_mode)
+
+
 def _announce_rest(ctx, link, family):
     import time
-    from hapack.announce import announce
     from hapack.netlink import Netlink
     p = ctx.params
 
@@ -412,13 +467,11 @@ def _announce_rest(ctx, link, family):
 
     time.sleep(p.arp_interval / 1000)
     if p.arp_count > 1 and still_ours():
-        announce(link.name, family, link.mac, p.ip, count=p.arp_count - 1,
-                 interval=p.arp_interval / 1000, still_ours=still_ours)
+        _announce(ctx, link, family, count=p.arp_count - 1, still_ours=still_ours)
     if p.arp_second_burst_delay:
         time.sleep(p.arp_second_burst_delay / 1000)
         if still_ours():
-            announce(link.name, family, link.mac, p.ip, count=p.arp_count,
-                     interval=p.arp_interval / 1000, still_ours=still_ours)
+            _announce(ctx, link, family, count=p.arp_count, still_ours=still_ours)
     _remove(_state_path(ctx, "announcer"))
 
 
@@ -485,6 +538,7 @@ AGENT = Agent(
         Action("monitor", monitor, 20, interval=10, depth=0),
     ),
     validate=validate,
+    translate=stock_forms,
 )
 
 

@@ -47,14 +47,14 @@ LONGDESC = (
 PARAMS = (
     Param("driver", "Protocol to the BMC.",
           kind="choice", choices=tuple(REGISTRY), default="ipmi"),
-    Param("ip", "BMC address or host name", required=True, aliases=("ipaddr",)),
+    Param("ip", "BMC address or host name", required=True, aliases=("ipaddr",), short="a"),
     Param("ipport", "BMC port (default: 623 for ipmi, 443 for redfish)",
-          kind="integer", minimum=1, maximum=65535),
-    Param("username", "BMC user name", aliases=("login",)),
-    Param("password", "BMC password", secret=True, aliases=("passwd",)),
+          kind="integer", minimum=1, maximum=65535, short="u"),
+    Param("username", "BMC user name", aliases=("login",), short="l"),
+    Param("password", "BMC password", secret=True, aliases=("passwd",), short="p"),
     Param("password_script", "Command whose first output line is the BMC password",
           "A command line (split like a shell would, run without a shell) whose first line "
-          "of output is the password.", aliases=("passwd_script",)),
+          "of output is the password.", aliases=("passwd_script",), short="S"),
     Param("password_file", "File whose first line is the BMC password",
           "A regular file owned by root and not accessible to group or others (chmod 600); "
           "its first line is the password."),
@@ -64,15 +64,21 @@ PARAMS = (
     Param("lanplus", "(ipmi) Use IPMI 2.0 RMCP+ (the only protocol supported)",
           "(ipmi) IPMI 2.0 RMCP+ sessions (what ipmitool calls lanplus). Accepted for fence_ipmilan "
           "compatibility; false (IPMI 1.5, MD5 without encryption) is refused.",
-          kind="boolean", default=True),
+          kind="boolean", default=True, short="P"),
     Param("cipher", "(ipmi) RMCP+ cipher suite: 17 or 3 (default: 17, falling back to 3)",
           "(ipmi) The cipher suite of the RMCP+ session. Unset, 17 (SHA-256) is offered first and 3 "
           "(SHA-1, AES) if the BMC refuses it; 3 skips the refused offer (faster on BMCs "
           "without suite 17, like ipmi_sim); 17 refuses to fall back.",
-          kind="choice", choices=("3", "17")),
+          kind="choice", choices=("3", "17"), short="C"),
     Param("privlvl", "(ipmi) Privilege level of the session.",
           kind="choice", choices=("callback", "user", "operator", "administrator"),
-          default="administrator"),
+          default="administrator", short="L"),
+    Param("auth", "(ipmi) IPMI 1.5 authentication type; accepted, not used",
+          "(ipmi) fence_ipmilan's -A (md5, password, none): the authentication type of IPMI 1.5 "
+          "sessions. Accepted so that fence_ipmilan's command lines and devices work unchanged; "
+          "RMCP+ sessions (the only ones fence_bmc opens) authenticate through the cipher "
+          "suite and do not use it.",
+          kind="choice", choices=("md5", "password", "none"), short="A"),
     Param("hexadecimal_kg", "(ipmi) BMC key (Kg) in hexadecimal, if the BMC has one set",
           secret=True),
     Param("systems_uri", "(redfish) Path of the ComputerSystem (default: discovered)",

@@ -23,8 +23,8 @@ import enum
 import sys
 import time
 
-from hapack.log import Logger
-from hapack.params import Param, ParamError, Values, parse
+from hapack.log import WARNING, Logger
+from hapack.params import Param, ParamError, Values, is_true, parse
 from hapack.proc import redact_text
 from hapack.stonith import power
 from hapack.stonith.drivers import OFF, ON
@@ -73,11 +73,11 @@ def _poll(value: float) -> float:
 COMMON = (
     Param("action", "Fencing action", "The action: on, off, reboot, status, monitor, list, "
           "metadata or validate-all. Pacemaker passes it; do not set it in the CIB.",
-          default="reboot", aliases=("option",)),
+          default="reboot", aliases=("option",), short="o"),
     Param("plug", "Target node (Pacemaker fills it in)",
           "The node to fence, as Pacemaker passes it (the pcmk_host_map alias or the node "
           "name). When hostname is set, a plug naming another node is refused.",
-          aliases=("port",)),
+          aliases=("port",), short="n"),
     Param("nodename", "Node to fence, as the cluster names it (Pacemaker passes it)",
           "Pacemaker passes the cluster name of the target here; it is used when plug is unset."),
     Param("delay", "Wait this many seconds before off or reboot",
@@ -102,15 +102,33 @@ COMMON = (
           "pyghmi for about 4s per attempt); power changes log in again within power_timeout.",
           kind="float", default=5.0, check=_poll),
     Param("shell_timeout", "Deadline in seconds for one command exchange with the BMC",
-          kind="float", default=3.0, check=_poll),
+          "Each command exchange with the BMC is abandoned after this long. fence_ipmilan's "
+          "ipmitool_timeout (seconds for one IPMI operation) is accepted as its other name.",
+          kind="float", default=3.0, check=_poll, aliases=("ipmitool_timeout",)),
     Param("method", "Reboot method: onoff (verified off, then on) or cycle",
           "onoff (default) powers off, waits until the BMC reports off, then powers on: the "
           "fencing is confirmed. cycle sends a single power-cycle request, whose acceptance is "
           "the only confirmation (the power is on before and after); use it only on request.",
-          kind="choice", choices=("onoff", "cycle"), default="onoff"),
-    Param("verbose", "Log every step (debug) to stderr and the HA logs", kind="boolean",
-          default=False),
+          kind="choice", choices=("onoff", "cycle"), default="onoff", short="m"),
+    Param("verbose", "Log every step (debug) to stderr and the HA logs",
+          "Log every step (debug) to stderr and the HA logs. On the command line -v may be "
+          "repeated (-vv), as for fence-agents; any level above 0 logs everything.",
+          kind="boolean", default=False, short="v"),
+    Param("verbose_level", "Level of debugging detail (default: the number of -v given)",
+          "fence-agents' verbosity level: unset, the number of -v flags on the command line "
+          "(or 1 when verbose is set); 1 or more logs every step.",
+          kind="integer", minimum=0),
+    Param("debug_file", "Also write every step (debug) to this file",
+          "Append every log line, debug included, to this file (fence-agents' --debug-file).",
+          aliases=("debug",), short="D"),
+    Param("quiet", "Do not log to stderr (unless verbose)",
+          "No log lines on stderr; the result line on stdout, the HA logs, the debug file and "
+          "verbose are unaffected.", kind="boolean", default=False, short="q"),
+    Param("help", "Print the options and exit", kind="boolean", default=False, short="h"),
+    Param("version", "Print the version and exit", kind="boolean", default=False, short="V"),
 )
+
+CLI_ONLY = ("help", "version")   # not read from stdin: the fencer never asks for them
 
 
 class CommonParams(Values):
@@ -126,6 +144,11 @@ class CommonParams(Values):
     shell_timeout: float
     method: str
     verbose: bool
+    verbose_level: int | None
+    debug_file: str | None
+    quiet: bool
+    help: bool
+    version: bool
 
 
 def fold(name: str) -> str:
@@ -155,17 +178,34 @@ class FenceAgent:
         self.targets = targets
         self.values = values  # the class parse() builds: the agent's typed view
         self.names: dict[str, Param] = {}
+        self.shorts: dict[str, Param] = {}
         for param in self.params:
             for key in (param.name, *param.aliases):
                 if fold(key) in self.names:
                     raise TypeError(f"{name}: parameter name {key!r} declared twice")
                 self.names[fold(key)] = param
+            if param.short is not None:
+                if param.short in self.shorts:
+                    raise TypeError(f"{name}: short option -{param.short} declared twice")
+                self.shorts[param.short] = param
 
     def action_names(self) -> tuple[str, ...]:
         return ACTIONS
 
     def param(self, key: str) -> Param | None:
         return self.names.get(fold(key))
+
+    def long_option(self, key):
+        """The parameter of a long option: its name, an alias, or a unique prefix of
+        them (getopt's abbreviations: ``--user`` is ``--username``)."""
+        exact = self.param(key)
+        if exact is not None:
+            return exact
+        found = {id(p): p for name, p in self.names.items() if name.startswith(fold(key))}
+        if len(found) > 1:
+            names = ", ".join(sorted(p.name for p in found.values()))
+            raise ConfigError(f"option --{key} is ambiguous ({names})")
+        return next(iter(found.values()), None)
 
 
 class Secrets(set):
@@ -176,12 +216,18 @@ class Secrets(set):
 
 
 class RedactingLogger(Logger):
+    """The agent's logger: secrets redacted; on stderr, debug lines only when verbose
+    and nothing when quiet (unless verbose)."""
+
     def __init__(self, tag, secrets, environ=None, stderr=None):
         super().__init__(tag, environ=environ, stderr=stderr)
         self.secrets = secrets
+        self.verbose = self.debugging
+        self.quiet = False
 
     def log(self, level: int, message: str, stderr: bool = True) -> None:
-        super().log(level, self.secrets.redact(message), stderr)
+        shown = self.verbose or (not self.quiet and level >= WARNING)
+        super().log(level, self.secrets.redact(message), stderr and shown)
 
 
 # -- reading the request -----------------------------------------------------
@@ -227,36 +273,71 @@ def read_stdin(agent: FenceAgent, text: str, log: RedactingLogger | Logger) -> R
 
 
 def read_argv(agent: FenceAgent, argv: list[str]) -> RawRequest:
-    """The raw parameters from ``--name=value``, ``--name value`` and ``--flag``."""
+    """The raw parameters from a command line, with fence-agents' getopt rules:
+    ``--name=value``, ``--name value``, ``--flag``, unique abbreviations of long
+    names, short options ``-a HOST`` and ``-aHOST``, clustered flags ``-Pv``, and
+    ``-v`` counted (``-vvv``) into verbose_level unless that is given."""
     raw = RawRequest()
     args = list(argv)
+    verbose = 0
     while args:
         position = len(argv) - len(args) + 1
         arg = args.pop(0)
-        if not arg.startswith("--") or arg == "--":
+        if arg.startswith("--") and arg != "--":
+            _read_long(agent, arg[2:], args, raw)
+        elif arg.startswith("-") and arg not in ("-", "--"):
+            verbose += _read_short(agent, arg[1:], args, raw)
+        else:
             # not echoed: a stray word may be a password that lost its option
-            raise ConfigError(f"argument {position} is not an --option (use --name=value)")
-        key, sep, value = arg[2:].partition("=")
-        param = agent.param(key)
-        if param is None:
-            raise ConfigError(f"unknown option --{key} (see --help)")
-        if not sep:
-            if param.kind == "boolean":
-                value = "1"
-            elif args:
-                value = args.pop(0)
-            else:
-                raise ConfigError(f"option --{key} needs a value")
-        raw.put(param, key, value)
+            raise ConfigError(f"argument {position} is not an option (use -o ACTION, "
+                              "--name=value or --name value)")
+    if verbose and "verbose_level" not in raw:
+        raw.put(agent.param("verbose_level"), "verbose_level", str(verbose))
     return raw
 
 
+def _read_long(agent, text, args, raw):
+    key, sep, value = text.partition("=")
+    param = agent.long_option(key)
+    if param is None:
+        raise ConfigError(f"unknown option --{key} (see --help)")
+    if not sep:
+        if param.kind == "boolean":
+            value = "1"
+        elif args:
+            value = args.pop(0)
+        else:
+            raise ConfigError(f"option --{key} needs a value")
+    raw.put(param, key if agent.param(key) is param else param.name, value)
+
+
+def _read_short(agent, letters, args, raw):
+    """One ``-xyz`` argument; the number of ``-v`` in it."""
+    verbose = 0
+    while letters:
+        letter, letters = letters[0], letters[1:]
+        param = agent.shorts.get(letter)
+        if param is None:
+            raise ConfigError(f"unknown option -{letter} (see --help)")
+        if param.kind == "boolean":
+            raw.put(param, param.name, "1")
+            verbose += param.name == "verbose"
+            continue
+        if not letters and not args:
+            raise ConfigError(f"option -{letter} needs a value")
+        value, letters = (letters, "") if letters else (args.pop(0), "")
+        raw.put(param, param.name, value)
+    return verbose
+
+
 def usage(agent: FenceAgent) -> str:
-    lines = [f"usage: {agent.name} --action=ACTION [--name=value ...]",
+    lines = [f"usage: {agent.name} -o ACTION [-a IP -l USER -p PASSWORD ...]",
+             f"       {agent.name} --action=ACTION [--name=value ...]",
              f"       {agent.name} < key=value lines (as pacemaker-fenced runs it)",
              f"actions: {', '.join(ACTIONS)}", "", "parameters:"]
     for param in agent.params:
-        names = ", ".join(f"--{n.replace('_', '-')}" for n in (param.name, *param.aliases))
+        names = ", ".join(([f"-{param.short}"] if param.short else [])
+                          + [f"--{n.replace('_', '-')}" for n in (param.name, *param.aliases)])
         default = "" if param.default is None or param.secret else f" (default {param.default_text})"
         lines.append(f"  {names}: {param.shortdesc}{default}")
     return "\n".join(lines) + "\n"
@@ -301,6 +382,21 @@ def normalize_action(text: str) -> str:
     return action
 
 
+def configure_log(log: RedactingLogger, raw: RawRequest) -> None:
+    """verbose, verbose_level, quiet and debug_file as fence-agents read them; from the
+    raw request, before any value is checked, so that errors are logged as asked."""
+    try:
+        level = int(raw.get("verbose_level") or "")
+    except ValueError:
+        level = None
+    asked = is_true(raw.get("verbose")) if level is None else level > 0
+    log.verbose = log.verbose or asked
+    log.quiet = is_true(raw.get("quiet"))
+    if raw.get("debug_file"):
+        log.debuglog = raw["debug_file"]
+    log.debugging = log.verbose or bool(log.debuglog)
+
+
 def build_request(agent: FenceAgent, raw: RawRequest, log: RedactingLogger | Logger,
                   out: TextIO | None, secrets: Secrets) -> Request:
     for param in agent.params:
@@ -313,8 +409,6 @@ def build_request(agent: FenceAgent, raw: RawRequest, log: RedactingLogger | Log
         assert isinstance(values, CommonParams)  # into= an agent's view of COMMON
     except ParamError as exc:
         raise ConfigError(str(exc)) from None
-    if values.verbose:
-        log.debugging = True
     log.debug(f"{action} with {values!r}")
     return Request(agent, action, values, log, out, secrets)
 
@@ -434,13 +528,14 @@ def run(agent: FenceAgent, argv: list[str] | None = None, stdin: TextIO | None =
 
 
 def _run(agent, argv, stdin, out, log, secrets):
-    if argv and argv[0] in ("-h", "--help"):
+    raw = read_argv(agent, argv) if argv else read_stdin(agent, (stdin or sys.stdin).read(), log)
+    configure_log(log, raw)
+    if argv and is_true(raw.get("help")):
         out.write(usage(agent))
         return Exit.SUCCESS
-    if argv and argv[0] in ("-V", "--version"):
+    if argv and is_true(raw.get("version")):
         out.write(f"{agent.name} {agent.version}\n")
         return Exit.SUCCESS
-    raw = read_argv(agent, argv) if argv else read_stdin(agent, (stdin or sys.stdin).read(), log)
     action = normalize_action(raw.get("action") or "reboot")
     if action == "metadata":
         from hapack.stonith.metadata import metadata_xml

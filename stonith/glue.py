@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 NAME = "external/bmc"
 # the fence protocol's own parameters come from the op and its argument
-PROTOCOL_ONLY = ("action", "plug", "nodename")
+PROTOCOL_ONLY = ("action", "plug", "nodename", *fencing.CLI_ONLY)
 ACTIONS = {"gethosts": "list", "on": "on", "off": "off", "reset": "reboot",
            "status": "monitor"}
 INFO = {

@@ -30,9 +30,11 @@ GLUE_CONTENT = {"string": "string", "integer": "integer", "boolean": "boolean",
 
 
 def getopt(param: Param, name: str) -> str:
+    """fence-agents' ``mixed`` spelling: ``-a, --ip=[ip]``, ``-P, --lanplus``."""
+    short = f"-{param.short}, " if param.short and name == param.name else ""
     if param.kind == "boolean":
-        return f"--{name.replace('_', '-')}"
-    return f"--{name.replace('_', '-')}=[{param.name}]"
+        return f"{short}--{name.replace('_', '-')}"
+    return f"{short}--{name.replace('_', '-')}=[{param.name}]"
 
 
 def _parameter(parent, param, name, alias):

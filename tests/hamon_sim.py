@@ -22,7 +22,8 @@ The simulated world:
 * **faults**: ``kill -9`` of a daemon (restarted later by systemd: it forgets everything
   and finds its resources unknown; a step it had running may or may not have taken
   effect), a node losing power, its power coming back (it boots with nothing running),
-  an agent action failing, a ``fence_bmc`` call failing or timing out (with the power
+  an agent action failing, a running layer dying (its monitor finds it failed), a
+  ``fence_bmc`` call failing or timing out (with the power
   cut or not), a status read failing, maintenance on and off. A freeze is a node that
   takes no step while its peer and the timers go on: every interleaving includes it.
 * **agents**: honest (a failed start leaves nothing running, a failed stop leaves it
@@ -41,6 +42,11 @@ Checked after every event (:func:`violations`):
 * no fence of a peer whose fresh heartbeat (within the dead time) says it is healthy
   (not ``stop_failed``);
 * no edge outside the state table (``IllegalTransition``).
+
+Liveness (:func:`stack_liveness`, at the end of every random walk): once the faults stop,
+a fair run (every step succeeds, every heartbeat arrives, fenced nodes powered back on,
+daemons restarted, maintenance ended, timers fire when nothing else happens) ends with
+one node holding the whole stack and the other secondary, unless both gave a layer up.
 
 :func:`explore` is a breadth-first search over the abstract, hashable state, with
 duplicates removed, to a bounded depth; :func:`random_search` walks further with a
@@ -464,6 +470,16 @@ def finish_agent(sim: Sim, i: int, ok: bool) -> Sim:
     return _set(sim, i, node._replace(know=k))
 
 
+def layer_dies(sim: Sim, i: int, x: int) -> Sim:
+    """The layer ``RES[x]`` stops running on node i and its monitor says so (Actor.apply)."""
+    node = sim.nodes[i]
+    k = node.know
+    res, fails = list(k.res), list(k.fails)
+    res[x], fails[x] = Res.FAILED, min(fails[x] + 1, POLICY.migration_threshold)
+    node = _truth(node, RES[x], False)
+    return _set(sim, i, node._replace(know=k._replace(res=tuple(res), fails=tuple(fails))))
+
+
 def power_off(sim: Sim, j: int) -> Sim:
     n = sim.nodes[j]
     return _set(sim, j, n._replace(power=False, part="stopped", vip=False, db=False, know=None))
@@ -562,6 +578,11 @@ def _finishes(sim: Sim, i: int, k: Know, budget: bool):
         if budget and k.job[0] is not Act.PROBE:
             out.append((f"{NAMES[i]}: {what} fails (fault)",
                         lambda: _fault(finish_agent(sim, i, False))))
+    if budget:
+        for x, name in enumerate(RES[1:], 1):
+            if k.res[x] is Res.STARTED and _is_on(sim.nodes[i], name) and k.job is None:
+                out.append((f"{NAMES[i]}: {name} dies (its monitor fails)",
+                            lambda x=x: _fault(layer_dies(sim, i, x))))
     if k.bmc_job is not None:
         what = k.bmc_job.value
         out.append((f"{NAMES[i]}: {what} ok", lambda: finish_bmc(sim, i, "ok")))
@@ -653,6 +674,114 @@ def starts() -> list[Sim]:
     return [steady(0), steady(1), cold()]
 
 
+# -- liveness: once the faults stop, the stack ends up held by one node --------------------
+
+SETTLE_ROUNDS = 60
+
+
+def held(sim: Sim) -> int | None:
+    """The node holding the whole stack, its peer standing by as secondary; else None."""
+    for i in (0, 1):
+        n, m = sim.nodes[i], sim.nodes[1 - i]
+        if not (n.power and m.power and n.know and m.know):
+            return None
+        if (n.know.state is State.PRIMARY and n.part == "promoted" and n.vip and n.db
+                and n.know.res == (Res.PROMOTED, Res.STARTED, Res.STARTED)
+                and m.know.state is State.SECONDARY and n.know.job is None):
+            return i
+    return None
+
+
+def _given_up(k: Know | None) -> bool:
+    return k is not None and any(f >= POLICY.migration_threshold for f in k.fails[1:])
+
+
+def _heal(sim: Sim, i: int) -> Sim:
+    """What the operator and systemd do once the faults stop: power a node back on
+    (after its fence), restart a daemon that exited, end maintenance."""
+    n = sim.nodes[i]
+    if not n.power:
+        return _set(sim, i, n._replace(power=True, maint_disk=False,
+                                       know=fresh_know(_next_gen(sim, i), False)))
+    if n.know is None:
+        return _set(sim, i, n._replace(maint_disk=False,
+                                       know=fresh_know(_next_gen(sim, i), False)))
+    if n.know.maintenance:
+        return _set(sim, i, n._replace(maint_disk=False, know=n.know._replace(maintenance=False)))
+    return sim
+
+
+def _quiet_time(sim: Sim, i: int) -> Sim:
+    """Nothing happened for a while: every timer of node i falls due (a peer that is
+    powered and running keeps being heard, so it never goes late)."""
+    n, peer = sim.nodes[i], sim.nodes[1 - i]
+    k = n.know
+    if k is None:
+        return sim
+    heard = peer.power and peer.know is not None
+    pv = k.pv if heard or k.pv == "never" else "dead"
+    k = k._replace(pv=pv, lost_past=pv == "dead", initdead=True,
+                   pclass="old" if k.pclass != "none" else "none",
+                   fence_ago="ready" if k.fence_ago != "none" else "none")
+    return _set(sim, i, n._replace(know=k))
+
+
+def _round(sim: Sim) -> Sim | str:
+    """Every node heals, ticks, finishes its steps (successfully), sends; every
+    heartbeat is delivered."""
+    for i in (0, 1):
+        sim = _heal(sim, i)
+    for i in (0, 1):
+        if sim.nodes[i].know is not None:
+            after = _safe_step(sim, i)
+            if isinstance(after, str):
+                return after
+            sim = after
+        k = sim.nodes[i].know
+        if k is not None and k.job is not None:
+            sim = finish_agent(sim, i, True)
+        if k is not None and sim.nodes[i].know.bmc_job is not None:
+            sim = finish_bmc(sim, i, "ok")
+        if sim.nodes[i].know is not None:
+            sim = send(sim, i) or sim
+    for i in (0, 1):
+        while sim.links[i]:
+            sim = deliver(sim, i, 0, False)
+    bad = violations(sim)
+    return f"after the faults: {bad[0]}" if bad else sim
+
+
+def settle(sim: Sim, rounds: int = SETTLE_ROUNDS) -> tuple[Sim | str, int]:
+    """No more faults: a fair run (every step succeeds, every heartbeat arrives, time
+    passes when nothing else happens). Returns (the final state or a violation, rounds)."""
+    for n in range(rounds):
+        after = _round(sim)
+        if isinstance(after, str) or held(after) is not None:
+            return after, n + 1
+        if after == sim:
+            for i in (0, 1):
+                after = _quiet_time(after, i)
+        sim = after
+    return sim, rounds
+
+
+def stack_liveness(sim: Sim) -> str | None:
+    """None if, once the faults stop, one node ends up holding the stack (or no node may:
+    both gave a layer up after ``migration_threshold`` failures, which only
+    ``failure_timeout`` clears); else what is wrong."""
+    final, rounds = settle(sim)
+    if isinstance(final, str):
+        return final
+    if held(final) is not None:
+        return None
+    if all(_given_up(n.know) for n in final.nodes):
+        return None
+    states = ", ".join(f"{NAMES[i]} {n.know.state.value if n.know else 'down'} "
+                       f"{[r.value for r in n.know.res] if n.know else ''}"
+                       for i, n in enumerate(final.nodes))
+    return f"the stack is not held by one node {rounds} rounds after the faults stopped: {states}"
+
+
 # -- searching ----------------------------------------------------------------------------
 
 class Found(NamedTuple):
@@ -698,8 +827,9 @@ def _trace(parent, sim) -> list:
 
 
 def random_search(walks: int, steps: int, max_faults: int, seed: int = 1,
-                  initial: list[Sim] | None = None):
-    """Seeded random walks; returns (Found or None, distinct states seen)."""
+                  initial: list[Sim] | None = None, live: bool = True):
+    """Seeded random walks; returns (Found or None, distinct states seen). With ``live``,
+    the end of every walk is checked for :func:`stack_liveness` too."""
     rng = random.Random(seed)
     initial = initial or starts()
     seen = set()
@@ -720,6 +850,9 @@ def random_search(walks: int, steps: int, max_faults: int, seed: int = 1,
                 return Found(bad[0], trace), len(seen)
             seen.add(after)
             sim = after
+        problem = stack_liveness(sim) if live else None
+        if problem:
+            return Found(problem, trace + ["the faults stop"]), len(seen)
     return None, len(seen)
 
 

@@ -111,13 +111,28 @@ def _pgid(pid):
 class Apache(Instance):
     agent = "apache"
 
-    def __init__(self, root, name="apache", proxy_to=None):
+    def __init__(self, root, name="apache", proxy_to=None, listen=None):
+        """listen: None, the Listen line in httpd.conf and port passed as a parameter;
+        'included' or 'port-only': the port only in the configuration (no parameter),
+        in an included file, resp. as a bare port, and a status location of its own."""
         super().__init__(root, name)
-        for sub in ("run", "logs", "htdocs"):
+        self.listen = listen
+        for sub in ("run", "logs", "htdocs", "conf.d"):
             os.makedirs(os.path.join(self.root, sub), mode=0o755)
         write(os.path.join(self.root, "htdocs", "index.html"), "<html>hello</html>\n")
         self.config = os.path.join(self.root, "httpd.conf")
         write(self.config, self.conf(proxy_to))
+
+    def listen_lines(self):
+        """The Listen directive and the status location, where this layout puts them."""
+        status = "/server-status" if self.listen is None else "/hapack-status"
+        if self.listen == "included":
+            write(os.path.join(self.root, "conf.d", "ports.conf"),
+                  f"# the port\n  Listen 127.0.0.1:{self.port}\n")
+            return "IncludeOptional conf.d/*.conf\n", status
+        if self.listen == "port-only":
+            return f"# all addresses\nListen {self.port}\n", status
+        return f"Listen 127.0.0.1:{self.port}\n", status
 
     def conf(self, proxy_to):
         r = self.root
@@ -127,10 +142,10 @@ class Apache(Instance):
             modules += ["proxy", "proxy_http"]
             proxy = f"ProxyPass /app/ {proxy_to}/app/\nProxyPassReverse /app/ {proxy_to}/app/\n"
         loads = "".join(f"LoadModule {m}_module {MODULES}/mod_{m}.so\n" for m in modules)
+        listen, status = self.listen_lines()
         return f"""ServerRoot "{r}"
 ServerName localhost
-Listen 127.0.0.1:{self.port}
-PidFile {self.pidfile}
+{listen}PidFile {self.pidfile}
 DefaultRuntimeDir {r}/run
 Mutex file:{r}/run default
 ErrorLog {r}/logs/error.log
@@ -149,14 +164,15 @@ DocumentRoot {r}/htdocs
     Require all granted
 </Directory>
 ExtendedStatus On
-<Location /server-status>
+<Location {status}>
     SetHandler server-status
     Require ip 127.0.0.1
 </Location>
 {proxy}"""
 
     def params(self, **extra):
-        return {"config": self.config, "port": self.port, "pidfile": self.pidfile, **extra}
+        port = {} if self.listen else {"port": self.port}
+        return {"config": self.config, **port, "pidfile": self.pidfile, **extra}
 
     def break_config(self):
         with open(self.config, "a", encoding="utf-8") as handle:
@@ -166,8 +182,10 @@ ExtendedStatus On
 class Nginx(Instance):
     agent = "nginx"
 
-    def __init__(self, root, name="nginx", proxy_to=None):
+    def __init__(self, root, name="nginx", proxy_to=None, listen=None):
+        """listen: as for Apache ('included': the server's listen in an included file)."""
         super().__init__(root, name)
+        self.listen = listen
         for sub in ("run", "logs", "tmp", "html"):
             os.makedirs(os.path.join(self.root, sub), mode=0o755)
         write(os.path.join(self.root, "html", "index.html"), "<html>hello</html>\n")
@@ -179,6 +197,14 @@ class Nginx(Instance):
         temps = "".join(f"    {kind}_temp_path {r}/tmp/{kind};\n"
                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         proxy = f"        location /app/ {{ proxy_pass {proxy_to}/app/; }}\n" if proxy_to else ""
+        status = "/nginx_status" if self.listen is None else "/hapack_status"
+        listen = f"listen 127.0.0.1:{self.port};"
+        if self.listen == "included":
+            write(os.path.join(r, "listen.conf"),
+                  f"# the port\nlisten 127.0.0.1:{self.port} default_server;\n")
+            listen = "include listen.conf;"
+        elif self.listen == "port-only":
+            listen = f"listen {self.port}; # all addresses"
         return f"""# a second nginx instance for hapack's tests
 pid {self.pidfile};
 error_log {r}/logs/error.log warn;
@@ -187,15 +213,16 @@ events {{ worker_connections 64; }}
 http {{
     access_log {r}/logs/access.log;
 {temps}    server {{
-        listen 127.0.0.1:{self.port};
+        {listen}
         root {r}/html;
-        location = /nginx_status {{ stub_status; allow 127.0.0.1; deny all; }}
+        location = {status} {{ stub_status; allow 127.0.0.1; deny all; }}
 {proxy}    }}
 }}
 """
 
     def params(self, **extra):
-        return {"config": self.config, "port": self.port, **extra}
+        port = {} if self.listen else {"port": self.port}
+        return {"config": self.config, **port, **extra}
 
     def break_config(self):
         with open(self.config, "a", encoding="utf-8") as handle:
@@ -337,6 +364,22 @@ class HttpServerCases:
                                 timeout=240)
         assert result.returncode == 0, result.stdout + result.stderr
         assert inst.processes() == []
+
+    @pytest.mark.parametrize("listen", ["included", "port-only"])
+    def test_ocf_tester_passes_with_the_port_from_the_configuration(self, make, agent, listen):
+        """No port parameter: the port (and the status location) come from the
+        configuration's first Listen/listen, as the stock agents find them."""
+        need_binary("ocf-tester", self.kind.agent if self.kind.agent == "nginx" else "apache2")
+        inst = make(listen=listen)
+        assert "port" not in inst.params() and inst.port != 80
+        result = subprocess.run(agent.tester_argv(inst), capture_output=True, text=True,
+                                timeout=240)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert agent("start", inst)[0] == 0
+        for level in (0, 10):
+            rc, err, _ = agent("monitor", inst, level=level)
+            assert rc == 0, (level, err)
+        assert agent("stop", inst)[0] == 0 and inst.processes() == []
 
     def test_start_monitor_levels_stop(self, make, agent):
         inst = make()

@@ -13,11 +13,14 @@ ones. A hapack agent's declaration is the single source of
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 from typing import Any
 
 from hapack import agents
-from hapack.stack.model import FENCE_AGENT, FENCE_AGENT_NAME, FOREIGN_AGENT_OPS, OPS_KEYS, Stack
+from hapack.stack.model import (FENCE_AGENT, FENCE_AGENT_DIR, FENCE_AGENT_NAME, FOREIGN_AGENT_OPS,
+                                OPS_KEYS, Stack)
 from hapack.stack.reader import Reader, join
 
 #: A provider or type: a plain name (no '/', no leading '.' or '-', not empty).
@@ -97,6 +100,39 @@ def check_agents(r: Reader, stack: Stack) -> None:
                  if not k.startswith("pcmk_")}
         _check_params(r, join(join("nodes", i), "bmc"), FENCE_AGENT, dict(node.bmc.params),
                       owned)
+        _check_fences(r, join(join("nodes", i), "fence"), node)
+
+
+def installed_fence_agents(directory: str | None = None) -> list[str]:
+    """The fence agents installed here (``fence_*`` executables in ``directory``,
+    by default where Pacemaker looks)."""
+    directory = directory or FENCE_AGENT_DIR
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(n for n in names if n.startswith("fence_")
+                  and os.access(os.path.join(directory, n), os.X_OK))
+
+
+def _check_fences(r: Reader, key: str, node: Any) -> None:
+    """A further device's agent is installed (when this machine has fence agents at all:
+    a stack may be rendered away from the cluster); fence_bmc's parameters are checked
+    against its declaration, as the BMC's are."""
+    installed = installed_fence_agents()
+    for k, device in enumerate(node.fences):
+        where = join(key, k)
+        if installed and device.agent not in installed and device.agent != FENCE_AGENT_NAME:
+            close = difflib.get_close_matches(device.agent, installed, n=5, cutoff=0.6)
+            hint = (f"did you mean {', '.join(close)}?" if close else
+                    f"installed: {', '.join(installed)}")
+            r.problem(join(where, "agent"), f"{device.agent} is not installed in "
+                      f"{FENCE_AGENT_DIR} ({hint})")
+        if device.agent == FENCE_AGENT_NAME:
+            full = device.agent_params(node.name)
+            owned = {n: v for n, v in _without(full, device.params).items()
+                     if not n.startswith("pcmk_")}
+            _check_params(r, where, FENCE_AGENT, dict(device.params), owned)
 
 
 def _declared(r: Reader, key: str, spec: str) -> tuple | None:

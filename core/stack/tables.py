@@ -12,6 +12,7 @@ import ipaddress
 import re
 from typing import Any, Mapping
 
+from hapack.stack.alerttable import read_alerts
 from hapack.stack.agentcheck import agent_spec, declared_default, declared_ops, fence_aliases
 from hapack.stack.model import (
     BMC_DRIVERS, CRYPTO_CIPHERS, CRYPTO_HASHES, DEFAULT_BMC_PORT, DEFAULT_COROSYNC_LOGFILE,
@@ -19,42 +20,48 @@ from hapack.stack.model import (
     DEFAULT_FENCING_TIMEOUT_MS, DEFAULT_HB_DEADTIME_MS, DEFAULT_HB_INITDEAD_MS,
     DEFAULT_HB_KEEPALIVE_MS, DEFAULT_HB_LOGFILE, DEFAULT_HB_UDPPORT, DEFAULT_HB_WARNTIME_MS,
     DEFAULT_MIGRATION_THRESHOLD, DEFAULT_PRIORITY_FENCING_DELAY_MS, DEFAULT_STICKINESS,
-    DEFAULT_TOKEN_MS, FENCE_ACTIONS, KINDS, OPS_KEYS, PARTITION_BACKENDS, PRIMARY_PREFERENCE,
-    RESERVED_IDS, Bmc, Cluster, Corosync, Fencing, Heartbeat, Layer, Link, Node, Partition, Stack,
-    Vip, _frozen_map)
+    DEFAULT_HEURISTICS_MODE, DEFAULT_QDEVICE_ALGORITHM, DEFAULT_QDEVICE_TIE_BREAKER,
+    DEFAULT_QDEVICE_TLS, DEFAULT_TOKEN_MS, FENCE_ACTIONS, HEURISTICS_MODES, HEURISTICS_PING, KINDS,
+    MAX_FENCE_LEVEL, OPS_KEYS, PARTITION_BACKENDS, PRIMARY_PREFERENCE, QDEVICE_ALGORITHMS,
+    QDEVICE_TIE_BREAKERS, QDEVICE_TLS, QNETD_PORT, QUORUM_PRIORITY_FENCING_DELAY_MS, RESERVED_IDS,
+    Bmc, Cluster, Corosync, FenceDevice, Fencing, Heartbeat, Heuristics, Layer, Link, Node,
+    Partition, Quorum, Stack, Vip, _frozen_map, fence_device_id)
 from hapack.stack.reader import (
     Reader, abs_path, abs_path_or_empty, choice, interface, ip, ip_interface, join, node_name,
     param_name, positive_ms, resource_id, type_name, within, word)
 
-TOP_KEYS = ("cluster", "fencing", "corosync", "heartbeat", "nodes", "links", "vip",
-            "partition", "layers", "hamon")
+TOP_KEYS = ("cluster", "fencing", "corosync", "quorum", "heartbeat", "nodes", "links", "vip",
+            "partition", "layers", "hamon", "alerts")
 
 
 def build(r: Reader, data: dict, file: str) -> Stack | None:
     """The Stack of a parsed stack file, or None when ``r`` recorded a problem."""
     r.table(data, "", TOP_KEYS, required=("cluster", "nodes", "links", "vip", "partition", "layers"))
     cluster = _cluster(r, data.get("cluster", {}))
-    fencing = _fencing(r, data.get("fencing", {}))
+    with_quorum = "quorum" in data
+    fencing = _fencing(r, data.get("fencing", {}), with_quorum)
     corosync = _corosync(r, data.get("corosync", {}))
     heartbeat = _heartbeat(r, data.get("heartbeat", {}))
     links_raw = _array(r, data, "links")
-    nodes = _nodes(r, _array(r, data, "nodes")) if "nodes" in data else []
+    nodes = _nodes(r, _array(r, data, "nodes"), with_quorum) if "nodes" in data else []
     node_names = [n["name"] for n in nodes if n.get("name")]
+    quorum = _quorum(r, data["quorum"], node_names) if with_quorum else None
     links = _links(r, links_raw, node_names) if "links" in data else ()
-    partition = _partition(r, data["partition"]) if "partition" in data else None
+    partition = _partition(r, data["partition"], node_names) if "partition" in data else None
     layers = _layers(r, _array(r, data, "layers"), partition) if "layers" in data else ()
     vip = _vip(r, data["vip"], links, node_names, layers) if "vip" in data else None
     hamon = hamon_settings(r, data.get("hamon", {}))
+    alerts = read_alerts(r, data["alerts"]) if "alerts" in data else None
     if r.problems:
         return None
     assert vip is not None and partition is not None  # required: else a problem above
     node_objs = tuple(
         Node(name=n["name"], nodeid=i + 1, bmc=n["bmc"], fence_delay=n["fence_delay"],
-             addresses=_frozen_map((link.name, link.addresses[n["name"]]) for link in links))
+             fences=n["fences"], addresses=_frozen_map((link.name, link.addresses[n["name"]]) for link in links))
         for i, n in enumerate(nodes))
     return Stack(file=file, cluster=cluster, nodes=node_objs, links=links, vip=vip,
                  partition=partition, layers=layers, fencing=fencing, corosync=corosync,
-                 heartbeat=heartbeat, hamon=hamon)
+                 heartbeat=heartbeat, hamon=hamon, alerts=alerts, quorum=quorum)
 
 
 def hamon_settings(r: Reader, raw: object) -> Mapping[str, Any]:
@@ -97,13 +104,24 @@ def _cluster_name(text: str) -> str:
     return text
 
 
-def _fencing(r: Reader, raw) -> Fencing:
+#: Why a fence delay is refused next to [quorum] (the problem's message, after the key).
+DELAY_WITH_QUORUM = (
+    "is not used with [quorum]: the quorum device settles a split (the node that does not "
+    "get its vote loses quorum and fences no one), so a delay would only slow down the "
+    "fencing of a really dead node, on every failover. Remove it, or set \"0s\"")
+
+
+def _fencing(r: Reader, raw, with_quorum: bool = False) -> Fencing:
     key = "fencing"
     t = r.table(raw, key, ("action", "priority_fencing_delay", "timeout")) or {}
+    delay = r.value(t, key, "priority_fencing_delay", "duration",
+                    QUORUM_PRIORITY_FENCING_DELAY_MS if with_quorum
+                    else DEFAULT_PRIORITY_FENCING_DELAY_MS)
+    if with_quorum and delay:
+        r.problem(join(key, "priority_fencing_delay"), DELAY_WITH_QUORUM)
     return Fencing(
         action=r.value(t, key, "action", str, DEFAULT_FENCE_ACTION, check=choice(*FENCE_ACTIONS)),
-        priority_fencing_delay=r.value(t, key, "priority_fencing_delay", "duration",
-                                       DEFAULT_PRIORITY_FENCING_DELAY_MS),
+        priority_fencing_delay=delay,
         timeout=r.value(t, key, "timeout", "duration", DEFAULT_FENCING_TIMEOUT_MS,
                         check=positive_ms))
 
@@ -120,6 +138,70 @@ def _corosync(r: Reader, raw) -> Corosync:
                             check=choice(*CRYPTO_HASHES)),
         syslog=r.value(t, key, "syslog", bool, True),
         logfile=logfile or None)
+
+
+def _quorum(r: Reader, raw, node_names: list[str]) -> Quorum | None:
+    key = "quorum"
+    t = r.table(raw, key, ("host", "port", "algorithm", "tie_breaker", "tls", "timeout",
+                           "sync_timeout", "heuristics"), required=("host",))
+    if t is None:
+        return None
+    timeout = r.value(t, key, "timeout", "duration", None, check=within(1000, 120_000))
+    sync_timeout = r.value(t, key, "sync_timeout", "duration", None, check=within(1000, 120_000))
+    if timeout and sync_timeout and sync_timeout < timeout:
+        r.problem(join(key, "sync_timeout"), "must be at least timeout")
+    return Quorum(
+        host=r.value(t, key, "host", str, check=_bmc_address),
+        port=r.value(t, key, "port", int, QNETD_PORT, check=within(1, 65535)),
+        algorithm=r.value(t, key, "algorithm", str, DEFAULT_QDEVICE_ALGORITHM,
+                          check=choice(*QDEVICE_ALGORITHMS)),
+        tie_breaker=r.value(t, key, "tie_breaker", str, DEFAULT_QDEVICE_TIE_BREAKER,
+                            check=choice(*QDEVICE_TIE_BREAKERS, *node_names)),
+        tls=r.value(t, key, "tls", str, DEFAULT_QDEVICE_TLS, check=choice(*QDEVICE_TLS)),
+        timeout=timeout, sync_timeout=sync_timeout,
+        heuristics=_heuristics(r, t["heuristics"], join(key, "heuristics"))
+        if "heuristics" in t else None)
+
+
+def _heuristics(r: Reader, raw, key: str) -> Heuristics | None:
+    t = r.table(raw, key, ("mode", "ping", "exec", "timeout", "sync_timeout", "interval"))
+    if t is None:
+        return None
+    execs: dict[str, str] = {}
+    pings = t.get("ping", [])
+    if not isinstance(pings, list):
+        r.problem(join(key, "ping"), f"expected an array of addresses, got {type_name(pings)}")
+        pings = []
+    for i, _ in enumerate(pings):
+        address = r.value(dict(enumerate(pings)), join(key, "ping"), i, str, check=_bmc_address)
+        if address is not None:
+            execs[f"ping{i + 1}"] = HEURISTICS_PING.format(address=address)
+    commands = t.get("exec", {})
+    if r.table(commands, join(key, "exec"), tuple(commands) if isinstance(commands, dict) else ()):
+        for name in commands:
+            command = r.value(commands, join(key, "exec"), name, str, check=_heuristics_command)
+            if not re.fullmatch(r"[A-Za-z0-9_]{1,32}", name):
+                r.problem(join(join(key, "exec"), name), "is not a valid name (letters, digits "
+                          "and '_'; 32 at most)")
+            elif name in execs:
+                r.problem(join(join(key, "exec"), name), f"{name!r} is taken by a ping; rename it")
+            elif command is not None:
+                execs[name] = command
+    if not execs:
+        r.problem(key, "no heuristics: give ping addresses or exec commands, or remove the table")
+    return Heuristics(
+        mode=r.value(t, key, "mode", str, DEFAULT_HEURISTICS_MODE, check=choice(*HEURISTICS_MODES)),
+        execs=tuple(execs.items()),
+        timeout=r.value(t, key, "timeout", "duration", None, check=within(1000, 120_000)),
+        sync_timeout=r.value(t, key, "sync_timeout", "duration", None, check=within(1000, 120_000)),
+        interval=r.value(t, key, "interval", "duration", None, check=within(1000, 3_600_000)))
+
+
+def _heuristics_command(text: str) -> str:
+    if not text.startswith("/"):
+        raise ValueError(f"{text!r} does not start with an absolute path: corosync-qdevice runs "
+                         "the command without a shell or PATH search")
+    return text
 
 
 def _heartbeat(r: Reader, raw) -> Heartbeat:
@@ -143,13 +225,13 @@ def _heartbeat(r: Reader, raw) -> Heartbeat:
     return hb
 
 
-def _nodes(r: Reader, raw: list) -> list[dict]:
+def _nodes(r: Reader, raw: list, with_quorum: bool = False) -> list[dict]:
     if len(raw) != 2:
         r.problem("nodes", f"a stack has exactly two nodes ([[nodes]] twice), found {len(raw)}")
     out, seen = [], set()
     for i, item in enumerate(raw):
         key = join("nodes", i)
-        t = r.table(item, key, ("name", "fence_delay", "bmc"), required=("name",)) or {}
+        t = r.table(item, key, ("name", "fence_delay", "bmc", "fence"), required=("name",)) or {}
         name = r.value(t, key, "name", str, check=node_name)
         if name in seen:
             r.problem(join(key, "name"), f"node {name!r} is declared twice")
@@ -164,8 +246,103 @@ def _nodes(r: Reader, raw: list) -> list[dict]:
         else:
             bmc = _bmc(r, t["bmc"], join(key, "bmc"))
         delay = r.value(t, key, "fence_delay", "duration", 0)
-        out.append({"name": name, "bmc": bmc, "fence_delay": delay or 0})
+        fences = _fences(r, t.get("fence", []), join(key, "fence"))
+        if with_quorum and delay:
+            r.problem(join(key, "fence_delay"), DELAY_WITH_QUORUM)
+        out.append({"name": name, "bmc": bmc, "fence_delay": delay or 0, "fences": fences})
+    _unique_fence_ids(r, out)
     return out
+
+
+# -- [[nodes.fence]]: further fence devices, tried after the BMC ---------------------------
+
+FENCE_KEYS = ("agent", "name", "level", "password_file", "params")
+_FENCE_AGENT_RE = re.compile(r"^fence_[a-z0-9][a-z0-9_]*$")
+#: Parameters naming the node a device powers off, or the action: hapack and the fencer
+#: set them (a PDU's outlet, ``plug``/``port``, is the stack file's to give).
+FENCE_TARGET = ("hostname", "nodename", "action", "pcmk_host_list", "pcmk_host_map",
+                "pcmk_host_check")
+
+
+def _fences(r: Reader, raw: Any, key: str) -> tuple[FenceDevice, ...]:
+    """The node's [[nodes.fence]] devices, in order; levels from 2 (the BMC is 1)."""
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        r.problem(key, f"expected an array of tables ([[nodes.fence]]), got {type_name(raw)}")
+        return ()
+    devices, names, level = [], {}, 1
+    for i, item in enumerate(raw):
+        where = join(key, i)
+        t = r.table(item, where, FENCE_KEYS, required=("agent",)) or {}
+        agent = r.value(t, where, "agent", str, check=fence_agent_name)
+        name = r.value(t, where, "name", str, (agent or "")[len("fence_"):].replace("_", "-")
+                       or None, check=resource_id)
+        if name in names:
+            r.problem(join(where, "name"), f"another device of this node is named {name!r} "
+                      f"({key}[{names[name]}]): give each device its own name")
+        names.setdefault(name, i)
+        level = _fence_level(r, t, where, level)
+        if "password_file" in t and "password_script" in t.get("params", {}):
+            r.problem(join(join(where, "params"), "password_script"),
+                      f"a second source of the password: {where} already gives password_file")
+        devices.append(FenceDevice(
+            name=name, agent=agent, level=level,
+            password_file=r.value(t, where, "password_file", str, None, check=abs_path,
+                                  secret=True),
+            params=_frozen_map(_fence_params(r, t, where))))
+    return tuple(devices)
+
+
+def fence_agent_name(text: str) -> str:
+    """A fence agent's plain name (``fence_apc_snmp``): it becomes a path in /usr/sbin."""
+    if not _FENCE_AGENT_RE.fullmatch(text) or len(text) > 64:
+        raise ValueError(f"{text!r} is not a fence agent's name (fence_ followed by lowercase "
+                         "letters, digits and '_', as installed in /usr/sbin: \"fence_ipmilan\", "
+                         "\"fence_apc_snmp\")")
+    return text
+
+
+def _fence_level(r: Reader, t: dict, key: str, previous: int) -> int:
+    """The device's level: the previous device's, or the next, never before the BMC's."""
+    level = r.value(t, key, "level", int, previous + 1, check=within(2, MAX_FENCE_LEVEL))
+    if level is None:
+        return previous
+    if level not in (previous, previous + 1):
+        r.problem(join(key, "level"), f"level {level} after level {previous}: list the devices "
+                  f"in the order they are tried, each at the level of the one before it (both "
+                  f"must succeed) or the next, {previous + 1}")
+    return level
+
+
+def _fence_params(r: Reader, t: dict, key: str) -> dict[str, str]:
+    """[nodes.fence.params]: the agent's parameters, without an inline password or
+    the target (hapack names the node; the fencer chooses the action)."""
+    params = r.params(t, key)
+    for name in params:
+        where = join(join(key, "params"), name)
+        folded = name.lower().replace("-", "_")   # as fence-agents and Pacemaker may read it
+        if "passw" in folded and not folded.endswith("_script"):
+            r.problem(where, "an inline password would be stored in the CIB: give "
+                      f"{join(key, 'password_file')} (a root-only file) instead")
+        elif folded in FENCE_TARGET:
+            r.problem(where, "names the node this device powers off or the action, which "
+                      "hapack and the fencer set themselves; remove it")
+    return params
+
+
+def _unique_fence_ids(r: Reader, nodes: list[dict]) -> None:
+    """Every fence device id once in the stack (node "a-b" and device "b" of node "a")."""
+    seen: dict[str, str] = {}
+    for i, node in enumerate(nodes):
+        if not node["name"]:
+            continue
+        ids = [(join(join("nodes", i), "name"), fence_device_id(node["name"]))]
+        ids += [(join(join(join("nodes", i), "fence"), k), d.device_id(node["name"]))
+                for k, d in enumerate(node["fences"]) if d.name]
+        for where, rid in ids:
+            if rid in seen:
+                r.problem(where, f"its fence device would be named {rid!r}, as {seen[rid]}'s: "
+                          "rename one")
+            seen.setdefault(rid, where)
 
 
 def _bmc(r: Reader, raw, key: str) -> Bmc | None:
@@ -282,7 +459,7 @@ def _links(r: Reader, raw: list, node_names: list[str]) -> tuple[Link, ...]:
     return tuple(links)
 
 
-def _partition(r: Reader, raw) -> Partition | None:
+def _partition(r: Reader, raw, node_names: list[str]) -> Partition | None:
     key = "partition"
     t = r.table(raw, key, ("backend", "device", "directory", "fstype", "options",
                            "drbd_resource", "params", "ops"),
@@ -301,12 +478,12 @@ def _partition(r: Reader, raw) -> Partition | None:
         r.problem(join(key, "drbd_resource"), "is only for backend = \"drbd\"")
     params = r.params(t, key)
     _no_overlap(r, key, params, ("backend", "device", "directory", "fstype", "options",
-                                 "drbd_resource"))
+                                 "drbd_resource", "nodes"))
     return Partition(
         backend=backend, device=r.value(t, key, "device", str, check=abs_path),
         directory=directory, fstype=r.value(t, key, "fstype", str, check=word),
         options=r.value(t, key, "options", str, None, check=word),
-        drbd_resource=drbd_resource, params=_frozen_map(params),
+        drbd_resource=drbd_resource, params=_frozen_map(params), nodes=tuple(node_names),
         fence_confirmed_file=params.get("fence_confirmed_file",
                                         declared_default(Partition.agent, "fence_confirmed_file")),
         ops=r.with_defaults(key, r.ops(t, key, OPS_KEYS["partition"]),

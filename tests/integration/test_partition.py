@@ -443,3 +443,55 @@ def test_the_peer_of_a_shared_kernel_lab_may_hold_the_device(disk, agent, space,
     finally:
         peer.kill()
         peer.wait()
+
+
+# -- the promotion score: written again when the CIB lost it (campaign finding 2) ----------
+
+def cib_score(env):
+    found = subprocess.run(["crm_attribute", "--promotion=data", "-l", "reboot", "-G", "-q"],
+                           capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, CIB_file=env["CIB_file"]))
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def lose_score(env):
+    """What the attribute manager did to the survivor around its peer's rejoin."""
+    subprocess.run(["cibadmin", "-D", "--xpath", "//transient_attributes//nvpair[@name='master-data']"],
+                   check=True, timeout=60, env=dict(os.environ, CIB_file=env["CIB_file"]))
+
+
+@pytest.mark.parametrize("role", ["Unpromoted", "Promoted"])
+def test_a_recurring_monitor_writes_the_score_again_when_the_cib_lost_it(disk, agent, tmp_path,
+                                                                         monkeypatch, role):
+    need_binary("cibadmin", "crm_attribute")
+    dev = disk()
+    env = pacemaker_env(tmp_path, None)
+    monkeypatch.setenv("CIB_file", env["CIB_file"])
+    sh("crm_attribute", "--type", "crm_config", "--name", "stonith-enabled", "--update", "true")
+    uname = os.uname().nodename   # crm_attribute's own node, with a CIB file
+    for section, xml in (("nodes", f'<node id="1" uname="{uname}"/>'),
+                         ("status", f'<node_state id="1" uname="{uname}"/>')):
+        sh("cibadmin", "-C", "-o", section, "-X", xml)
+    env["OCF_RESKEY_CRM_meta_on_node"] = uname
+    assert agent("start", dev, env=env).returncode == 0
+    if role == "Promoted":
+        open(tmp_path / "fenced", "w").close()
+        note = dict(env, **PRE_PROMOTE)
+        note["OCF_RESKEY_CRM_meta_notify_promote_uname"] = uname
+        assert agent("notify", dev, env=note).returncode == 0
+        result = agent("promote", dev, env=env)
+        assert result.returncode == 0, result.stderr
+    expected = 0 if role == "Unpromoted" else 8
+    try:
+        assert cib_score(env) == "1000"
+        for _ in range(3):
+            assert agent("monitor", dev, env=env).returncode == expected
+            assert cib_score(env) == "1000"
+            lose_score(env)
+            assert cib_score(env) is None
+            result = agent("monitor", dev, env=env)
+            assert result.returncode == expected, result.stderr
+            assert cib_score(env) == "1000", result.stderr
+            assert "missing from the CIB" in result.stderr
+    finally:
+        agent("stop", dev, env=env)

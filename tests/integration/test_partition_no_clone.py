@@ -46,3 +46,32 @@ def test_promote_on_start_is_refused_under_pacemaker(disk, agent, space):
     result = agent("start", dev, env=clone, promote_on_start="true")
     assert result.returncode == 6 and "promotable clone" in reason(result)
     assert not space.mounted_at(agent.directory)
+
+
+def test_a_fence_confirmation_counts_only_for_the_peer_named_in_nodes(disk, agent, space,
+                                                                      tmp_path):
+    """nodes names this node and its peer: a confirmation about any other name (a third
+    node, another spelling) leaves the file system unmounted; one about the peer does."""
+    me = os.uname().nodename
+    dev = disk(unclean=True)
+    fenced = str(tmp_path / "fenced")
+    for wrong in ("node3", "Node2", "node2x", "node"):
+        confirm.write(fenced, wrong, me, "external/bmc off")
+        result = agent("start", dev, promote_on_start="true", nodes=f"node2 {me}")
+        assert result.returncode == 1, (wrong, result.stderr)
+        assert f"names {wrong}, not the peer node2" in reason(result)
+        assert not space.mounted_at(agent.directory)
+    confirm.write(fenced, "node2", me, "external/bmc off")
+    result = agent("start", dev, promote_on_start="true", nodes=f"node2 {me}")
+    assert result.returncode == 0, result.stderr
+    assert agent("stop", dev, promote_on_start="true", nodes=f"node2 {me}").returncode == 0
+
+
+def test_nodes_must_be_this_node_and_one_peer(disk, agent, space, tmp_path):
+    me = os.uname().nodename
+    dev = disk(unclean=True)
+    confirm.write(str(tmp_path / "fenced"), "node2", me, "external/bmc off")
+    for nodes in ("node2 node3", "node2", f"{me} {me}", f"node2 {me} node3"):
+        result = agent("start", dev, promote_on_start="true", nodes=nodes)
+        assert result.returncode == 6, (nodes, result.stderr)
+        assert not space.mounted_at(agent.directory)

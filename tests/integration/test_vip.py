@@ -120,7 +120,7 @@ def test_start_and_stop_are_idempotent(lan, vip):
 
 
 @pytest.mark.parametrize("params,code,words", [
-    ({"ip": "198.18.201.7"}, 5, "no interface has a connected route containing 198.18.201.7"),
+    ({"ip": "198.18.201.7"}, 1, "no interface has a connected route containing 198.18.201.7"),
     ({"ip": VIP4, "nic": "eth9"}, 5, "interface eth9 does not exist on this node"),
     ({"ip": VIP4, "cidr_netmask": "40"}, 6, "cidr_netmask 40 is too long for IPv4"),
     ({"ip": VIP4, "cidr_netmask": "255.0.255.0"}, 6, "is not a contiguous netmask"),

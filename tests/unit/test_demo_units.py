@@ -39,6 +39,8 @@ class FakeDisk:
 class FakeLab:
     name, nodes, token_ms = "x1", ("node1", "node2"), 1000
     shared_disk = FakeDisk()
+    arbiter_addr = None            # no quorum device (Lab(qdevice=True) has one)
+    client_addr = "198.18.0.50"
 
     def bmc(self, node):
         return FakeBmc(f"198.18.2.2{node[-1]}")
@@ -71,6 +73,19 @@ def test_the_lab_stack_file_is_valid_and_renders_the_patent_topology():
     assert props.get("priority-fencing-delay", "0s") == "0s"  # off: the demo's timing target
     pgdata = root.find(".//primitive[@id='postgresql']//nvpair[@name='pgdata']").get("value")
     assert pgdata == "/var/tmp/hapack-lab/x1/shared/data/postgresql"
+
+
+def test_a_qdevice_lab_stack_file_names_its_arbiter_and_renders_no_delay():
+    lab = FakeLab()
+    lab.arbiter_addr = "198.18.2.30"
+    stack = loads(provision.stack_toml(lab, "198.18.0.100", "/srv/x"), "stack.toml")
+    assert (stack.quorum.host, stack.quorum.algorithm) == ("198.18.2.30", "ffsplit")
+    assert stack.quorum.heuristics.execs == (("ping1", "/bin/ping -q -n -c 1 -W 1 198.18.0.50"),)
+    from hapack.cib import cib
+    root = etree.fromstring(cib.render(stack, "stack.toml"))
+    assert not [nv for nv in root.iterfind(".//crm_config//nvpair")
+                if nv.get("name") == "priority-fencing-delay"]
+    assert loads(provision.stack_toml(FakeLab(), "198.18.0.100", "/srv/x"), "s").quorum is None
 
 
 def test_render_cib_keeps_the_lab_options(tmp_path):

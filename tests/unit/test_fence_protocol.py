@@ -138,7 +138,7 @@ def test_argv_long_options_with_equals_space_and_flags(bmc):
 @pytest.mark.parametrize("argv, message", [
     (["--no-such-option=1"], "unknown option --no-such-option"),
     (["--ip"], "option --ip needs a value"),
-    (["--ip=192.0.2.1", "status"], "argument 2 is not an --option"),
+    (["--ip=192.0.2.1", "status"], "argument 2 is not an option"),
 ])
 def test_bad_command_lines_fail_with_exit_1(argv, message):
     run = agent(argv=argv)

@@ -327,6 +327,21 @@ def test_stateful_layer_failing_restarts_here_then_switches_over():
     assert (d.action, d.resource) == (Act.STOP, "postgresql") and "leaving it stopped" in d.reason
 
 
+@pytest.mark.parametrize("layer", ["vip", "postgresql", "slapd"])
+def test_a_layer_left_stopped_goes_to_the_peer_once_it_can_take_it(layer):
+    """Campaign finding 4: given up while the peer could not take over (a split, the peer
+    fenced), the layer stayed stopped for good when the peer came back: the stack was down."""
+    partition, base, side = primary_side(**{layer: 3})
+    side = tuple(dataclasses.replace(v, status=Res.STOPPED) if v.name == layer else v
+                 for v in side)
+    for peer in (peer_silent(state="secondary"), peer_alive("secondary", eligible=False),
+                 peer_alive("secondary", eligible=True, maintenance=True)):
+        d = decide(primary(peer, (partition, base, side)))
+        assert d.to is not State.RELEASING and d.action is not Act.START, d
+    d = decide(primary(peer_alive("secondary", eligible=True), (partition, base, side)))
+    assert d.to is State.RELEASING and "can take over now" in d.reason, d
+
+
 def test_release_stops_in_reverse_then_demotes():
     partition, base, side = primary_side()
     order = []

@@ -82,8 +82,55 @@ def old_rules(monkeypatch):
 def test_the_old_rules_let_a_restarted_holder_s_acknowledgement_open_the_gate(monkeypatch):
     with old_rules(monkeypatch):
         found, _ = sim.random_search(20000, steps=40, max_faults=1, seed=3,
-                                     initial=[sim.steady(0)])
+                                     initial=[sim.steady(0)], live=False)
     assert found is not None
     text = _report(found)
     assert "kill -9 hamon on node1" in text and "systemd restarts hamon on node1" in text
     assert "gate" in found.problem or "both nodes" in found.problem, text
+
+
+# -- liveness: campaign finding 4 (a layer given up in a split stayed stopped for good) ----
+
+FINDING_4 = ("power loss node2", "node1: vip dies (its monitor fails)", "node1: the peer is late",
+             "node1: the peer is dead", "node1: fence_delay passes", "node1 ticks",
+             "node1: fence ok", "node1 ticks", "node1: restart vip fails (fault)", "node1 ticks")
+
+
+def play(events):
+    state = sim.steady(0)
+    for name in events:
+        state = dict(sim.events(state, max_faults=9))[name]()
+        assert not isinstance(state, str), state
+    return state
+
+
+def _old_side_care(real):
+    def side_care(s):
+        d = real(s)
+        return None if d is not None and "can take over now" in d.reason else d
+    return side_care
+
+
+def test_a_layer_given_up_while_the_peer_was_fenced_goes_to_it_when_it_is_back():
+    state = play(FINDING_4)
+    assert state.nodes[0].know.fails[1] == sim.POLICY.migration_threshold
+    assert sim.stack_liveness(state) is None
+    final, _ = sim.settle(state)
+    assert sim.held(final) == 1       # node2, rebooted and eligible, holds the stack
+
+
+def test_the_old_rules_leave_the_stack_down_after_the_peer_is_back(monkeypatch):
+    monkeypatch.setattr(decide_mod, "_side_care", _old_side_care(decide_mod._side_care))
+    sim.clear_cache()
+    try:
+        problem = sim.stack_liveness(play(FINDING_4))
+        found, _ = sim.random_search(300, steps=60, max_faults=3, seed=14)
+    finally:
+        sim.clear_cache()
+    assert problem and "not held by one node" in problem
+    assert found is not None and "not held by one node" in found.problem, _report(found)
+
+
+def test_liveness_holds_from_every_start_without_faults():
+    for start in sim.starts():
+        assert sim.stack_liveness(start) is None

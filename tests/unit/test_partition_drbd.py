@@ -346,21 +346,31 @@ def test_scores_are_written_through_crm_attribute(fp, drbd_node):
     env, _ = drbd_node
     env = dict(env, OCF_RESKEY_crm_feature_set="3.16.1", OCF_RESKEY_CRM_meta_interval="20000")
     score = ["crm_attribute", "--promotion", "-l", "reboot", "-v", "10000"]
+    query = ["crm_attribute", "--promotion", "-l", "reboot", "-G", "-q"]
     fp.register(EVENTS, stdout=events())
+    fp.register(query, returncode=105)   # not in the CIB yet
+    fp.register(["crm_attribute", "--promotion", "-l", "reboot", "-D"])
     fp.register(score)
     assert run(env, "monitor")[0] == OCF.SUCCESS
     fp.register(EVENTS, stdout=events())
-    assert run(env, "monitor")[0] == OCF.SUCCESS  # unchanged: no second crm_attribute
+    fp.register(query, stdout="10000\n")
+    assert run(env, "monitor")[0] == OCF.SUCCESS  # the CIB has it: not written again
     assert fp.call_count(score) == 1
+    fp.register(EVENTS, stdout=events())
+    fp.register(query, returncode=1, stderr="cannot connect")   # unknown: written
+    fp.register(score)
+    assert run(env, "monitor")[0] == OCF.SUCCESS
+    assert fp.call_count(score) == 2
     fp.register(EVENTS, stdout=events())
     fp.register(score)
     probe = dict(env, OCF_RESKEY_CRM_meta_interval="0")
     assert run(probe, "monitor")[0] == OCF.SUCCESS  # a probe (after a restart) rewrites it
-    assert fp.call_count(score) == 2
+    assert fp.call_count(score) == 3
     fp.register(EVENTS, stdout=events(disk="Outdated"))
+    fp.register(query, stdout="10000\n")
     fp.register(["crm_attribute", "--promotion", "-l", "reboot", "-D"])
     assert run(env, "monitor")[0] == OCF.SUCCESS
-    assert fp.call_count(["crm_attribute", "--promotion", "-l", "reboot", "-D"]) == 1
+    assert fp.call_count(["crm_attribute", "--promotion", "-l", "reboot", "-D"]) == 2
 
 
 def test_no_module_is_down_but_anything_unknown_is_an_error(monkeypatch, tmp_path):

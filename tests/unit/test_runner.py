@@ -5,6 +5,7 @@ import io
 import pytest
 
 from hapack.ocf import OCF, Action, Agent, ConfigError, GenericError, NotInstalled, Notify, Param
+from hapack.ocf.runner import Context
 from hapack.proc import CommandTimeout
 
 
@@ -232,3 +233,24 @@ def test_codes_enumerate_and_convert():
     assert [c.name for c in OCF][:3] == ["SUCCESS", "ERR_GENERIC", "ERR_ARGS"]
     with pytest.raises(ValueError):
         OCF(42)
+
+
+@pytest.mark.parametrize("instance, name", [("partition:0", "partition"), ("partition:12", "partition"),
+                                            ("data", "data")])
+def test_the_promotion_score_is_read_under_the_name_the_attribute_manager_stores(
+        monkeypatch, instance, name):
+    """Pacemaker stores a clone instance's score as master-<resource>; crm_attribute -G
+    reads the CIB and must be asked for the resource, not the instance (the lab: read as
+    partition:0, every recurring monitor found no score and wrote it again)."""
+    from hapack.proc import Result
+    seen = []
+
+    def run(self, argv, **kwargs):
+        seen.append((argv, kwargs["env"]["OCF_RESOURCE_INSTANCE"]))
+        return Result(argv, 0, "1000\n", "")
+    monkeypatch.setattr(Context, "run", run)
+    got = []
+    agent, _ = make_agent(start=lambda ctx: got.append(ctx.promotion_score()))
+    assert execute(agent, "start", env={"OCF_RESOURCE_INSTANCE": instance}, name="x")[0] == 0
+    assert got == ["1000"]
+    assert seen == [(["crm_attribute", "--promotion", "-l", "reboot", "-G", "-q"], name)]

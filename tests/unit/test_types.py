@@ -51,8 +51,8 @@ def vip(ctx: Context[VipParams]) -> str:
     return ctx.params.{vip}
 
 
-def apache(ctx: Context[ApacheParams]) -> int:
-    return ctx.params.{apache}          # declared in hapack.ocf._daemon.CheckParams
+def apache(ctx: Context[ApacheParams]) -> int | None:
+    return ctx.params.{apache}          # declared in hapack.ocf._daemon.ServerParams
 
 
 def fence(values: BmcParams) -> str | None:

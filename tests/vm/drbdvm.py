@@ -21,6 +21,9 @@ PACEMAKER = {"OCF_RESKEY_crm_feature_set": "3.16.2", "OCF_RESKEY_CRM_meta_promot
              "OCF_RESKEY_CRM_meta_notify": "true", "OCF_RESKEY_CRM_meta_clone_max": "2",
              "OCF_RESKEY_CRM_meta_promoted_max": "1"}
 FENCE_FILE = "/run/hapack/fence-confirmed"
+# hamon's write after a verified power-off, in the guest (its boot id, its node name)
+WRITE_CONFIRMATION = ("import os, sys\nfrom hapack import confirm\n"
+                      "confirm.write(sys.argv[1], sys.argv[2], os.uname().nodename, 'fence_bmc off')")
 WRITER_PID = "/run/hapack-test-writer.pid"
 STATE_FILES = "/var/lib/hapack/partition /run/hapack /run/resource-agents/hapack-partition-*"
 CLEAN = f"""
@@ -53,7 +56,8 @@ class Replica:
 
     def fence_confirmed(self, guest, node):
         """What hamon writes after fence_bmc confirmed ``node`` powered off."""
-        guest.sh(f"mkdir -p {FENCE_FILE.rsplit('/', 1)[0]} && echo {node} > {FENCE_FILE}")
+        guest.sh(f"mkdir -p {FENCE_FILE.rsplit('/', 1)[0]}")
+        guest.sh([sys.executable, "-I", "-c", WRITE_CONFIRMATION, FENCE_FILE, node])
 
     def clear_split_brain(self, guest):
         guest.sh([sys.executable, "-I", "-m", "hapack.ocf.partition_handler",
