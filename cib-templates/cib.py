@@ -382,6 +382,7 @@ def _alerts(stack: Stack):
     and the order of children are crmsh's for the same 'alert' statement."""
     from hapack.alerts import recipient_attributes, recipient_value
     alerts = stack.alerts
+    assert alerts is not None, "rendered only for a stack with [alerts]"
     element = etree.Element("alerts")
     _comment(element, ALERTS_TEXT.format(
         agent=ALERT_AGENT, kinds=", ".join(_kinds(alerts)), timeout=format_duration(alerts.timeout),

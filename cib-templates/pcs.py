@@ -405,6 +405,7 @@ def device_argv(stack: Stack) -> list[str]:
     as ``hapack render corosync``)."""
     from hapack.cib import corosync
     q = stack.quorum
+    assert q is not None, "called only for a stack with a [quorum] device"
     generic = [("votes", 1 if q.algorithm == "ffsplit" else None), ("timeout", q.timeout),
                ("sync_timeout", q.sync_timeout)]
     model = [("host", q.host), ("port", q.port), ("algorithm", q.algorithm),

@@ -13,7 +13,7 @@ import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     import subprocess
     from collections.abc import Iterable
 
@@ -105,7 +105,7 @@ def redact(argv: list[str], secrets: Iterable[str]) -> list[str]:
     return [redact_text(str(arg), secrets) for arg in argv]
 
 
-def run(argv: list[str], *, timeout: float | None, input: str | bytes | None = None,
+def run(argv: Sequence[str], *, timeout: float | None, input: str | bytes | None = None,
         env: Mapping[str, str] | None = None, cwd: str | None = None,
         secrets: Iterable[str] = (), log: Any = None, user: str | None = None,
         check: bool = False) -> Result:

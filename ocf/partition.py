@@ -121,6 +121,7 @@ class Params(Values):
     probe_timeout: int
     wfc_timeout: int
     fence_confirmed_file: str
+    nodes: str
     promote_on_start: bool
 
 

@@ -236,6 +236,8 @@ class Context(_Generic[P]):
         self.deadline = Deadline(self.timeout - agent.margin(self.timeout))
         self.check_level = agent.check_level(action, environ.get("OCF_CHECK_LEVEL"))
         self._notify: Notify | None = None
+        # a web server's (port, default status URL), found once per run (_daemon.endpoint)
+        self._endpoint: tuple[int, str] | None = None
 
     @property
     def is_probe(self) -> bool:
@@ -283,7 +285,7 @@ class Context(_Generic[P]):
         self._promotion(["crm_attribute", "--promotion", "-l", "reboot", "-D"],
                         "clear promotion score")
 
-    def promotion_score(self):
+    def promotion_score(self) -> str | None:
         """This node's promotion score as the CIB has it: its text, "" when the CIB has
         none, None when it cannot be read.
 

@@ -162,9 +162,11 @@ class Params(Values):
     cidr_netmask: int | None
     nic: str | None
     label: str | None
+    broadcast: str | None
     preferred_lft: int | None
     arp_count: int
     arp_interval: int
+    arp_mode: str
     arp_second_burst_delay: int
     arp_count_refresh: int
     dad_probe: bool

@@ -106,6 +106,7 @@ class Params(fencing.CommonParams):
     lanplus: bool
     cipher: str | None
     privlvl: str
+    auth: str | None
     hexadecimal_kg: str | None
     systems_uri: str | None
     ca_file: str | None

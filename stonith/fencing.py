@@ -195,7 +195,7 @@ class FenceAgent:
     def param(self, key: str) -> Param | None:
         return self.names.get(fold(key))
 
-    def long_option(self, key):
+    def long_option(self, key: str) -> Param | None:
         """The parameter of a long option: its name, an alias, or a unique prefix of
         them (getopt's abbreviations: ``--user`` is ``--username``)."""
         exact = self.param(key)
@@ -292,7 +292,7 @@ def read_argv(agent: FenceAgent, argv: list[str]) -> RawRequest:
             raise ConfigError(f"argument {position} is not an option (use -o ACTION, "
                               "--name=value or --name value)")
     if verbose and "verbose_level" not in raw:
-        raw.put(agent.param("verbose_level"), "verbose_level", str(verbose))
+        raw.put(agent.names["verbose_level"], "verbose_level", str(verbose))
     return raw
 
 

@@ -269,7 +269,9 @@ def _fences(r: Reader, raw: Any, key: str) -> tuple[FenceDevice, ...]:
     if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
         r.problem(key, f"expected an array of tables ([[nodes.fence]]), got {type_name(raw)}")
         return ()
-    devices, names, level = [], {}, 1
+    devices: list[FenceDevice] = []
+    names: dict[str, int] = {}
+    level = 1
     for i, item in enumerate(raw):
         where = join(key, i)
         t = r.table(item, where, FENCE_KEYS, required=("agent",)) or {}
