@@ -31,6 +31,10 @@ from lxml import etree
 from hapack.stack import (ALERT_AGENT, ALERT_ID, FENCE_AGENT, FENCE_OPS, PRIMARY_PREFERENCE,
                           STATEFUL_PRIORITY, Ops, Stack, fence_device_id, format_duration)
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lxml.etree import _Comment, _Element
+
 SCHEMA = "pacemaker-3.9"   # Pacemaker 2.1.5's newest; the Promoted/Unpromoted role names need 3.7
 # Pacemaker 2.1.5's feature set, as 'cibadmin --empty' writes it. The cluster keeps it up to
 # date; offline tools (crm_verify, crm_simulate) need it to read fail counts per operation.
@@ -170,9 +174,9 @@ def _nvpairs(parent, tag: str, set_id: str, values: dict) -> None:
         etree.SubElement(group, "nvpair", name=name, value=str(value), id=f"{set_id}-{name}")
 
 
-def _op(parent, rid: str, name: str, interval_ms: int, timeout_ms: int | None,
+def _op(parent, rid: str, name: str, interval_ms: int | None, timeout_ms: int | None,
         role: str | None = None) -> None:
-    interval = format_duration(interval_ms)
+    interval = format_duration(interval_ms or 0)  # monitors: set from the agents' actions
     attrs = {"name": name, "interval": interval}
     if timeout_ms is not None:
         attrs["timeout"] = format_duration(timeout_ms)
@@ -199,7 +203,8 @@ def _operations(rid: str, ops: Ops, promotable: bool = False):
     return element
 
 
-def primitive(rid: str, agent: str, params: dict, ops: Ops, *, promotable: bool = False):
+def primitive(rid: str, agent: str, params: dict, ops: Ops, *,
+              promotable: bool = False) -> _Element:
     """A <primitive> for ``agent`` ("ocf:provider:type" or "stonith:type")."""
     parts = agent.split(":")
     attrs = {"id": rid, "class": parts[0]}
@@ -265,7 +270,7 @@ def _rsc_defaults(stack: Stack):
     _comment(element, RSC_DEFAULTS.format(stickiness=cluster.stickiness,
                                           preference=PRIMARY_PREFERENCE,
                                           threshold=cluster.migration_threshold, expiry=expiry))
-    defaults = {"resource-stickiness": cluster.stickiness,
+    defaults: dict[str, int | str] = {"resource-stickiness": cluster.stickiness,
                 "migration-threshold": cluster.migration_threshold}
     if cluster.failure_timeout:
         defaults["failure-timeout"] = format_duration(cluster.failure_timeout)
@@ -377,6 +382,7 @@ def _alerts(stack: Stack):
     and the order of children are crmsh's for the same 'alert' statement."""
     from hapack.alerts import recipient_attributes, recipient_value
     alerts = stack.alerts
+    assert alerts is not None, "rendered only for a stack with [alerts]"
     element = etree.Element("alerts")
     _comment(element, ALERTS_TEXT.format(
         agent=ALERT_AGENT, kinds=", ".join(_kinds(alerts)), timeout=format_duration(alerts.timeout),
@@ -435,6 +441,6 @@ def render(stack: Stack, source: str) -> bytes:
     return etree.tostring(cib, encoding="UTF-8", xml_declaration=False) + b"\n"
 
 
-def comment_lines(comment) -> list[str]:
+def comment_lines(comment: _Comment) -> list[str]:
     """The text of a comment written by this module, one stripped line each."""
     return [line.strip() for line in comment.text.strip().splitlines()]

@@ -15,6 +15,10 @@ from lxml import etree
 from hapack.cib import cib as cibmod
 from hapack.stack import Stack
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lxml.etree import _Element
+
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:,@%+=#-]+$")
 _ROLE_SCORE = {"INFINITY": "inf", "-INFINITY": "-inf"}
 
@@ -41,7 +45,7 @@ def _comments(element) -> list[str]:
     """The '#' lines for the comments right before ``element``."""
     out = []
     sibling = element.getprevious()
-    block = []
+    block: list[str] = []
     while sibling is not None and isinstance(sibling, etree._Comment):
         block.insert(0, sibling)
         sibling = sibling.getprevious()
@@ -164,7 +168,7 @@ _CONSTRAINTS = {"rsc_location": _location, "rsc_colocation": _colocation, "rsc_o
 _RESOURCES = {"primitive": _primitive, "group": _group, "clone": _clone}
 
 
-def from_cib(cib) -> str:
+def from_cib(cib: _Element) -> str:
     """The crm script for the configuration section of ``cib`` (an lxml element)."""
     configuration = cib.find("configuration")
     blocks = []

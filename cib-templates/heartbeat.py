@@ -32,6 +32,11 @@ from string import Template
 
 from hapack.stack import Stack
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+    from hapack.stack.model import Node
+
 OCF_ROOT = "/usr/lib/ocf"
 AGENTS_DIR = "/etc/ha.d/ocf"    # OCF_AGENTS: the status-answering agents below
 
@@ -45,7 +50,7 @@ def _hb_time(ms: int) -> str:
     return str(ms // 1000) if ms % 1000 == 0 else f"{ms}ms"
 
 
-def stonith_values(stack: Stack, node) -> tuple[list[str], list[str]]:
+def stonith_values(stack: Stack, node: Node) -> tuple[list[str], list[str]]:
     """The words after ``external/bmc`` on the stonith_host line of the device that fences
     ``node`` (every getconfignames position, '-' if unset), and the BMC settings that
     cannot reach the plugin that way."""
@@ -89,7 +94,7 @@ def ha_cf(stack: Stack, source: str) -> str:
         node_lines="\n".join(f"node {node.name}" for node in stack.nodes))
 
 
-def _group(stack: Stack) -> list[tuple[str, str, dict, int]]:
+def _group(stack: Stack) -> list[tuple[str, str, dict, Any]]:
     """(name, agent type, parameters, timeout ms) in Heartbeat start order:
     the CIB's order after the promotion, with the partition right before the first
     stateful layer (after the VIP when the VIP comes first, as in the patent)."""
@@ -97,19 +102,20 @@ def _group(stack: Stack) -> list[tuple[str, str, dict, int]]:
     order.insert(1 if order[0] == "vip" else 0, "partition")
     layers = {layer.name: layer for layer in stack.stateful}
     vip, part = stack.vip, stack.partition
-    entries = []
+    # the start/stop/promote/demote timeouts are set here: defaults from the agents' actions
+    entries: list[tuple[str, str, dict, Any]] = []
     for name in order:
         if name == "vip":
             entries.append((name, "vip", vip.agent_params(),
-                            max(vip.ops.start_timeout, vip.ops.stop_timeout)))
+                            max(vip.ops.start_timeout, vip.ops.stop_timeout)))  # type: ignore[type-var]
         elif name == "partition":  # no clone here: start promotes, stop demotes
             entries.append((name, "partition", dict(part.agent_params(), promote_on_start="true"),
-                            max(part.ops.start_timeout + part.ops.promote_timeout,
-                                part.ops.stop_timeout + part.ops.demote_timeout)))
+                            max(part.ops.start_timeout + part.ops.promote_timeout,  # type: ignore[operator]
+                                part.ops.stop_timeout + part.ops.demote_timeout)))  # type: ignore[operator]
         else:
             layer = layers[name]
             entries.append((name, layer.agent_type, layer.agent_params(),
-                            max(layer.ops.start_timeout, layer.ops.stop_timeout)))
+                            max(layer.ops.start_timeout, layer.ops.stop_timeout)))  # type: ignore[type-var]
     return entries
 
 
@@ -198,7 +204,7 @@ def authkeys(existing: str | None = None) -> str:
     lines = [line.split() for line in (existing or "").splitlines()
              if line.strip() and not line.lstrip().startswith("#")]
     if lines and lines[0][:1] == ["auth"] and len(lines) > 1:
-        return existing
+        return existing or ""  # not empty: it has lines
     key = secrets.token_hex(32)
     return ("# Heartbeat message authentication (HMAC-SHA1); the same file on both nodes, "
             "mode 0600.\nauth 1\n" f"1 sha1 {key}\n")

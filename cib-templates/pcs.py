@@ -30,6 +30,10 @@ from lxml import etree
 from hapack.cib import cib as cibmod
 from hapack.stack import Stack
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lxml.etree import _Element
+
 PCS = 'pcs -f "$cib"'   # the CIB file is the script's first argument
 
 USAGE = """\
@@ -73,7 +77,7 @@ def _elements(parent) -> list:
 
 def _comments(element) -> list[str]:
     """The '#' lines for the comments right before ``element``."""
-    block = []
+    block: list[str] = []
     sibling = element.getprevious()
     while sibling is not None and isinstance(sibling, etree._Comment):
         block.insert(0, sibling)
@@ -114,7 +118,7 @@ _PRIMITIVE_ATTRS = {"id", "class", "provider", "type"}
 
 
 def _operations(element) -> list[str]:
-    words = []
+    words: list[str] = []
     for op in element.iterfind("operations/*"):
         if op.tag != "op" or len(_elements(op)):
             raise _unsupported(op, " (only plain <op> elements)")
@@ -189,7 +193,7 @@ def _rule(rule) -> list[str]:
     expressions = _elements(rule)
     if not expressions or set(rule.attrib) - {"id", "role", "score", "boolean-op"}:
         raise _unsupported(rule)
-    words = []
+    words: list[str] = []
     for expression in expressions:
         if words:
             words.append(rule.get("boolean-op", "and"))
@@ -249,6 +253,7 @@ _TARGETS = (("target", "{}"), ("target-pattern", "regexp%{}"))
 
 
 def _level(level) -> list[str]:
+    target: str | None
     if level.get("target-attribute"):
         target = f"attrib%{level.get('target-attribute')}={level.get('target-value')}"
     else:
@@ -369,7 +374,7 @@ _SECTIONS = {
 }
 
 
-def commands(cib) -> list[list[str]]:
+def commands(cib: _Element) -> list[list[str]]:
     """The script's lines for each section of ``cib``'s configuration, in make order."""
     configuration = cib.find("configuration")
     present = {element.tag: element for element in _elements(configuration)}
@@ -400,6 +405,7 @@ def device_argv(stack: Stack) -> list[str]:
     as ``hapack render corosync``)."""
     from hapack.cib import corosync
     q = stack.quorum
+    assert q is not None, "called only for a stack with a [quorum] device"
     generic = [("votes", 1 if q.algorithm == "ffsplit" else None), ("timeout", q.timeout),
                ("sync_timeout", q.sync_timeout)]
     model = [("host", q.host), ("port", q.port), ("algorithm", q.algorithm),
@@ -420,7 +426,7 @@ def _options_words(pairs) -> list[str]:
 
 # -- the script --------------------------------------------------------------------------
 
-def from_cib(cib, stack: Stack, source: str) -> str:
+def from_cib(cib: _Element, stack: Stack, source: str) -> str:
     """The pcs script for ``cib`` (built from ``stack``, rendered from ``source``)."""
     name = f"{source.rsplit('.', 1)[0]}.pcs"
     header = cibmod.HEADER.format(form="pcs", source=source, cluster=stack.cluster.name,

@@ -19,7 +19,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping, TextIO
+
+if TYPE_CHECKING:
+    import argparse
 
 from hapack.alerts import AlertError, Event, sink_from_environ
 from hapack.stack.model import ALERT_MARGIN_MS, DEFAULT_ALERT_TIMEOUT_MS
@@ -82,7 +85,7 @@ def _expire(signum, frame):
     raise _Deadline()
 
 
-def deliver(environ: Mapping[str, str], reporter: str, out=sys.stderr) -> int:
+def deliver(environ: Mapping[str, str], reporter: str, out: TextIO = sys.stderr) -> int:
     """Deliver the event ``environ`` describes; the exit status."""
     import time
     if not environ.get("CRM_alert_kind"):
@@ -114,7 +117,7 @@ def deliver(environ: Mapping[str, str], reporter: str, out=sys.stderr) -> int:
         signal.signal(signal.SIGALRM, previous)
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     """The command line (none but --help): for the man page, hapack-alert(8)."""
     import argparse
     return argparse.ArgumentParser(

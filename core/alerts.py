@@ -184,7 +184,7 @@ class WebhookSink:
             user, password = unquote(parts.username), unquote(parts.password or "")
             self.auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
             self.secrets += [parts.username, parts.password or "", self.auth]
-            netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+            netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
             if ":" in (parts.hostname or ""):
                 netloc = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
             parts = parts._replace(netloc=netloc)
@@ -222,12 +222,12 @@ class WebhookSink:
             headers["Authorization"] = self.auth
         headers.update(self.headers)
         if self.headers_file:
-            headers.update(self._file_headers())
+            headers.update(self._file_headers(self.headers_file))
         return headers
 
-    def _file_headers(self) -> dict[str, str]:
+    def _file_headers(self, path: str) -> dict[str, str]:
         try:
-            with open(self.headers_file, encoding="utf-8") as handle:
+            with open(path, encoding="utf-8") as handle:
                 lines = handle.read().splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise AlertError(f"{self.shown}: cannot read headers_file {self.headers_file}: "
@@ -339,6 +339,7 @@ class CommandSink:
 def sink_for(recipient: Recipient) -> Sink:
     """The sink of one ``[[alerts.recipients]]`` entry."""
     if recipient.sink == "webhook":
+        assert recipient.url is not None, "a webhook recipient has a url (required)"
         return WebhookSink(recipient.url, recipient.headers, headers_file=recipient.headers_file,
                            ca_file=recipient.ca_file, timeout=recipient.timeout / 1000,
                            retries=recipient.retries)
@@ -350,6 +351,7 @@ def sink_for(recipient: Recipient) -> Sink:
 def recipient_value(recipient: Recipient) -> str:
     """The CIB recipient's value (CRM_alert_recipient): the URL, the socket or the command."""
     if recipient.sink == "webhook":
+        assert recipient.url is not None, "a webhook recipient has a url (required)"
         return recipient.url
     if recipient.sink == "syslog":
         return recipient.socket

@@ -9,9 +9,16 @@ here and sent on an AF_PACKET socket: no arping or send_arp process, no
 tentative address waiting for the kernel's DAD.
 """
 
+from __future__ import annotations
+
 import socket
 import struct
 import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from collections.abc import Iterator
 
 ETH_P_ARP, ETH_P_IPV6 = 0x0806, 0x86DD
 BROADCAST = b"\xff" * 6
@@ -19,11 +26,11 @@ ICMPV6_NS, ICMPV6_NA = 135, 136
 NA_FLAG_OVERRIDE = 0x20000000
 
 
-def mac_bytes(mac):
+def mac_bytes(mac: str) -> bytes:
     return bytes(int(part, 16) for part in mac.split(":"))
 
 
-def mac_text(raw):
+def mac_text(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
@@ -35,7 +42,8 @@ ARP_REQUEST, ARP_REPLY = 1, 2
 ARP_MODES = ("request", "reply")
 
 
-def arp_frame(mac, sender_ip, target_ip, op=ARP_REQUEST, target_mac=b"\0" * 6):
+def arp_frame(mac: str, sender_ip: str, target_ip: str, op: int = ARP_REQUEST,
+              target_mac: bytes = b"\0" * 6) -> bytes:
     """An Ethernet ARP frame, broadcast; op 1 is a request, 2 a reply."""
     src = mac_bytes(mac)
     payload = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, src,
@@ -61,13 +69,13 @@ def _ipv6_frame(dst_mac, src_mac, src_ip, dst_ip, icmp):
     return _ethernet(dst_mac, src_mac, ETH_P_IPV6) + header + icmp
 
 
-def solicited_node(ip):
+def solicited_node(ip: str) -> tuple[str, bytes]:
     raw = socket.inet_pton(socket.AF_INET6, ip)
     group = bytes.fromhex("ff02" + "00" * 9 + "01ff") + raw[13:]
     return socket.inet_ntop(socket.AF_INET6, group), b"\x33\x33\xff" + raw[13:]
 
 
-def na_frame(mac, ip):
+def na_frame(mac: str, ip: str) -> bytes:
     """An unsolicited neighbour advertisement for ip (override set, solicited not)."""
     src = mac_bytes(mac)
     icmp = (struct.pack("!BBHI", ICMPV6_NA, 0, 0, NA_FLAG_OVERRIDE)
@@ -75,14 +83,14 @@ def na_frame(mac, ip):
     return _ipv6_frame(b"\x33\x33\x00\x00\x00\x01", src, ip, "ff02::1", icmp)
 
 
-def ns_probe_frame(mac, ip):
+def ns_probe_frame(mac: str, ip: str) -> bytes:
     """A DAD neighbour solicitation for ip from the unspecified address."""
     group, group_mac = solicited_node(ip)
     icmp = struct.pack("!BBHI", ICMPV6_NS, 0, 0, 0) + socket.inet_pton(socket.AF_INET6, ip)
     return _ipv6_frame(group_mac, mac_bytes(mac), "::", group, icmp)
 
 
-def parse_arp_holder(frame, ip, own_mac):
+def parse_arp_holder(frame: bytes, ip: str, own_mac: str) -> str | None:
     """The MAC of another host claiming ip in this ARP frame, else None."""
     if len(frame) < 42 or struct.unpack_from("!H", frame, 12)[0] != ETH_P_ARP:
         return None
@@ -92,7 +100,7 @@ def parse_arp_holder(frame, ip, own_mac):
     return None
 
 
-def parse_na_holder(frame, ip, own_mac):
+def parse_na_holder(frame: bytes, ip: str, own_mac: str) -> str | None:
     """The MAC of another host advertising ip in this NA frame, else None."""
     if len(frame) < 14 + 40 + 24 or struct.unpack_from("!H", frame, 12)[0] != ETH_P_IPV6:
         return None
@@ -119,10 +127,10 @@ class LinkSocket:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(self.proto))
         self.sock.bind((ifname, self.proto))
 
-    def send(self, frame):
+    def send(self, frame: bytes) -> None:
         self.sock.send(frame)
 
-    def receive(self, deadline):
+    def receive(self, deadline: float) -> Iterator[bytes]:
         """Frames until the monotonic deadline."""
         while True:
             left = deadline - time.monotonic()
@@ -134,7 +142,7 @@ class LinkSocket:
             except TimeoutError:
                 return
 
-    def close(self):
+    def close(self) -> None:
         self.sock.close()
 
     def __enter__(self):
@@ -159,13 +167,13 @@ def gratuitous_arp(mac: str, ip: str, mode: str = "request") -> bytes:
     return arp_frame(mac, ip, ip)
 
 
-def announcement(family, mac, ip, mode="request"):
+def announcement(family: int, mac: str, ip: str, mode: str = "request") -> bytes:
     """IPv4: a gratuitous ARP of ``mode``; IPv6: an unsolicited neighbour advertisement."""
     return gratuitous_arp(mac, ip, mode) if family == socket.AF_INET else na_frame(mac, ip)
 
 
-def announce(ifname, family, mac, ip, count=1, interval=0.0, still_ours=None,
-             mode="request"):
+def announce(ifname: str, family: int, mac: str, ip: str, count: int = 1, interval: float = 0.0,
+             still_ours: Callable[[], bool] | None = None, mode: str = "request") -> int:
     """Send ``count`` announcements ``interval`` seconds apart (IPv4: ARP ``mode``).
 
     ``still_ours`` (optional callable) is asked before each one after the
@@ -185,7 +193,8 @@ def announce(ifname, family, mac, ip, count=1, interval=0.0, still_ours=None,
     return sent
 
 
-def probe(ifname, family, mac, ip, timeout, tries=2):
+def probe(ifname: str, family: int, mac: str, ip: str, timeout: float,
+          tries: int = 2) -> str | None:
     """Ask whether another host holds ip; the MAC that answered, or None."""
     if family == socket.AF_INET:
         frame, parse = arp_frame(mac, "0.0.0.0", ip), parse_arp_holder

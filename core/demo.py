@@ -25,6 +25,11 @@ import sys
 import time
 from pathlib import Path
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+    from collections.abc import Callable
+
 DISK_MB = 400
 LAYERS = ("postgresql", "slapd", "activemq")
 PROBES = ("http", "app+db") + LAYERS
@@ -72,11 +77,11 @@ def missing_agents() -> list[str]:
     return problems
 
 
-def cluster_state(lab, node: str) -> str:
+def cluster_state(lab: Any, node: str) -> str:
     return lab.exec(node, ["crm_mon", "-1"], timeout=30, check=False).stdout.rstrip()
 
 
-def bring_up(lab, say):
+def bring_up(lab: Any, say: Callable[[str], None]) -> tuple[Any, str]:
     """Build and provision the lab; wait until the stack answers on the VIP."""
     from hapack.lab import failover, provision
     say(f"building lab {lab.name!r} (two nodes, BMCs, shared disk, Corosync + Pacemaker, "
@@ -94,7 +99,8 @@ def bring_up(lab, say):
     return demo, active
 
 
-def cut_and_watch(lab, demo, active: str, survivor: str, args, say) -> dict:
+def cut_and_watch(lab: Any, demo: Any, active: str, survivor: str, args: Any,
+                  say: Callable[[str], None]) -> dict:
     """With the client and the mount sampler running: cut the active node's power, wait
     for the survivor; the timeline and the row check."""
     from hapack.lab import failover
@@ -128,7 +134,7 @@ def cut_and_watch(lab, demo, active: str, survivor: str, args, say) -> dict:
     return report
 
 
-def run(args, say) -> dict:
+def run(args: Any, say: Callable[[str], None]) -> dict:
     from hapack.lab import Lab
     lab = Lab(args.name, stack="pacemaker", disk_mb=DISK_MB, boot_delay=1.0,
               persistent=args.keep)
@@ -151,7 +157,7 @@ def run(args, say) -> dict:
             lab.down()
 
 
-def keep_logs(lab, say) -> None:
+def keep_logs(lab: Any, say: Callable[[str], None]) -> None:
     """After a failure: copy the nodes' logs out of the lab before it is torn down."""
     try:
         logs = lab.collect_logs(Path(f"/var/tmp/hapack-demo-logs-{int(time.time())}"))

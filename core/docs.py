@@ -10,6 +10,8 @@ the module's ``AGENT.params`` or ``PARAMS`` are the single source
 (deprecated aliases) and its fence-agent option letter follow its name.
 """
 
+from __future__ import annotations
+
 import re
 import sys
 
@@ -29,7 +31,7 @@ def _names(param) -> str:
     return f"`{param.name}`" + (f" ({', '.join(extra)})" if extra else "")
 
 
-def table(name):
+def table(name: str) -> str:
     rows = ["| parameter | default | description |", "|---|---|---|"]
     for param in params_of(name):
         if param.required:
@@ -45,11 +47,11 @@ def table(name):
     return "\n".join(rows) + "\n"
 
 
-def render(text):
+def render(text: str) -> str:
     return MARKER.sub(lambda m: m.group(1) + table(m.group("name")) + m.group(4), text)
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     check = "--check" in argv
     paths = [a for a in argv if a != "--check"] or ["README.md"]

@@ -20,6 +20,8 @@ with ``-IS`` (isolated, no site) and put site-packages on ``sys.path`` themselve
 every few seconds for every resource on every node.
 """
 
+from __future__ import annotations
+
 import argparse
 import hashlib
 import importlib.util
@@ -30,6 +32,10 @@ import sysconfig
 from hapack.agents import (COMMANDS, FENCE_AGENTS, GLUE_PLUGINS, OCF_AGENTS, PROVIDER,
                            SBIN_TOOLS)
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+
 COMMAND_DIR = "/usr/local/sbin"  # on root's PATH
 GLUE_DIRS = ("/usr/lib/x86_64-linux-gnu/stonith/plugins/external",
              "/usr/lib/stonith/plugins/external")
@@ -37,14 +43,14 @@ MANIFEST = "/var/lib/hapack/install-manifest"
 DEBIAN_PACKAGES = "/usr/lib/python3/dist-packages"  # where the .deb puts hapack
 
 
-def glue_dir(root):
+def glue_dir(root: str) -> str:
     for folder in GLUE_DIRS:
         if os.path.isdir(os.path.join(root, folder.lstrip("/"))):
             return folder
     return GLUE_DIRS[-1]
 
 
-def interpreter():
+def interpreter() -> str:
     """This environment's python, by the venv's real directory.
 
     Not realpath(sys.executable): in a venv that is the base interpreter,
@@ -100,7 +106,7 @@ def entries(root: str, ocf_root: str,
     return found
 
 
-def planned(root, ocf_root):
+def planned(root: str, ocf_root: str) -> list[tuple[str, ...]]:
     """(path, text) of every file this installation should have."""
     return [(path, wrapper(module, what)) for path, module, what in entries(root, ocf_root)]
 
@@ -144,7 +150,7 @@ def _write_manifest(root, entries):
         handle.writelines(f"{digest} {p}\n" for p, digest in sorted(entries.items()))
 
 
-def install(root="/", ocf_root="/usr/lib/ocf", out=print):
+def install(root: str = "/", ocf_root: str = "/usr/lib/ocf", out: Callable = print) -> int:
     entries = _manifest(root)
     changed = 0
     for path, text in planned(root, ocf_root):
@@ -169,7 +175,7 @@ def install(root="/", ocf_root="/usr/lib/ocf", out=print):
     return 0
 
 
-def uninstall(root="/", out=print):
+def uninstall(root: str = "/", out: Callable = print) -> int:
     entries = _manifest(root)
     kept = {}
     for path, digest in sorted(entries.items()):
@@ -201,7 +207,7 @@ def parser() -> argparse.ArgumentParser:
     return cli
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     root = os.path.abspath(args.root)
     if root == "/" and os.path.dirname(__file__).startswith(f"{DEBIAN_PACKAGES}/"):

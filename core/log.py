@@ -10,6 +10,8 @@ milliseconds, and every monitor is a fresh interpreter. The interface is the
 subset of a logging.Logger that hapack uses.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 import time
@@ -21,7 +23,7 @@ _FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news"
                "local3", "local4", "local5", "local6", "local7")
 
 
-def debug_enabled(environ):
+def debug_enabled(environ: dict[str, str]) -> bool:
     value = environ.get("HA_debug", environ.get("HA_DEBUG", "0")).strip().lower()
     return value not in ("", "0", "false", "no", "off")
 
@@ -61,7 +63,7 @@ class Logger:
                     WARNING: self._syslog.LOG_WARNING, ERROR: self._syslog.LOG_ERR}[level]
         self._syslog.syslog(priority, f"{_NAMES[level]}: {message}")
 
-    def log(self, level, message, stderr=True):
+    def log(self, level: int, message: str, stderr: bool = True) -> None:
         if level == DEBUG and not self.debugging:
             return
         line = self._line(level, message)
@@ -78,16 +80,16 @@ class Logger:
             except (OSError, ValueError):
                 pass
 
-    def debug(self, message):
+    def debug(self, message: str) -> None:
         self.log(DEBUG, message)
 
-    def info(self, message):
+    def info(self, message: str) -> None:
         self.log(INFO, message)
 
-    def warning(self, message):
+    def warning(self, message: str) -> None:
         self.log(WARNING, message)
 
-    def error(self, message):
+    def error(self, message: str) -> None:
         self.log(ERROR, message)
 
 
@@ -95,5 +97,5 @@ class NullLogger(Logger):
     def __init__(self):
         super().__init__("null", environ={})
 
-    def log(self, level, message, stderr=True):
+    def log(self, level: int, message: str, stderr: bool = True) -> None:
         pass

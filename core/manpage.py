@@ -14,11 +14,18 @@ the argparse parsers the commands parse their arguments with (and the
     python -m hapack.manpage OUTDIR [--date YYYY-MM-DD]
 """
 
+from __future__ import annotations
+
 import argparse
 import datetime
 import importlib
 import os
 import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hapack.stonith.fencing import FenceAgent
+    from hapack.ocf.runner import Agent
 
 MANUAL = "hapack"
 SEE_ALSO = ("hapack(8)", "hamon(8)", "fence_bmc(8)", "crm_resource(8)", "stonith_admin(8)")
@@ -82,7 +89,7 @@ def _desc(element, tag: str) -> str:
 
 # -- fence_bmc(8), from its meta-data ------------------------------------------
 
-def fence_agent_page(agent, date: str) -> str:
+def fence_agent_page(agent: FenceAgent, date: str) -> str:
     """A fence agent's page from the meta-data tree pacemaker-fenced reads."""
     from hapack.stonith.metadata import metadata_tree
     tree = metadata_tree(agent)
@@ -130,7 +137,7 @@ def _param_text(param) -> str:
 
 # -- ocf_hapack_<agent>(7), from the OCF meta-data -------------------------------
 
-def ocf_agent_page(agent, date: str) -> str:
+def ocf_agent_page(agent: Agent, date: str) -> str:
     """An OCF agent's page, named like resource-agents' (ocf_heartbeat_IPaddr2(7))."""
     from hapack.ocf.metadata import metadata_tree
     tree = metadata_tree(agent)
@@ -222,7 +229,7 @@ def _command_section(page: Page, usage: str, summary: str, cli) -> None:
 def hamon_page(date: str) -> str:
     from hapack.hamon import cli
     parser = cli.parser()
-    page = Page("hamon", 8, date, parser.description)
+    page = Page("hamon", 8, date, parser.description or "")
     page.section("synopsis")
     for name, _, sub in _subcommands(parser):
         page.raw(".B " + option(_usage(sub)) + "\n.br")

@@ -15,6 +15,8 @@ exact terms (an interface index, a prefix length, a metric) and never match
 substrings of ``ip`` output.
 """
 
+from __future__ import annotations
+
 import os
 import struct
 
@@ -51,7 +53,7 @@ class Link:
         self.index, self.name, self.flags, self.mac = index, name, flags, mac
 
     @property
-    def up(self):
+    def up(self) -> bool:
         """Administratively up with carrier (not DOWN or LOWERLAYERDOWN)."""
         return bool(self.flags & IFF_UP) and bool(self.flags & (IFF_LOWER_UP | IFF_RUNNING))
 
@@ -67,11 +69,11 @@ class Addr:
         self.index, self.label, self.flags, self.created = index, label, flags, created
 
     @property
-    def tentative(self):
+    def tentative(self) -> bool:
         return bool(self.flags & IFA_F_TENTATIVE)
 
     @property
-    def dadfailed(self):
+    def dadfailed(self) -> bool:
         return bool(self.flags & IFA_F_DADFAILED)
 
     def __repr__(self):
@@ -100,7 +102,7 @@ class Netlink:
         self.sock.bind((0, 0))
         self.seq = 0
 
-    def close(self):
+    def close(self) -> None:
         self.sock.close()
 
     def __enter__(self):
@@ -135,7 +137,7 @@ class Netlink:
                         return
                 offset += (length + 3) & ~3
 
-    def link(self, name):
+    def link(self, name: str) -> Link | None:
         """The link called ``name``, or None when there is none."""
         body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _rtattr(IFLA_IFNAME, name.encode() + b"\0")
         try:
@@ -148,7 +150,7 @@ class Netlink:
             raise
         return None
 
-    def link_by_index(self, index):
+    def link_by_index(self, index: int) -> Link | None:
         body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, 0, 0)
         try:
             for mtype, data, start, end in self._request(RTM_GETLINK, 0, body):
@@ -171,8 +173,9 @@ class Netlink:
                 mac = ":".join(f"{b:02x}" for b in value)
         return Link(index, name, flags, mac)
 
-    def add_address(self, index, address, prefixlen, *, label=None, broadcast=None,
-                    nodad=False, preferred_lft=None):
+    def add_address(self, index: int, address: str, prefixlen: int, *, label: str | None = None,
+                    broadcast: str | None = None, nodad: bool = False,
+                    preferred_lft: int | None = None) -> None:
         """Add address/prefixlen to link ``index`` (EEXIST if it is there)."""
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         raw = socket.inet_pton(family, address)
@@ -188,7 +191,7 @@ class Netlink:
             body += _rtattr(IFA_CACHEINFO, struct.pack("=IIII", preferred_lft, INFINITY_LIFE, 0, 0))
         self._change(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body)
 
-    def delete_address(self, index, address, prefixlen):
+    def delete_address(self, index: int, address: str, prefixlen: int) -> None:
         """Delete exactly address/prefixlen from link ``index``. IFA_ADDRESS is what
         makes an IPv4 delete match the prefix length: with IFA_LOCAL alone the kernel
         deletes the first entry of the address on the link, whatever its prefix."""
@@ -202,7 +205,7 @@ class Netlink:
         for _ in self._request(kind, flags | NLM_F_ACK, body):
             pass
 
-    def addresses(self, family):
+    def addresses(self, family: int) -> list[Addr]:
         """Every address of ``family`` (socket.AF_INET or AF_INET6)."""
         body = _IFADDRMSG.pack(family, 0, 0, 0, 0)
         found = []
@@ -229,7 +232,7 @@ class Netlink:
                               created))
         return found
 
-    def find_address(self, address, family):
+    def find_address(self, address: str, family: int) -> list[Addr]:
         """The entries holding exactly ``address`` (text, canonical form)."""
         return [a for a in self.addresses(family) if a.address == address]
 

@@ -10,6 +10,13 @@ This module is on every agent's hot path (a monitor is a fresh interpreter),
 so it imports nothing beyond the standard library's core.
 """
 
+from __future__ import annotations
+
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (the monitor path)
+if TYPE_CHECKING:
+    from collections.abc import Callable, ItemsView, Iterable, Mapping, Sequence
+    from typing import Any
+
 KINDS = ("string", "integer", "boolean", "float", "choice")
 
 _TRUE = frozenset(("1", "true", "yes", "on", "y"))
@@ -29,7 +36,7 @@ class MissingParam(ParamError):
         super().__init__(param, "is required but not set")
 
 
-def parse_bool(text):
+def parse_bool(text: str) -> bool:
     """The one boolean parser: Pacemaker's words (crm_is_true), either way; else ValueError."""
     word = text.strip().lower()
     if word in _TRUE:
@@ -48,14 +55,14 @@ def is_true(text: "str | None") -> bool:
         return False
 
 
-def parse_int(text):
+def parse_int(text: str) -> int:
     try:
         return int(text.strip(), 10)
     except ValueError:
         raise ValueError(f"{text!r} is not an integer") from None
 
 
-def parse_float(text):
+def parse_float(text: str) -> float:
     try:
         value = float(text.strip())
     except ValueError:
@@ -86,6 +93,23 @@ class Param:
     __slots__ = ("name", "shortdesc", "longdesc", "kind", "default", "required",
                  "unique", "choices", "check", "secret", "aliases", "minimum",
                  "maximum", "advanced", "short", "alias_forms")
+    # set once in __init__ through object.__setattr__; declared for the type checker
+    name: str
+    shortdesc: str
+    longdesc: str
+    kind: str
+    default: Any
+    required: bool
+    unique: bool
+    choices: tuple[str, ...]
+    check: Callable[[Any], Any] | None
+    secret: bool
+    aliases: tuple[str, ...]
+    minimum: float | None
+    maximum: float | None
+    advanced: bool
+    short: str | None
+    alias_forms: dict[str, Callable[[str], str]]
 
     def __init__(self, name, shortdesc, longdesc="", *, kind="string", default=None,
                  required=False, unique=False, choices=(), check=None, secret=False,
@@ -128,7 +152,7 @@ class Param:
     def __repr__(self):
         return f"Param({self.name!r}, kind={self.kind!r})"
 
-    def with_aliases(self, *aliases: str, **forms) -> "Param":
+    def with_aliases(self, *aliases: str, **forms: Callable[[str], str]) -> Param:
         """This declaration with more (deprecated) names, for an agent that shares it
         with others: ``common_params()``'s user is pgsql's ``pgdba``."""
         copy = object.__new__(Param)
@@ -139,7 +163,7 @@ class Param:
         return copy
 
     @property
-    def default_text(self):
+    def default_text(self) -> str:
         """The default as it appears in meta-data and docs ('' for none)."""
         if self.default is None:
             return ""
@@ -149,8 +173,9 @@ class Param:
             return f"{self.default:g}"
         return str(self.default)
 
-    def convert(self, text):
+    def convert(self, text: str) -> Any:
         """Turn the raw string into a typed value, or raise ParamError."""
+        value: Any
         try:
             if self.kind == "boolean":
                 value = parse_bool(text)
@@ -174,19 +199,38 @@ class Param:
 
 
 class Values:
-    """The parsed, typed, read-only parameters handed to every verb."""
+    """The parsed, typed, read-only parameters handed to every verb.
+
+    An agent declares the typed view of its parameters as a subclass with one
+    annotation per declared :class:`Param` and no other body, e.g.::
+
+        class Params(Values):
+            ip: str
+            nic: str | None
+
+    and passes it to its Agent (``values=Params``): :func:`parse` then builds an
+    instance of it, the verbs take ``ctx: Context[Params]``, and the type
+    checker reads ``ctx.params.<name>`` against those annotations, so a
+    misspelled name is an error before anything runs. The Param table stays the
+    one declaration: tests/unit/test_types.py checks that every agent's
+    annotations name exactly its parameters, with the type each one parses to.
+    The annotations cost nothing at run time (they stay strings).
+    """
 
     __slots__ = ("_values", "_secret")
+    _values: dict[str, Any]
+    _secret: frozenset[str]
 
-    def __init__(self, values, secret=()):
+    def __init__(self, values: Mapping[str, Any], secret: Iterable[str] = ()) -> None:
         object.__setattr__(self, "_values", dict(values))
         object.__setattr__(self, "_secret", frozenset(secret))
 
-    def __getattr__(self, name):
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    if not TYPE_CHECKING:  # hidden from the checker: it reads the subclass's annotations
+        def __getattr__(self, name):
+            try:
+                return self._values[name]
+            except KeyError:
+                raise AttributeError(name) from None
 
     def __setattr__(self, name, value):
         raise AttributeError("parameters are read-only")
@@ -197,7 +241,7 @@ class Values:
     def __contains__(self, name):
         return name in self._values
 
-    def items(self):
+    def items(self) -> ItemsView[str, Any]:
         return self._values.items()
 
     def __repr__(self):
@@ -205,21 +249,23 @@ class Values:
                  for k, v in self._values.items()}
         return f"Values({shown})"
 
-    def secrets(self):
+    def secrets(self) -> tuple[str, ...]:
         """The secret values that are set, for redaction."""
         return tuple(str(self._values[k]) for k in self._secret
                      if self._values.get(k) not in (None, ""))
 
 
-def parse(params, raw, *, lenient_missing=False):
+def parse(params: Sequence[Param], raw: Mapping[str, str], *, lenient_missing: bool = False,
+          into: type[Values] = Values) -> Values:
     """Parse raw strings (name -> str) against the declarations.
 
     Empty strings count as unset (Pacemaker passes ``param=""`` for a
     parameter that was cleared). Raises MissingParam for the first required
     parameter that is unset (unless ``lenient_missing``, which leaves it
-    None) and ParamError for the first invalid value.
+    None) and ParamError for the first invalid value. The result is an
+    ``into``: the agent's typed view (a subclass of :class:`Values`).
     """
-    values = {}
+    values: dict[str, Any] = {}
     for param in params:
         text = raw.get(param.name)
         if text is None or text == "":
@@ -230,10 +276,12 @@ def parse(params, raw, *, lenient_missing=False):
                                   else param.default)
         else:
             values[param.name] = param.convert(text)
-    return Values(values, secret=[p.name for p in params if p.secret])
+    return into(values, secret=[p.name for p in params if p.secret])
 
 
-def from_environ(params, environ, prefix="OCF_RESKEY_", used=None):
+def from_environ(params: Iterable[Param], environ: Mapping[str, str],
+                 prefix: str = "OCF_RESKEY_",
+                 used: list[tuple[str, str]] | None = None) -> dict[str, str]:
     """The raw values of the declared parameters from an environment.
 
     A parameter set under one of its aliases (the stock agent's name) counts as
@@ -241,7 +289,7 @@ def from_environ(params, environ, prefix="OCF_RESKEY_", used=None):
     appended to ``used`` as (alias, name). Set under both names to different
     values: ParamError (equal values are fine).
     """
-    raw = {}
+    raw: dict[str, str] = {}
     for param in params:
         text = environ.get(prefix + param.name)
         for alias in param.aliases:
@@ -261,7 +309,8 @@ def from_environ(params, environ, prefix="OCF_RESKEY_", used=None):
     return raw
 
 
-def with_aliases(params, aliases):
+def with_aliases(params: Iterable[Param],
+                 aliases: Mapping[str, Any]) -> tuple[Param, ...]:
     """params with more names for some: ``{"config": ("configfile",)}``; a value may be
     (names, forms) to translate the stock values."""
     result = []

@@ -6,7 +6,16 @@ anything logged or raised. Tests pin exact command lines with
 pytest-subprocess, which fakes :mod:`subprocess` and so this seam.
 """
 
+from __future__ import annotations
+
 import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+    from collections.abc import Mapping, Sequence
+    import subprocess
+    from collections.abc import Iterable
 
 REDACTED = "[set]"
 
@@ -37,10 +46,10 @@ class Result:
         self.stderr = stderr
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return self.returncode == 0
 
-    def output(self):
+    def output(self) -> str:
         """stderr, else stdout, stripped: what to quote in an error message."""
         return (self.stderr or self.stdout or "").strip()
 
@@ -70,7 +79,7 @@ def _spans(text, secrets):
             start = text.find(secret, start + 1)
 
 
-def redact_text(text: str, secrets) -> str:
+def redact_text(text: str, secrets: Iterable[str]) -> str:
     """text with every whole occurrence of a secret replaced by ``[set]``.
 
     Whole values only: a password ``admin`` is redacted in ``user admin``,
@@ -90,14 +99,16 @@ def redact_text(text: str, secrets) -> str:
     return "".join(out) + text[pos:]
 
 
-def redact(argv, secrets) -> list[str]:
+def redact(argv: list[str], secrets: Iterable[str]) -> list[str]:
     """argv with every secret replaced where it is a whole element or a whole
     token of one (``--password=admin``), never inside a longer word."""
     return [redact_text(str(arg), secrets) for arg in argv]
 
 
-def run(argv, *, timeout, input=None, env=None, cwd=None, secrets=(), log=None,
-        user=None, check=False):
+def run(argv: Sequence[str], *, timeout: float | None, input: str | bytes | None = None,
+        env: Mapping[str, str] | None = None, cwd: str | None = None,
+        secrets: Iterable[str] = (), log: Any = None, user: str | None = None,
+        check: bool = False) -> Result:
     """Run argv and return a :class:`Result` (text output).
 
     ``timeout`` (seconds) is mandatory: no external call may hang an agent.
@@ -169,7 +180,7 @@ def _communicate(proc, input, timeout, shown):
 SIGKILL = 9  # the number, not the signal module: it imports enum
 
 
-def kill_group(proc) -> None:
+def kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL the process group that proc leads (and proc itself).
 
     Only a group led by our own, not yet reaped child with that pid is
@@ -191,7 +202,7 @@ def _leads_own_group(pid) -> bool:
     return info is not None and ids is not None and info[1] == os.getpid() and ids[0] == pid
 
 
-def which(name, path=None):
+def which(name: str, path: str | None = None) -> str | None:
     """The absolute path of an executable, or None (no subprocess)."""
     if os.sep in name:
         return name if os.access(name, os.X_OK) else None

@@ -7,10 +7,17 @@ blocks on a dead mount), and listening sockets. Standard library only; no
 child processes.
 """
 
+from __future__ import annotations
+
 import os
 import time
 
 from hapack.timing import Deadline
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from hapack.log import Logger
 
 
 def read_pidfile(path: str) -> int | None:
@@ -39,16 +46,16 @@ def stat(pid: int) -> tuple[str, int, int] | None:
     """(state, ppid, starttime) of a process, or None when it is gone."""
     fields = stat_fields(pid)
     try:
-        return fields[0], int(fields[1]), int(fields[19])
+        return fields[0], int(fields[1]), int(fields[19])  # type: ignore[index]
     except (TypeError, IndexError, ValueError):
         return None
 
 
-def group_ids(pid: int) -> tuple[int, int] | None:
+def group_ids(pid: int) -> tuple[int, ...] | None:
     """(process group, session) of pid, or None."""
     fields = stat_fields(pid)
     try:
-        return int(fields[2]), int(fields[3])
+        return int(fields[2]), int(fields[3])  # type: ignore[index]
     except (TypeError, IndexError, ValueError):
         return None
 
@@ -65,6 +72,8 @@ def started_after(pid: int, path: str, slack: float = 1.0) -> bool:
     """True when pid started more than ``slack`` seconds after path was last written
     (a pid file naming a pid that was reused); False when either cannot be read."""
     info = stat(pid)
+    if info is None:
+        return False
     try:
         mtime = os.stat(path).st_mtime
         with open("/proc/stat", "rb") as handle:
@@ -75,7 +84,7 @@ def started_after(pid: int, path: str, slack: float = 1.0) -> bool:
     return started > mtime + slack
 
 
-def cmdline(pid):
+def cmdline(pid: int) -> list[str]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             return [part.decode(errors="replace") for part in handle.read().split(b"\0") if part]
@@ -91,9 +100,9 @@ def exe(pid: int) -> str | None:
         return None
 
 
-def children(pid):
+def children(pid: int) -> list[int]:
     """Direct and indirect children of pid (one /proc scan)."""
-    parents = {}
+    parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             info = stat(int(entry))
@@ -107,7 +116,7 @@ def children(pid):
     return found
 
 
-def signal_pids(pids, sig):
+def signal_pids(pids: list[int], sig: int) -> None:
     for pid in pids:
         try:
             os.kill(pid, sig)
@@ -115,7 +124,7 @@ def signal_pids(pids, sig):
             pass
 
 
-def wait_gone(pids, deadline, interval=0.02):
+def wait_gone(pids: list[int], deadline: Deadline, interval: float = 0.02) -> list[int]:
     """Wait until none of pids is alive; return the ones still alive."""
     while True:
         left = [pid for pid in pids if alive(pid)]
@@ -129,7 +138,8 @@ SIGTERM, SIGKILL = 15, 9  # numbers, not the signal module: it imports enum (~4 
 _SIGNAL_NAMES = {1: "HUP", 2: "INT", 9: "KILL", 15: "TERM", 18: "CONT", 19: "STOP", 28: "WINCH"}
 
 
-def escalate(pids, deadline, log=None, steps=((SIGTERM, 0.6), (SIGKILL, 1.0))):
+def escalate(pids: list[int], deadline: Deadline, log: Logger | None = None,
+             steps: tuple[tuple[int, float], ...] = ((SIGTERM, 0.6), (SIGKILL, 1.0))) -> list[int]:
     """Signal pids step by step until they are gone or the deadline passes.
 
     Each step is (signal, share): the signal is sent and the step waits for
@@ -153,7 +163,7 @@ def _points_into(link, path):
     return link == path or link.startswith(path.rstrip("/") + "/")
 
 
-def holders(path):
+def holders(path: str) -> list[tuple[int, str | None, str]]:
     """Processes using anything at or below path: [(pid, comm, how)].
 
     Looks at cwd, root, exe, open files and memory-mapped files of every
@@ -193,7 +203,7 @@ def _holding(pid, path):
     return None
 
 
-def comm(pid):
+def comm(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as handle:
             return handle.read().strip()
@@ -237,7 +247,7 @@ def listening_inodes(port: int) -> set[int]:
     return {int(inode) for found, inode in _tcp_listeners() if found == port}
 
 
-def listening_ports(pids=None):
+def listening_ports(pids: Iterable[int] | None = None) -> set[int]:
     """TCP ports in LISTEN state, of pids (any of them) or of anyone."""
     wanted = None
     if pids is not None:
@@ -247,6 +257,6 @@ def listening_ports(pids=None):
     return {port for port, inode in _tcp_listeners() if wanted is None or inode in wanted}
 
 
-def holds_socket(pid: int, inodes) -> bool:
+def holds_socket(pid: int, inodes: set[int]) -> bool:
     """Whether pid has one of the socket inodes open."""
     return bool(_socket_inodes(pid) & {str(inode) for inode in inodes})

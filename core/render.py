@@ -13,6 +13,10 @@ import argparse
 import os
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hapack.stack.model import Stack
+
 EXIT_OK = 0
 EXIT_USAGE = 2      # bad arguments or a bad stack file: nothing was written
 EXIT_IO = 1
@@ -33,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def render_text(form: str, stack, source: str) -> bytes:
+def render_text(form: str, stack: Stack, source: str) -> bytes:
     """The rendered bytes of a single-file form."""
     if form == "cib":
         from hapack.cib import cib

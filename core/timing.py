@@ -1,6 +1,13 @@
 """Deadlines on the monotonic clock."""
 
+from __future__ import annotations
+
 import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+    from hapack.ocf._drbd import State
 
 
 class Deadline:
@@ -12,16 +19,16 @@ class Deadline:
         self.seconds = seconds
         self.end = time.monotonic() + seconds
 
-    def left(self, cap=None):
+    def left(self, cap: float | int | None = None) -> float | int:
         """Seconds left (never negative), at most ``cap``."""
         left = max(0.0, self.end - time.monotonic())
         return left if cap is None else min(left, cap)
 
     @property
-    def expired(self):
+    def expired(self) -> bool:
         return time.monotonic() >= self.end
 
-    def sub(self, seconds):
+    def sub(self, seconds: float) -> "Deadline":
         """A deadline ``seconds`` earlier than this one (keeps a margin)."""
         child = Deadline(0)
         child.end = self.end - seconds
@@ -32,7 +39,8 @@ class Deadline:
         return f"Deadline(left={self.left():.2f}s)"
 
 
-def wait_until(predicate, deadline, interval=0.05, max_interval=0.5):
+def wait_until(predicate: Callable, deadline: Deadline, interval: float = 0.05,
+               max_interval: float = 0.5) -> State:
     """Call predicate until it returns a true value or the deadline passes.
 
     Returns the predicate's last value. The poll interval grows gently from

@@ -12,6 +12,8 @@ BMC (so a slow BMC never holds up the VIP); "busy" is a plain fact of the
 snapshot that the decision reads.
 """
 
+from __future__ import annotations
+
 import threading
 import time
 import traceback
@@ -19,6 +21,11 @@ import traceback
 from hapack.hamon.snapshot import Act, Power, Res
 from hapack.hamon.fence import FenceFailed, record_confirmation
 from hapack.ocf.runner import OCF
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+    from hapack.hamon.snapshot import Decision
 
 PROMOTED_CODES = (OCF.RUNNING_PROMOTED, OCF.DEGRADED_PROMOTED)
 STARTED_CODES = (OCF.SUCCESS, OCF.DEGRADED)
@@ -39,11 +46,11 @@ class Worker:
         self._lock = threading.Lock()
 
     @property
-    def busy(self):
+    def busy(self) -> str | None:
         current = self.current
         return current[0] if current else None
 
-    def submit(self, name, decision, job):
+    def submit(self, name: str, decision: Decision, job: Callable) -> None:
         self.current = (name, decision, self.clock())
         if self.threaded:
             threading.Thread(target=self._run, args=(job,), name=f"hamon-{name}",
@@ -62,13 +69,13 @@ class Worker:
             self.current = None
         self.wake()
 
-    def collect(self):
+    def collect(self) -> list[Any]:
         with self._lock:
             done, self.done = self.done, []
         return done
 
 
-def classify(rc):
+def classify(rc: int) -> Res:
     if rc in PROMOTED_CODES:
         return Res.PROMOTED
     if rc in STARTED_CODES:
@@ -88,7 +95,7 @@ class Actor:
         self.log = log
 
     # -- jobs: run in the worker, touch nothing shared ------------------------------
-    def job(self, d):
+    def job(self, d: Decision) -> Callable:
         if d.action is Act.PROBE:
             return self._probe_job([r.resource for r in self.world.all()])
         if d.action in (Act.POWER_STATUS, Act.FENCE):
@@ -133,7 +140,7 @@ class Actor:
         return restart
 
     # -- results: applied in the main thread ----------------------------------------
-    def apply(self, d, result, now):
+    def apply(self, d: Decision, result: Any, now: float) -> tuple[bool, str]:
         """Record a finished job; returns (ok, detail) for the timeline and the log."""
         if isinstance(result, RuntimeError):
             self.log.error(f"{d.action.value} {d.resource or ''}: internal error: {result}")
@@ -223,6 +230,6 @@ class Actor:
             res.next_monitor = float("inf")
 
 
-def step_name(d):
+def step_name(d: Decision) -> str:
     """How a decision appears in a timeline."""
     return f"{d.action.value} {d.resource}" if d.resource else d.action.value

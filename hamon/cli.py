@@ -14,17 +14,23 @@ on its control socket (``--run-dir``, default /run/hamon, or the one in the
 stack file's ``[hamon]`` table with ``--config``).
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import secrets
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_CONFIG = EXIT_USAGE  # bad input (stack file, key file) exits 2, as in every hapack CLI
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hamon", description="two-node heartbeat and failover daemon")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon in the foreground")
@@ -54,7 +60,7 @@ def _where(cmd):
     cmd.add_argument("--config", help="read run_dir from this stack file")
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "run":
         return run(args)
@@ -63,7 +69,7 @@ def main(argv=None):
     return command(args)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     from hapack.hamon.config import load_config
     from hapack.hamon.packet import KeyFileError
     from hapack.stack import StackError
@@ -182,7 +188,7 @@ def _run_dir(args):
     return "/run/hamon"
 
 
-def command(args):
+def command(args: Any) -> int:
     from hapack.hamon import control, report
     payload = {"cmd": args.command}
     if args.command in ("standby", "maintenance"):
@@ -203,7 +209,7 @@ def command(args):
     return EXIT_OK
 
 
-def keygen(path):
+def keygen(path: str) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write("# hamon heartbeat keys: 'auth ID' signs, every 'ID SECRET' verifies\n"

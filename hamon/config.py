@@ -9,6 +9,8 @@ keys, types and bounds, every problem at once, with the file and key (a
 (``"200ms"``, ``"1.2s"``); the defaults are :mod:`hapack.hamon.defaults`.
 """
 
+from __future__ import annotations
+
 import ipaddress
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -17,6 +19,12 @@ from hapack.hamon import defaults as D
 from hapack.hamon.metrics import Endpoint, check_address, parse_address
 from hapack.stack import StackError, load
 from hapack.stack.reader import Reader, abs_path, choice, join, within
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from hapack.stack.model import Node
+    from hapack.stack.model import Stack
 
 VIP_ORDERS = ("before_fence", "after_fence")  # unset: before_fence, unless vip.start_after
 
@@ -48,7 +56,7 @@ class Settings:
     metrics_address: str = D.METRICS_ADDRESS
 
     @property
-    def warn(self):
+    def warn(self) -> float:
         return D.warn(self.dead_time, self.warn_time)
 
 
@@ -71,6 +79,7 @@ def settings(table: Mapping[str, Any], file: str = "<stack>") -> Settings:
     reader = Reader(file)
     result = read_settings(reader, dict(table))
     reader.raise_problems()
+    assert result is not None  # None only with a problem, raised above
     return result
 
 
@@ -152,31 +161,31 @@ class LinkEnd:
 
 @dataclass(frozen=True)
 class Config:
-    stack: object        # hapack.stack.Stack
+    stack: Stack
     node: str
     settings: Settings
 
     @property
-    def me(self):
+    def me(self) -> Node:
         return self.stack.node(self.node)
 
     @property
-    def peer(self):
+    def peer(self) -> Node:
         return self.stack.peer(self.node)
 
     @property
-    def preferred(self):
+    def preferred(self) -> bool:
         """This node is the stack's primary: it acquires first and shoots first in a tie."""
         return self.stack.primary.name == self.node
 
     @property
-    def links(self):
+    def links(self) -> tuple[LinkEnd, ...]:
         return tuple(LinkEnd(link.name, link.number, str(link.addresses[self.node].ip),
                              str(link.addresses[self.peer.name].ip), link.interface)
                      for link in self.stack.links)
 
     @property
-    def vip_first(self):
+    def vip_first(self) -> bool:
         """The patent's order: the VIP moves before the peer is fenced."""
         if self.settings.vip:
             return self.settings.vip == "before_fence"
@@ -193,11 +202,11 @@ class Config:
         return end
 
     @property
-    def fence_confirmed_file(self):
+    def fence_confirmed_file(self) -> str:
         return self.stack.partition.fence_confirmed_file
 
 
-def load_config(path, node):
+def load_config(path: Path | str, node: str) -> Config:
     """Read the stack file and pick this node; StackError names every problem."""
     stack = load(path)
     names = [n.name for n in stack.nodes]

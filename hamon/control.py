@@ -9,10 +9,16 @@ answer with ``"ok"``. The server side is served from the daemon's loop
 daemon's state without locks.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import socket
 import struct
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_REQUEST = 65536
 READ_TIMEOUT = 0.05     # a client sends its request right after connecting
@@ -44,10 +50,10 @@ class ControlServer:
         self.sock.listen(8)
         self.sock.setblocking(False)
 
-    def fileno(self):
+    def fileno(self) -> int:
         return self.sock.fileno()
 
-    def serve(self):
+    def serve(self) -> None:
         """Answer every pending connection."""
         while True:
             try:
@@ -74,7 +80,7 @@ class ControlServer:
         except OSError as exc:
             self.log.warning(f"control: could not answer: {exc}")
 
-    def close(self):
+    def close(self) -> None:
         self.sock.close()
         try:
             os.unlink(self.path)
@@ -94,7 +100,7 @@ def _read_line(conn):
     return data.split(b"\n", 1)[0].decode()
 
 
-def request(run_dir, payload, timeout=10.0):
+def request(run_dir: str, payload: dict[str, str], timeout: float = 10.0) -> dict[str, Any]:
     """Send one request to the daemon and return its answer (a dict)."""
     path = os.path.join(run_dir, SOCKET_NAME)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

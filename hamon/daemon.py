@@ -9,6 +9,8 @@ only set flags. The systemd watchdog is fed only after a tick that ran to
 its end and kept the heartbeats on time.
 """
 
+from __future__ import annotations
+
 import collections
 import math
 import os
@@ -27,6 +29,13 @@ from hapack.hamon.states import ACTIVE, State, StateMachine
 from hapack.hamon.timeline import Timeline
 from hapack.hamon.world import World, load_maintenance, policy_of, save_maintenance
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+    from hapack.hamon.packet import Status
+    from hapack.hamon.config import Settings
+    from hapack.hamon.snapshot import Decision
+
 TICK = 0.05
 MAX_DECISIONS_PER_TICK = 8     # state changes decided back to back within one tick
 HANDOVER_GRACE = 30.0          # how long a release waits for the peer to take over
@@ -34,7 +43,7 @@ TAKEOVER_REQUEST_TTL = 60.0
 MAX_TICK_ERRORS = 5
 
 
-def sd_notify(message):
+def sd_notify(message: str) -> None:
     """systemd's notify protocol without a dependency; silent when not under systemd."""
     path = os.environ.get("NOTIFY_SOCKET")
     if not path:
@@ -48,7 +57,7 @@ def sd_notify(message):
         pass
 
 
-def fresh_window(settings, links):
+def fresh_window(settings: Settings, links: int) -> int:
     """How many of our newest packets a peer's echo may name (three dead times' worth)."""
     return links * (3 * math.ceil(settings.dead_time / settings.interval) + 4)
 
@@ -86,7 +95,7 @@ class Daemon:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- the tick ----------------------------------------------------------------------
-    def tick(self):
+    def tick(self) -> Decision:
         """One pass; returns the last decision taken."""
         for hb in self.transport.receive():
             self.membership.heard(hb, self.clock())
@@ -222,7 +231,7 @@ class Daemon:
             w.timeline = None
 
     # -- our heartbeat -----------------------------------------------------------------
-    def status(self):
+    def status(self) -> Status:
         return self.world.heartbeat(self.config.node, self.machine.state, self.clock(),
                                     self.upstream())
 
@@ -231,14 +240,14 @@ class Daemon:
         save_maintenance(self.s.state_dir, on)
         self.world.maintenance = on
 
-    def send(self):
+    def send(self) -> list[Any]:
         failed = self.transport.send(self.status())
         for link in failed:
             self.log.debug(f"link {self.config.links[link].name}: send failed")
         self.next_send = max(self.next_send + self.s.interval, self.clock())
         return failed
 
-    def upstream(self):
+    def upstream(self) -> bool | None:
         return None if self.pinger is None else self.pinger.up
 
     # -- signals, the loop -------------------------------------------------------------
@@ -254,13 +263,13 @@ class Daemon:
             self.log.warning("asked to stop again: leaving at once, resources as they are")
             self.running = False
 
-    def wake(self):
+    def wake(self) -> None:
         try:
             os.write(self._wake_w, b"x")
         except BlockingIOError:
             pass
 
-    def run(self, control=None):
+    def run(self, control: Any = None) -> int:
         """Run until stopped; returns the exit status."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._signal)
@@ -317,7 +326,7 @@ class Watchdog:
         self.period = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else None
         self.last = 0.0
 
-    def feed(self):
+    def feed(self) -> None:
         if self.period is None:
             return
         now = time.monotonic()

@@ -21,19 +21,25 @@ The safety rules live here, in one place:
 * a failed stop makes this node FAILED: the peer fences it.
 """
 
+from __future__ import annotations
+
 from hapack.hamon.snapshot import BMC_ACTIONS, Act, Decision, Power, Res
 from hapack.hamon.states import EDGES, State
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hapack.hamon.snapshot import Snapshot
 
-def wait(reason):
+
+def wait(reason: str) -> Decision:
     return Decision(Act.WAIT, reason)
 
 
-def goto(state, reason):
+def goto(state: State, reason: str) -> Decision:
     return Decision(Act.GOTO, reason, to=state)
 
 
-def decide(s):
+def decide(s: Snapshot) -> Decision:
     """The one thing to do now, and why.
 
     While a step runs, the state may still change, but the next step waits
@@ -71,14 +77,14 @@ def _stop_failed(s):
     return None
 
 
-def shoots_first(was_active, peer_was_active, preferred):
+def shoots_first(was_active: bool, peer_was_active: bool, preferred: bool) -> bool:
     """In a split both nodes fence; the one that held the stateful side goes first."""
     if was_active != peer_was_active:
         return was_active
     return preferred
 
 
-def can_acquire(s):
+def can_acquire(s: Snapshot) -> bool:
     return (s.eligible and not s.standby and not s.maintenance and s.upstream is not False)
 
 

@@ -7,11 +7,17 @@ the level and the message, plus the fields of structured events
 post-mortem reads; stderr is what an operator watches.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import sys
 import threading
 import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
@@ -29,7 +35,7 @@ class EventLog:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             self._file = open(path, "a", encoding="utf-8", buffering=1)
 
-    def event(self, kind, message="", level="info", **fields):
+    def event(self, kind: str, message: str = "", level: str = "info", **fields: Any) -> None:
         if LEVELS[level] < LEVELS["info"] and not self.debugging:
             return
         now = time.time()
@@ -51,19 +57,19 @@ class EventLog:
         for listener in self.listeners:
             listener(record)
 
-    def debug(self, message):
+    def debug(self, message: str) -> None:
         self.event("log", message, "debug")
 
-    def info(self, message):
+    def info(self, message: str) -> None:
         self.event("log", message, "info")
 
-    def warning(self, message):
+    def warning(self, message: str) -> None:
         self.event("log", message, "warning")
 
-    def error(self, message):
+    def error(self, message: str) -> None:
         self.event("log", message, "error")
 
-    def close(self):
+    def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None

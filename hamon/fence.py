@@ -29,6 +29,11 @@ from hapack.hamon.snapshot import Power
 from hapack.proc import CommandError, run
 from hapack.stack import FENCE_AGENT_NAME, fence_device_id
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+    from hapack.hamon.events import EventLog
+
 STATUS_ON, STATUS_OFF = 0, 2
 LOGIN_TIMEOUT = 5.0   # fence_bmc's own default, kept within our fence timeout
 
@@ -52,7 +57,7 @@ class Device:
         return f"{self.name} ({self.agent.rsplit('/', 1)[-1]})"
 
 
-def peer_levels(agent: str, peer) -> list[tuple[int, list[Device]]]:
+def peer_levels(agent: str, peer: Any) -> list[tuple[int, list[Device]]]:
     """(level, devices) of ``peer`` (a stack Node) in the order they are tried: its BMC
     through ``agent`` (fence_bmc), then its [[nodes.fence]] devices."""
     bmc = peer.bmc
@@ -77,11 +82,11 @@ class Fencer:
         self.verified_by = ""
 
     @classmethod
-    def for_peer(cls, agent: str, peer, timeout: float, log) -> "Fencer":
+    def for_peer(cls, agent: str, peer: Any, timeout: float, log: EventLog) -> Fencer:
         """The fencer of ``peer`` (a stack Node): every level the stack file gives it."""
         return cls(agent, peer.name, peer.bmc, timeout, log, peer_levels(agent, peer))
 
-    def request(self, action, device=None):
+    def request(self, action: str, device: Device | None = None) -> str:
         device = device or self.levels[0][1][0]
         params = {k: v for k, v in device.params.items() if not k.startswith("pcmk_")}
         # as pacemaker-fenced: the target in plug unless the device names its outlet
@@ -114,7 +119,7 @@ class Fencer:
             raise FenceFailed(f"off of {self.peer} through {device.label}: the agent reported "
                               "success, but its status still says on")
 
-    def status(self):
+    def status(self) -> Any:
         """Power.ON or Power.OFF as the first level that can tell reports it;
         FenceFailed if none can."""
         failures = []
@@ -130,7 +135,7 @@ class Fencer:
             return Power.ON
         raise FenceFailed("; ".join(failures))
 
-    def off(self):
+    def off(self) -> None:
         """Power the peer off, level by level; returns once a level verified it off,
         else FenceFailed naming every level's failure."""
         failures = []
@@ -158,7 +163,7 @@ def _last_line(result):
     return text.splitlines()[-1]
 
 
-def record_confirmation(path: str, peer: str, node: str, how: str, log) -> None:
+def record_confirmation(path: str, peer: str, node: str, how: str, log: EventLog) -> None:
     """Write the fence confirmation file for the partition's gate (:mod:`hapack.confirm`).
 
     An empty path disables it. A file that cannot be written is logged, not

@@ -7,8 +7,14 @@ heartbeats longer than the warn time is a *late* heartbeat, logged with the
 worst gap seen so far, the figure to tune the dead time by.
 """
 
+from __future__ import annotations
+
 from collections import deque
 from dataclasses import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hapack.hamon.packet import Heartbeat
 
 LOSS_WINDOW = 100  # link sequence numbers the loss figure looks back over
 
@@ -79,7 +85,7 @@ class Membership:
         self.seq = -1              # of the newest packet: its status and echo are the peer's word
         self.ack_seq = 0
 
-    def heard(self, hb, now):
+    def heard(self, hb: Heartbeat, now: float) -> None:
         """Account one admitted heartbeat that arrived at ``now``."""
         if self.last is not None:
             gap = now - self.last
@@ -103,7 +109,7 @@ class Membership:
             self.status, self.seq, self.ack_seq = hb.status, hb.seq, hb.ack_seq
         self.generation = hb.generation
 
-    def update(self, now):
+    def update(self, now: float) -> None:
         """Mark links down that stayed silent for the dead time."""
         for link in self.links:
             if link.up and (link.last is None or now - link.last >= self.dead_time):
@@ -111,7 +117,7 @@ class Membership:
                 self.log.warning(f"link {link.name}: down (silent for "
                                  f"{(now - link.last) * 1000:.0f}ms)")
 
-    def view(self, now):
+    def view(self, now: float) -> PeerLiveness:
         self.update(now)
         silent = float("inf") if self.last is None else now - self.last
         return PeerLiveness(

@@ -31,7 +31,10 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from hapack.hamon.daemon import Daemon
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_REQUEST = 8192        # bytes of request line and headers
@@ -73,10 +76,10 @@ def parse_address(text: str) -> Endpoint:
     """``HOST:PORT`` with HOST an IPv4 address, ``[IPv6]`` or a link name; ValueError."""
     if text.startswith("["):
         host, sep, port = text[1:].partition("]:")
-        ok = sep and ":" in host and _is_ip(host)
+        ok = bool(sep and ":" in host and _is_ip(host))
     else:
         host, sep, port = text.rpartition(":")
-        ok = sep and ":" not in host and (_is_ip(host) or _LINK.fullmatch(host))
+        ok = bool(sep and ":" not in host and (_is_ip(host) or _LINK.fullmatch(host)))
     if not ok or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"{text!r} is not HOST:PORT with a port in 1..65535: write {_EXAMPLES}")
     return Endpoint(str(ipaddress.ip_address(host)) if _is_ip(host) else host, int(port))
@@ -193,7 +196,7 @@ class Reading:
     failover: Mapping | None    # the last takeover's timeline (a dict never changed once kept)
 
 
-def read(daemon, saved: Mapping | None = None) -> Reading:
+def read(daemon: Daemon, saved: Mapping | None = None) -> Reading:
     """A :class:`Reading` of ``daemon``, in the daemon's loop (the only writer of its record).
 
     ``saved``: the last takeover's timeline kept in state_dir, used until this
@@ -364,7 +367,7 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found",
             431: "Request Header Fields Too Large"}
 
 
-def answer(request: bytes, body) -> bytes:
+def answer(request: bytes, body: Callable[[], bytes]) -> bytes:
     """The HTTP response to one request (its line and headers); ``body()`` renders."""
     line = request.split(b"\n", 1)[0].rstrip(b"\r").split(b" ")
     if len(line) != 3 or not line[2].startswith(b"HTTP/1."):
@@ -401,9 +404,9 @@ class MetricsServer:
         self.reading: Reading | None = None       # replaced, never changed, by the loop
         self.published: float | None = None
         self._saved_path = state_dir and os.path.join(state_dir, "last-takeover.json")
-        self._saved = None
+        self._saved: dict[str, Any] | None = None
         self._stop = False
-        self._thread = None
+        self._thread: threading.Thread | None = None
         self.sock = _listen(host, port, freebind)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -413,7 +416,7 @@ class MetricsServer:
         return self.sock.getsockname()[:2]
 
     # -- the loop's side: one assignment per tick ------------------------------------------
-    def publish(self, daemon) -> None:
+    def publish(self, daemon: Daemon) -> None:
         if self._saved_path:
             from hapack.hamon import timeline
             self._saved, self._saved_path = timeline.load(self._saved_path), None

@@ -9,6 +9,8 @@ subprocess through :func:`hapack.proc.run`: the agent's executable under
 ``ocf-exit-reason:`` line picked out of stderr.
 """
 
+from __future__ import annotations
+
 import os
 import time
 from dataclasses import dataclass
@@ -16,6 +18,11 @@ from typing import Mapping
 
 from hapack.ocf.runner import EXIT_REASON_PREFIX, OCF
 from hapack.proc import CommandError, CommandNotFound, CommandTimeout, run
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hapack.stack.model import Ops, Stack
+
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -24,19 +31,19 @@ class Resource:
     name: str
     agent: str                   # ocf:provider:type
     params: Mapping[str, str]
-    ops: object                  # hapack.stack.Ops (milliseconds)
+    ops: Ops                     # milliseconds
     kind: str                    # partition | stateless | vip | stateful
 
-    def timeout(self, action):
+    def timeout(self, action: str) -> float:
         ms = getattr(self.ops, f"{action}_timeout", None) or self.ops.monitor_timeout or 20_000
         return ms / 1000.0
 
-    def interval(self, promoted=False):
+    def interval(self, promoted: bool = False) -> float:
         ms = (self.ops.promoted_monitor_interval if promoted else None) or self.ops.monitor_interval
         return (ms or 10_000) / 1000.0
 
 
-def stack_resources(stack):
+def stack_resources(stack: Stack) -> tuple[Resource, tuple[Resource, ...], tuple[Resource, ...]]:
     """(partition, stateless layers, stateful side in start order) of a stack."""
     partition = Resource("partition", stack.partition.agent, stack.partition.agent_params(),
                          stack.partition.ops, "partition")
@@ -61,10 +68,10 @@ class Outcome:
     seconds: float
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return self.rc == OCF.SUCCESS
 
-    def describe(self):
+    def describe(self) -> str:
         try:
             name = OCF(self.rc).name.lower().replace("_", " ")
         except ValueError:
@@ -81,11 +88,11 @@ class OcfExecutor:
         self.log = log
         self.rsctmp = rsctmp
 
-    def path(self, resource):
+    def path(self, resource: Resource) -> str:
         _, provider, kind = resource.agent.split(":")
         return os.path.join(self.ocf_root, "resource.d", provider, kind)
 
-    def environ(self, resource, action, interval_s=0.0):
+    def environ(self, resource: Resource, action: str, interval_s: float = 0.0) -> dict[str, str]:
         _, provider, kind = resource.agent.split(":")
         env = {"PATH": PATH, "LANG": "C.UTF-8", "OCF_ROOT": self.ocf_root,
                "OCF_RA_VERSION_MAJOR": "1", "OCF_RA_VERSION_MINOR": "1",
@@ -100,7 +107,7 @@ class OcfExecutor:
         env.update({f"OCF_RESKEY_{k}": str(v) for k, v in resource.params.items()})
         return env
 
-    def run(self, resource, action, interval_s=0.0):
+    def run(self, resource: Resource, action: str, interval_s: float = 0.0) -> Outcome:
         """Run ``action`` (start, stop, monitor, promote, demote); never raises."""
         timeout = resource.timeout(action)
         started = time.monotonic()

@@ -16,6 +16,8 @@ generation, which makes a recorded packet worthless once we moved on, even
 across our own restart (see :mod:`hapack.hamon.transport`).
 """
 
+from __future__ import annotations
+
 import hashlib
 import hmac
 import json
@@ -61,11 +63,11 @@ class Status:
     upstream: bool | None = None  # the ping targets answer (None: none configured)
     probing: bool = False        # what runs here is not known yet: counted as active
 
-    def to_json(self):
+    def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, data):
+    def from_json(cls, data: bytes) -> "Status":
         raw = json.loads(data)
         if not isinstance(raw, dict) or not isinstance(raw.get("node"), str):
             raise ValueError("not a status object")
@@ -95,7 +97,7 @@ class Keyring:
         self.send_id = send_id
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str) -> "Keyring":
         """Read a key file owned by root and private to it, else refuse."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -118,7 +120,7 @@ class Keyring:
         return cls.parse(text, path)
 
     @classmethod
-    def parse(cls, text, where="<keys>"):
+    def parse(cls, text: str, where: str = "<keys>") -> "Keyring":
         keys, send_id = {}, None
         for number, line in enumerate(text.splitlines(), 1):
             words = line.split("#", 1)[0].split()
@@ -139,7 +141,7 @@ class Keyring:
         return cls(keys, send_id if send_id is not None else min(keys))
 
 
-def encode(keyring, hb):
+def encode(keyring: Keyring, hb: Heartbeat) -> bytes:
     body = hb.status.to_json()
     if len(body) > MAX_BODY:
         raise ValueError("status too large for one packet")
@@ -149,7 +151,7 @@ def encode(keyring, hb):
     return signed + hmac.new(keyring.keys[keyring.send_id], signed, hashlib.sha256).digest()
 
 
-def decode(keyring, data):
+def decode(keyring: Keyring, data: bytes) -> Heartbeat:
     """The authenticated :class:`Heartbeat` in ``data``, or :class:`Rejected`."""
     if len(data) < HEADER.size + MAC_SIZE + 2 or len(data) > HEADER.size + MAX_BODY + MAC_SIZE:
         raise Rejected("malformed", f"{len(data)} bytes")
@@ -178,7 +180,7 @@ class ReplayGuard:
         self.top = 0
         self.seen = 0  # bit i: top - i was seen
 
-    def check(self, generation, seq):
+    def check(self, generation: int, seq: int) -> None:
         """Raise Rejected for a replay or an older generation (changes nothing)."""
         if self.generation is None or generation > self.generation:
             return
@@ -192,7 +194,7 @@ class ReplayGuard:
         if self.seen >> behind & 1:
             raise Rejected("replay", f"seq {seq} was seen already")
 
-    def accept(self, generation, seq):
+    def accept(self, generation: int, seq: int) -> None:
         if self.generation is None or generation > self.generation:
             self.generation, self.top, self.seen = generation, seq, 1
         elif seq > self.top:

@@ -6,16 +6,23 @@ returns :func:`status_of`, a plain dict; ``standby``, ``takeover`` and
 :func:`render` turns a status dict into the text ``hamon status`` prints.
 """
 
+from __future__ import annotations
+
 import os
 from dataclasses import asdict
 
 from hapack.hamon import timeline as tl
 from hapack.hamon.states import State
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+    from hapack.hamon.daemon import Daemon
+
 COMMANDS = ("status", "standby", "takeover", "maintenance")
 
 
-def handle(daemon, request):
+def handle(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
     cmd = request.get("cmd")
     w = daemon.world
     if cmd == "status":
@@ -39,7 +46,7 @@ def handle(daemon, request):
     return {"ok": False, "error": f"unknown command {cmd!r} (known: {', '.join(COMMANDS)})"}
 
 
-def status_of(daemon):
+def status_of(daemon: Daemon) -> dict[str, Any]:
     now, w, peer = daemon.clock(), daemon.world, daemon.membership.view(daemon.clock())
     return {
         "node": daemon.config.node, "state": daemon.machine.state.value,
@@ -75,7 +82,7 @@ def _age(seconds):
     return "never" if seconds is None else f"{seconds * 1000:.0f}ms ago"
 
 
-def render(st):
+def render(st: dict[str, Any]) -> str:
     peer = st["peer"]
     lines = [f"node {st['node']}: {st['state']} for {st['in_state']:.1f}s"
              + (" (standby)" if st["standby"] else "")

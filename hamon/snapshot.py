@@ -5,11 +5,18 @@ the daemon's record and the membership's view of the peer; nothing here
 reads a socket, a file or the clock.
 """
 
+from __future__ import annotations
+
 import enum
 from dataclasses import dataclass
 
 from hapack.hamon import defaults as D
 from hapack.hamon.states import State
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hapack.hamon.membership import PeerLiveness
+    from hapack.hamon.packet import Status
 
 
 class Act(str, enum.Enum):
@@ -85,7 +92,7 @@ class Snapshot:
     policy: Policy
     peer_name: str
     preferred: bool                # this node is the stack's primary
-    peer: object                   # membership.PeerLiveness
+    peer: PeerLiveness
     partition: ResourceView
     base: tuple = ()               # stateless layers, in start order
     side: tuple = ()               # the stateful side after promotion, in start order (VIP included)
@@ -110,9 +117,9 @@ class Snapshot:
     stopping: bool = False
 
     @property
-    def peer_status(self):
-        return self.peer.status
+    def peer_status(self) -> Status | None:
+        return self.peer.status  # type: ignore[return-value]
 
-    def peer_says(self, flag):
+    def peer_says(self, flag: str) -> bool:
         """A flag of the peer's last heartbeat (False when never heard)."""
         return bool(self.peer.status is not None and getattr(self.peer.status, flag))

@@ -6,6 +6,8 @@ vocabulary the rest shares. Every change of state goes through
 :data:`EDGES` and logs ``old -> new: reason``.
 """
 
+from __future__ import annotations
+
 import enum
 import time
 
@@ -61,7 +63,7 @@ class StateMachine:
         self._log = log
         self._on_change = on_change
 
-    def transition(self, to, reason):
+    def transition(self, to: State, reason: str) -> None:
         old = self.state
         if to not in EDGES[old]:
             allowed = ", ".join(sorted(s.value for s in EDGES[old])) or "none"
@@ -72,5 +74,5 @@ class StateMachine:
         if self._on_change is not None:
             self._on_change(old, to, reason)
 
-    def age(self):
+    def age(self) -> float:
         return self._clock() - self.since

@@ -6,9 +6,15 @@ figures read as "how long after the peer went silent". The wall-clock time
 of the origin is kept once, for humans and logs.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Timeline:
@@ -21,36 +27,36 @@ class Timeline:
         self.outcome = None           # None while running; then a sentence
         self._clock = clock
 
-    def begin(self, name):
+    def begin(self, name: str) -> dict[str, str | float | None]:
         step = {"step": name, "start": self._clock() - self.origin, "end": None, "ok": None,
                 "detail": ""}
         self.steps.append(step)
         return step
 
-    def end(self, step, ok, detail=""):
+    def end(self, step: dict[str, str | float | None], ok: bool, detail: str = "") -> None:
         step.update(end=self._clock() - self.origin, ok=bool(ok), detail=detail)
 
-    def add(self, name, started, ended, ok, detail=""):
+    def add(self, name: str, started: float, ended: float, ok: bool, detail: str = "") -> None:
         """A step that ran from ``started`` to ``ended`` (monotonic)."""
         self.steps.append({"step": name, "start": started - self.origin,
                            "end": ended - self.origin, "ok": bool(ok), "detail": detail})
 
-    def mark(self, name, detail=""):
+    def mark(self, name: str, detail: str = "") -> None:
         """A point in time (detection, a state change): a step of no length."""
         step = self.begin(name)
         self.end(step, True, detail)
 
-    def close(self, outcome):
+    def close(self, outcome: str) -> None:
         self.outcome = outcome
         self.mark("end", outcome)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, str | float | list[dict[str, str | float | bool]]]:
         return {"kind": self.kind, "reason": self.reason, "origin_wall": self.wall,
                 "origin": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.wall))
                 + f".{int(self.wall % 1 * 1000):03d}",
                 "outcome": self.outcome, "steps": [dict(s) for s in self.steps]}
 
-    def save(self, path):
+    def save(self, path: str) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp"
         with open(tmp, "w", encoding="utf-8") as handle:
@@ -58,7 +64,7 @@ class Timeline:
         os.replace(tmp, path)
 
 
-def load(path):
+def load(path: str) -> dict[str, Any] | None:
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
@@ -66,7 +72,7 @@ def load(path):
         return None
 
 
-def render(data):
+def render(data: dict[str, Any]) -> list[str]:
     """A timeline (dict) as text lines."""
     head = f"{data['kind']} at {data['origin']}: {data['reason']}"
     lines = [head]

@@ -9,6 +9,8 @@ packets of our current generation. Everything else is dropped and counted
 by reason in :attr:`Transport.rejected`. Subclasses move bytes only.
 """
 
+from __future__ import annotations
+
 import abc
 import errno
 import os
@@ -17,11 +19,16 @@ from collections import Counter
 
 from hapack.hamon.packet import Heartbeat, Rejected, ReplayGuard, decode, encode
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+    from hapack.hamon.packet import Status
+
 DSCP_CS6 = 0xC0      # network control: heartbeats go before bulk traffic
 IP_FREEBIND = 15     # bind before the address is configured (a link still down at boot)
 
 
-def next_generation(path):
+def next_generation(path: str) -> int:
     """Bump and return the boot generation kept in ``path`` (written before use)."""
     try:
         with open(path, encoding="ascii") as handle:
@@ -67,15 +74,15 @@ class Transport(abc.ABC):
     def _recv(self):
         """Every (link, bytes) that arrived, without blocking."""
 
-    def fileno_list(self):
+    def fileno_list(self) -> list[int]:
         """File descriptors a caller may select() on for arrivals."""
         return []
 
-    def close(self):
+    def close(self) -> None:
         pass
 
     # -- the public side ----------------------------------------------------------
-    def send(self, status):
+    def send(self, status: Status) -> list[Any]:
         """Send ``status`` on every link; returns the links whose send failed."""
         failed = []
         ack_gen, ack_seq = self.guard.generation or 0, self.guard.top
@@ -91,7 +98,7 @@ class Transport(abc.ABC):
                 failed.append(link)
         return failed
 
-    def receive(self):
+    def receive(self) -> list[Heartbeat]:
         """The admitted heartbeats among everything that arrived."""
         admitted = []
         for link, data in self._recv():
@@ -101,7 +108,7 @@ class Transport(abc.ABC):
                 self.rejected[exc.reason] += 1
         return admitted
 
-    def admit(self, link, data):
+    def admit(self, link: int, data: bytes) -> Heartbeat:
         hb = decode(self.keyring, data)
         if hb.link != link:
             raise Rejected("wrong-link", f"says link {hb.link}, came on link {link}")
@@ -162,10 +169,10 @@ class UdpTransport(Transport):
                 out.append((link, data))
         return out
 
-    def fileno_list(self):
+    def fileno_list(self) -> list[int]:
         return [s.fileno() for s in self.socks]
 
-    def close(self):
+    def close(self) -> None:
         for sock in self.socks:
             sock.close()
 
@@ -178,15 +185,15 @@ class Hub:
         self.cut = set()        # (node, link) that neither sends nor receives
         self.tap = []           # every (sender, link, bytes) that went on a wire
 
-    def attach(self, node):
+    def attach(self, node: str) -> None:
         self.queues[node] = []
 
-    def carry(self, sender, receiver, link, data):
+    def carry(self, sender: str, receiver: str, link: int, data: bytes) -> None:
         self.tap.append((sender, link, data))
         if (sender, link) not in self.cut and (receiver, link) not in self.cut:
             self.queues[receiver].append((link, data))  # a cut cable loses it silently, as UDP
 
-    def inject(self, receiver, link, data):
+    def inject(self, receiver: str, link: int, data: bytes) -> None:
         """Put bytes on a wire as an attacker would."""
         self.queues[receiver].append((link, data))
 

@@ -8,6 +8,8 @@ yields: it neither fences its peer nor takes over, so in a split the node
 that can still reach the clients survives (Heartbeat's ipfail idea).
 """
 
+from __future__ import annotations
+
 import os
 import select
 import socket
@@ -18,7 +20,7 @@ import time
 ICMP_ECHO, ICMP_ECHOREPLY = 8, 0
 
 
-def checksum(data):
+def checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -27,7 +29,7 @@ def checksum(data):
     return ~total & 0xFFFF
 
 
-def echo_request(ident, seq):
+def echo_request(ident: int, seq: int) -> bytes:
     head = struct.pack("!BBHHH", ICMP_ECHO, 0, 0, ident, seq)
     payload = b"hamon-upstream"
     return struct.pack("!BBHHH", ICMP_ECHO, 0, checksum(head + payload), ident, seq) + payload
@@ -45,19 +47,19 @@ class Pinger:
         self._thread = None
 
     @property
-    def up(self):
+    def up(self) -> bool | None:
         """True or False; None when no targets are configured."""
         if not self.targets:
             return None
         return self.clock() - self.last_reply < self.window
 
-    def start(self):
+    def start(self) -> Pinger:
         if self.targets:
             self._thread = threading.Thread(target=self._run, name="hamon-ping", daemon=True)
             self._thread.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         self._stop.set()
 
     def _run(self):

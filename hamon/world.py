@@ -8,12 +8,21 @@ worker are applied there), and :meth:`World.snapshot` freezes it, with the
 membership's view of the peer, into a :class:`~hapack.hamon.decide.Snapshot`.
 """
 
+from __future__ import annotations
+
 import os
 from collections import Counter, deque
 
 from hapack.hamon.packet import Status
 from hapack.hamon.snapshot import Policy, Power, Res, ResourceView, Snapshot
 from hapack.hamon.states import ACTIVE, State
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+    from hapack.hamon.membership import PeerLiveness
+    from hapack.hamon.config import Config
+    from hapack.hamon.states import StateMachine
 
 MAINTENANCE_FILE = "maintenance"   # in state_dir: maintenance mode survives a restart
 
@@ -28,7 +37,7 @@ class ResourceState:
         self.next_monitor = INF
         self.last = ""                # the last outcome, for status
 
-    def recent_failures(self, now, timeout):
+    def recent_failures(self, now: float, timeout: float | int) -> int:
         while self.failures and timeout and now - self.failures[0] > timeout:
             self.failures.popleft()
         return len(self.failures)
@@ -63,10 +72,10 @@ class World:
         self.takeovers = 0                # never reset (metrics): takeovers begun
         self.bmc_results = Counter()      # never reset (metrics): (Act, ok) of BMC steps
 
-    def all(self):
+    def all(self) -> list[ResourceState]:
         return [self.partition, *self.base, *self.side]
 
-    def holding(self):
+    def holding(self) -> bool:
         """Any part of the stateful side is (or may be) running here.
 
         Not yet known counts: until its probe, a resource may be running (hamon
@@ -86,11 +95,11 @@ class World:
         for r in self.all():
             r.status = Res.UNKNOWN
 
-    def eligible(self, now):
+    def eligible(self, now: float) -> bool:
         return all(r.recent_failures(now, self.failure_timeout) < self.migration_threshold
                    for r in (self.partition, *self.side))
 
-    def active(self, state):
+    def active(self, state: State) -> bool:
         return state in ACTIVE or self.holding()
 
     def heartbeat(self, node: str, state: State, now: float, upstream: bool | None) -> Status:
@@ -105,17 +114,18 @@ class World:
             request="takeover" if self.takeover_requested else "", upstream=upstream,
             probing=self.probing())
 
-    def forget_power(self):
+    def forget_power(self) -> None:
         self.power, self.power_at = Power.UNKNOWN, None
         self.fence_attempts, self.last_fence_at = 0, None
 
-    def views(self, group, now):
+    def views(self, group: list[ResourceState], now: float) -> tuple[ResourceView, ...]:
         return tuple(ResourceView(r.resource.name, r.status,
                                   r.recent_failures(now, self.failure_timeout),
                                   now >= r.next_monitor) for r in group)
 
-    def snapshot(self, machine, now, started, peer, policy, peer_name, preferred, busy,
-                 bmc_busy, upstream, dead_time):
+    def snapshot(self, machine: StateMachine, now: float, started: float, peer: PeerLiveness,
+                 policy: Policy, peer_name: str, preferred: bool, busy: str | None,
+                 bmc_busy: str | None, upstream: bool | None, dead_time: float) -> Snapshot:
         lost_for = 0.0 if peer.alive else max(0.0, peer.silent_for - dead_time)
         return Snapshot(
             state=machine.state, in_state=now - machine.since, uptime=now - started,
@@ -136,7 +146,7 @@ class World:
             stopping=self.stopping)
 
 
-def policy_of(config):
+def policy_of(config: Config) -> Policy:
     s, cluster = config.settings, config.stack.cluster
     return Policy(initdead=s.initdead, warn_time=s.warn, fence_delay=s.fence_delay, fence_retries=s.fence_retries,
                   fence_retry_interval=s.fence_retry_interval,

@@ -9,6 +9,8 @@
   without a properties file in that format.
 """
 
+from __future__ import annotations
+
 import os
 
 from hapack.ocf import ConfigError
@@ -29,7 +31,7 @@ log4j.appender.logfile.layout.ConversionPattern=%d | %-5p | %m | %c | %t%n
 """
 
 
-def log4j_properties(logfile):
+def log4j_properties(logfile: str) -> str:
     return _LOG4J.format(log=logfile)
 
 
@@ -37,7 +39,8 @@ def _uri(scheme, host, port):
     return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-def generated_config(broker_name, data_dir, bind_address, openwire_port, stomp_port):
+def generated_config(broker_name: str, data_dir: str, bind_address: str, openwire_port: int,
+                     stomp_port: int) -> bytes:
     """The broker's activemq.xml (bytes): KahaDB in data_dir, OpenWire (unless port 0)
     and STOMP connectors on bind_address, memory limit at 70% of the heap. Built with
     the standard library's ElementTree, so starting a broker needs no lxml."""
@@ -73,7 +76,7 @@ def _port(uri):
         return None
 
 
-def check_config(path, data_dir, stomp_port):
+def check_config(path: str, data_dir: str, stomp_port: int) -> None:
     """Refuse an activemq.xml whose stores leave data_dir or that lacks our STOMP port."""
     from xml.etree import ElementTree as ET
     try:

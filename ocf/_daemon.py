@@ -69,10 +69,13 @@ every monitor is a fresh interpreter. Start and stop import what they need.
     Param checks.
 """
 
+from __future__ import annotations
+
 import os
 
 from hapack import netlink
 from hapack.ocf import OCF, Action, GenericError, OCFError, Param, _datadir
+from hapack.params import Values
 from hapack.ocf._http import http_expect, http_get, split_url  # noqa: F401  (part of the API)
 from hapack.proc import CommandError
 from hapack.process import (alive as _alive, exe as _exe, group_ids as _group_ids,
@@ -80,11 +83,17 @@ from hapack.process import (alive as _alive, exe as _exe, group_ids as _group_id
                             started_after as _younger_than)
 from hapack.timing import Deadline
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, Callable
+    from hapack.ocf import _listen
+    from hapack.ocf.runner import Context
 
 
 # -- parameter checks and shared declarations ----------------------------------
 
-def split_options(text):
+def split_options(text: str) -> tuple[str, ...]:
     """Extra command-line options, split like a shell would (no expansion)."""
     import shlex
     try:
@@ -93,7 +102,7 @@ def split_options(text):
         raise ValueError(f"{text!r} cannot be split into arguments: {exc}") from None
 
 
-def regex(text):
+def regex(text: str) -> str:
     import re
     try:
         re.compile(text)
@@ -102,12 +111,12 @@ def regex(text):
     return text
 
 
-def url(text):
+def url(text: str) -> str:
     split_url(text)
     return text
 
 
-def absolute_path(text):
+def absolute_path(text: str) -> str:
     if not os.path.isabs(text):
         raise ValueError(f"{text!r} is not an absolute path")
     return os.path.normpath(text)
@@ -120,7 +129,8 @@ FROM_CONFIG = (" Unset: the port of the configuration's first {directive} direct
                "URLs from the configuration'.")
 
 
-def check_params(*, port, status_url, status_regex, directive=None):
+def check_params(*, port: int | None, status_url: str, status_regex: str,
+                 directive: str | None = None) -> tuple[Param, ...]:
     """address, port, status_url, status_regex, test_url, test_regex,
     expect_status and client_timeout, with the agent's own defaults and texts.
     ``directive`` (Listen, listen): port and address unset come from the configuration."""
@@ -153,7 +163,7 @@ def check_params(*, port, status_url, status_regex, directive=None):
     )
 
 
-def stop_params(*, graceful):
+def stop_params(*, graceful: str) -> tuple[Param, ...]:
     """pidfile and graceful_timeout."""
     return (
         Param("pidfile", "Pid file",
@@ -166,7 +176,8 @@ def stop_params(*, graceful):
     )
 
 
-def server_params(*, binary, directive, status_url, status_regex, graceful):
+def server_params(*, binary: str, directive: str, status_url: str, status_regex: str,
+                  graceful: str) -> tuple[Param, ...]:
     """The parameters apache and nginx share, in meta-data order (config comes first);
     the port comes from the configuration's ``directive`` unless set."""
     return (
@@ -184,7 +195,39 @@ def server_params(*, binary, directive, status_url, status_regex, graceful):
     )
 
 
-def server_actions(start, stop, monitor, *, start_timeout=40, stop_timeout=60):
+class _Checks(Values):
+    """check_params() but address and port, whose types depend on ``directive``."""
+    status_url: str | None
+    status_regex: str | None
+    test_url: str | None
+    test_regex: str | None
+    expect_status: int
+    client_timeout: float
+
+
+class CheckParams(_Checks):
+    """The typed view of check_params() with a fixed default port (see hapack.params.Values)."""
+    address: str
+    port: int
+
+
+class StopParams(Values):
+    """The typed view of stop_params()."""
+    pidfile: str | None
+    graceful_timeout: float
+
+
+class ServerParams(StopParams, _Checks):
+    """The typed view of server_params(): address and port unset come from the configuration."""
+    address: str | None
+    port: int | None
+    config: str
+    binary: str
+    options: tuple[str, ...] | None
+
+
+def server_actions(start: Callable, stop: Callable, monitor: Callable, *, start_timeout: int = 40,
+                   stop_timeout: int = 60) -> tuple[Action, ...]:
     """start, stop, and monitor at depth 0 every 10 s, 10 every 30 s, 20 every 60 s."""
     return (Action("start", start, start_timeout), Action("stop", stop, stop_timeout),
             Action("monitor", monitor, 30, interval=10, depth=0),
@@ -192,16 +235,17 @@ def server_actions(start, stop, monitor, *, start_timeout=40, stop_timeout=60):
             Action("monitor", monitor, 40, interval=60, depth=20))
 
 
-def rsc_path(ctx, suffix):
+def rsc_path(ctx: Context, suffix: str) -> str:
     return ctx.state_path(suffix)
 
 
-def default_url(p, path):
+def default_url(p: CheckParams, path: str) -> str:
     host = f"[{p.address}]" if ":" in p.address else p.address
     return f"http://{host}:{p.port}{path}"
 
 
-def endpoint(ctx, first_listen, status_path, default_path):
+def endpoint(ctx: Context[ServerParams], first_listen: Callable[[], _listen.Listen | None],
+             status_path: Callable[[], str | None], default_path: str) -> tuple[int, str]:
     """(port, default status URL) of a web server: ``port``/``address`` when set, else the
     configuration's first listening socket (``first_listen()``); the status location
     the configuration maps (``status_path()``), else ``default_path``."""
@@ -221,7 +265,7 @@ def endpoint(ctx, first_listen, status_path, default_path):
 
 # -- logs ---------------------------------------------------------------------------
 
-def tail(path, lines=3, width=200):
+def tail(path: str | None, lines: int = 3, width: int = 200) -> str:
     """The last non-empty lines of a file (their last ``width`` characters), joined
     with ' | ' ('' when unreadable). Read as root into an exit reason, so never
     through a link the service user planted (:func:`_datadir.read_file`)."""
@@ -234,7 +278,8 @@ def tail(path, lines=3, width=200):
 
 # -- starting a foreground server --------------------------------------------------
 
-def spawn(ctx, argv, pidfile, output, user=None, env=None, cwd=None):
+def spawn(ctx: Context, argv: list[str], pidfile: str, output: str, user: str | None = None,
+          env: Mapping[str, str] | None = None, cwd: str | None = None) -> None:
     """Run argv detached in the background; its pid goes to pidfile, its output to output."""
     _datadir.ensure_dir(os.path.dirname(pidfile), root_only=True)
     cmd = ["start-stop-daemon", "--start", "--background", "--make-pidfile",
@@ -298,13 +343,13 @@ class Server:
                 return False
         return not _younger_than(pid, self.pidfile)
 
-    def pid(self):
+    def pid(self) -> int | None:
         pid = _read_pid(self.pidfile)
         if pid is None or not _alive(pid) or not self._is_ours(pid):
             return None
         return pid
 
-    def check_process(self):
+    def check_process(self) -> int | None:
         """Level 0: the live pid listening on the port; None when not running."""
         pid = self.pid()
         if pid is None:
@@ -314,7 +359,7 @@ class Server:
                                f"on port {self.port}")
         return pid
 
-    def monitor(self, checks):
+    def monitor(self, checks: Mapping[int, Callable[..., Any]]) -> int:
         if self.check_process() is None:
             return OCF.NOT_RUNNING
         self._run_checks(checks, self.ctx.check_level)
@@ -327,7 +372,7 @@ class Server:
 
     # start ---------------------------------------------------------------------------
 
-    def start(self, launch, checks):
+    def start(self, launch: Callable, checks: dict[int, Callable]) -> None:
         ctx = self.ctx
         if self.pid() is not None:
             ctx.log.info(f"{self.what} is already running")
@@ -394,7 +439,7 @@ class Server:
 
     # stop --------------------------------------------------------------------------
 
-    def leftovers(self, exclude=()):
+    def leftovers(self, exclude: list[int] | tuple[Any, ...] = ()) -> list[int]:
         """Processes of this instance outside the live main process's tree.
 
         E.g. workers orphaned by a SIGKILLed master. A process counts when its
@@ -440,7 +485,8 @@ class Server:
         tree = [pid, *children(pid)] if pid else []
         return tree + self.leftovers(exclude=tree)
 
-    def stop(self, graceful=None, graceful_timeout=0.0):
+    def stop(self, graceful: int | Callable[..., Any] | None = None,
+             graceful_timeout: float = 0.0) -> None:
         import signal
         from hapack.process import signal_pids, wait_gone
         ctx = self.ctx

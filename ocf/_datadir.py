@@ -19,11 +19,17 @@ written through an existing name. Anything else is refused with
 :class:`PermError` naming the link. Standard library only.
 """
 
+from __future__ import annotations
+
 import os
 import pwd
 import stat as stat_
 
 from hapack.ocf import GenericError, NotInstalled, PermError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_LINKS = 40
@@ -34,7 +40,7 @@ def _unescape(field):
     return field.encode().decode("unicode_escape") if "\\" in field else field
 
 
-def mount_of(path):
+def mount_of(path: str) -> tuple[str, str, str] | None:
     """(mount point, fstype, source) of the file system holding path, or None."""
     path = os.path.realpath(path)
     best = None
@@ -55,13 +61,13 @@ def mount_of(path):
     return best
 
 
-def inside(path, folder):
+def inside(path: str, folder: str) -> bool:
     """Whether path is folder or below it (symbolic links resolved)."""
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def user_can_write(st, user):
+def user_can_write(st: os.stat_result, user: str) -> bool:
     """Whether user (name) may create files in a directory with this stat."""
     entry = pwd.getpwnam(user)
     if entry.pw_uid == 0:
@@ -74,7 +80,7 @@ def user_can_write(st, user):
     return st.st_mode & 0o003 == 0o003
 
 
-def require_data_dir(path, user, what="data directory"):
+def require_data_dir(path: str, user: str, what: str = "data directory") -> Any:
     """Check that path is an existing directory on a mounted, writable file system.
 
     Raises NotInstalled when the partition is evidently not mounted here
@@ -133,7 +139,7 @@ def _parts(path):
     return [part for part in path.split("/") if part not in ("", ".")]
 
 
-def open_dir(path, create=False, root_only=False):
+def open_dir(path: str, create: bool = False, root_only: bool = False) -> int:
     """A descriptor (O_DIRECTORY) of path, reached from / without following a
     symbolic link that someone other than root could have planted. Missing
     components are created (root, 0755) when ``create``. With ``root_only``
@@ -207,7 +213,8 @@ def _account(user):
     return entry.pw_uid, entry.pw_gid
 
 
-def ensure_dir(path, user=None, mode=0o755, root_only=False, always=False):
+def ensure_dir(path: str, user: str | None = None, mode: int = 0o755, root_only: bool = False,
+               always: bool = False) -> str:
     """Create a node-local directory (run or log dir) with mode, if missing, and give
     it to user (when not None; "root" takes it back); ``always`` sets mode on an
     existing one too. Never through a link a service user planted (see
@@ -244,7 +251,7 @@ def _own(fd, user, mode):
         os.fchmod(fd, mode)
 
 
-def write_file(path, data, mode=0o644, user=None):
+def write_file(path: str, data: bytes, mode: int = 0o644, user: str | None = None) -> None:
     """Write data (bytes) to path, mode and owner set on the new file's descriptor:
     a fresh temporary file renamed over the name, so an existing name (a planted link,
     a hard link) is replaced, never written through."""
@@ -266,7 +273,8 @@ def write_file(path, data, mode=0o644, user=None):
         os.close(fd)
 
 
-def create_file(path, user=None, mode=0o640, root_only=False):
+def create_file(path: str, user: str | None = None, mode: int = 0o640,
+                root_only: bool = False) -> str:
     """Make sure path is a plain file (created owned by user with mode when missing):
     a symbolic link, a hard link or anything but a regular file there is refused.
     ``root_only``: its directories must be root's alone (see :func:`open_dir`)."""
@@ -309,7 +317,7 @@ def _unlink_at(fd, name):
         pass
 
 
-def remove_file(path):
+def remove_file(path: str) -> None:
     """Unlink path (its last component, never what a link points to), if present."""
     head, name = os.path.split(path)
     try:
@@ -322,7 +330,7 @@ def remove_file(path):
         os.close(fd)
 
 
-def read_file(path, offset=0, limit=1 << 20):
+def read_file(path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
     """Up to limit bytes of path from offset (from 0 when the file is shorter; a
     negative offset counts from the end), read without following a link a service
     user planted; b'' when it cannot be read."""

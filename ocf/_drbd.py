@@ -12,7 +12,15 @@ a plain ``drbdadm disconnect``): DRBD's ``split-brain`` handler
 until an operator has resolved the split brain and removed it.
 """
 
+from __future__ import annotations
+
 import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+    from typing import Callable
 
 PROC = "/proc/drbd"
 DRBD_MAJOR = 147
@@ -50,7 +58,7 @@ class State:
         self.peer_disk = peer_disk
 
     @property
-    def connected(self):
+    def connected(self) -> bool:
         return self.cstate in PEER_KNOWN
 
     def __repr__(self):
@@ -67,7 +75,7 @@ class State:
 UNCONFIGURED = State(False)
 
 
-def promotion_score(state, split_brain=False):
+def promotion_score(state: State, split_brain: bool = False) -> str | int | None:
     """The promotion score for this replica: an int, None (never promote here) or KEEP.
 
     ========================================  =========
@@ -97,7 +105,7 @@ def promotion_score(state, split_brain=False):
     return None
 
 
-def refuse_promotion(state, split_brain=False):
+def refuse_promotion(state: State, split_brain: bool = False) -> str | None:
     """Why this replica must not become Primary, or None. (The peer is the gate's job.)"""
     if not state.configured:
         return "the DRBD resource is not up (start it first)"
@@ -116,14 +124,14 @@ _PROC_LINE = r"^\s*(\d+): cs:(\S+)(?:\s+ro:(\S+?)/(\S+)\s+ds:(\S+?)/(\S+))?"
 # shared backend's monitors never need.
 
 
-def proc_version(text):
+def proc_version(text: str) -> int | None:
     """The major version in /proc/drbd ('version: 8.4.11 (api:1/...)' -> 8), or None."""
     import re
     match = re.search(r"^version:\s*(\d+)\.", text, re.M)
     return int(match.group(1)) if match else None
 
 
-def parse_proc(text, minor):
+def parse_proc(text: str, minor: int) -> State:
     """The State of one minor from DRBD 8.4's /proc/drbd (absent or Unconfigured: not up)."""
     import re
     pattern = re.compile(_PROC_LINE)
@@ -143,9 +151,9 @@ def _fields(line):
     return dict(word.split(":", 1) for word in line.split()[2:] if ":" in word)
 
 
-def parse_events2(text, volume=0):
+def parse_events2(text: str, volume: int = 0) -> State:
     """The State from DRBD 9's ``drbdsetup events2 --now <res>`` (first peer)."""
-    seen = {}
+    seen: dict[str, Any] = {}
     for line in text.splitlines():
         words = line.split()
         if len(words) < 2 or words[0] != "exists" or words[1] == "-":
@@ -164,7 +172,7 @@ def parse_events2(text, volume=0):
                  peer_disk=seen.get("peer-device", {}).get("peer-disk", "DUnknown"))
 
 
-def minor_of(device):
+def minor_of(device: str) -> int | None:
     """The DRBD minor of a device path (/dev/drbd0, or a link to it), or None."""
     try:
         rdev = os.stat(device).st_rdev
@@ -176,7 +184,7 @@ def minor_of(device):
     return int(suffix) if suffix != device and suffix.isdigit() else None
 
 
-def read_state(run, resource, device, loaded=False):
+def read_state(run: Callable, resource: str, device: str, loaded: bool = False) -> State:
     """The State of the resource: /proc/drbd on 8.4, else (DRBD 9) ``drbdsetup events2
     --now``; ``run(argv)`` runs a command and returns its Result.
 
@@ -214,7 +222,7 @@ def read_state(run, resource, device, loaded=False):
     return parse_events2(result.stdout)
 
 
-def role_settled(state):
+def role_settled(state: State) -> str | None:
     """Why a stopped or demoted resource is not safe to leave as it is, or None:
     it must be down or Secondary."""
     if state.configured and state.role != "Secondary":
@@ -224,11 +232,11 @@ def role_settled(state):
 
 # -- command lines --------------------------------------------------------------
 
-def events2(resource):
+def events2(resource: str) -> list[str]:
     return ["drbdsetup", "events2", "--now", resource]
 
 
-def drbdadm(verb, resource):
+def drbdadm(verb: str, resource: str) -> list[str]:
     """drbdadm <verb> <res>: up, adjust, primary, secondary, down, sh-dev."""
     return ["drbdadm", verb, resource]
 
@@ -238,15 +246,15 @@ MODPROBE = ["modprobe", "drbd"]
 
 # -- split brain marker -----------------------------------------------------------
 
-def state_dir(environ):
+def state_dir(environ: Mapping[str, str]) -> str:
     return environ.get("HAPACK_STATE_DIR") or STATE_DIR
 
 
-def split_brain_marker(environ, resource):
+def split_brain_marker(environ: Mapping[str, str], resource: str) -> str:
     return os.path.join(state_dir(environ), f"{resource}.split-brain")
 
 
-def split_brain(environ, resource):
+def split_brain(environ: Mapping[str, str], resource: str) -> str | None:
     """The marker's text when split brain was recorded for resource, else None."""
     try:
         with open(split_brain_marker(environ, resource), encoding="utf-8") as handle:

@@ -28,9 +28,17 @@ The decision (:func:`decide`) is a pure function of an :class:`Evidence`;
 the readers below collect the evidence.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hapack.ocf.runner import Context
+    from typing import Any
+    from hapack.ocf.runner import Notify
 
 NOTIFY_MAX_AGE = 300.0   # seconds from pre-promote notification to promote
 
@@ -53,7 +61,7 @@ class Evidence:
         self.device = device
 
 
-def other_promoted(notify, node):
+def other_promoted(notify: dict[str, list[str] | list[str] | list[Any]], node: str) -> list[str]:
     """Other nodes Pacemaker reports promoted (not being demoted) or being promoted."""
     staying = [n for n in notify["promoted"] if n not in notify["demote"]]
     return sorted({n for n in staying + notify["promote"] if n != node})
@@ -68,7 +76,7 @@ class Decision(tuple):
         return decision
 
 
-def decide(ev):
+def decide(ev: Evidence) -> Decision:
     """The Decision on a promotion of this node."""
     if ev.notify is not None:
         others = other_promoted(ev.notify, ev.node)
@@ -111,12 +119,12 @@ def _missing(ev):
 
 # -- Pacemaker's pre-promote notification, kept for the promote that follows -----
 
-def boot_id():
+def boot_id() -> str:
     from hapack.confirm import boot_id
     return boot_id()
 
 
-def record_notification(path, notify):
+def record_notification(path: str, notify: Notify) -> None:
     """Keep the sets of a pre-promote notification for the promote that follows."""
     data = {"boot": boot_id(), "t": time.monotonic(), "promote": notify.unames("promote"),
             "promoted": notify.unames("promoted"), "demote": notify.unames("demote")}
@@ -127,7 +135,7 @@ def record_notification(path, notify):
     os.replace(tmp, path)
 
 
-def read_notification(path):
+def read_notification(path: str) -> dict[str, list[str]] | None:
     """The recorded pre-promote sets when recent and from this boot, else None."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -169,7 +177,7 @@ STONITH_QUERY = ["crm_attribute", "--type", "crm_config", "--name", "stonith-ena
 NOT_SET = 105  # crm_attribute: no such attribute (the default, true, applies)
 
 
-def stonith_enabled(ctx):
+def stonith_enabled(ctx: Context) -> bool | None:
     """True, False, or None when the cluster configuration cannot be read."""
     from hapack.params import is_true
     from hapack.proc import CommandError

@@ -7,12 +7,19 @@ every few seconds. HTTP/1.0, so no chunked bodies; HTTPS (through ssl) is
 not verified: this checks health, not identity.
 """
 
+from __future__ import annotations
+
 import time
 
 from hapack.ocf import GenericError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+    from hapack.ocf.runner import Context
 
-def split_url(url):
+
+def split_url(url: str) -> tuple[str, str, int, str, str]:
     """(scheme, host, port, path with query, netloc); ValueError when not http(s)."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("http", "https"):
@@ -33,7 +40,7 @@ def split_url(url):
     return scheme, host, int(port) if port else (443 if scheme == "https" else 80), path, netloc
 
 
-def http_get(url, timeout, max_body=1 << 20):
+def http_get(url: str, timeout: float | int, max_body: int = 1 << 20) -> tuple[int, str]:
     """(status, body text) of GET url; ``timeout`` bounds the whole exchange."""
     try:
         scheme, host, port, path, netloc = split_url(url)
@@ -114,7 +121,7 @@ def _read_all(sock, end, max_body):
     return b"".join(chunks)
 
 
-def parse_response(data):
+def parse_response(data: bytes) -> tuple[int, str]:
     """(status, body text) of a raw HTTP answer; ValueError when it is not one."""
     head, _, body = data.partition(b"\r\n\r\n")
     words = head.split(b"\r\n", 1)[0].split()
@@ -123,12 +130,13 @@ def parse_response(data):
     return int(words[1]), body.decode("utf-8", errors="replace")
 
 
-def excerpt(text, limit=80):
+def excerpt(text: str, limit: int = 80) -> str:
     text = " ".join(text.split())
     return repr(text[:limit] + ("..." if len(text) > limit else ""))
 
 
-def http_expect(ctx, url, timeout, status=200, regex=None, parse=None):
+def http_expect(ctx: Context, url: str, timeout: int, status: int = 200, regex: str | None = None,
+                parse: Callable | None = None) -> str:
     """GET url; raise GenericError unless it answers as expected.
 
     ``regex`` must be found in the body; ``parse(body)`` raises ValueError on

@@ -5,6 +5,8 @@ ldapi:// (unix socket): what slapd's health checks need, with no
 ldapsearch child and no password on a command line.
 """
 
+from __future__ import annotations
+
 from hapack.probe import ProbeError
 
 SUCCESS, NO_SUCH_OBJECT, INVALID_CREDENTIALS, ALREADY_EXISTS = 0, 32, 49, 68
@@ -15,7 +17,7 @@ ADD_RESPONSE, DEL_RESPONSE = 0x69, 0x6B
 
 # -- BER --------------------------------------------------------------------
 
-def tlv(tag, value):
+def tlv(tag: int, value: bytes) -> bytes:
     size = len(value)
     if size < 0x80:
         return bytes((tag, size)) + value
@@ -23,19 +25,19 @@ def tlv(tag, value):
     return bytes((tag, 0x80 | len(raw))) + raw + value
 
 
-def integer(value, tag=0x02):
+def integer(value: int, tag: int = 0x02) -> bytes:
     return tlv(tag, value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big", signed=True))
 
 
-def octets(text, tag=0x04):
+def octets(text: str, tag: int = 0x04) -> bytes:
     return tlv(tag, text.encode("utf-8") if isinstance(text, str) else text)
 
 
-def sequence(*parts, tag=0x30):
+def sequence(*parts: bytes, tag: int = 0x30) -> bytes:
     return tlv(tag, b"".join(parts))
 
 
-def decode(data, offset=0):
+def decode(data: bytes, offset: int = 0) -> tuple[int, bytes, int]:
     """(tag, value, next offset) of the TLV at offset."""
     if offset + 2 > len(data):
         raise ProbeError("LDAP: truncated BER element")
@@ -50,7 +52,7 @@ def decode(data, offset=0):
     return tag, data[offset:offset + size], offset + size
 
 
-def elements(data):
+def elements(data: bytes) -> list[tuple[int, bytes]]:
     offset, found = 0, []
     while offset < len(data):
         tag, value, offset = decode(data, offset)
@@ -58,7 +60,7 @@ def elements(data):
     return found
 
 
-def ldap_result(value):
+def ldap_result(value: bytes) -> tuple[int, str]:
     """(resultCode, diagnosticMessage) of an LDAPResult."""
     parts = elements(value)
     code = int.from_bytes(parts[0][1], "big")
@@ -66,7 +68,7 @@ def ldap_result(value):
     return code, diag
 
 
-def entry_attributes(value):
+def entry_attributes(value: bytes) -> dict[str, list[str]]:
     """The attributes of a SearchResultEntry: {name: [values]}."""
     _, attrs = elements(value)[:2]
     found = {}
@@ -77,7 +79,7 @@ def entry_attributes(value):
     return found
 
 
-def tcp_port(url):
+def tcp_port(url: str) -> int:
     """The port of an ldap:// or ldaps:// URL (default 389 or 636)."""
     netloc = url.split("://", 1)[1].split("/", 1)[0]
     port = netloc.rpartition(":")[2]
@@ -86,13 +88,13 @@ def tcp_port(url):
     return 636 if url.startswith("ldaps:") else 389
 
 
-def ldapi_path(url):
+def ldapi_path(url: str) -> str:
     """The socket path of an ldapi:// URL, %-decoded."""
     head, *rest = url.split("://", 1)[1].split("/", 1)[0].split("%")
     return (head.encode() + b"".join(bytes.fromhex(p[:2]) + p[2:].encode() for p in rest)).decode()
 
 
-def address(url):
+def address(url: str) -> str | tuple[str, int]:
     """(host, port) for ldap://, the socket path for ldapi:// (no urllib: monitor path)."""
     if url.startswith("ldap://"):
         netloc = url[7:].split("/", 1)[0]
@@ -111,11 +113,11 @@ class Ldap:
         self.wire = Wire(address(url), timeout, f"LDAP {url}")
         self.next_id = 0
 
-    def request(self, op):
+    def request(self, op: bytes) -> None:
         self.next_id += 1
         self.wire.send(sequence(integer(self.next_id), op))
 
-    def response(self):
+    def response(self) -> tuple[int, bytes]:
         """(tag, value) of the next message for our last request."""
         wire = self.wire
         while True:
@@ -127,14 +129,14 @@ class Ldap:
             if int.from_bytes(msgid, "big") == self.next_id:
                 return tag, value
 
-    def call(self, op, expect):
+    def call(self, op: bytes, expect: int) -> tuple[int, str]:
         self.request(op)
         tag, value = self.response()
         if tag != expect:
             raise ProbeError(f"{self.wire.what}: unexpected answer (tag 0x{tag:02x})")
         return ldap_result(value)
 
-    def bind(self, dn="", password=""):
+    def bind(self, dn: str = "", password: str = "") -> None:
         code, diag = self.call(tlv(BIND, integer(3) + octets(dn) + octets(password, 0x80)),
                                BIND_RESPONSE)
         if code == INVALID_CREDENTIALS:
@@ -145,7 +147,7 @@ class Ldap:
             raise ProbeError(f"{self.wire.what}: bind as {dn or 'anonymous'} failed: "
                              f"result {code} {diag}".rstrip())
 
-    def read(self, dn, attrs=("1.1",)):
+    def read(self, dn: str, attrs: tuple[str, ...] = ("1.1",)) -> dict[str, list[str]]:
         """Base-scope search of dn: its attributes, or raise when absent."""
         self.request(tlv(SEARCH, octets(dn) + integer(0, 0x0A) + integer(0, 0x0A) + integer(1)
                          + integer(0) + tlv(0x01, b"\x00") + octets("objectClass", 0x87)
@@ -166,18 +168,18 @@ class Ldap:
             elif tag != REFERENCE:
                 raise ProbeError(f"{self.wire.what}: unexpected answer (tag 0x{tag:02x})")
 
-    def add(self, dn, attrs):
+    def add(self, dn: str, attrs: dict[str, list[str]]) -> tuple[int, str]:
         """Add an entry ({type: [values]}); returns the result code."""
         body = b"".join(sequence(octets(name), sequence(*(octets(v) for v in values), tag=0x31))
                         for name, values in attrs.items())
         return self.call(tlv(ADD, octets(dn) + sequence(body)), ADD_RESPONSE)
 
-    def delete(self, dn):
+    def delete(self, dn: str) -> tuple[int, str]:
         return self.call(octets(dn, DELETE), DEL_RESPONSE)
 
-    def unbind(self):
+    def unbind(self) -> None:
         self.request(tlv(UNBIND, b""))
         self.wire.close()
 
-    def close(self):
+    def close(self) -> None:
         self.wire.close()

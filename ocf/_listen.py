@@ -15,7 +15,13 @@ ssl``, or apache's port 443 with no protocol) makes the URL https.
 On the monitor path: no heavy import (``glob`` only for a wildcard include).
 """
 
+from __future__ import annotations
+
 import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
 
 WILDCARDS = frozenset(("", "*", "0.0.0.0", "::", "[::]"))
 
@@ -88,7 +94,8 @@ def nginx_listen(words: "list[str]") -> "Listen | None":
 
 # -- apache ---------------------------------------------------------------------------
 
-def apache_lines(path: str, root: str, seen: "set[str] | None" = None):
+def apache_lines(path: str, root: str,
+                 seen: set[str] | None = None) -> Iterator[tuple[str, list[str]]]:
     """(directive, words) of a configuration, includes expanded, comments dropped."""
     seen = set() if seen is None else seen
     if path in seen or len(seen) > 256:
@@ -146,7 +153,8 @@ def apache_status_path(config: str, server_root: str = "/etc/apache2") -> "str |
 
 # -- nginx ----------------------------------------------------------------------------
 
-def nginx_tokens(path: str, tokens_of, seen: "set[str] | None" = None):
+def nginx_tokens(path: str, tokens_of: Callable[[str], Iterable[str]],
+                 seen: set[str] | None = None) -> Iterator[str]:
     """The tokens of a configuration with ``include`` expanded in place (relative to
     the configuration's directory, as nginx resolves them)."""
     seen = set() if seen is None else seen
@@ -174,9 +182,11 @@ def nginx_tokens(path: str, tokens_of, seen: "set[str] | None" = None):
     yield from statement
 
 
-def nginx_listens(config: str, tokens_of) -> "list[Listen]":
+def nginx_listens(config: str, tokens_of: Callable[[str], Iterable[str]]) -> "list[Listen]":
     """The TCP listen directives of the http servers, in order."""
-    found, blocks, words = [], [], []
+    found: list[Listen] = []
+    blocks: list[str] = []
+    words: list[str] = []
     for token in nginx_tokens(config, tokens_of):
         if token == "{":
             blocks.append(words[0] if words else "")
@@ -194,9 +204,11 @@ def nginx_listens(config: str, tokens_of) -> "list[Listen]":
     return found
 
 
-def nginx_status_path(config: str, tokens_of) -> "str | None":
+def nginx_status_path(config: str, tokens_of: Callable[[str], Iterable[str]]) -> "str | None":
     """The last location whose block holds stub_status (the stock agent's choice)."""
-    location, found, words = None, None, []
+    location: str | None = None
+    found: str | None = None
+    words: list[str] = []
     for token in nginx_tokens(config, tokens_of):
         if token == "{":
             if words[:1] == ["location"] and len(words) > 1:

@@ -14,9 +14,18 @@ timeout: a hung disk is reported as a failure, not waited for (the child,
 stuck in the kernel, is left behind).
 """
 
+from __future__ import annotations
+
 import os
 
 from hapack import process
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Callable
+    from hapack.timing import Deadline
+    from hapack.log import Logger
 
 MOUNTINFO = "/proc/self/mountinfo"
 BLOCK = 4096
@@ -43,7 +52,7 @@ class Mount:
         self.id, self.parent, self.root = id, parent, root
 
     @property
-    def read_only(self):
+    def read_only(self) -> bool:
         return "ro" in self.options or "ro" in self.super_options
 
     def __repr__(self):
@@ -55,7 +64,7 @@ def _unescape(text):
             .replace("\\134", "\\"))
 
 
-def table(path=MOUNTINFO):
+def table(path: str = MOUNTINFO) -> list[Mount]:
     """Every mount of this mount namespace, in mount order."""
     mounts = []
     with open(path, encoding="utf-8", errors="surrogateescape") as handle:
@@ -69,25 +78,25 @@ def table(path=MOUNTINFO):
     return mounts
 
 
-def resolve(path):
+def resolve(path: str) -> str:
     """The canonical spelling of a path: symlinks, '.', '..', '//' and trailing '/' resolved
     (as far as the path exists; the rest is normalised)."""
     return os.path.realpath(path)
 
 
-def at(point, mounts):
+def at(point: str, mounts: list[Mount]) -> list[Mount]:
     """The mounts on exactly this mount point, bottom first (the last one is visible)."""
     return [m for m in mounts if m.point == point]
 
 
-def below(point, mounts):
+def below(point: str, mounts: list[Mount]) -> list[Mount]:
     """Mounts strictly below point, deepest first (the order to unmount them)."""
     prefix = point.rstrip("/") + "/"
     found = [m for m in mounts if m.point.startswith(prefix)]
     return sorted(found, key=lambda m: m.point.count("/"), reverse=True)
 
 
-def device_number(device):
+def device_number(device: str) -> tuple[int, int] | None:
     """(major, minor) of a block device path, or None when it is not one (or missing)."""
     import stat
     try:
@@ -99,7 +108,7 @@ def device_number(device):
     return os.major(info.st_rdev), os.minor(info.st_rdev)
 
 
-def of_device(device, mounts):
+def of_device(device: str, mounts: list[Mount]) -> list[Mount]:
     """Where the device is mounted in this namespace."""
     number = device_number(device)
     return [m for m in mounts if number is not None and m.dev == number]
@@ -116,7 +125,7 @@ def _fdinfo_mount_id(path):
     return None
 
 
-def mount_id(path, follow=False):
+def mount_id(path: str, follow: bool = False) -> int | None:
     """The id of the mount that path reaches (O_PATH: no open of the file system), or None."""
     flags = os.O_PATH | (0 if follow else os.O_NOFOLLOW)
     try:
@@ -129,16 +138,16 @@ def mount_id(path, follow=False):
         os.close(fd)
 
 
-def visible(point, mounts):
+def visible(point: str, mounts: list[Mount]) -> Mount | None:
     """The mount that point reaches now (the top of any stack there), or None."""
     number = mount_id(point)
     return next((m for m in mounts if m.id == number), None) if number is not None else None
 
 
-def subtree(roots, mounts):
+def subtree(roots: list[Mount], mounts: list[Mount]) -> list[Mount]:
     """roots and every mount stacked on or below them (by parent id), deepest in the
     mount tree first: the order to unmount them."""
-    children = {}
+    children: dict[int, list[Mount]] = {}
     for mount in mounts:
         children.setdefault(mount.parent, []).append(mount)
     found, todo = {}, list(roots)
@@ -164,7 +173,7 @@ def _depths(mounts):
     return depths
 
 
-def hidden_by(target, mounts):
+def hidden_by(target: Mount, mounts: list[Mount]) -> str | None:
     """Why target cannot be reached by its mount point's path, or None when it can."""
     seen = mount_id(target.point)
     if seen == target.id:
@@ -189,12 +198,12 @@ def _under(path, point):
     return path == point or path.startswith(point.rstrip("/") + "/")
 
 
-def describe(mount):
+def describe(mount: Mount) -> str:
     where = mount.point if mount.root == "/" else f"{mount.point} (bind of {mount.root})"
     return where
 
 
-def option_problems(mount, options):
+def option_problems(mount: Mount, options: str | None) -> list[str]:
     """What in the mount differs from the wanted options (read-write is always wanted)."""
     problems = []
     if mount.read_only:
@@ -217,11 +226,11 @@ def option_problems(mount, options):
     return problems
 
 
-def options_list(options):
+def options_list(options: str | None) -> list[str]:
     return [o for o in (options or "").split(",") if o]
 
 
-def fstype_known(fstype):
+def fstype_known(fstype: str) -> bool:
     from hapack.proc import which
     with open("/proc/filesystems", encoding="ascii") as handle:
         if fstype in (line.split()[-1] for line in handle if line.strip()):
@@ -237,14 +246,14 @@ def fstype_known(fstype):
 
 # -- mounting and unmounting ----------------------------------------------------
 
-def mount_argv(fstype, options, device, directory):
+def mount_argv(fstype: str, options: str, device: str, directory: str) -> list[str]:
     argv = ["mount", "-t", fstype]
     if options:
         argv += ["-o", options]
     return argv + [device, directory]
 
 
-def umount(point):
+def umount(point: str) -> int:
     """umount2(point, UMOUNT_NOFOLLOW): 0, or the errno (EBUSY: still in use)."""
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
@@ -253,7 +262,7 @@ def umount(point):
     return ctypes.get_errno()
 
 
-def release(pick, deadline, log, term_share=0.5):
+def release(pick: Callable, deadline: Deadline, log: Logger, term_share: float = 0.5) -> list[Any]:
     """Unmount every mount that pick(mounts) names, and everything stacked on or below
     them, within deadline; return what is left holding them ([] on success).
 
@@ -312,12 +321,13 @@ def _blame(target, holders=None):
                "namespace's bind mount, or a kernel user?)", "")]
 
 
-def names(holders):
+def names(holders: Sequence[tuple[int | None, str | None, str]]) -> str:
     """'java[4242] (open file), loop device /dev/loop9 (backing file ...)'."""
-    return ", ".join(f"{comm}[{pid}] ({how})" if pid else comm for pid, comm, how in holders)
+    return ", ".join(f"{comm}[{pid}] ({how})" if pid else comm  # type: ignore[misc]
+                     for pid, comm, how in holders)  # no pid: comm describes it
 
 
-def mount_holders(mount):
+def mount_holders(mount: Mount) -> list[tuple[int, str | None, str]]:
     """Processes using this very mount (cwd, root, exe, open or mapped files in it):
     [(pid, comm, how)]. Paths found by readlink are only a first filter (a dead disk
     does not block readlink); the mount id of the link's target decides."""
@@ -360,7 +370,7 @@ def _link_in(link, mount, fdinfo):
     return number is None or number == mount.id  # unknown: counted, not ignored
 
 
-def kernel_users(point):
+def kernel_users(point: str) -> list[tuple[None, str, str]]:
     """Holders without a process: loop devices backed by a file below point, swap files."""
     import glob
     found = []
@@ -384,7 +394,7 @@ def kernel_users(point):
 
 # -- the device itself, once it is mounted nowhere here ----------------------------
 
-def still_open(device):
+def still_open(device: str) -> bool:
     """True when the block device is still claimed: mounted in some other mount
     namespace (a private copy made by unshare or a service's sandbox) or held."""
     import errno
@@ -395,14 +405,16 @@ def still_open(device):
     return False
 
 
-def device_holders(number, everywhere=True):
+def device_holders(number: tuple[int, int],
+                   everywhere: bool = True) -> list[tuple[int | None, str | None, str]]:
     """What holds the block device besides mounts of this namespace: processes with the
     device open, a mount in another mount namespace, a device stacked on it (dm, md).
     everywhere=False: only processes of this mount namespace (the lab's nodes share one
     kernel; another namespace there is another node)."""
     if not everywhere:
         return device_openers(number, os.readlink("/proc/self/ns/mnt"))
-    found = [(pid, comm, "mount namespace") for pid, comm in namespaces_holding(number)]
+    found: list[tuple[int | None, str | None, str]] = [(pid, comm, "mount namespace")
+                  for pid, comm in namespaces_holding(number)]
     try:
         stacked = os.listdir(f"/sys/dev/block/{number[0]}:{number[1]}/holders")
     except OSError:
@@ -418,11 +430,13 @@ def _in_space(pid, space):
         return False
 
 
-def device_openers(number, space=None):
+def device_openers(number: tuple[int, int],
+                   space: str | None = None) -> list[tuple[int | None, str | None, str]]:
     """[(pid, comm, 'open device')]: processes (of mount namespace space, or all) that
     have the block device itself open."""
     import stat
-    found, me = [], os.getpid()
+    found: list[tuple[int | None, str | None, str]] = []
+    me = os.getpid()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me or not _in_space(entry, space):
             continue
@@ -445,7 +459,8 @@ def device_openers(number, space=None):
     return found
 
 
-def free(device, number, deadline, log, everywhere=True):
+def free(device: str, number: tuple[int, int], deadline: Deadline, log: Logger,
+         everywhere: bool = True) -> list[tuple[int | None, str | None, str]]:
     """Wait (within deadline) until nothing holds the device: processes with it open get
     TERM then KILL; a mount in another namespace or a stacked device is reported.
     Returns what is left ([] when free). everywhere=False: processes of this mount
@@ -459,7 +474,7 @@ def free(device, number, deadline, log, everywhere=True):
             return []
         if deadline.expired:
             return held or [(None, "an unknown holder (claimed exclusively)", "")]
-        openers = [pid for pid, _, how in held if how == "open device"]
+        openers = [pid for pid, _, how in held if how == "open device" and pid is not None]
         if openers and time.monotonic() >= grace:
             log.warning(f"{device} is held open: {names(held)}")
             steps = ((process.SIGTERM, 0.5), (process.SIGKILL, 1.0)) if first else (
@@ -473,7 +488,7 @@ def free(device, number, deadline, log, everywhere=True):
             time.sleep(min(0.05, deadline.left()))
 
 
-def namespaces_holding(number):
+def namespaces_holding(number: tuple[int, int]) -> list[tuple[int, str | None]]:
     """[(pid, comm)], one process per mount namespace that has a mount of device number."""
     found, seen = [], set()
     needle = f" {number[0]}:{number[1]} "
@@ -499,7 +514,7 @@ class ProbeFailed(Exception):
     pass
 
 
-def bounded(work, timeout):
+def bounded(work: Callable, timeout: float | int) -> bytes:
     """Run work() in a forked child and return what it returns (bytes or None).
 
     Raises ProbeFailed with the child's error, or when no answer came within
@@ -569,7 +584,7 @@ def _aligned(size=BLOCK):
     return mmap.mmap(-1, size)
 
 
-def read_block(device, offset=0):
+def read_block(device: str, offset: int = 0) -> bytes:
     """The block at offset read from the device itself (O_DIRECT: not from the cache)."""
     buf = _aligned()
     fd = os.open(device, os.O_RDONLY | os.O_DIRECT)
@@ -581,7 +596,7 @@ def read_block(device, offset=0):
     return bytes(buf)
 
 
-def write_read_delete(path):
+def write_read_delete(path: str) -> None:
     """Write a block to path synchronously, read it back from the disk, delete it."""
     token = os.urandom(32) * (BLOCK // 32)
     buf = _aligned()
@@ -617,7 +632,7 @@ EXT_VALID_FS = 0x1
 EXT_INCOMPAT_RECOVER = 0x4
 
 
-def ext_in_use(block):
+def ext_in_use(block: bytes) -> bool | None:
     """From the first 4 KiB of a device: True when an ext2/3/4 file system is mounted
     read-write somewhere or was not unmounted cleanly (journal needs recovery, or
     not marked valid), False when it was released cleanly, None when not ext."""

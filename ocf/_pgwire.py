@@ -6,6 +6,8 @@ their rows, errors with SQLSTATE, and a clean Terminate. Over the server's
 unix socket by default, so no TCP port needs opening for the monitor.
 """
 
+from __future__ import annotations
+
 import struct
 
 from hapack.ocf._wire import AuthError, Wire
@@ -24,21 +26,21 @@ class PgError(ProbeError):
         super().__init__(f"{what}: {fields.get('S', 'ERROR')} {self.sqlstate}: {self.message}")
 
 
-def message(kind, payload=b""):
+def message(kind: bytes, payload: bytes = b"") -> bytes:
     return kind + struct.pack("!I", len(payload) + 4) + payload
 
 
-def cstr(text):
+def cstr(text: str) -> bytes:
     return text.encode("utf-8") + b"\0"
 
 
-def startup_packet(user, database, application="hapack-monitor"):
+def startup_packet(user: str, database: str, application: str = "hapack-monitor") -> bytes:
     body = struct.pack("!I", PROTOCOL) + cstr("user") + cstr(user) + cstr("database") + \
         cstr(database) + cstr("application_name") + cstr(application) + b"\0"
     return struct.pack("!I", len(body) + 4) + body
 
 
-def error_fields(payload):
+def error_fields(payload: bytes) -> dict[str, str]:
     fields = {}
     for part in payload.split(b"\0"):
         if part:
@@ -46,7 +48,7 @@ def error_fields(payload):
     return fields
 
 
-def md5_response(user, password, salt):
+def md5_response(user: str, password: str, salt: bytes) -> str:
     import hashlib
     inner = hashlib.md5(password.encode() + user.encode()).hexdigest()
     return "md5" + hashlib.md5(inner.encode() + salt).hexdigest()
@@ -63,10 +65,10 @@ class Scram:
         self.first_bare = f"n={user},r={self.nonce}"
         self.server_signature = None
 
-    def first(self):
+    def first(self) -> str:
         return "n,," + self.first_bare
 
-    def final(self, server_first):
+    def final(self, server_first: str) -> str:
         import base64
         import hashlib
         import hmac
@@ -84,7 +86,7 @@ class Scram:
         self.server_signature = base64.b64encode(hmac.digest(server_key, auth, "sha256")).decode()
         return f"{without_proof},p={base64.b64encode(proof).decode()}"
 
-    def verify(self, server_final):
+    def verify(self, server_final: str) -> None:
         if server_final.strip() != f"v={self.server_signature}":
             raise AuthError("SCRAM: the server's signature does not match (not our server?)")
 
@@ -98,7 +100,7 @@ class PgConnection:
         self.wire.send(startup_packet(user, database))
         self._authenticate()
 
-    def read(self):
+    def read(self) -> tuple[bytes, ...]:
         head = self.wire.take(5)
         kind, length = head[:1], struct.unpack("!I", head[1:])[0]
         return kind, self.wire.take(length - 4)
@@ -144,10 +146,10 @@ class PgConnection:
             elif code != 0:
                 raise AuthError(f"{self.what}: unsupported authentication method {code}")
 
-    def query(self, sql):
+    def query(self, sql: str) -> list[list[str | None]]:
         """Run a simple query; the rows of its last result, as lists of str or None."""
         self.wire.send(message(b"Q", cstr(sql)))
-        rows, error = [], None
+        rows, error = [], None  # type: ignore[var-annotated]
         while True:
             kind, payload = self.read()
             if kind == b"T":
@@ -161,7 +163,7 @@ class PgConnection:
                     self._error(error)
                 return rows
 
-    def close(self):
+    def close(self) -> None:
         try:
             self.wire.send(message(b"X"))
         except ProbeError:
@@ -189,6 +191,6 @@ def _data_row(payload):
     return values
 
 
-def literal(text):
+def literal(text: str) -> str:
     """A SQL string literal (standard_conforming_strings, the default since 9.1)."""
     return "'" + str(text).replace("'", "''") + "'"

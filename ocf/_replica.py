@@ -8,33 +8,45 @@ the CIB lost it)
 and the bounded disk probe.
 """
 
+from __future__ import annotations
+
 import os
 
 from hapack.ocf import ConfigError, GenericError, NotInstalled, OCFError
 from hapack.ocf import _drbd, _mount
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import Callable
+    from hapack.ocf._mount import Mount
+    from hapack.ocf._gate import Evidence
+    from hapack.ocf._drbd import State
+    from hapack.ocf.runner import Context, FailedPromoted
 
 SHARED_SCORE = 1000  # shared backend: the device is present (and was readable at start)
 
 
 # -- state kept between calls ------------------------------------------------------
 
-def state_path(ctx, suffix):
+def state_path(ctx: Context, suffix: str) -> str:
     """$HA_RSCTMP/hapack-partition-<resource>.<suffix>; the clone number is dropped."""
     return ctx.state_path(suffix, per_clone=False)
 
 
-def remove(path):
+def remove(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
 
 
-def under_pacemaker(ctx):
+def under_pacemaker(ctx: Context) -> bool:
     return "OCF_RESKEY_crm_feature_set" in ctx.environ
 
 
-def write_score(ctx, score, force=False, verify=False):
+def write_score(ctx: Context, score: str | int | None, force: bool = False,
+                verify: bool = False) -> None:
     """Write the promotion score when it changed (always when forced); Pacemaker only.
 
     ``verify`` (recurring monitors): the CIB's value is read back and a missing or
@@ -92,7 +104,7 @@ def _remember(cache, text):
 
 # -- the bounded disk probe ----------------------------------------------------------
 
-def probe(ctx, work, error, what):
+def probe(ctx: Context, work: Callable, error: type[OCFError], what: str) -> Any:
     """work() in a child, bounded by probe_timeout and by the operation's deadline."""
     timeout = min(float(ctx.params.probe_timeout), ctx.deadline.left())
     if timeout <= 0:
@@ -104,7 +116,7 @@ def probe(ctx, work, error, what):
         raise error(f"{what}: {exc}{capped}") from None
 
 
-def read_device(ctx, error):
+def read_device(ctx: Context, error: type[OCFError]) -> None:
     """Level 10: one block read from the device itself (O_DIRECT), bounded."""
     device = ctx.params.device
     probe(ctx, lambda: _mount.read_block(device), error, f"cannot read from {device}")
@@ -115,49 +127,50 @@ def read_device(ctx, error):
 class Shared:
     """A block device all nodes see. Started: present and readable; promoted: mounted."""
 
-    def look(self, ctx):
+    def look(self, ctx: Context) -> bool:
         return os.path.exists(state_path(ctx, "state"))
 
-    def running(self, look, mine):
+    def running(self, look: bool, mine: Mount | None) -> bool:
         return look or mine is not None
 
-    def promoted(self, look, mine):
+    def promoted(self, look: bool, mine: Mount | None) -> bool:
         return mine is not None
 
-    def role_problem(self, ctx, look):
+    def role_problem(self, ctx: Context, look: bool) -> None:
         return None
 
-    def check_disk(self, ctx, look, error, promoted):
+    def check_disk(self, ctx: Context, look: bool, error: type[GenericError],
+                   promoted: bool) -> None:
         """Level 10: the device answers a read."""
         read_device(ctx, error)
 
-    def problem(self, ctx, look):
+    def problem(self, ctx: Context, look: bool) -> str | None:
         if _mount.device_number(ctx.params.device) is None:
             return f"{ctx.params.device} is gone or no longer a block device"
         return None
 
-    def score(self, ctx, look):
+    def score(self, ctx: Context, look: bool) -> int | None:
         return SHARED_SCORE if self.problem(ctx, look) is None else None
 
-    def split_brain(self, ctx):
+    def split_brain(self, ctx: Context) -> str | None:
         return None
 
-    def start(self, ctx):
+    def start(self, ctx: Context) -> None:
         read_device(ctx, GenericError)
 
-    def refuse(self, ctx, look):
+    def refuse(self, ctx: Context, look: Any) -> str | None:
         return None
 
-    def add_evidence(self, ctx, look, ev):
+    def add_evidence(self, ctx: Context, look: Any, ev: Evidence) -> None:
         block = probe(ctx, lambda: _mount.read_block(ctx.params.device), GenericError,
                       f"cannot read {ctx.params.device}")
         in_use = _mount.ext_in_use(block) if ctx.params.fstype.startswith("ext") else None
         ev.released = None if in_use is None else not in_use
 
-    def promote(self, ctx, look):
+    def promote(self, ctx: Context, look: bool) -> None:
         pass
 
-    def demote(self, ctx, look):
+    def demote(self, ctx: Context, look: bool) -> None:
         pass
 
     stop = demote
@@ -166,24 +179,25 @@ class Shared:
 class Drbd:
     """A DRBD resource. Started: up (attached, connecting); promoted: Primary."""
 
-    def look(self, ctx):
+    def look(self, ctx: Context) -> State:
         """The DRBD state; an unknown state raises CommandError (exit 1), never 'down'."""
         return _drbd.read_state(lambda argv: ctx.run(argv, timeout=10),
                                 ctx.params.drbd_resource, ctx.params.device)
 
-    def running(self, look, mine):
+    def running(self, look: State, mine: Mount | None) -> bool:
         return look.configured or mine is not None  # mounted: running, whatever DRBD says
 
-    def promoted(self, look, mine):
+    def promoted(self, look: State, mine: Mount | None) -> bool:
         return look.role == "Primary"
 
-    def role_problem(self, ctx, look):
+    def role_problem(self, ctx: Context, look: State) -> str | None:
         """A mounted partition whose DRBD resource is not Primary: DRBD's report is wrong."""
         if look.role != "Primary":
             return f"DRBD reports {ctx.params.drbd_resource} {look!r}, not Primary"
         return None
 
-    def check_disk(self, ctx, look, error, promoted):
+    def check_disk(self, ctx: Context, look: State,
+                   error: type[GenericError] | type[FailedPromoted], promoted: bool) -> None:
         """Level 10: the local disk is attached (a Diskless Primary reads from the peer);
         promoted, the device answers a read too (a Secondary cannot be opened)."""
         if look.disk in _drbd.DETACHED:
@@ -192,13 +206,13 @@ class Drbd:
         if promoted:
             read_device(ctx, error)
 
-    def problem(self, ctx, look):
+    def problem(self, ctx: Context, look: State) -> None:
         return None
 
-    def score(self, ctx, look):
+    def score(self, ctx: Context, look: State) -> str | int | None:
         return _drbd.promotion_score(look, bool(self.split_brain(ctx)))
 
-    def split_brain(self, ctx):
+    def split_brain(self, ctx: Context) -> str | None:
         return _drbd.split_brain(ctx.environ, ctx.params.drbd_resource)
 
     def _adm(self, ctx, verb, error=GenericError):
@@ -207,7 +221,7 @@ class Drbd:
             raise error(f"drbdadm {verb} {ctx.params.drbd_resource} failed: "
                         f"{result.output() or f'exit {result.returncode}'}")
 
-    def start(self, ctx):
+    def start(self, ctx: Context) -> None:
         if not os.path.exists(_drbd.PROC):
             result = ctx.run(_drbd.MODPROBE, timeout=30)
             if not result.ok:
@@ -226,22 +240,22 @@ class Drbd:
         look = wait_until(connected, wait) or self.look(ctx)
         ctx.log.info(f"{ctx.params.drbd_resource} is up: {look}")
 
-    def refuse(self, ctx, look):
+    def refuse(self, ctx: Context, look: State) -> str | None:
         return _drbd.refuse_promotion(look, bool(self.split_brain(ctx)))
 
-    def add_evidence(self, ctx, look, ev):
+    def add_evidence(self, ctx: Context, look: State, ev: Evidence) -> None:
         ev.peer_role, ev.cstate = look.peer_role, look.cstate
 
-    def promote(self, ctx, look):
+    def promote(self, ctx: Context, look: State) -> None:
         if look.role != "Primary":
             self._adm(ctx, "primary")
 
-    def demote(self, ctx, look):
+    def demote(self, ctx: Context, look: State) -> None:
         if look.configured and look.role != "Secondary":
             self._adm(ctx, "secondary")
             self._settled(ctx, "demote")
 
-    def stop(self, ctx, look):
+    def stop(self, ctx: Context, look: State) -> None:
         if look.configured:
             if look.role != "Secondary":
                 self._adm(ctx, "secondary")
@@ -255,10 +269,10 @@ class Drbd:
             raise GenericError(f"{verb} of {ctx.params.drbd_resource} not verified: {problem}")
 
 
-BACKENDS = {"shared": Shared(), "drbd": Drbd()}
+BACKENDS: dict[str, Any] = {"shared": Shared(), "drbd": Drbd()}
 
 
-def check_drbd_config(ctx):
+def check_drbd_config(ctx: Context) -> None:
     p = ctx.params
     from hapack.proc import which
     if which("drbdadm") is None:

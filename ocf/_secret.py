@@ -6,13 +6,15 @@ read by the agent itself and spoken on the wire; it never goes to a command
 line, an environment, or a log line.
 """
 
+from __future__ import annotations
+
 import os
 import stat as stat_
 
 from hapack.ocf import ConfigError, NotInstalled, PermError
 
 
-def check_secret_file(path):
+def check_secret_file(path: str) -> os.stat_result:
     """Raise unless path is a regular file owned by root and readable by root only."""
     try:
         st = os.stat(path, follow_symlinks=False)

@@ -14,10 +14,21 @@ graceful/TERM/KILL stop); this module adds what a stateful layer needs:
   another server, a refused login) instead of polling to the deadline.
 """
 
+from __future__ import annotations
+
 import os
 
 from hapack.ocf import ConfigError, GenericError, NotInstalled, OCFError, Param
 from hapack.ocf._daemon import absolute_path
+from hapack.params import Values
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import pwd
+    from typing import Callable
+    from hapack.ocf.runner import Context
+    from hapack.ocf.postgresql import Postmaster
+    from hapack.ocf._daemon import Server
 
 SETPRIV = "/usr/bin/setpriv"
 SH = "/bin/sh"
@@ -32,7 +43,7 @@ def plain_path(text: str) -> str:
     return absolute_path(text)
 
 
-def common_params(user):
+def common_params(user: str) -> tuple[Param, ...]:
     """The parameters every stateful agent declares, with its service user."""
     return (
         Param("user", "Service user",
@@ -55,24 +66,33 @@ def common_params(user):
     )
 
 
-def run_path(ctx, *parts):
+class ServiceParams(Values):
+    """The typed view of common_params() (see hapack.params.Values)."""
+    user: str
+    run_dir: str
+    log_dir: str
+    credentials_file: str | None
+    check_timeout: int
+
+
+def run_path(ctx: Context[ServiceParams], *parts: str) -> str:
     name = f"{ctx.agent.name}-{ctx.instance}".replace("/", "_")
     return os.path.join(ctx.params.run_dir, name, *parts)
 
 
-def pid_path(ctx):
+def pid_path(ctx: Context) -> str:
     """The pid file start-stop-daemon writes as root: in run_dir itself, which is
     root's alone, never in the instance's directory the service user owns."""
     name = f"{ctx.agent.name}-{ctx.instance}".replace("/", "_")
     return os.path.join(ctx.params.run_dir, f"{name}.pid")
 
 
-def log_path(ctx, *parts):
+def log_path(ctx: Context[ServiceParams], *parts: str) -> str:
     name = f"{ctx.agent.name}-{ctx.instance}".replace("/", "_")
     return os.path.join(ctx.params.log_dir, name, *parts)
 
 
-def prepare_dirs(ctx, log_user=None):
+def prepare_dirs(ctx: Context, log_user: str | None = None) -> None:
     """Create the instance's run and log directories, owned by the service user (the
     log directory by ``log_user`` instead, when given). run_dir and log_dir are root's
     alone, so the service user controls only what is inside its own directories; no
@@ -86,7 +106,7 @@ def prepare_dirs(ctx, log_user=None):
             ensure_dir(mine, owner, 0o750)
 
 
-def logged(argv, log):
+def logged(argv: list[str], log: str) -> list[str]:
     """argv with its output appended to log by the started process itself.
 
     start-stop-daemon opens its --output as root, following links: in a directory
@@ -96,7 +116,7 @@ def logged(argv, log):
     return [SH, "-c", 'exec >>"$0" 2>&1 || exit 1; exec "$@"', log, *argv]
 
 
-def account(name):
+def account(name: str) -> pwd.struct_passwd:
     import pwd
     try:
         return pwd.getpwnam(name)
@@ -104,7 +124,7 @@ def account(name):
         raise NotInstalled(f"user {name} does not exist on this node") from None
 
 
-def check_node(ctx, data_dir, what):
+def check_node(ctx: Context[ServiceParams], data_dir: str, what: str) -> None:
     """The node checks every stateful agent makes (start, and validate-all at level
     10): the service user, the credentials file, and at start the data directory on
     a mounted file system the service user may write."""
@@ -117,19 +137,19 @@ def check_node(ctx, data_dir, what):
         require_data_dir(data_dir, ctx.params.user, what)
 
 
-def require_executable(path, what):
+def require_executable(path: str, what: str) -> None:
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         raise NotInstalled(f"{what} {path} is not installed (or not executable)")
 
 
-def as_user(user, argv):
+def as_user(user: str, argv: list[str]) -> list[str]:
     """argv run as user, with the user's groups and a fresh minimal environment."""
     entry = account(user)
     return [SETPRIV, f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups",
             "--reset-env", "--", *argv]
 
 
-def client_timeout(ctx):
+def client_timeout(ctx: Context) -> float:
     """Seconds one protocol round trip may take: check_timeout, within the deadline."""
     return max(0.1, min(float(ctx.params.check_timeout), ctx.deadline.left()))
 
@@ -142,7 +162,7 @@ class Final(Exception):
         self.error = error
 
 
-def checked(ctx, check):
+def checked(ctx: Context, check: Callable) -> int:
     """Run a protocol check; its failure becomes the OCF error. A refused login is
     configuration (final) during start, a failure of the service in a monitor."""
     from hapack.ocf._wire import AuthError
@@ -157,7 +177,7 @@ def checked(ctx, check):
         raise GenericError(str(exc)) from None
 
 
-def start_server(srv, launch, checks):
+def start_server(srv: Postmaster | Server, launch: Callable, checks: dict[int, Callable]) -> None:
     """``srv.start``, except that a Final failure ends the start at once (stopping
     what this start launched) with its own error."""
     was_running = srv.pid() is not None
@@ -173,14 +193,14 @@ def start_server(srv, launch, checks):
         raise final.error from None
 
 
-def file_size(path):
+def file_size(path: str) -> int:
     try:
         return os.path.getsize(path)
     except OSError:
         return 0
 
 
-def read_since(path, offset, limit=1 << 20):
+def read_since(path: str, offset: int, limit: int = 1 << 20) -> str:
     """What was appended to a log after offset (text; '' when unreadable). The log is
     in the service user's directory: read without following a link planted there."""
     from hapack.ocf._datadir import read_file

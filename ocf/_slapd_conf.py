@@ -6,7 +6,13 @@ pid and args files (removed after a killed slapd). Read on every level-10
 monitor, so it avoids the modules that pull in ``re`` (shlex, glob).
 """
 
+from __future__ import annotations
+
 import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _ldif_values(path, attrs):
@@ -24,7 +30,7 @@ def _ldif_values(path, attrs):
     return found
 
 
-def words(line):
+def words(line: str) -> list[str]:
     """A slapd.conf line split into words; double quotes group, and are removed."""
     found, word, quoted, started = [], "", False, False
     for char in line:
@@ -51,7 +57,7 @@ def _conf_lines(config):
             yield words(line)
 
 
-def databases(config):
+def databases(config: str) -> list[tuple[str, str | None]]:
     """[(suffix, directory or None)] of the databases in slapd.conf or cn=config."""
     if os.path.isdir(config):
         folder, found = os.path.join(config, "cn=config"), []
@@ -62,7 +68,8 @@ def databases(config):
             directory = (values["olcDbDirectory"] or [None])[0]
             found += [(suffix, directory) for suffix in values["olcSuffix"]]
         return found
-    databases, current = [], None
+    databases: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
     for directive in _conf_lines(config):
         key = directive[0].lower() if directive else ""
         if key == "database":
@@ -75,7 +82,7 @@ def databases(config):
     return [(s, db["directory"]) for db in databases for s in db["suffix"]]
 
 
-def run_files(config):
+def run_files(config: str) -> list[str]:
     """slapd's own pidfile and argsfile, from the configuration."""
     if os.path.isdir(config):
         values = _ldif_values(os.path.join(config, "cn=config.ldif"),

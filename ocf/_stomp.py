@@ -5,19 +5,26 @@ broker logs no broken connection every monitor); level 20 sends a
 persistent message to a probe queue and reads it back through the store.
 """
 
+from __future__ import annotations
+
 from hapack.ocf._wire import AuthError, Wire
 from hapack.probe import ProbeError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
 
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", ":": "\\c"}
 _UNESCAPES = {v: k for k, v in _ESCAPES.items()}
 AUTH_WORDS = ("password", "user name", "credential", "authenticat", "login")
 
 
-def escape(text):
+def escape(text: str) -> str:
     return "".join(_ESCAPES.get(c, c) for c in str(text))
 
 
-def unescape(text):
+def unescape(text: str) -> str:
     if "\\" not in text:
         return text
     out, chars = [], iter(text)
@@ -26,16 +33,16 @@ def unescape(text):
     return "".join(out)
 
 
-def encode(command, headers=(), body=b""):
+def encode(command: str, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> bytes:
     """One frame: command, escaped headers, blank line, body, NUL."""
     head = "".join(f"{escape(k)}:{escape(v)}\n" for k, v in headers)
     return f"{command}\n{head}\n".encode() + body + b"\0"
 
 
-def parse_head(data):
+def parse_head(data: bytes) -> tuple[str, dict[str, str]] | tuple[str, dict[Any, Any]]:
     """(command, headers) of a frame head; the first of repeated headers wins."""
     lines = data.decode("utf-8", errors="replace").replace("\r\n", "\n").split("\n")
-    headers = {}
+    headers: dict[str, str] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         if sep:
@@ -63,10 +70,11 @@ class Stomp:
     def __init__(self, host, port, timeout):
         self.wire = Wire((host, port), timeout, f"STOMP {host}:{port}")
 
-    def frame(self, command, headers=(), body=b""):
+    def frame(self, command: str, headers: Iterable[tuple[str, str]] = (),
+              body: bytes = b"") -> None:
         self.wire.send(encode(command, headers, body))
 
-    def read(self):
+    def read(self) -> Frame:
         wire = self.wire
         while True:  # heart-beat end-of-lines between frames
             while not wire.buffer:
@@ -85,7 +93,7 @@ class Stomp:
             body = wire.take_until(b"\0")
         return Frame(command, headers, body)
 
-    def expect(self, command):
+    def expect(self, command: str) -> Frame:
         frame = self.read()
         if frame.command == "ERROR":
             message = frame.headers.get("message") or frame.body.decode(errors="replace")
@@ -97,19 +105,20 @@ class Stomp:
             raise ProbeError(f"{self.wire.what}: expected {command}, got {frame.command}")
         return frame
 
-    def connect(self, login=None, passcode=None, vhost="localhost"):
+    def connect(self, login: str | None = None, passcode: str | None = None,
+                vhost: str = "localhost") -> Frame:
         headers = [("accept-version", "1.2"), ("host", vhost), ("heart-beat", "0,0")]
         if login is not None:
             headers += [("login", login), ("passcode", passcode or "")]
         self.frame("CONNECT", headers)
         return self.expect("CONNECTED")
 
-    def disconnect(self):
+    def disconnect(self) -> None:
         self.frame("DISCONNECT", [("receipt", "bye")])
         self.expect("RECEIPT")
         self.wire.close()
 
-    def round_trip(self, queue, body):
+    def round_trip(self, queue: str, body: bytes) -> int:
         """Send body persistently to queue and read it back; returns stale probes drained."""
         dest = f"/queue/{queue}"
         self.frame("SUBSCRIBE", [("destination", dest), ("id", "hapack"), ("ack", "auto")])
@@ -130,5 +139,5 @@ class Stomp:
         self.frame("UNSUBSCRIBE", [("id", "hapack")])
         return stale
 
-    def close(self):
+    def close(self) -> None:
         self.wire.close()

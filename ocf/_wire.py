@@ -6,6 +6,8 @@ server fails the check in time instead of hanging the monitor. Errors are
 marks a refused login (a configuration problem, not a sick server).
 """
 
+from __future__ import annotations
+
 import socket
 import time
 
@@ -43,14 +45,14 @@ class Wire:
             raise ProbeError(f"{self.what}: no answer in time")
         return left
 
-    def send(self, data):
+    def send(self, data: bytes) -> None:
         try:
             self.sock.settimeout(self._left())
             self.sock.sendall(data)
         except OSError as exc:
             raise ProbeError(f"{self.what}: send failed: {self._why(exc)}") from None
 
-    def fill(self):
+    def fill(self) -> None:
         """Read more bytes into the buffer; raise when the peer closed."""
         try:
             self.sock.settimeout(self._left())
@@ -61,21 +63,21 @@ class Wire:
             raise ProbeError(f"{self.what}: the server closed the connection")
         self.buffer += chunk
 
-    def take(self, count):
+    def take(self, count: int) -> bytes:
         """Exactly count bytes."""
         while len(self.buffer) < count:
             self.fill()
         data, self.buffer = self.buffer[:count], self.buffer[count:]
         return data
 
-    def take_until(self, marker):
+    def take_until(self, marker: bytes) -> bytes:
         """Bytes up to (without) marker; the marker is consumed."""
         while marker not in self.buffer:
             self.fill()
         data, _, self.buffer = self.buffer.partition(marker)
         return data
 
-    def close(self):
+    def close(self) -> None:
         try:
             self.sock.close()
         except OSError:

@@ -17,6 +17,8 @@ message sent to a probe queue and received back through the store.
 Stop is SIGTERM (the broker's shutdown hook stops it cleanly), then KILL.
 """
 
+from __future__ import annotations
+
 import os
 
 from hapack.ocf import Agent, ConfigError, GenericError, NotInstalled, Param
@@ -27,6 +29,12 @@ from hapack.ocf._service import (CLEAN_ENV, Final, check_node, checked, client_t
                                  pid_path, prepare_dirs, read_since, require_executable,
                                  run_path,
                                  start_server)
+from hapack.ocf._service import ServiceParams
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hapack.ocf.runner import Context
+    from hapack.ocf._daemon import Server
 
 NAME = "activemq"
 LOCKED = "is locked by another server"
@@ -40,7 +48,7 @@ JVM_FLAGS = (  # what /usr/bin/activemq passes on Java > 8
     "--add-opens=java.base/java.util.concurrent.atomic=ALL-UNNAMED")
 
 
-def name(text):
+def name(text: str) -> str:
     if not text or not all(c.isalnum() or c in "._-" for c in text):
         raise ValueError(f"{text!r} may hold only letters, digits, '.', '_' and '-'")
     return text
@@ -80,9 +88,24 @@ PARAMS = (
 ) + common_params("activemq")
 
 
+class Params(ServiceParams):
+    """The typed view of PARAMS (see hapack.params.Values; checked against it by test_types)."""
+    data_dir: str
+    config: str | None
+    broker_name: str
+    bind_address: str
+    openwire_port: int
+    stomp_port: int
+    java: str
+    java_opts: str
+    activemq_home: str
+    broker_user: str | None
+    probe_queue: str
+
+
 # -- the running broker ---------------------------------------------------------
 
-def server(ctx, port=True):
+def server(ctx: Context[Params], port: bool = True) -> Server:
     """The broker; level 0 requires its STOMP port, except during start (port=False),
     where the lock-wait check must come before any port check."""
     p = ctx.params
@@ -138,7 +161,7 @@ def _message_check(ctx):
 CHECKS = {0: _listening, 10: _connect_check, 20: _message_check}
 
 
-def monitor(ctx):
+def monitor(ctx: Context[Params]) -> int:
     return server(ctx).monitor(CHECKS)
 
 
@@ -161,7 +184,7 @@ def _write_config(ctx):
     return path
 
 
-def command(ctx, config):
+def command(ctx: Context[Params], config: str) -> list[str]:
     import shlex
     p = ctx.params
     conf, tmp = run_path(ctx, "conf"), run_path(ctx, "tmp")
@@ -176,7 +199,7 @@ def command(ctx, config):
 
 # -- start and stop --------------------------------------------------------------------
 
-def lock_holder(lockfile):
+def lock_holder(lockfile: str) -> int | None:
     """The pid holding a POSIX or flock lock on lockfile, from /proc/locks, or None."""
     try:
         inode = str(os.stat(lockfile).st_ino)
@@ -189,7 +212,7 @@ def lock_holder(lockfile):
     return None
 
 
-def lock_wait(text):
+def lock_wait(text: str) -> None:
     """Final when the broker's log (since launch) shows it waiting for the store lock."""
     import re
     found = re.search(r"Database (\S+) " + LOCKED, text)
@@ -201,7 +224,7 @@ def lock_wait(text):
                              "in slave mode; not starting it"))
 
 
-def first_error(text):
+def first_error(text: str) -> str:
     """The message of the first ERROR line of a broker log ('' when none)."""
     for line in text.splitlines():
         fields = [field.strip() for field in line.split(" | ")]
@@ -210,12 +233,12 @@ def first_error(text):
     return ""
 
 
-def start(ctx):
+def start(ctx: Context[Params]) -> None:
     p = ctx.params
     srv, log = server(ctx, port=False), log_path(ctx, "activemq.log")
     began = file_size(log)
 
-    def launch():
+    def launch() -> None:
         from hapack.ocf._datadir import create_file, ensure_dir, os_errors
         prepare_dirs(ctx)
         console = log_path(ctx, "console.log")
@@ -226,7 +249,7 @@ def start(ctx):
         d.spawn(ctx, logged(command(ctx, config), console), srv.pidfile, os.devnull,
                 user=p.user, env=dict(CLEAN_ENV), cwd=run_path(ctx))
 
-    def level0(ctx):  # fail at once on a lock wait, which no port would ever show
+    def level0(ctx) -> None:  # fail at once on a lock wait, which no port would ever show
         lock_wait(read_since(log, began))
         _listening(ctx, (p.openwire_port, p.stomp_port))
 
@@ -237,12 +260,12 @@ def start(ctx):
         raise GenericError(f"{exc}; log: {error}" if error else str(exc)) from None
 
 
-def stop(ctx):
+def stop(ctx: Context[Params]) -> None:
     import signal
     server(ctx).stop(graceful=signal.SIGTERM, graceful_timeout=ctx.deadline.left() * 0.8)
 
 
-def validate(ctx):
+def validate(ctx: Context[Params]) -> None:
     p = ctx.params
     import socket
     family = socket.AF_INET6 if ":" in p.bind_address else socket.AF_INET
@@ -272,12 +295,13 @@ AGENT = Agent(
               "level 10 a STOMP round trip, level 20 a persistent message through a probe "
               "queue. Stop: SIGTERM (clean broker shutdown), then KILL."),
     params=PARAMS,
+    values=Params,
     actions=d.server_actions(start, stop, monitor, start_timeout=60),
     validate=validate,
 )
 
 
-def main():
+def main() -> None:
     AGENT.run()
 
 

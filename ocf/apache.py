@@ -11,12 +11,19 @@ timeout. Monitor levels: 0 = the master process is alive and listening on
 as expected.
 """
 
+from __future__ import annotations
+
 import os
 
 from hapack.ocf import Agent, ArgsError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
 from hapack.ocf import _listen
 from hapack.params import with_aliases
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hapack.ocf.runner import Context
+    from hapack.ocf._daemon import Server
 
 NAME = "apache"
 
@@ -42,10 +49,15 @@ PARAMS = with_aliases((
           "configuration). Unset: the configuration's User directive."),
 ), STOCK_NAMES)
 
+
+class Params(d.ServerParams):
+    """The typed view of PARAMS (see hapack.params.Values; checked against it by test_types)."""
+    user: str | None
+
 STATUS_KEYS = ("BusyWorkers", "IdleWorkers", "Scoreboard")
 
 
-def parse_status(text):
+def parse_status(text: str) -> dict[str, str]:
     """mod_status ?auto output as a dict; ValueError when it is something else."""
     found = {}
     for line in text.splitlines():
@@ -64,11 +76,11 @@ def parse_status(text):
 
 # -- the instance ---------------------------------------------------------------
 
-def pidfile(ctx):
+def pidfile(ctx: Context[Params]) -> str:
     return ctx.params.pidfile or d.rsc_path(ctx, "pid")
 
 
-def argv(ctx, *tail):
+def argv(ctx: Context[Params], *tail: str) -> list[str]:
     """The server command line: our config, our pid file, then the operator's options."""
     p = ctx.params
     cmd = [p.binary, "-f", p.config, "-c", f"PidFile {pidfile(ctx)}"]
@@ -77,7 +89,7 @@ def argv(ctx, *tail):
     return cmd + list(p.options or ()) + list(tail)
 
 
-def endpoint(ctx):
+def endpoint(ctx: Context[Params]) -> tuple[int, str]:
     """(port, default status URL): the parameters, else the configuration's Listen."""
     p = ctx.params
 
@@ -89,7 +101,7 @@ def endpoint(ctx):
                       "/server-status?auto")
 
 
-def server(ctx):
+def server(ctx: Context[Params]) -> Server:
     p = ctx.params
     return d.Server(ctx, pidfile(ctx), exe=p.binary, port=endpoint(ctx)[0], marker=p.config,
                     what="apache")
@@ -116,7 +128,7 @@ CHECKS = {10: _status, 20: _test}
 DISTRO_RUNTIME = ('dir="/var/run/apache2/"', 'dir="/run/apache2/"')
 
 
-def syntax_error(ctx, dump=False):
+def syntax_error(ctx: Context[Params], dump: bool = False) -> str | None:
     """The output of a failed ``-t`` configuration test, or None when it passes.
 
     With ``dump`` (validate-all) the test also dumps the run-time settings and
@@ -133,7 +145,7 @@ def syntax_error(ctx, dump=False):
 
 # -- the verbs ----------------------------------------------------------------------
 
-def validate(ctx):
+def validate(ctx: Context[Params]) -> None:
     p = ctx.params
     if ctx.action == "validate-all" and ctx.check_level < 10:
         return
@@ -153,10 +165,10 @@ def validate(ctx):
             raise ArgsError(f"{p.config} does not pass 'apache2 -t': {error}")
 
 
-def start(ctx):
+def start(ctx: Context[Params]) -> None:
     srv = server(ctx)
 
-    def launch():
+    def launch() -> None:
         from hapack.ocf._datadir import ensure_dir, os_errors
         with os_errors("cannot set up"):
             ensure_dir(os.path.dirname(srv.pidfile))  # never through a planted link
@@ -170,12 +182,12 @@ def start(ctx):
     srv.start(launch, CHECKS)
 
 
-def stop(ctx):
+def stop(ctx: Context[Params]) -> None:
     import signal
     server(ctx).stop(graceful=signal.SIGWINCH, graceful_timeout=ctx.params.graceful_timeout)
 
 
-def monitor(ctx):
+def monitor(ctx: Context[Params]) -> int:
     return server(ctx).monitor(CHECKS)
 
 
@@ -189,12 +201,13 @@ AGENT = Agent(
               "the master process and its listening port, depth 10 mod_status, depth 20 a "
               "page through the whole chain (test_url)."),
     params=PARAMS,
+    values=Params,
     actions=d.server_actions(start, stop, monitor),
     validate=validate,
 )
 
 
-def main():
+def main() -> None:
     AGENT.run()
 
 

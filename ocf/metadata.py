@@ -10,7 +10,15 @@ which the DTD refuses). Imported only for the
 meta-data action: lxml is not loaded on any other path.
 """
 
+from __future__ import annotations
+
 from lxml import etree
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lxml.etree import _Element
+    from hapack.params import Param
+    from hapack.ocf.runner import Agent
 
 OCF_VERSION = "1.1"
 DOCTYPE = '<!DOCTYPE resource-agent SYSTEM "ra-api-1.dtd">'
@@ -28,7 +36,7 @@ def _seconds(value):
     return f"{value:g}s" if isinstance(value, (int, float)) else str(value)
 
 
-def param_longdesc(param):
+def param_longdesc(param: Param) -> str:
     """The long description, with the allowed values spelled out."""
     text = param.longdesc
     if param.choices:
@@ -49,7 +57,7 @@ def _alias(parameters, param, alias):
     etree.SubElement(element, "content", type=_CONTENT_TYPES[param.kind])
 
 
-def metadata_tree(agent):
+def metadata_tree(agent: Agent) -> _Element:
     root = etree.Element("resource-agent", name=agent.name, version=agent.version)
     etree.SubElement(root, "version").text = OCF_VERSION
     _desc(root, "longdesc", agent.longdesc)
@@ -79,6 +87,6 @@ def metadata_tree(agent):
     return root
 
 
-def metadata_xml(agent):
+def metadata_xml(agent: Agent) -> str:
     body = etree.tostring(metadata_tree(agent), pretty_print=True, encoding="unicode")
     return f'<?xml version="1.0"?>\n{DOCTYPE}\n{body}'

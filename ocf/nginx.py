@@ -10,12 +10,19 @@ Monitor levels: 0 = the master is alive and listening on ``port``;
 10 = ``stub_status`` answers and parses; 20 = ``test_url`` answers.
 """
 
+from __future__ import annotations
+
 import os
 
 from hapack.ocf import Agent, ArgsError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
 from hapack.ocf import _listen
 from hapack.params import with_aliases
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hapack.ocf.runner import Context
+    from hapack.ocf._daemon import Server
 
 NAME = "nginx"
 COMPILED_PREFIX = "/usr/share/nginx"
@@ -53,15 +60,22 @@ PARAMS = with_aliases((
 ), STOCK_NAMES)
 
 
+class Params(d.ServerParams):
+    """The typed view of PARAMS (see hapack.params.Values; checked against it by test_types)."""
+    prefix: str | None
+    error_log: str | None
+    user: str | None
+
+
 # -- the configuration ------------------------------------------------------------
 
-def main_directives(text):
+def main_directives(text: str) -> dict[str, list[list[str]]]:
     """Main-level (outside any block) directives: name -> list of argument lists.
 
     Enough of nginx's syntax for pid, user and error_log: comments, quotes,
     blocks and ';'. Files pulled in by 'include' are not read.
     """
-    found, words, depth = {}, [], 0
+    found, words, depth = {}, [], 0  # type: ignore[var-annotated]
     for token in _tokens(text):
         if token == "{":
             depth, words = depth + 1, []
@@ -143,7 +157,7 @@ class Layout:
             ([f"user {p.user};"] if p.user and not configured_user else []))
 
 
-def argv(ctx, layout, *tail):
+def argv(ctx: Context[Params], layout: Layout, *tail: str) -> list[str]:
     p = ctx.params
     cmd = [p.binary, "-e", layout.error_log, "-c", p.config]
     if p.prefix:
@@ -153,7 +167,7 @@ def argv(ctx, layout, *tail):
     return cmd + list(p.options or ()) + list(tail)
 
 
-def endpoint(ctx):
+def endpoint(ctx: Context[Params]) -> tuple[int, str]:
     """(port, default status URL): the parameters, else the first listen of an http server."""
     p = ctx.params
     listens = lambda: next(iter(_listen.nginx_listens(p.config, _tokens)), None)  # noqa: E731
@@ -161,7 +175,7 @@ def endpoint(ctx):
                       "/nginx_status")
 
 
-def server(ctx, layout):
+def server(ctx: Context[Params], layout: Layout) -> Server:
     p = ctx.params
     return d.Server(ctx, layout.pidfile, exe=p.binary, port=endpoint(ctx)[0], marker=p.config,
                     log=layout.config_log or layout.error_log, what="nginx")
@@ -169,7 +183,7 @@ def server(ctx, layout):
 
 # -- checks -------------------------------------------------------------------------
 
-def parse_stub_status(text):
+def parse_stub_status(text: str) -> dict[str, int]:
     """stub_status output as a dict of ints; ValueError when it is something else.
 
     Active connections: 3
@@ -215,14 +229,14 @@ def _test(ctx):
 CHECKS = {10: _status, 20: _test}
 
 
-def syntax_error(ctx, layout):
+def syntax_error(ctx: Context[Params], layout: Layout) -> str | None:
     result = ctx.run(argv(ctx, layout, "-t", "-q"), timeout=30)
     return None if result.ok else (result.output() or f"exit {result.returncode}")
 
 
 # -- the verbs --------------------------------------------------------------------
 
-def validate(ctx):
+def validate(ctx: Context[Params]) -> None:
     p = ctx.params
     if ctx.action == "validate-all" and ctx.check_level < 10:
         return
@@ -239,11 +253,11 @@ def validate(ctx):
             raise ArgsError(f"{p.config} does not pass 'nginx -t': {error}")
 
 
-def start(ctx):
+def start(ctx: Context[Params]) -> None:
     layout = Layout(ctx)
     srv = server(ctx, layout)
 
-    def launch():
+    def launch() -> None:
         from hapack.ocf._datadir import ensure_dir, os_errors
         with os_errors("cannot set up"):
             for path in (srv.pidfile, layout.error_log):
@@ -258,13 +272,13 @@ def start(ctx):
     srv.start(launch, CHECKS)
 
 
-def stop(ctx):
+def stop(ctx: Context[Params]) -> None:
     import signal
     server(ctx, Layout(ctx)).stop(graceful=signal.SIGQUIT,
                                   graceful_timeout=ctx.params.graceful_timeout)
 
 
-def monitor(ctx):
+def monitor(ctx: Context[Params]) -> int:
     return server(ctx, Layout(ctx)).monitor(CHECKS)
 
 
@@ -278,12 +292,13 @@ AGENT = Agent(
               "timeout. Monitor depth 0 checks the master process and its listening port, "
               "depth 10 stub_status, depth 20 a page through the whole chain (test_url)."),
     params=PARAMS,
+    values=Params,
     actions=d.server_actions(start, stop, monitor),
     validate=validate,
 )
 
 
-def main():
+def main() -> None:
     AGENT.run()
 
 

@@ -16,6 +16,8 @@ succeed only once the device is mounted nowhere in this mount namespace (bind
 mounts, other paths, under an over-mount) and nothing else holds it.
 """
 
+from __future__ import annotations
+
 import os
 
 from hapack.ocf import (OCF, Action, Agent, ConfigError, FailedPromoted, GenericError,
@@ -24,18 +26,23 @@ from hapack.ocf import _mount, _replica
 from hapack.ocf._daemon import absolute_path
 from hapack.ocf._replica import BACKENDS, probe, state_path, under_pacemaker, write_score
 from hapack.proc import CommandError
+from hapack.params import Values
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hapack.ocf.runner import Context
 
 NAME = "partition"
 
 
-def mount_point(text):
+def mount_point(text: str) -> str:
     path = absolute_path(text)
     if path == "/":
         raise ValueError("'/' cannot be a partition's mount point")
     return path
 
 
-def word(text):
+def word(text: str) -> str:
     if not text.strip() or any(c.isspace() for c in text):
         raise ValueError(f"{text!r} must be one word, without spaces")
     return text
@@ -44,7 +51,7 @@ def word(text):
 DRBD_NAME_CHARS = frozenset("-%+./0123456789:=@ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz")
 
 
-def drbd_name(text):
+def drbd_name(text: str) -> str:
     if not text or not set(text) <= DRBD_NAME_CHARS:
         raise ValueError(f"{text!r} is not a DRBD resource name")
     return text
@@ -100,6 +107,22 @@ PARAMS = (
           "as always. Refused under Pacemaker: use a promotable clone there.",
           kind="boolean", default=False),
 )
+
+
+class Params(Values):
+    """The typed view of PARAMS (see hapack.params.Values; checked against it by test_types)."""
+    backend: str
+    drbd_resource: str | None
+    device: str
+    directory: str
+    fstype: str
+    options: str | None
+    run_fsck: str
+    probe_timeout: int
+    wfc_timeout: int
+    fence_confirmed_file: str
+    nodes: str
+    promote_on_start: bool
 
 
 # -- where the partition is: decided by the device, never by a path string ----------
@@ -262,7 +285,7 @@ def _deep_checks(ctx, backend, look, role, error):
 
 # -- the verbs -----------------------------------------------------------------------
 
-def monitor(ctx):
+def monitor(ctx: Context[Params]) -> int:
     backend = BACKENDS[ctx.params.backend]
     mounts = _mount.table()
     mine, stray, where = _placement(ctx, mounts)
@@ -308,7 +331,7 @@ def _report_split_brain(ctx, backend, code):
                        f"{text}", code)
 
 
-def start(ctx):
+def start(ctx: Context[Params]) -> None:
     p = ctx.params
     backend = BACKENDS[p.backend]
     _check_directory(ctx, _mount.table())
@@ -335,7 +358,7 @@ def _undo(ctx, exc, verb):
     raise exc
 
 
-def stop(ctx):
+def stop(ctx: Context[Params]) -> None:
     backend = BACKENDS[ctx.params.backend]
     _release(ctx)
     backend.stop(ctx, _look(ctx, backend, False))
@@ -348,7 +371,7 @@ def stop(ctx):
         _replica.remove(state_path(ctx, suffix))
 
 
-def promote(ctx):
+def promote(ctx: Context[Params]) -> None:
     p = ctx.params
     backend = BACKENDS[p.backend]
     mounts = _mount.table()
@@ -415,7 +438,7 @@ def _pass_gate(ctx, backend, look):
     _replica.remove(state_path(ctx, "notify"))  # one notification, one promotion
 
 
-def demote(ctx):
+def demote(ctx: Context[Params]) -> int | None:
     backend = BACKENDS[ctx.params.backend]
     mine, stray, _ = _placement(ctx)
     _release(ctx)
@@ -427,7 +450,7 @@ def demote(ctx):
     return None
 
 
-def notify(ctx):
+def notify(ctx: Context[Params]) -> None:
     event = ctx.notify
     if event.key == "pre-promote":
         from hapack.ocf import _gate
@@ -446,7 +469,7 @@ def notify(ctx):
 
 # -- validation ----------------------------------------------------------------------
 
-def validate(ctx):
+def validate(ctx: Context[Params]) -> None:
     p = ctx.params
     if p.backend == "drbd" and not p.drbd_resource:
         raise ConfigError("backend=drbd needs drbd_resource")
@@ -538,6 +561,7 @@ AGENT = Agent(
               "Must run as a promotable clone with notify=true under Pacemaker; without "
               "clones (Heartbeat's haresources) set promote_on_start."),
     params=PARAMS,
+    values=Params,
     actions=(
         Action("start", start, 60),
         Action("stop", stop, 60),
@@ -554,7 +578,7 @@ AGENT = Agent(
 )
 
 
-def main():
+def main() -> None:
     AGENT.run()
 
 

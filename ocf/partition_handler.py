@@ -29,6 +29,8 @@ degraded, promotion of a Secondary refused) until ``clear-split-brain``
 after the operator resolved it: nothing here resolves a split brain.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
@@ -38,13 +40,18 @@ from hapack.log import Logger
 from hapack.ocf import _drbd
 from hapack.proc import CommandError, run
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lxml.etree import _Element
+    from hapack.proc import Result
+
 EXIT_OUTDATED, EXIT_UNREACHABLE, EXIT_FENCED = 4, 5, 7
 PARTITION = ("ocf", "hapack", "partition")
 
 
 # -- reading the CIB ------------------------------------------------------------------
 
-def find_clone(cib, resource):
+def find_clone(cib: _Element, resource: str) -> str | None:
     """The id of the promotable clone whose partition primitive manages resource."""
     for clone in cib.iter("clone", "master"):
         for prim in clone.iter("primitive"):
@@ -56,7 +63,7 @@ def find_clone(cib, resource):
     return None
 
 
-def peers(cib, me):
+def peers(cib: _Element, me: str) -> list[str]:
     return [n.get("uname") for n in cib.iter("node") if n.get("uname") and n.get("uname") != me]
 
 
@@ -64,7 +71,7 @@ def _true(value, false_words):
     return value is not None and value not in false_words
 
 
-def peer_state(cib, peer):
+def peer_state(cib: _Element, peer: str) -> str:
     """reachable (online member), fenced (down and expected down), or unknown."""
     for state in cib.iter("node_state"):
         if state.get("uname") != peer:
@@ -78,7 +85,7 @@ def peer_state(cib, peer):
     return "unknown"
 
 
-def decide(disk, state):
+def decide(disk: str, state: str) -> tuple[int, bool]:
     """(exit code, place the constraint?) for the local disk state and the peer's state."""
     if state == "reachable" and disk in ("UpToDate", "Consistent"):
         return EXIT_OUTDATED, True
@@ -89,11 +96,11 @@ def decide(disk, state):
     return EXIT_UNREACHABLE, False
 
 
-def constraint_id(resource, clone):
+def constraint_id(resource: str, clone: str) -> str:
     return f"hapack-fence-{resource}-{clone}"
 
 
-def constraint_xml(resource, clone, me):
+def constraint_xml(resource: str, clone: str, me: str) -> str:
     """No promoted role anywhere but on this node: the peer is outdated through the cluster."""
     from lxml import etree
     cid = constraint_id(resource, clone)
@@ -112,17 +119,17 @@ class Handler:
         self.resource = args.resource or environ.get("DRBD_RESOURCE", "")
         self.me = args.node or os.uname().nodename
 
-    def run(self, argv, input=None):
+    def run(self, argv: list[str], input: None = None) -> Result:
         return run(argv, timeout=30, input=input, env=dict(self.environ), log=self.log)
 
-    def cib(self):
+    def cib(self) -> _Element:
         from lxml import etree
         result = self.run(["cibadmin", "--query", "--local"])
         if not result.ok:
             raise CommandError(result.argv, result.output())
         return etree.fromstring(result.stdout.encode())
 
-    def local_disk(self):
+    def local_disk(self) -> str:
         minor = self.environ.get("DRBD_MINOR")
         device = f"/dev/drbd{minor}" if minor else ""
         try:
@@ -131,7 +138,7 @@ class Handler:
             self.log.error(f"the local disk state is unknown: {exc}")
             return "DUnknown"
 
-    def fence_peer(self):
+    def fence_peer(self) -> int:
         cib = self.cib()
         clone = self.args.clone or find_clone(cib, self.resource)
         if clone is None:
@@ -158,7 +165,7 @@ class Handler:
                       f"{'constraint placed' if place else 'no constraint'}, exit {code}")
         return code
 
-    def unfence_peer(self):
+    def unfence_peer(self) -> int:
         cib = self.cib()
         clone = self.args.clone or find_clone(cib, self.resource)
         if clone is None:
@@ -172,7 +179,7 @@ class Handler:
             self.log.info(f"removed the fencing constraint {cid}")
         return 0
 
-    def split_brain(self):
+    def split_brain(self) -> int:
         marker = _drbd.split_brain_marker(self.environ, self.resource)
         os.makedirs(os.path.dirname(marker), exist_ok=True)
         with open(marker, "a", encoding="utf-8") as handle:
@@ -181,7 +188,7 @@ class Handler:
                        "resolve it by hand (docs/partition.md), then run clear-split-brain")
         return 0
 
-    def clear_split_brain(self):
+    def clear_split_brain(self) -> int:
         try:
             os.unlink(_drbd.split_brain_marker(self.environ, self.resource))
         except FileNotFoundError:
@@ -189,7 +196,7 @@ class Handler:
         return 0
 
 
-def main(argv=None, environ=None):
+def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:
     environ = dict(os.environ if environ is None else environ)
     parser = argparse.ArgumentParser(prog="partition_handler", description=__doc__.split("\n")[0])
     parser.add_argument("handler", choices=("fence-peer", "unfence-peer", "split-brain",

@@ -18,6 +18,8 @@ listening, level 10 ``SELECT 1``, level 20 a row written, read back and
 deleted in a probe table.
 """
 
+from __future__ import annotations
+
 import os
 
 from hapack.ocf import Agent, GenericError, NotInstalled, Param
@@ -26,12 +28,18 @@ from hapack.params import with_aliases
 from hapack.ocf._service import (CLEAN_ENV, as_user, check_node, checked,
                                  client_timeout, common_params, log_path, plain_path,
                                  prepare_dirs, require_executable, run_path, start_server)
+from hapack.ocf._service import ServiceParams
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from hapack.ocf.runner import Context
 
 NAME = "postgresql"
 LOG = "postgresql.log"
 
 
-def shell_free_path(text):
+def shell_free_path(text: str) -> str:
     """A path pg_ctl may put between double quotes in the shell command it runs."""
     text = plain_path(text)
     if any(char in text for char in '"$`\\'):
@@ -40,7 +48,7 @@ def shell_free_path(text):
     return text
 
 
-def identifier(text):
+def identifier(text: str) -> str:
     import re
     if not re.fullmatch(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?", text):
         raise ValueError(f"{text!r} is not a plain lower-case SQL name (schema.table allowed)")
@@ -87,6 +95,19 @@ PARAMS = with_aliases((
 ) + common_params("postgres"), STOCK_NAMES)
 
 
+class Params(ServiceParams):
+    """The typed view of PARAMS (see hapack.params.Values; checked against it by test_types)."""
+    pgdata: str
+    bindir: str
+    config: str | None
+    listen_address: str
+    port: int
+    options: tuple[str, ...] | None
+    database: str
+    monitor_user: str
+    probe_table: str
+
+
 # -- the running server --------------------------------------------------------
 
 def _cwd_is(pid, folder):
@@ -109,14 +130,14 @@ class Postmaster(d.Server):
     def _is_ours(self, pid):
         return super()._is_ours(pid) and _cwd_is(pid, self.pgdata)
 
-    def leftovers(self, exclude=()):
+    def leftovers(self, exclude: Iterable[int] = ()) -> list[int]:
         from hapack.process import alive, exe, holders
         return [pid for pid, _, how in holders(self.pgdata)
                 if how == "cwd" and pid not in exclude and alive(pid)
                 and (exe(pid) or "").removesuffix(" (deleted)") == self.exe]
 
 
-def server(ctx):
+def server(ctx: Context[Params]) -> Postmaster:
     p = ctx.params
     return Postmaster(ctx, exe=os.path.join(p.bindir, "postgres"), port=p.port,
                       log=log_path(ctx, LOG), what="PostgreSQL")
@@ -173,7 +194,7 @@ def _write_check(ctx):
 CHECKS = {10: _select_check, 20: _write_check}
 
 
-def monitor(ctx):
+def monitor(ctx: Context[Params]) -> int:
     return server(ctx).monitor(CHECKS)
 
 
@@ -205,10 +226,10 @@ def _pg_ctl_start(ctx, seconds):
                             "-l", LOG, "-o", _server_options(ctx)])
 
 
-def start(ctx):
+def start(ctx: Context[Params]) -> None:
     srv = server(ctx)
 
-    def launch():
+    def launch() -> None:
         prepare_dirs(ctx)
         _remove_socket(ctx)
         seconds = max(1, int(ctx.deadline.left()))
@@ -246,12 +267,12 @@ def _remove_socket(ctx):
             ctx.log.info(f"removed the stale {path}")
 
 
-def stop(ctx):
+def stop(ctx: Context[Params]) -> None:
     server(ctx).stop(graceful=_pg_ctl_stop, graceful_timeout=ctx.deadline.left())
     _remove_socket(ctx)
 
 
-def validate(ctx):
+def validate(ctx: Context[Params]) -> None:
     p = ctx.params
     if ctx.action == "start" or ctx.check_level >= 10:
         require_executable(os.path.join(p.bindir, "pg_ctl"), "pg_ctl")
@@ -276,12 +297,13 @@ AGENT = Agent(
               "from a root-only file): level 0 the postmaster of this PGDATA alive and "
               "listening, level 10 SELECT 1, level 20 a row written, read back and deleted."),
     params=PARAMS,
+    values=Params,
     actions=d.server_actions(start, stop, monitor, start_timeout=60),
     validate=validate,
 )
 
 
-def main():
+def main() -> None:
     AGENT.run()
 
 

@@ -19,13 +19,35 @@ contract asks of every agent:
 - notify variables parsed into one :class:`Notify`.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 
 from hapack.log import ERROR, Logger
-from hapack.params import MissingParam, ParamError, from_environ, is_true, parse
+from hapack.params import MissingParam, ParamError, Values, from_environ, is_true, parse
 from hapack.proc import CommandError, run as run_command
 from hapack.timing import Deadline
+
+# Context is generic in the agent's typed parameters (Context[Params], see
+# Values) for the type checker only: typing is not imported at run
+# time (a monitor is a fresh interpreter) and Context[...] is Context there.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, Generic, TextIO, TypeVar
+    from hapack.proc import Result
+
+    P = TypeVar("P", bound=Values, covariant=True)
+
+    class _Generic(Generic[P]):
+        pass
+else:
+    P = None
+
+    class _Generic:
+        def __class_getitem__(cls, item):
+            return cls
 
 EXIT_REASON_PREFIX = "ocf-exit-reason:"
 RSCTMP = "/run/resource-agents"     # $HA_RSCTMP when the cluster manager sets none
@@ -33,6 +55,8 @@ RSCTMP = "/run/resource-agents"     # $HA_RSCTMP when the cluster manager sets n
 
 class _Code(int):
     """One OCF exit code: an int that knows its name."""
+
+    name: str
 
     def __new__(cls, value, name):
         code = int.__new__(cls, value)
@@ -74,6 +98,9 @@ class OCF(metaclass=_Codes):
     Not enum.IntEnum: importing enum costs about 3 ms, a fifth of a whole
     monitor call, and every monitor is a fresh interpreter.
     """
+
+    if TYPE_CHECKING:  # what OCF(7) returns (the checker does not read _Codes.__call__)
+        def __new__(cls, value: int) -> _Code: ...  # type: ignore[misc]
 
     SUCCESS = 0
     ERR_GENERIC = 1
@@ -177,20 +204,25 @@ class Notify:
         self.all_unames = words("all", "uname")
         self.available_unames = words("available", "uname")
 
-    def unames(self, name):
+    def unames(self, name: str) -> list[str]:
         """The node names of one set, e.g. ``notify.unames("promoted")``."""
         return [uname for _, uname in getattr(self, name) if uname]
 
     @property
-    def key(self):
+    def key(self) -> str:
         """e.g. 'pre-promote', 'post-start'."""
         return f"{self.type}-{self.operation}"
 
 
-class Context:
-    """What a verb gets: typed parameters and the operation's circumstances."""
+class Context(_Generic[P]):
+    """What a verb gets: typed parameters and the operation's circumstances.
 
-    def __init__(self, agent, action, environ, params, log):
+    ``params`` is the agent's typed view of its parameters: a verb declares
+    ``ctx: Context[Params]`` and the type checker knows every ``ctx.params`` name.
+    """
+
+    def __init__(self, agent: Agent, action: str, environ: Mapping[str, str], params: P,
+                 log: Logger) -> None:
         self.agent = agent
         self.action = action
         self.environ = environ
@@ -203,25 +235,27 @@ class Context:
         self.timeout = agent.timeout_for(action, self.meta.get("timeout"))
         self.deadline = Deadline(self.timeout - agent.margin(self.timeout))
         self.check_level = agent.check_level(action, environ.get("OCF_CHECK_LEVEL"))
-        self._notify = None
+        self._notify: Notify | None = None
+        # a web server's (port, default status URL), found once per run (_daemon.endpoint)
+        self._endpoint: tuple[int, str] | None = None
 
     @property
-    def is_probe(self):
+    def is_probe(self) -> bool:
         """A monitor with interval 0 or unset (crm_resource --force-check)."""
         return self.action == "monitor" and self.interval_ms == 0
 
     @property
-    def node(self):
+    def node(self) -> str:
         return self.meta.get("on_node") or os.uname().nodename
 
     @property
-    def notify(self):
+    def notify(self) -> Notify:
         if self._notify is None:
             self._notify = Notify(self.environ)
         return self._notify
 
     @property
-    def notify_enabled(self):
+    def notify_enabled(self) -> bool:
         return is_true(self.meta.get("notify"))
 
     def state_path(self, suffix: str, *, per_clone: bool = True) -> str:
@@ -235,23 +269,23 @@ class Context:
         instance = self.instance if per_clone else self.instance.split(":")[0]
         return os.path.join(base, f"hapack-{self.agent.name}-{instance.replace('/', '_')}.{suffix}")
 
-    def run(self, argv, *, timeout=None, **kwargs):
+    def run(self, argv: list[str], *, timeout: float | None = None, **kwargs: Any) -> Result:
         """Run a command through the seam, bounded by the operation deadline."""
         left = self.deadline.left()
         timeout = left if timeout is None else min(timeout, left)
         kwargs.setdefault("secrets", self.params.secrets() if self.params else ())
         return run_command(argv, timeout=timeout, log=self.log, **kwargs)
 
-    def set_promotion_score(self, score):
+    def set_promotion_score(self, score: int | str) -> None:
         """Write this node's promotion score (transient, lifetime reboot)."""
         argv = ["crm_attribute", "--promotion", "-l", "reboot", "-v", str(score)]
         self._promotion(argv, f"set promotion score {score}")
 
-    def clear_promotion_score(self):
+    def clear_promotion_score(self) -> None:
         self._promotion(["crm_attribute", "--promotion", "-l", "reboot", "-D"],
                         "clear promotion score")
 
-    def promotion_score(self):
+    def promotion_score(self) -> str | None:
         """This node's promotion score as the CIB has it: its text, "" when the CIB has
         none, None when it cannot be read.
 
@@ -291,10 +325,12 @@ class Agent:
     """The declaration of an OCF agent and its entry point."""
 
     def __init__(self, name, *, version, shortdesc, longdesc, params, actions,
-                 validate=None, translate=None):
+                 validate=None, translate=None, values: type[Values] = Values):
         """``translate(raw) -> (raw, notes)`` turns a stock agent's value forms into
         this agent's (IPaddr2's ``nic=eth0:label``) before parsing; each note is
-        warned about like a deprecated name."""
+        warned about like a deprecated name. ``values`` is the class parse() builds:
+        the agent's typed view of its parameters (canonical names only: aliases are
+        mapped to their parameter before parsing)."""
         self.name = name
         self.translate = translate
         self.version = version
@@ -303,11 +339,12 @@ class Agent:
         self.params = tuple(params)
         self.actions = tuple(actions)
         self.validate = validate
+        self.values = values
         names = [n for p in self.params for n in (p.name, *p.aliases)]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
             raise TypeError(f"{name}: parameters declared twice: {sorted(duplicates)}")
-        self.handlers = {}
+        self.handlers: dict[str, Callable[..., Any]] = {}
         for action in self.actions:
             self.handlers.setdefault(action.name, action.handler)
         for required in ("start", "stop", "monitor"):
@@ -316,7 +353,7 @@ class Agent:
 
     # -- declarations used by the runner and the meta-data ------------------
 
-    def all_actions(self):
+    def all_actions(self) -> tuple[Action, ...]:
         """The declared actions plus validate-all and meta-data."""
         extra = []
         if "validate-all" not in self.handlers:
@@ -324,11 +361,11 @@ class Agent:
         extra.append(Action("meta-data", None, 5))
         return self.actions + tuple(extra)
 
-    def depths(self):
+    def depths(self) -> list[int]:
         found = sorted({a.depth or 0 for a in self.actions if a.name == "monitor"})
         return found or [0]
 
-    def timeout_for(self, action, meta_timeout):
+    def timeout_for(self, action: str, meta_timeout: str | None) -> float:
         """Seconds the cluster gives this operation."""
         ms = _int_or(meta_timeout, 0)
         if ms > 0:
@@ -337,11 +374,11 @@ class Agent:
         return float(hints[0]) if hints else 20.0
 
     @staticmethod
-    def margin(timeout):
+    def margin(timeout: float) -> float:
         """Time kept back from the cluster's timeout to report a result."""
         return min(2.0, timeout * 0.1)
 
-    def check_level(self, action, requested):
+    def check_level(self, action: str, requested: str | None) -> int:
         """The level to run: the highest implemented one at or below the request."""
         if requested in (None, ""):
             level = 10 if action == "validate-all" else 0
@@ -354,7 +391,7 @@ class Agent:
 
     # -- entry point --------------------------------------------------------
 
-    def usage(self):
+    def usage(self) -> str:
         verbs = sorted(set(self.handlers) | {"validate-all", "meta-data", "usage"})
         lines = [f"usage: {self.name} {{{'|'.join(verbs)}}}", "", "parameters (OCF_RESKEY_<name>):"]
         for param in self.params:
@@ -363,12 +400,13 @@ class Agent:
             lines.append(f"  {param.name:<22} {param.shortdesc}{flags}")
         return "\n".join(lines)
 
-    def run(self, argv=None, environ=None):
+    def run(self, argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> None:
         """Run one action and exit with its code."""
         sys.exit(self.execute(sys.argv[1:] if argv is None else argv,
                               os.environ if environ is None else environ))
 
-    def execute(self, argv, environ, stdout=None, stderr=None):
+    def execute(self, argv: list[str], environ: Mapping[str, str], stdout: TextIO | None = None,
+                stderr: TextIO | None = None) -> int:
         """Run one action and return its exit code (no sys.exit)."""
         stdout = stdout or sys.stdout
         stderr = stderr or sys.stderr
@@ -388,7 +426,7 @@ class Agent:
             return self._exit(stderr, None, OCF.ERR_UNIMPLEMENTED,
                               f"action '{action}' is not implemented by {self.name}")
         log = Logger(f"{self.name}({environ.get('OCF_RESOURCE_INSTANCE', self.name)})", environ, stderr)
-        ctx = None
+        ctx: Context[Any] | None = None
         try:
             ctx = Context(self, action, environ, None, log)
             ctx.params = self._params(ctx, environ)
@@ -408,7 +446,7 @@ class Agent:
     def _params(self, ctx, environ):
         try:
             raw = self._raw(ctx, environ)
-            return parse(self.params, raw)
+            return parse(self.params, raw, into=self.values)
         except MissingParam as exc:
             if ctx.action == "stop" or ctx.is_probe:
                 ctx.log.warning(f"{exc}; nothing can be running with this configuration")
@@ -420,7 +458,7 @@ class Agent:
     def _raw(self, ctx, environ):
         """The raw parameters, stock names and value forms translated, each warned about
         once (this run)."""
-        used = []
+        used: list[tuple[str, str]] = []
         raw = from_environ(self.params, environ, used=used)
         notes = [f"parameter {alias} is the stock agent's name of {name}: accepted, but "
                  f"deprecated; rename it to {name}" for alias, name in used]

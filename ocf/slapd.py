@@ -13,6 +13,8 @@ its ldap:// ports and ldapi:// sockets; 10 a base search of each suffix;
 ldapsearch child); the bind password comes from a root-only file.
 """
 
+from __future__ import annotations
+
 import os
 
 from hapack.ocf import Agent, ConfigError, GenericError, NotInstalled, Param
@@ -22,11 +24,17 @@ from hapack.ocf._service import (CLEAN_ENV, check_node, checked, client_timeout,
                                  require_executable, run_path, start_server)
 from hapack.ocf._ldapwire import ldapi_path, tcp_port
 from hapack.ocf._slapd_conf import databases, run_files
+from hapack.ocf._service import ServiceParams
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hapack.ocf.runner import Context
+    from hapack.ocf._daemon import Server
 
 NAME = "slapd"
 
 
-def services(text):
+def services(text: str) -> tuple[str, ...]:
     urls = text.split()
     for url in urls:
         if not url.startswith(("ldap://", "ldapi://", "ldaps://")):
@@ -62,6 +70,18 @@ PARAMS = (
 ) + common_params("openldap")
 
 
+class Params(ServiceParams):
+    """The typed view of PARAMS (see hapack.params.Values; checked against it by test_types)."""
+    config: str
+    data_dir: str
+    services: tuple[str, ...]
+    slapd: str
+    group: str
+    log_level: str
+    bind_dn: str | None
+    probe_parent: str | None
+
+
 # -- the configuration ----------------------------------------------------------------
 
 def _suffixes(ctx):
@@ -78,7 +98,7 @@ def _suffixes(ctx):
 
 # -- the running server -------------------------------------------------------------
 
-def server(ctx):
+def server(ctx: Context[Params]) -> Server:
     """The instance; its pid file is the agent's own (written before slapd drops its
     privileges), not the configuration's pidfile, which slapd writes as the user.
     Level 0 requires the first TCP listener; _listening checks the others."""
@@ -164,22 +184,22 @@ def _probe(ctx):
 CHECKS = {0: _listening, 10: _search, 20: _probe}
 
 
-def monitor(ctx):
+def monitor(ctx: Context[Params]) -> int:
     return server(ctx).monitor(CHECKS)
 
 
 # -- start and stop ---------------------------------------------------------------------
 
-def command(ctx):
+def command(ctx: Context[Params]) -> list[str]:
     p = ctx.params
     return [p.slapd, "-d", p.log_level, "-u", p.user, "-g", p.group,
             "-F" if os.path.isdir(p.config) else "-f", p.config, "-h", " ".join(p.services)]
 
 
-def start(ctx):
+def start(ctx: Context[Params]) -> None:
     srv = server(ctx)
 
-    def launch():
+    def launch() -> None:
         from hapack.ocf._datadir import create_file, os_errors
         # start-stop-daemon opens the log as root (slapd drops to the user itself):
         # the log directory is root's alone, so no one else can plant a link there
@@ -191,7 +211,7 @@ def start(ctx):
     start_server(srv, launch, CHECKS)
 
 
-def stop(ctx):
+def stop(ctx: Context[Params]) -> None:
     import signal
     server(ctx).stop(graceful=signal.SIGTERM, graceful_timeout=ctx.deadline.left() * 0.8)
     _remove_leftovers(ctx)
@@ -215,7 +235,7 @@ def _remove_leftovers(ctx):
             ctx.log.info(f"removed the stale {path}")
 
 
-def validate(ctx):
+def validate(ctx: Context[Params]) -> None:
     p = ctx.params
     if p.bind_dn and not p.credentials_file:
         raise ConfigError("bind_dn needs credentials_file (the bind password)")
@@ -247,12 +267,13 @@ AGENT = Agent(
               "suffix; level 20 a probe entry added, read and deleted (bind password from a "
               "root-only file, never on a command line). Stop: SIGTERM, then KILL."),
     params=PARAMS,
+    values=Params,
     actions=d.server_actions(start, stop, monitor, start_timeout=30, stop_timeout=30),
     validate=validate,
 )
 
 
-def main():
+def main() -> None:
     AGENT.run()
 
 

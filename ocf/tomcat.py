@@ -14,12 +14,20 @@ Monitor levels: 0 = the JVM is alive and listening on ``port``;
 10 = ``status_url``; 20 = ``test_url``, the application's own health URL.
 """
 
+from __future__ import annotations
+
 import os
 
 from hapack.ocf import Agent, ArgsError, ConfigError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
 from hapack.params import with_aliases
 from hapack.proc import CommandError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import pwd
+    from hapack.ocf.runner import Context
+    from hapack.ocf._daemon import Server
 
 NAME = "tomcat"
 HEALTH_APP = "hapack-health"
@@ -74,9 +82,23 @@ PARAMS = with_aliases((
 ), STOCK_NAMES)
 
 
+class Params(d.StopParams, d.CheckParams):
+    """The typed view of PARAMS (see hapack.params.Values; checked against it by test_types)."""
+    catalina_base: str
+    flavor: str
+    catalina_home: str
+    java_home: str | None
+    java_opts: str
+    catalina_opts: str | None
+    user: str
+    start_command: tuple[str, ...] | None
+    stop_command: tuple[str, ...] | None
+    output_log: str | None
+
+
 # -- the instance -------------------------------------------------------------------
 
-def java_home(ctx):
+def java_home(ctx: Context[Params]) -> str:
     if ctx.params.java_home:
         return ctx.params.java_home
     if os.path.isdir("/usr/lib/jvm/default-java"):
@@ -86,15 +108,15 @@ def java_home(ctx):
     return os.path.dirname(os.path.dirname(os.path.realpath(java))) if java else "/usr"
 
 
-def pidfile(ctx):
+def pidfile(ctx: Context[Params]) -> str:
     return ctx.params.pidfile or d.rsc_path(ctx, "pid")
 
 
-def output_log(ctx):
+def output_log(ctx: Context[Params]) -> str:
     return ctx.params.output_log or os.path.join(ctx.params.catalina_base, "logs", "catalina.out")
 
 
-def server(ctx):
+def server(ctx: Context[Params]) -> Server:
     p = ctx.params
     tomcat = p.flavor == "tomcat"
     return d.Server(ctx, pidfile(ctx), port=p.port, log=output_log(ctx), what=p.flavor,
@@ -102,7 +124,7 @@ def server(ctx):
                     marker=f"-Dcatalina.base={p.catalina_base}" if tomcat else None)
 
 
-def environment(ctx, extra_opts=""):
+def environment(ctx: Context[Params], extra_opts: str = "") -> dict[str, str]:
     p = ctx.params
     opts = " ".join(filter(None, (extra_opts, p.catalina_opts or "")))
     return {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
@@ -112,19 +134,19 @@ def environment(ctx, extra_opts=""):
             "CATALINA_TMPDIR": os.path.join(p.catalina_base, "temp")}
 
 
-def command(ctx):
+def command(ctx: Context[Params]) -> list[str]:
     p = ctx.params
     if p.flavor == "command":
-        return list(p.start_command)
+        return list(p.start_command or ())  # validate: set for flavor=command
     return [os.path.join(p.catalina_home, "bin", "catalina.sh"), "run"]
 
 
-def status_url(ctx):
+def status_url(ctx: Context[Params]) -> str:
     p = ctx.params
     return p.status_url or d.default_url(p, f"/{HEALTH_APP}/ping.jsp")
 
 
-def pong(body):
+def pong(body: str) -> None:
     """The agent's health page: 'PONG <server info>'."""
     if not body.startswith("PONG"):
         raise ValueError(f"the health page answered {body[:40]!r}, not PONG")
@@ -148,7 +170,7 @@ CHECKS = {10: _status, 20: _test}
 
 # -- local environment ----------------------------------------------------------------
 
-def account(user):
+def account(user: str) -> pwd.struct_passwd:
     import pwd
     try:
         return pwd.getpwnam(user)
@@ -172,7 +194,7 @@ def _owned_dir(path, pw):
         raise NotInstalled(f"{path} is not writable by {pw.pw_name}")
 
 
-def prepare(ctx, pw):
+def prepare(ctx: Context[Params], pw: pwd.struct_passwd) -> None:
     """Create what the instance needs and may lack: logs/, temp/, work/, the console
     log, the health page. The instance belongs to the server's user: nothing here
     follows a link planted in it (``_datadir``)."""
@@ -206,7 +228,7 @@ def _health_page(base, pw):
 
 # -- the verbs ---------------------------------------------------------------------------
 
-def validate(ctx):
+def validate(ctx: Context[Params]) -> None:
     p = ctx.params
     tomcat = p.flavor == "tomcat"
     if not tomcat and not (p.start_command and p.status_url):
@@ -222,8 +244,9 @@ def validate(ctx):
                 raise NotInstalled(f"Tomcat is not installed in {p.catalina_home} (no {rel})")
     else:
         from hapack.proc import which
-        if which(p.start_command[0]) is None:
-            raise NotInstalled(f"start_command {p.start_command[0]} is not executable")
+        program = p.start_command[0] if p.start_command else ""  # set: checked above
+        if which(program) is None:
+            raise NotInstalled(f"start_command {program} is not executable")
     conf = os.path.join(p.catalina_base, "conf", "server.xml") if tomcat else p.catalina_base
     if not os.path.exists(conf):
         raise NotInstalled(f"instance {p.catalina_base} has no {os.path.relpath(conf, p.catalina_base)}"
@@ -246,12 +269,12 @@ def _configtest(ctx):
                         f"{(severe or lines or ['exit ' + str(result.returncode)])[-1]}")
 
 
-def start(ctx):
+def start(ctx: Context[Params]) -> None:
     p = ctx.params
     pw = account(p.user)
     srv = server(ctx)
 
-    def launch():
+    def launch() -> None:
         from hapack.ocf._service import logged
         prepare(ctx, pw)
         extra = EXIT_ON_INIT_FAILURE if p.flavor == "tomcat" else ""
@@ -277,14 +300,14 @@ def _stop_command(ctx, pid):
     return True
 
 
-def stop(ctx):
+def stop(ctx: Context[Params]) -> None:
     import signal
     p = ctx.params
     graceful = _stop_command if p.stop_command else signal.SIGTERM
     server(ctx).stop(graceful=graceful, graceful_timeout=p.graceful_timeout)
 
 
-def monitor(ctx):
+def monitor(ctx: Context[Params]) -> int:
     return server(ctx).monitor(CHECKS)
 
 
@@ -298,12 +321,13 @@ AGENT = Agent(
               "timeout. Monitor depth 0 checks the JVM and its listening port, depth 10 the "
               "health page, depth 20 the application's own health URL (test_url)."),
     params=PARAMS,
+    values=Params,
     actions=d.server_actions(start, stop, monitor, start_timeout=120),
     validate=validate,
 )
 
 
-def main():
+def main() -> None:
     AGENT.run()
 
 

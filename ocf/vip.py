@@ -9,11 +9,19 @@ requests: no child process. pyroute2 finds the interface and prefix from
 the routing table when ``nic`` or ``cidr_netmask`` is not set.
 """
 
+from __future__ import annotations
+
 import os
 
 import _socket as socket  # the C module: importing 'socket' costs 2 ms per call
 
 from hapack.ocf import OCF, Action, Agent, ConfigError, GenericError, NotInstalled, Param, PermError
+from hapack.params import Values
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+    from hapack.ocf.runner import Context
 
 NAME = "vip"
 
@@ -22,7 +30,7 @@ def _family(ip):
     return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
-def canonical_ip(text):
+def canonical_ip(text: str) -> str:
     text = text.strip()
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
@@ -32,7 +40,7 @@ def canonical_ip(text):
     raise ValueError(f"{text!r} is not an IPv4 or IPv6 address")
 
 
-def prefix_length(text):
+def prefix_length(text: str) -> int:
     """'24', '/24' or a dotted IPv4 mask such as '255.255.255.0'."""
     text = text.strip().lstrip("/")
     if text.isdigit():
@@ -50,13 +58,13 @@ def prefix_length(text):
     return bits
 
 
-def interface_name(text):
+def interface_name(text: str) -> str:
     if not 0 < len(text) <= 15 or any(c in text for c in "/: \t\n") or text in (".", ".."):
         raise ValueError(f"{text!r} is not a valid interface name")
     return text
 
 
-def broadcast(text):
+def broadcast(text: str) -> str:
     if text in ("+", "-"):
         return text
     try:
@@ -65,11 +73,11 @@ def broadcast(text):
         return _bad(text)
 
 
-def _bad(text):
+def _bad(text: str) -> NoReturn:
     raise ValueError(f"{text!r} is not an IPv4 address, '+' or '-'")
 
 
-def stock_forms(raw: dict) -> "tuple[dict, list[str]]":
+def stock_forms(raw: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     """IPaddr2's nic=<nic>:<label> as nic and label (the runner's translate hook)."""
     nic = raw.get("nic") or ""
     if ":" not in nic:
@@ -83,7 +91,7 @@ def stock_forms(raw: dict) -> "tuple[dict, list[str]]":
     return {**raw, "nic": name, "label": label}, [note]
 
 
-def lifetime(text):
+def lifetime(text: str) -> int | None:
     if text.strip().lower() in ("forever", "infinity"):
         return None
     if not text.strip().isdigit():
@@ -148,6 +156,24 @@ PARAMS = (
 )
 
 
+class Params(Values):
+    """The typed view of PARAMS (see hapack.params.Values; checked against it by test_types)."""
+    ip: str
+    cidr_netmask: int | None
+    nic: str | None
+    label: str | None
+    broadcast: str | None
+    preferred_lft: int | None
+    arp_count: int
+    arp_interval: int
+    arp_mode: str
+    arp_second_burst_delay: int
+    arp_count_refresh: int
+    dad_probe: bool
+    dad_timeout: int
+    check_link: bool
+
+
 # -- where things are -------------------------------------------------------
 
 def _state_path(ctx, what):
@@ -166,7 +192,7 @@ class Mark:
     def __init__(self, nic, prefixlen, index=None, created=None):
         self.nic, self.prefixlen, self.index, self.created = nic, prefixlen, index, created
 
-    def matches(self, entry, link):
+    def matches(self, entry: Any, link: Any) -> bool:
         if entry.prefixlen != self.prefixlen or link is None or link.name != self.nic:
             return False
         return self.index is None or (entry.index == self.index and entry.created == self.created)
@@ -248,7 +274,7 @@ def _held(ctx, nl):
     return entry, link
 
 
-def monitor(ctx):
+def monitor(ctx: Context[Params]) -> int:
     from hapack.netlink import Netlink
     with Netlink() as nl:
         held = _held(ctx, nl)
@@ -269,7 +295,7 @@ def monitor(ctx):
     return OCF.SUCCESS
 
 
-def validate(ctx):
+def validate(ctx: Context[Params]) -> None:
     p = ctx.params
     v6 = _family(p.ip) == socket.AF_INET6
     if p.cidr_netmask is not None and p.cidr_netmask > (128 if v6 else 32):
@@ -325,7 +351,7 @@ def _from_routes(p, nl, link):
 
 # -- the verbs ----------------------------------------------------------------
 
-def start(ctx):
+def start(ctx: Context[Params]) -> int | None:
     from hapack.netlink import Netlink
     p = ctx.params
     with Netlink() as nl:
@@ -349,6 +375,7 @@ def start(ctx):
         if p.arp_count > 1 or p.arp_second_burst_delay:
             _spawn_announcer(ctx, link, family)
     ctx.log.info(f"{p.ip}/{prefixlen} is up on {link.name}")
+    return None
 
 
 def _refuse_others(ctx, others):
@@ -467,7 +494,7 @@ def _stop_announcer(ctx):
     _remove(path)
 
 
-def stop(ctx):
+def stop(ctx: Context[Params]) -> None:
     """Remove the entry this resource added, and only that one; verify it is gone."""
     from hapack.netlink import Netlink
     p = ctx.params
@@ -506,6 +533,7 @@ AGENT = Agent(
               "neighbour advertisements, and monitors the exact address, prefix and "
               "interface and the link state without forking."),
     params=PARAMS,
+    values=Params,
     actions=(
         Action("start", start, 20),
         Action("stop", stop, 20),
@@ -516,7 +544,7 @@ AGENT = Agent(
 )
 
 
-def main():
+def main() -> None:
     AGENT.run()
 
 

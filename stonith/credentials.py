@@ -8,6 +8,8 @@ ssh key. The password found is registered for redaction before anything
 else can print it.
 """
 
+from __future__ import annotations
+
 import os
 import shlex
 import stat
@@ -15,15 +17,20 @@ import stat
 from hapack.proc import CommandError, run
 from hapack.stonith.errors import ConfigError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hapack.stonith.fencing import RedactingLogger, Secrets
+    from hapack.stonith.fence_bmc import Params
+
 SOURCES = ("password", "password_script", "password_file")
 MAX_FILE = 65536  # a password file is one short line; read no more than this
 
 
-def sources_set(values):
+def sources_set(values: Params) -> list[str]:
     return [name for name in SOURCES if values[name] not in (None, "")]
 
 
-def check_sources(values):
+def check_sources(values: Params) -> str | None:
     """ConfigError unless at most one password source is set (no I/O)."""
     chosen = sources_set(values)
     if len(chosen) > 1:
@@ -31,7 +38,7 @@ def check_sources(values):
     return chosen[0] if chosen else None
 
 
-def resolve(values, timeout, secrets, log):
+def resolve(values: Params, timeout: float, secrets: Secrets, log: RedactingLogger) -> str | None:
     """The password (None if no source is set); ``secrets`` gets it added."""
     source = check_sources(values)
     if source is None:
@@ -39,14 +46,14 @@ def resolve(values, timeout, secrets, log):
     if source == "password":
         password = values.password
     elif source == "password_script":
-        password = from_script(values.password_script, timeout, log)
+        password = from_script(values.password_script or "", timeout, log)  # set: source
     else:
-        password = from_file(values.password_file)
+        password = from_file(values.password_file or "")  # set: the source
     secrets.add(password)
     return password
 
 
-def from_script(script, timeout, log):
+def from_script(script: str, timeout: float, log: RedactingLogger) -> str:
     argv = shlex.split(script)
     if not argv:
         raise ConfigError("parameter 'password_script' is empty")
@@ -65,7 +72,7 @@ def from_script(script, timeout, log):
     return lines[0]
 
 
-def check_file(path):
+def check_file(path: str) -> None:
     """ConfigError unless ``path`` is a private regular file (no read)."""
     try:
         info = os.stat(path)

@@ -17,7 +17,15 @@ Drivers are imported lazily by name, so ``metadata`` and ``validate-all``
 never load pyghmi.
 """
 
+from __future__ import annotations
+
 import importlib
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hapack.stonith.redfish import RedfishDriver
+    from hapack.stonith.ipmi import IpmiDriver
+    from hapack.stonith.fence_bmc import Params
 
 ON, OFF, CYCLE = "on", "off", "cycle"
 
@@ -34,34 +42,34 @@ class Driver:
     #: shown in messages, e.g. "IPMI"
     protocol = "?"
     #: the port used when ``ipport`` is not set
-    default_port = None
+    default_port: int | None = None
 
     @classmethod
-    def open(cls, settings, password):
+    def open(cls, settings: Params, password: str | None) -> Driver:
         """Log in to the switch described by ``settings`` (typed Values)."""
         raise NotImplementedError
 
     @classmethod
-    def check(cls, settings):
+    def check(cls, settings: Params) -> None:
         """Raise ConfigError for settings this driver cannot use (no I/O)."""
 
-    def get_power(self):
+    def get_power(self) -> str:
         raise NotImplementedError
 
-    def set_power(self, state):
+    def set_power(self, state: str) -> None:
         raise NotImplementedError
 
-    def close(self):
+    def close(self) -> None:
         pass
 
 
-def driver_class(name):
+def driver_class(name: str) -> type[RedfishDriver] | type[IpmiDriver]:
     """The driver class registered as ``name`` (imports its module)."""
     module, attr = REGISTRY[name]
     return getattr(importlib.import_module(module), attr)
 
 
-def endpoint(settings, cls):
+def endpoint(settings: Params, cls: type[RedfishDriver] | type[IpmiDriver]) -> str:
     """'address:port' of the switch, for messages."""
     port = settings.ipport if settings.ipport is not None else cls.default_port
     host = settings.ip or "?"

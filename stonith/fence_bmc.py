@@ -10,6 +10,8 @@ in :mod:`hapack.stonith.fencing` and :mod:`hapack.stonith.power`; this module
 holds the parameter table and how to reach the switch.
 """
 
+from __future__ import annotations
+
 import shlex
 import sys
 
@@ -19,6 +21,11 @@ from hapack.stonith import credentials, fencing
 from hapack.stonith.drivers import REGISTRY, driver_class, endpoint
 from hapack.stonith.errors import ConfigError
 from hapack.stonith.power import Device, Timing
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hapack.stonith.fencing import Request
+
 
 VERSION = "0.1.0"
 
@@ -86,13 +93,33 @@ PARAMS = (
 )
 
 
-def validate(values):
+class Params(fencing.CommonParams):
+    """The typed view of PARAMS (see hapack.params.Values; checked against it by test_types)."""
+    driver: str
+    ip: str
+    ipport: int | None
+    username: str | None
+    password: str | None
+    password_script: str | None
+    password_file: str | None
+    hostname: str | None
+    lanplus: bool
+    cipher: str | None
+    privlvl: str
+    auth: str | None
+    hexadecimal_kg: str | None
+    systems_uri: str | None
+    ca_file: str | None
+    ssl_insecure: bool
+
+
+def validate(values: Params) -> None:
     """Everything that can be checked without talking to the BMC."""
     cls = driver_class(values.driver)
     cls.check(values)
     source = credentials.check_sources(values)
     if source == "password_file":
-        credentials.from_file(values.password_file)  # readable, a first line, UTF-8
+        credentials.from_file(values.password_file or "")  # readable, a first line, UTF-8
     elif source == "password_script":
         argv = shlex.split(values.password_script)
         if not argv or which(argv[0]) is None:
@@ -100,7 +127,7 @@ def validate(values):
                               "executable")
 
 
-def open_device(request):
+def open_device(request: Request) -> Device:
     values = request.values
     cls = driver_class(values.driver)
     timing = Timing.from_values(values)
@@ -109,7 +136,7 @@ def open_device(request):
     return Device(lambda: cls.open(values, password), where, timing, request.log)
 
 
-def targets(values):
+def targets(values: Params) -> list[str] | None:
     return [values.hostname] if values.hostname else None
 
 
@@ -117,10 +144,10 @@ AGENT = fencing.FenceAgent(
     "fence_bmc", version=VERSION,
     shortdesc="Fence agent for BMCs over IPMI or Redfish, with verified power-off",
     longdesc=LONGDESC, vendor_url="https://www.dmtf.org/standards/redfish",
-    params=PARAMS, open_device=open_device, validate=validate, targets=targets)
+    params=PARAMS, open_device=open_device, validate=validate, targets=targets, values=Params)
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     return int(fencing.run(AGENT, argv))
 
 

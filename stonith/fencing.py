@@ -17,16 +17,22 @@ Kg, the password a script or file produced) are redacted from every log
 line and message.
 """
 
+from __future__ import annotations
+
 import enum
 import sys
 import time
 
 from hapack.log import WARNING, Logger
-from hapack.params import Param, ParamError, is_true, parse
+from hapack.params import Param, ParamError, Values, is_true, parse
 from hapack.proc import redact_text
 from hapack.stonith import power
 from hapack.stonith.drivers import OFF, ON
 from hapack.stonith.errors import ConfigError, FenceError, WrongTarget
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, TextIO
 
 
 class Exit(enum.IntEnum):
@@ -52,13 +58,13 @@ ACTION_ALIASES = {"meta-data": "metadata", "validate_all": "validate-all"}
 FENCING_ACTIONS = ("off", "reboot")   # the ones ``delay`` applies to
 
 
-def _positive(value):
+def _positive(value: float) -> float:
     if value < 0:
         raise ValueError(f"{value:g} is negative")
     return value
 
 
-def _poll(value):
+def _poll(value: float) -> float:
     if value <= 0:
         raise ValueError("must be above 0")
     return value
@@ -125,7 +131,27 @@ COMMON = (
 CLI_ONLY = ("help", "version")   # not read from stdin: the fencer never asks for them
 
 
-def fold(name):
+class CommonParams(Values):
+    """The typed view of COMMON (see hapack.params.Values); an agent's own view extends it."""
+    action: str
+    plug: str | None
+    nodename: str | None
+    delay: float
+    power_timeout: float
+    power_wait: float
+    stonith_status_sleep: float
+    login_timeout: float
+    shell_timeout: float
+    method: str
+    verbose: bool
+    verbose_level: int | None
+    debug_file: str | None
+    quiet: bool
+    help: bool
+    version: bool
+
+
+def fold(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
@@ -140,7 +166,7 @@ class FenceAgent:
     """
 
     def __init__(self, name, *, version, shortdesc, longdesc, vendor_url, params,
-                 open_device, validate, targets):
+                 open_device, validate, targets, values: type[CommonParams] = CommonParams):
         self.name = name
         self.version = version
         self.shortdesc = shortdesc
@@ -150,8 +176,9 @@ class FenceAgent:
         self.open_device = open_device
         self.validate = validate
         self.targets = targets
-        self.names = {}
-        self.shorts = {}
+        self.values = values  # the class parse() builds: the agent's typed view
+        self.names: dict[str, Param] = {}
+        self.shorts: dict[str, Param] = {}
         for param in self.params:
             for key in (param.name, *param.aliases):
                 if fold(key) in self.names:
@@ -162,13 +189,13 @@ class FenceAgent:
                     raise TypeError(f"{name}: short option -{param.short} declared twice")
                 self.shorts[param.short] = param
 
-    def action_names(self):
+    def action_names(self) -> tuple[str, ...]:
         return ACTIONS
 
-    def param(self, key):
+    def param(self, key: str) -> Param | None:
         return self.names.get(fold(key))
 
-    def long_option(self, key):
+    def long_option(self, key: str) -> Param | None:
         """The parameter of a long option: its name, an alias, or a unique prefix of
         them (getopt's abbreviations: ``--user`` is ``--username``)."""
         exact = self.param(key)
@@ -184,7 +211,7 @@ class FenceAgent:
 class Secrets(set):
     """Strings never to be shown; a logger and messages redact them."""
 
-    def redact(self, text):
+    def redact(self, text: str) -> str:
         return redact_text(str(text), sorted(self, key=len, reverse=True))
 
 
@@ -198,7 +225,7 @@ class RedactingLogger(Logger):
         self.verbose = self.debugging
         self.quiet = False
 
-    def log(self, level, message, stderr=True):
+    def log(self, level: int, message: str, stderr: bool = True) -> None:
         shown = self.verbose or (not self.quiet and level >= WARNING)
         super().log(level, self.secrets.redact(message), stderr and shown)
 
@@ -212,7 +239,7 @@ class RawRequest(dict):
         super().__init__()
         self.by_alias = set()
 
-    def put(self, param, key, value):
+    def put(self, param: Param, key: str, value: str) -> None:
         is_alias = fold(key) != param.name
         if is_alias and param.name in self and param.name not in self.by_alias:
             return  # the canonical name was given: it wins
@@ -227,7 +254,7 @@ def _unquote(value):
     return value
 
 
-def read_stdin(agent, text, log):
+def read_stdin(agent: FenceAgent, text: str, log: RedactingLogger | Logger) -> RawRequest:
     """The raw parameters from ``key=value`` lines."""
     raw = RawRequest()
     for number, line in enumerate(text.splitlines(), 1):
@@ -245,7 +272,7 @@ def read_stdin(agent, text, log):
     return raw
 
 
-def read_argv(agent, argv):
+def read_argv(agent: FenceAgent, argv: list[str]) -> RawRequest:
     """The raw parameters from a command line, with fence-agents' getopt rules:
     ``--name=value``, ``--name value``, ``--flag``, unique abbreviations of long
     names, short options ``-a HOST`` and ``-aHOST``, clustered flags ``-Pv``, and
@@ -265,7 +292,7 @@ def read_argv(agent, argv):
             raise ConfigError(f"argument {position} is not an option (use -o ACTION, "
                               "--name=value or --name value)")
     if verbose and "verbose_level" not in raw:
-        raw.put(agent.param("verbose_level"), "verbose_level", str(verbose))
+        raw.put(agent.names["verbose_level"], "verbose_level", str(verbose))
     return raw
 
 
@@ -303,7 +330,7 @@ def _read_short(agent, letters, args, raw):
     return verbose
 
 
-def usage(agent):
+def usage(agent: FenceAgent) -> str:
     lines = [f"usage: {agent.name} -o ACTION [-a IP -l USER -p PASSWORD ...]",
              f"       {agent.name} --action=ACTION [--name=value ...]",
              f"       {agent.name} < key=value lines (as pacemaker-fenced runs it)",
@@ -331,14 +358,14 @@ class Request:
         self.verified_off = False  # the switch reported the target's power off
 
     @property
-    def target(self):
+    def target(self) -> str | None:
         return self.values.plug or self.values.nodename
 
-    def say(self, line):
+    def say(self, line: str) -> None:
         self.out.write(self.secrets.redact(line) + "\n")
         self.out.flush()
 
-    def check_target(self):
+    def check_target(self) -> None:
         names = self.agent.targets(self.values)
         target = self.target
         if names is None or not target:
@@ -348,14 +375,14 @@ class Request:
                               "(check hostname, pcmk_host_list or pcmk_host_map)")
 
 
-def normalize_action(text):
+def normalize_action(text: str) -> str:
     action = ACTION_ALIASES.get(text.strip().lower(), text.strip().lower())
     if action not in ACTIONS:
         raise ConfigError(f"unknown action {text!r} (one of {', '.join(ACTIONS)})")
     return action
 
 
-def configure_log(log, raw):
+def configure_log(log: RedactingLogger, raw: RawRequest) -> None:
     """verbose, verbose_level, quiet and debug_file as fence-agents read them; from the
     raw request, before any value is checked, so that errors are logged as asked."""
     try:
@@ -370,14 +397,16 @@ def configure_log(log, raw):
     log.debugging = log.verbose or bool(log.debuglog)
 
 
-def build_request(agent, raw, log, out, secrets):
+def build_request(agent: FenceAgent, raw: RawRequest, log: RedactingLogger | Logger,
+                  out: TextIO | None, secrets: Secrets) -> Request:
     for param in agent.params:
         if param.secret and raw.get(param.name):
             secrets.add(raw[param.name])
     action = normalize_action(raw.get("action") or "reboot")
     raw["action"] = action
     try:
-        values = parse(agent.params, raw)
+        values = parse(agent.params, raw, into=agent.values)
+        assert isinstance(values, CommonParams)  # into= an agent's view of COMMON
     except ParamError as exc:
         raise ConfigError(str(exc)) from None
     log.debug(f"{action} with {values!r}")
@@ -391,7 +420,7 @@ def _device(request):
     return request.agent.open_device(request)
 
 
-def do_status(request):
+def do_status(request: Request) -> Exit:
     request.check_target()
     device = _device(request)
     try:
@@ -402,7 +431,7 @@ def do_status(request):
     return Exit.SUCCESS if state == ON else Exit.OFF
 
 
-def do_monitor(request):
+def do_monitor(request: Request) -> Exit:
     device = _device(request)
     try:
         state = device.get_power()
@@ -412,14 +441,14 @@ def do_monitor(request):
     return Exit.SUCCESS
 
 
-def do_list(request):
+def do_list(request: Request) -> Exit:
     request.agent.validate(request.values)
     for name in request.agent.targets(request.values) or ():
         request.say(name)
     return Exit.SUCCESS
 
 
-def fence_delay(request):
+def fence_delay(request: Request) -> None:
     seconds = request.values.delay
     if seconds > 0:
         request.log.info(f"delaying {request.action} of {request.target or 'the node'} "
@@ -427,7 +456,7 @@ def fence_delay(request):
         time.sleep(seconds)
 
 
-def do_power(request, target):
+def do_power(request: Request, target: str) -> Exit:
     device = _device(request)
     try:
         changed = power.ensure_power(device, target, request.log)
@@ -439,18 +468,18 @@ def do_power(request, target):
     return Exit.SUCCESS
 
 
-def do_on(request):
+def do_on(request: Request) -> Exit:
     request.check_target()
     return do_power(request, ON)
 
 
-def do_off(request):
+def do_off(request: Request) -> Exit:
     request.check_target()
     fence_delay(request)
     return do_power(request, OFF)
 
 
-def do_reboot(request):
+def do_reboot(request: Request) -> Exit:
     request.check_target()
     fence_delay(request)
     device = _device(request)
@@ -475,7 +504,7 @@ def do_reboot(request):
     return Exit.SUCCESS
 
 
-def do_validate(request):
+def do_validate(request: Request) -> Exit:
     request.agent.validate(request.values)
     request.log.debug("parameters are valid")
     return Exit.SUCCESS
@@ -487,7 +516,9 @@ HANDLERS = {"status": do_status, "monitor": do_monitor, "list": do_list, "on": d
 
 # -- the entry point -------------------------------------------------------------
 
-def run(agent, argv=None, stdin=None, out=None, environ=None, stderr=None):
+def run(agent: FenceAgent, argv: list[str] | None = None, stdin: TextIO | None = None,
+        out: TextIO | None = None, environ: dict[str, str] | None = None,
+        stderr: TextIO | None = None) -> int | Exit:
     """Run one request; the exit code. Never raises for a failed action."""
     argv = sys.argv[1:] if argv is None else argv
     out = sys.stdout if out is None else out
@@ -518,7 +549,7 @@ def _run(agent, argv, stdin, out, log, secrets):
         raise
 
 
-def guarded(log, function):
+def guarded(log: RedactingLogger, function: Callable) -> int | Exit:
     """function()'s exit code; a FenceError (or a bug) becomes a logged error and 1."""
     try:
         return function()

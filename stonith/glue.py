@@ -27,6 +27,8 @@ using the disk. A ``reset`` with ``method=cycle`` is never recorded: the
 power is on before and after a cycle, nothing saw it off.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 
@@ -34,6 +36,11 @@ from hapack.params import Param
 from hapack.stonith import fencing
 from hapack.stonith.errors import ConfigError
 from hapack.stonith.fence_bmc import AGENT
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TextIO
+    from hapack.stonith.fencing import RawRequest, RedactingLogger, Secrets
 
 NAME = "external/bmc"
 # the fence protocol's own parameters come from the op and its argument
@@ -57,7 +64,7 @@ CONFIRM = Param(
     "in use. Unset: nothing is written.")
 
 
-def params():
+def params() -> list[Param]:
     return [p for p in AGENT.params if p.name not in PROTOCOL_ONLY]
 
 
@@ -65,7 +72,7 @@ def _set(value):
     return value is not None and value != UNSET
 
 
-def raw_from_environ(environ):
+def raw_from_environ(environ: dict[str, str]) -> RawRequest:
     """The declared parameters among the environment variables (exact names)."""
     raw = fencing.RawRequest()
     for param in params():
@@ -75,7 +82,8 @@ def raw_from_environ(environ):
     return raw
 
 
-def run_op(op, host, environ, out, log, secrets):
+def run_op(op: str, host: str | None, environ: dict[str, str], out: TextIO, log: RedactingLogger,
+           secrets: Secrets) -> int:
     if op == "getconfignames":
         out.write("\n".join(CONFIG_NAMES) + "\n")
         return 0
@@ -115,9 +123,10 @@ def _confirm(path, host, op, log):
         log.warning(f"{host} is off, but the fence confirmation was not recorded: {exc}")
 
 
-def main(argv=None, environ=None, out=None):
+def main(argv: list[str] | None = None, environ: dict[str, str] | None = None,
+         out: TextIO | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    environ = os.environ if environ is None else environ
+    environ = dict(os.environ) if environ is None else environ
     out = sys.stdout if out is None else out
     secrets = fencing.Secrets()
     log = fencing.RedactingLogger(NAME, secrets, environ=environ)

@@ -12,11 +12,19 @@ for up to a second is worked around (:func:`slice_io_waits`). IPMI 1.5 (``lanplu
 1.6's IPMI 1.5 login fails on Python 3 (it concatenates str and bytes).
 """
 
+from __future__ import annotations
+
 import socket
 
 from hapack.stonith.drivers import CYCLE, OFF, ON, Driver, endpoint
 from hapack.stonith.errors import (AuthError, BmcError, BmcRefused, BmcUnreachable,
                                    ConfigError, StatusUnknown)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+    from hapack.stonith.errors import FenceError
+    from hapack.stonith.fence_bmc import Params
 
 PRIVILEGES = {"callback": 1, "user": 2, "operator": 3, "administrator": 4}
 NETFN_CHASSIS = 0x00
@@ -32,7 +40,7 @@ _NO_ANSWER = ("", "none", "timeout")
 IO_SLICE = 0.01
 
 
-def slice_io_waits(session):
+def slice_io_waits(session: Any) -> None:
     """Work around a race in pyghmi's I/O thread (1.6): wait in short slices.
 
     A caller registers its wait for the BMC's answer only after sending; when
@@ -51,11 +59,11 @@ def slice_io_waits(session):
     def sliced(timeout, myaddr=None, evq=None):
         return original(min(timeout, IO_SLICE), myaddr, evq)
 
-    sliced.sliced = True
+    sliced.sliced = True  # type: ignore[attr-defined]
     session._io_wait = sliced
 
 
-def session_class(suite):
+def session_class(suite: int | str | None) -> Any:
     """pyghmi's Session with the cipher suite pinned (None: 17, then 3)."""
     from pyghmi.ipmi.private import session
     slice_io_waits(session)
@@ -85,7 +93,7 @@ class IpmiDriver(Driver):
         self.where = where
 
     @classmethod
-    def check(cls, settings):
+    def check(cls, settings: Params) -> None:
         if not settings.lanplus:
             raise ConfigError("lanplus=false (IPMI 1.5) is not supported: pyghmi's IPMI 1.5 "
                               "login does not work; enable IPMI 2.0 (RMCP+) on the BMC")
@@ -93,7 +101,7 @@ class IpmiDriver(Driver):
             kg_bytes(settings.hexadecimal_kg)
 
     @classmethod
-    def open(cls, settings, password):
+    def open(cls, settings: Params, password: str | None) -> IpmiDriver:
         where = endpoint(settings, cls)
         session = session_class(settings.cipher and int(settings.cipher))
         from pyghmi import exceptions
@@ -114,16 +122,16 @@ class IpmiDriver(Driver):
             raise login_error(str(getattr(opened, "errormsg", "")), where, settings.username)
         return cls(opened, where)
 
-    def get_power(self):
+    def get_power(self) -> str:
         data = self._command(GET_CHASSIS_STATUS, (), "get chassis status")
         if not data:
             raise StatusUnknown(f"BMC {self.where} sent an empty chassis status")
         return ON if data[0] & 0x01 else OFF
 
-    def set_power(self, state):
+    def set_power(self, state: str) -> None:
         self._command(CHASSIS_CONTROL, (CONTROL[state],), f"chassis power {state}")
 
-    def close(self):
+    def close(self) -> None:
         self.session.logout()
 
     def _command(self, command, data, what):
@@ -143,7 +151,7 @@ class IpmiDriver(Driver):
         return response.get("data", b"")
 
 
-def kg_bytes(text):
+def kg_bytes(text: str | None) -> bytes | None:
     if text is None:
         return None
     try:
@@ -152,7 +160,8 @@ def kg_bytes(text):
         raise ConfigError("parameter 'hexadecimal_kg': not a hexadecimal string") from None
 
 
-def login_error(text, where, user):
+def login_error(text: str, where: str,
+                user: str | None) -> BmcUnreachable | AuthError | BmcError | BmcRefused:
     """The FenceError for a failed pyghmi login (its texts are all we get)."""
     lowered = text.strip().lower()
     if lowered in _NO_ANSWER or "timeout" in lowered or "timed out" in lowered:
@@ -166,7 +175,7 @@ def login_error(text, where, user):
     return BmcError(f"IPMI login to BMC {where} failed: {text}")
 
 
-def command_error(text, where, what):
+def command_error(text: str, where: str, what: str) -> FenceError:
     lowered = text.strip().lower()
     if lowered in _NO_ANSWER or "timeout" in lowered or "no longer connected" in lowered:
         return BmcUnreachable(f"BMC {where} stopped answering ({what})")

@@ -11,7 +11,15 @@ supports ``list``, ``status``, ``reboot`` and ``on``. Imported only for the
 ``metadata`` action.
 """
 
+from __future__ import annotations
+
 from lxml import etree
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lxml.etree import _Element
+    from hapack.stonith.fencing import FenceAgent
+    from hapack.params import Param
 
 # fence-agents' content types: durations are "second", choices "select"
 CONTENT = {"string": "string", "integer": "integer", "boolean": "boolean",
@@ -21,7 +29,7 @@ GLUE_CONTENT = {"string": "string", "integer": "integer", "boolean": "boolean",
                 "float": "string", "choice": "string"}
 
 
-def getopt(param, name):
+def getopt(param: Param, name: str) -> str:
     """fence-agents' ``mixed`` spelling: ``-a, --ip=[ip]``, ``-P, --lanplus``."""
     short = f"-{param.short}, " if param.short and name == param.name else ""
     if param.kind == "boolean":
@@ -49,7 +57,7 @@ def _parameter(parent, param, name, alias):
         etree.SubElement(element, "longdesc", lang="en").text = param.longdesc
 
 
-def metadata_tree(agent):
+def metadata_tree(agent: FenceAgent) -> _Element:
     root = etree.Element("resource-agent", name=agent.name, shortdesc=agent.shortdesc)
     etree.SubElement(root, "longdesc").text = agent.longdesc
     etree.SubElement(root, "vendor-url").text = agent.vendor_url
@@ -66,12 +74,12 @@ def metadata_tree(agent):
     return root
 
 
-def metadata_xml(agent):
+def metadata_xml(agent: FenceAgent) -> str:
     body = etree.tostring(metadata_tree(agent), pretty_print=True, encoding="unicode")
     return f'<?xml version="1.0" ?>\n{body}'
 
 
-def glue_parameters_xml(params):
+def glue_parameters_xml(params: list[Param]) -> str:
     """The ``<parameters>`` block cluster-glue's ``getinfo-xml`` asks for."""
     root = etree.Element("parameters")
     for param in params:

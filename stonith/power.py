@@ -15,12 +15,23 @@ the 1 s of pyghmi's ``wait`` or fence-agents' loop) after an optional
 ``power_wait``.
 """
 
+from __future__ import annotations
+
 import threading
 import time
 
 from hapack.stonith.drivers import CYCLE, OFF, ON
 from hapack.stonith.errors import BmcTimeout, PowerTimeout
 from hapack.timing import Deadline
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+    T = TypeVar("T")
+    from typing import Callable
+    from hapack.stonith.fencing import RedactingLogger
+    from hapack.stonith.fencing import CommonParams
+    from hapack.log import Logger
 
 RETRY_PAUSE = 0.2     # first pause between a failed exchange and the next login
 RETRY_PAUSE_MAX = 1.0
@@ -41,14 +52,14 @@ class Timing:
         self.command = command
 
     @classmethod
-    def from_values(cls, values):
+    def from_values(cls, values: CommonParams) -> "Timing":
         return cls(values.power_timeout, values.power_wait, values.stonith_status_sleep,
                    values.login_timeout, values.shell_timeout)
 
 
-def bounded(function, seconds, what):
+def bounded(function: Callable[[], T], seconds: float, what: str) -> T:
     """function() in a daemon thread; BmcTimeout if it runs past ``seconds``."""
-    outcome = {}
+    outcome: dict[str, Any] = {}
 
     def target():
         try:
@@ -63,10 +74,10 @@ def bounded(function, seconds, what):
         raise BmcTimeout(f"{what}: no answer within {seconds:.1f}s")
     if "error" in outcome:
         raise outcome["error"]
-    return outcome.get("value")
+    return outcome["value"]
 
 
-def pause(seconds, deadline):
+def pause(seconds: float, deadline: Deadline) -> None:
     time.sleep(deadline.left(seconds))
 
 
@@ -96,18 +107,18 @@ class Device:
                            f"{(time.monotonic() - started) * 1000:.0f} ms")
         return self.driver
 
-    def get_power(self, deadline=None):
+    def get_power(self, deadline: Deadline | None = None) -> str:
         driver = self._connected(deadline)
         return bounded(driver.get_power, self._slice(self.timing.command, deadline),
                        f"power status from {self.where}")
 
-    def set_power(self, state, deadline=None):
+    def set_power(self, state: str, deadline: Deadline | None = None) -> None:
         driver = self._connected(deadline)
         bounded(lambda: driver.set_power(state), self._slice(self.timing.command, deadline),
                 f"power {state} request to {self.where}")
         self.log.info(f"power {state} request accepted by {self.where}")
 
-    def drop(self):
+    def drop(self) -> None:
         """Forget the session after a failure; the next call logs in again."""
         driver, self.driver = self.driver, None
         if driver is not None:
@@ -129,7 +140,7 @@ class Retries:
         self.wait = RETRY_PAUSE
         self.error = None
 
-    def failed(self, exc):
+    def failed(self, exc: Exception) -> None:
         """Re-raise what another try cannot fix; otherwise prepare the next try."""
         if not getattr(exc, "transient", False):
             raise exc
@@ -143,7 +154,8 @@ class Retries:
         self.wait = min(self.wait * 2, RETRY_PAUSE_MAX)
 
 
-def ensure_power(device, target, log, deadline=None):
+def ensure_power(device: Device, target: str, log: Logger | RedactingLogger,
+                 deadline: Deadline | None = None) -> bool:
     """Bring the power to ``target`` (ON or OFF) and return once the switch reports it.
 
     Returns True if a request was sent, False if the power already was in
@@ -174,7 +186,7 @@ def ensure_power(device, target, log, deadline=None):
         pause(timing.poll, deadline)
 
 
-def cycle(device, log):
+def cycle(device: Device, log: Logger | RedactingLogger) -> bool:
     """One power-cycle request (method=cycle); a powered-off node is switched on.
 
     The switch's acceptance is the only confirmation a cycle can have: the

@@ -9,12 +9,21 @@ certificates in that file, or by an exact match with a (self-signed)
 certificate listed there; ``ssl_insecure`` turns verification off.
 """
 
+from __future__ import annotations
+
 import ipaddress
 import ssl
 
 from hapack.stonith.drivers import CYCLE, OFF, ON, Driver, endpoint
 from hapack.stonith.errors import (AuthError, BmcError, BmcRefused, BmcUnreachable,
                                    ConfigError, StatusUnknown, UntrustedCertificate)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+    from hapack.stonith.errors import FenceError
+    from typing import Callable
+    from hapack.stonith.fence_bmc import Params
 
 # pyghmi's names for the Redfish ResetType it sends (On, ForceOff, ForceRestart)
 REQUEST = {ON: "on", OFF: "off", CYCLE: "reset"}
@@ -29,14 +38,14 @@ class RedfishDriver(Driver):
         self.where = where
 
     @classmethod
-    def check(cls, settings):
+    def check(cls, settings: Params) -> None:
         if settings.ssl_insecure and settings.ca_file:
             raise ConfigError("set either ca_file or ssl_insecure, not both")
         if settings.ca_file:
             load_certificates(settings.ca_file)
 
     @classmethod
-    def open(cls, settings, password):
+    def open(cls, settings: Params, password: str | None) -> RedfishDriver:
         from pyghmi import exceptions
         from pyghmi.redfish import command
         where = endpoint(settings, cls)
@@ -59,7 +68,7 @@ class RedfishDriver(Driver):
             raise no_system(opened, settings, where)
         return cls(opened, where)
 
-    def get_power(self):
+    def get_power(self) -> str:
         state = self._call(self.command.get_power, "get power state").get("powerstate")
         if state == "off":
             return OFF
@@ -67,10 +76,10 @@ class RedfishDriver(Driver):
             return ON  # anything but Off still draws power
         raise StatusUnknown(f"Redfish service {self.where} reports PowerState {state!r}")
 
-    def set_power(self, state):
+    def set_power(self, state: str) -> None:
         self._call(lambda: self.command.set_power(REQUEST[state]), f"power {state}")
 
-    def close(self):
+    def close(self) -> None:
         self.command.wc.close()
 
     def _call(self, function, what):
@@ -85,7 +94,7 @@ class RedfishDriver(Driver):
             raise BmcUnreachable(f"Redfish service {self.where} ({what}): {exc}") from None
 
 
-def basic_auth(command_class):
+def basic_auth(command_class: Any) -> Any:
     """pyghmi's Command without a Redfish session: HTTP basic auth on every request.
 
     pyghmi logs in to the SessionService when the service has one but never
@@ -101,7 +110,7 @@ def basic_auth(command_class):
     return BasicAuthCommand
 
 
-def no_system(opened, settings, where):
+def no_system(opened: Any, settings: Params, where: str) -> FenceError:
     """Why pyghmi found no ComputerSystem with a reset action (it only says None)."""
     path = settings.systems_uri or "/redfish/v1/Systems"
     status = opened.wc.grab_json_response_with_status(path)[1]
@@ -114,7 +123,7 @@ def no_system(opened, settings, where):
                       f"at {path} (HTTP {status})")
 
 
-def open_error(text, where, user):
+def open_error(text: str, where: str, user: str | None) -> FenceError:
     if "Access Denied" in text or "401" in text:
         return AuthError(f"Redfish service {where} rejected the login of user {user!r}")
     if "sysurl" in text:
@@ -122,7 +131,7 @@ def open_error(text, where, user):
     return BmcError(f"Redfish service {where}: {text}")
 
 
-def load_certificates(path):
+def load_certificates(path: str) -> Any:
     from cryptography import x509
     try:
         with open(path, "rb") as handle:
@@ -133,7 +142,7 @@ def load_certificates(path):
         raise ConfigError(f"parameter 'ca_file': {path} holds no PEM certificate") from None
 
 
-def verifier(settings):
+def verifier(settings: Params) -> Callable | None:
     """pyghmi's verifycallback: None means the system store and host name check."""
     if settings.ssl_insecure:
         return lambda der: True

@@ -74,7 +74,8 @@ def loads(text: str, file: str = "<stack>", *, check_agents: bool = True) -> Sta
         raise StackError(file, [("", f"not valid TOML: {exc}")]) from None
     reader = Reader(file)
     stack = build(reader, data, file)
-    if not reader.problems and check_agents:
+    if not reader.problems and check_agents and stack is not None:
         _check_agents(reader, stack)
     reader.raise_problems()
+    assert stack is not None  # None only with a problem, raised above
     return stack

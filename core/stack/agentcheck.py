@@ -65,7 +65,7 @@ def declared_ops(r: Reader, key: str, spec: str, kind: str) -> dict[str, int]:
     agent = _declaration(r, key, spec)
     if agent is None:
         return {}
-    found = {}
+    found: dict[str, Any] = {}
     for action in agent.actions:
         if action.name == "monitor":
             if (action.depth or 0) != 0:

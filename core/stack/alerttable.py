@@ -49,7 +49,7 @@ def read_alerts(r: Reader, raw: Any) -> Alerts | None:
     timeout = r.value(t, KEY, "timeout", "duration", DEFAULT_ALERT_TIMEOUT_MS,
                       check=_ms_within(5000, 600_000))
     recipients = _recipients(r, t.get("recipients"))
-    if len(r.problems) > before:
+    if len(r.problems) > before or attributes is None:   # None: a problem was reported
         return None
     alerts = Alerts(**flags, select_attributes=attributes, timeout=timeout,
                     recipients=recipients)
@@ -88,7 +88,8 @@ def _recipients(r: Reader, raw: Any) -> tuple[Recipient, ...]:
         return ()
     if not raw:
         r.problem(key, "name at least one recipient (a webhook, syslog or a command)")
-    return tuple(_recipient(r, item, join(key, i)) for i, item in enumerate(raw))
+    found = [_recipient(r, item, join(key, i)) for i, item in enumerate(raw)]
+    return tuple(f for f in found if f is not None)   # None: a problem was reported
 
 
 def _recipient(r: Reader, raw: dict, key: str) -> Recipient | None:
@@ -96,7 +97,7 @@ def _recipient(r: Reader, raw: dict, key: str) -> Recipient | None:
     if sink is None:
         return None
     t = r.table(raw, key, ("sink", *SINK_KEYS[sink]),
-                required={"webhook": ("url",), "command": ("command",)}.get(sink, ()))
+                required={"webhook": ("url",), "command": ("command",)}.get(sink, ())) or {}
     return {"webhook": _webhook, "syslog": _syslog, "command": _command}[sink](r, t, key)
 
 

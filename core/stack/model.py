@@ -243,7 +243,7 @@ class Node:
             levels.setdefault(device.level, []).append(device.device_id(self.name))
         return tuple((level, tuple(levels[level])) for level in sorted(levels))
 
-    def address(self, link: str):
+    def address(self, link: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
         """This node's address (an ip_interface, with prefix) on ``link``."""
         return self.addresses[link]
 
@@ -258,7 +258,7 @@ class Link:
     addresses: Mapping[str, ipaddress.IPv4Interface | ipaddress.IPv6Interface]
 
     @property
-    def network(self):
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         return next(iter(self.addresses.values())).network
 
 

@@ -76,7 +76,7 @@ class Reader:
                 self.problem(join(key, name), "is required")
         return data
 
-    def value(self, table: dict, key: str, name: str, kind: Any, default: Any = _MISSING,
+    def value(self, table: dict, key: str, name: str | int, kind: Any, default: Any = _MISSING,
               check: Callable[[Any], Any] | None = None, *, secret: bool = False) -> Any:
         """One scalar: kind is str, int, bool or 'duration' (whole ms). None on a problem.
 

@@ -54,6 +54,7 @@ def build(r: Reader, data: dict, file: str) -> Stack | None:
     alerts = read_alerts(r, data["alerts"]) if "alerts" in data else None
     if r.problems:
         return None
+    assert vip is not None and partition is not None  # required: else a problem above
     node_objs = tuple(
         Node(name=n["name"], nodeid=i + 1, bmc=n["bmc"], fence_delay=n["fence_delay"],
              fences=n["fences"], addresses=_frozen_map((link.name, link.addresses[n["name"]]) for link in links))
@@ -268,7 +269,9 @@ def _fences(r: Reader, raw: Any, key: str) -> tuple[FenceDevice, ...]:
     if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
         r.problem(key, f"expected an array of tables ([[nodes.fence]]), got {type_name(raw)}")
         return ()
-    devices, names, level = [], {}, 1
+    devices: list[FenceDevice] = []
+    names: dict[str, int] = {}
+    level = 1
     for i, item in enumerate(raw):
         where = join(key, i)
         t = r.table(item, where, FENCE_KEYS, required=("agent",)) or {}
@@ -416,7 +419,7 @@ def _links(r: Reader, raw: list, node_names: list[str]) -> tuple[Link, ...]:
     if not raw:
         r.problem("links", "describe at least one heartbeat link ([[links]]); two are better: "
                   "one link lost must not look like a dead node")
-    links, seen, used = [], set(), {}
+    links, seen, used = [], set(), {}  # type: ignore[var-annotated]
     for i, item in enumerate(raw):
         key = join("links", i)
         t = r.table(item, key, ("name", "interface", "addresses"),
@@ -505,7 +508,8 @@ def _no_overlap(r: Reader, key: str, params: dict, owned, source=None) -> None:
 def _layers(r: Reader, raw: list, partition: Partition | None) -> tuple[Layer, ...]:
     if not raw:
         r.problem("layers", "describe at least one layer ([[layers]])")
-    layers, seen = [], {}
+    layers: list[Layer] = []
+    seen: dict[str, Any] = {}
     for i, item in enumerate(raw):
         key = join("layers", i)
         t = r.table(item, key, ("name", "agent", "kind", "data_dir", "data_param", "params",
@@ -549,7 +553,7 @@ def _layers(r: Reader, raw: list, partition: Partition | None) -> tuple[Layer, .
         ops = r.with_defaults(key, given, declared_ops(r, key, agent, "layer")) if agent else None
         layers.append(Layer(
             name=name, agent=agent, kind=kind, data_dir=data_dir, data_param=data_param,
-            params=_frozen_map(params), ops=ops))
+            params=_frozen_map(params), ops=ops))  # type: ignore[arg-type]  # None: a problem
     return tuple(layers)
 
 
