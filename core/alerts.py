@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
-from hapack.proc import redact_text
+from hapack.command import redact_text
 from hapack.stack.model import (
     DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_SYSLOG_FACILITY, DEFAULT_SYSLOG_SOCKET,
     DEFAULT_WEBHOOK_RETRIES, DEFAULT_WEBHOOK_TIMEOUT_MS, SYSLOG_FACILITIES, WEBHOOK_BACKOFF_MS,
@@ -319,7 +319,7 @@ class CommandSink:
         return ("command", self.argv, self.timeout)
 
     def send(self, event: Event, deadline: float) -> None:
-        from hapack.proc import CommandError, run
+        from hapack.command import CommandError, run
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
                **event.environ(shlex.join(self.argv))}
         budget = min(self.timeout, deadline - time.monotonic())

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hapack.hamon.snapshot import Power
-from hapack.proc import CommandError, run
+from hapack.command import CommandError, run
 from hapack.stack import FENCE_AGENT_NAME, fence_device_id
 
 TYPE_CHECKING = False

@@ -2,7 +2,7 @@
 
 Each resource of the stack file (the partition, the VIP, every layer) is
 one :class:`Resource`; :class:`OcfExecutor` runs one of its actions as a
-subprocess through :func:`hapack.proc.run`: the agent's executable under
+subprocess through :func:`hapack.command.run`: the agent's executable under
 ``$OCF_ROOT/resource.d/<provider>/<type>``, the parameters as
 ``OCF_RESKEY_*``, the operation's timeout both as
 ``OCF_RESKEY_CRM_meta_timeout`` and as the subprocess deadline, and the
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from hapack.ocf.runner import EXIT_REASON_PREFIX, OCF
-from hapack.proc import CommandError, CommandNotFound, CommandTimeout, run
+from hapack.command import CommandError, CommandNotFound, CommandTimeout, run
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

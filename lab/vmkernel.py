@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hapack.params import parse_bool
-from hapack.proc import CommandError, run
+from hapack.command import CommandError, run
 
 from .state import locked
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hapack.ocf import _drbd
-from hapack.process import children
+from hapack.procfs import children
 
 from . import bmc as bmcmod
 from . import vmkernel

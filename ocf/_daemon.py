@@ -77,8 +77,8 @@ from hapack import netlink
 from hapack.ocf import OCF, Action, GenericError, OCFError, Param, _datadir
 from hapack.params import Values
 from hapack.ocf._http import http_expect, http_get, split_url  # noqa: F401  (part of the API)
-from hapack.proc import CommandError
-from hapack.process import (alive as _alive, exe as _exe, group_ids as _group_ids,
+from hapack.command import CommandError
+from hapack.procfs import (alive as _alive, exe as _exe, group_ids as _group_ids,
                             holds_socket, listening_inodes, read_pidfile as _read_pid,
                             started_after as _younger_than)
 from hapack.timing import Deadline
@@ -475,12 +475,12 @@ class Server:
     def _marked(self, pid):
         if self.exe is None or self.marker is None or _exe(pid) != self.exe:
             return False
-        from hapack.process import cmdline
+        from hapack.procfs import cmdline
         joined = " ".join(cmdline(pid))
         return self.marker in joined.split() or (" " in self.marker and self.marker in joined)
 
     def _pids(self):
-        from hapack.process import children
+        from hapack.procfs import children
         pid = self.pid()
         tree = [pid, *children(pid)] if pid else []
         return tree + self.leftovers(exclude=tree)
@@ -488,7 +488,7 @@ class Server:
     def stop(self, graceful: int | Callable[..., Any] | None = None,
              graceful_timeout: float = 0.0) -> None:
         import signal
-        from hapack.process import signal_pids, wait_gone
+        from hapack.procfs import signal_pids, wait_gone
         ctx = self.ctx
         pids = self._pids()
         if not pids:
@@ -525,7 +525,7 @@ class Server:
     def _terminate(self, pids, deadline, term_wait=10.0):
         """TERM (waiting at most term_wait s), then KILL, within deadline; the survivors."""
         import signal
-        from hapack.process import escalate, signal_pids
+        from hapack.procfs import escalate, signal_pids
         pids = [pid for pid in pids if _alive(pid)]
         if not pids:
             return []

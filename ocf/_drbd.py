@@ -195,7 +195,7 @@ def read_state(run: Callable, resource: str, device: str, loaded: bool = False) 
     /proc/drbd, a device whose minor is unknown) raises CommandError: an
     unknown state is never "not configured".
     """
-    from hapack.proc import CommandError
+    from hapack.command import CommandError
     try:
         with open(PROC, encoding="ascii", errors="replace") as handle:
             text = handle.read()

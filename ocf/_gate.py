@@ -180,7 +180,7 @@ NOT_SET = 105  # crm_attribute: no such attribute (the default, true, applies)
 def stonith_enabled(ctx: Context) -> bool | None:
     """True, False, or None when the cluster configuration cannot be read."""
     from hapack.params import is_true
-    from hapack.proc import CommandError
+    from hapack.command import CommandError
     try:
         result = ctx.run(STONITH_QUERY, timeout=5)
     except CommandError as exc:

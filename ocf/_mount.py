@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from hapack import process
+from hapack import procfs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ def options_list(options: str | None) -> list[str]:
 
 
 def fstype_known(fstype: str) -> bool:
-    from hapack.proc import which
+    from hapack.command import which
     with open("/proc/filesystems", encoding="ascii") as handle:
         if fstype in (line.split()[-1] for line in handle if line.strip()):
             return True
@@ -308,10 +308,10 @@ def release(pick: Callable, deadline: Deadline, log: Logger, term_share: float =
             time.sleep(min(0.1, deadline.left()))
             continue
         log.warning(f"{target.point} is busy: {names(holders)}")
-        steps = ((process.SIGTERM, term_share), (process.SIGKILL, 1.0)) if first else (
-            (process.SIGKILL, 1.0),)
+        steps = ((procfs.SIGTERM, term_share), (procfs.SIGKILL, 1.0)) if first else (
+            (procfs.SIGKILL, 1.0),)
         first = False
-        process.escalate([pid for pid, _, _ in holders], deadline, log, steps=steps)
+        procfs.escalate([pid for pid, _, _ in holders], deadline, log, steps=steps)
 
 
 def _blame(target, holders=None):
@@ -338,7 +338,7 @@ def mount_holders(mount: Mount) -> list[tuple[int, str | None, str]]:
             continue
         how = _uses(int(entry), mount)
         if how:
-            found.append((int(entry), process.comm(int(entry)), how))
+            found.append((int(entry), procfs.comm(int(entry)), how))
     return found
 
 
@@ -454,7 +454,7 @@ def device_openers(number: tuple[int, int],
                 continue
             if stat.S_ISBLK(info.st_mode) and (os.major(info.st_rdev),
                                                os.minor(info.st_rdev)) == number:
-                found.append((int(entry), process.comm(int(entry)), "open device"))
+                found.append((int(entry), procfs.comm(int(entry)), "open device"))
                 break
     return found
 
@@ -477,10 +477,10 @@ def free(device: str, number: tuple[int, int], deadline: Deadline, log: Logger,
         openers = [pid for pid, _, how in held if how == "open device" and pid is not None]
         if openers and time.monotonic() >= grace:
             log.warning(f"{device} is held open: {names(held)}")
-            steps = ((process.SIGTERM, 0.5), (process.SIGKILL, 1.0)) if first else (
-                (process.SIGKILL, 1.0),)
+            steps = ((procfs.SIGTERM, 0.5), (procfs.SIGKILL, 1.0)) if first else (
+                (procfs.SIGKILL, 1.0),)
             first = False
-            process.escalate(openers, deadline, log, steps=steps)
+            procfs.escalate(openers, deadline, log, steps=steps)
         elif not openers and time.monotonic() >= grace + 0.5:
             # a namespace or a stacked device does not go away by waiting
             return held or [(None, "an unknown holder (claimed exclusively)", "")]
@@ -502,7 +502,7 @@ def namespaces_holding(number: tuple[int, int]) -> list[tuple[int, str | None]]:
             seen.add(space)
             with open(f"/proc/{entry}/mountinfo", encoding="utf-8", errors="replace") as handle:
                 if any(needle in line for line in handle):
-                    found.append((int(entry), process.comm(int(entry))))
+                    found.append((int(entry), procfs.comm(int(entry))))
         except OSError:
             continue
     return found

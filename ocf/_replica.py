@@ -274,7 +274,7 @@ BACKENDS: dict[str, Any] = {"shared": Shared(), "drbd": Drbd()}
 
 def check_drbd_config(ctx: Context) -> None:
     p = ctx.params
-    from hapack.proc import which
+    from hapack.command import which
     if which("drbdadm") is None:
         raise NotInstalled("drbdadm is not installed (drbd-utils)")
     result = ctx.run(_drbd.drbdadm("sh-dev", p.drbd_resource), timeout=10)

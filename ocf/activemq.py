@@ -117,7 +117,7 @@ def server(ctx: Context[Params], port: bool = True) -> Server:
 def _listening(ctx, ports=None):
     """Level 0 beyond _daemon's check: the OpenWire port (a broker waiting for its
     store lock is alive but opens no port)."""
-    from hapack.process import listening_ports
+    from hapack.procfs import listening_ports
     p = ctx.params
     ports = set(filter(None, ports or (p.openwire_port,)))
     pid = server(ctx).pid()

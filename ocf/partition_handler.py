@@ -38,12 +38,12 @@ import time
 
 from hapack.log import Logger
 from hapack.ocf import _drbd
-from hapack.proc import CommandError, run
+from hapack.command import CommandError, run
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from lxml.etree import _Element
-    from hapack.proc import Result
+    from hapack.command import Result
 
 EXIT_OUTDATED, EXIT_UNREACHABLE, EXIT_FENCED = 4, 5, 7
 PARTITION = ("ocf", "hapack", "partition")

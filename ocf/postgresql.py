@@ -131,7 +131,7 @@ class Postmaster(d.Server):
         return super()._is_ours(pid) and _cwd_is(pid, self.pgdata)
 
     def leftovers(self, exclude: Iterable[int] = ()) -> list[int]:
-        from hapack.process import alive, exe, holders
+        from hapack.procfs import alive, exe, holders
         return [pid for pid, _, how in holders(self.pgdata)
                 if how == "cwd" and pid not in exclude and alive(pid)
                 and (exe(pid) or "").removesuffix(" (deleted)") == self.exe]
@@ -242,7 +242,7 @@ def start(ctx: Context[Params]) -> None:
 
 def _pg_ctl_stop(ctx, pid):
     """The graceful part: pg_ctl stop -m fast, then -m immediate, in half the time left."""
-    from hapack.proc import CommandError
+    from hapack.command import CommandError
     budget = ctx.deadline.left() * 0.5
     for mode, share in (("fast", 0.6), ("immediate", 1.0)):
         seconds = max(1, int(budget * share))

@@ -26,7 +26,7 @@ import sys
 
 from hapack.log import ERROR, Logger
 from hapack.params import MissingParam, ParamError, Values, from_environ, is_true, parse
-from hapack.proc import CommandError, run as run_command
+from hapack.command import CommandError, run as run_command
 from hapack.timing import Deadline
 
 # Context is generic in the agent's typed parameters (Context[Params], see
@@ -36,7 +36,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any, Generic, TextIO, TypeVar
-    from hapack.proc import Result
+    from hapack.command import Result
 
     P = TypeVar("P", bound=Values, covariant=True)
 

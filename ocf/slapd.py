@@ -117,7 +117,7 @@ def _listening(ctx):
             raise GenericError(f"slapd has no socket for {url}")
     ports = {tcp_port(url) for url in urls if not url.startswith("ldapi:")}
     if len(ports) > 1:
-        from hapack.process import listening_ports
+        from hapack.procfs import listening_ports
         pid = server(ctx).pid()
         missing = sorted(ports - listening_ports([pid]))
         if pid and missing:
@@ -220,7 +220,7 @@ def stop(ctx: Context[Params]) -> None:
 def _remove_leftovers(ctx):
     """What a killed slapd leaves: its ldapi sockets, and its own pid and args files
     when the pid they name is gone (such a file may be another slapd's)."""
-    from hapack.process import alive, read_pidfile
+    from hapack.procfs import alive, read_pidfile
     paths = [ldapi_path(url) for url in ctx.params.services if url.startswith("ldapi://")]
     try:
         files = run_files(ctx.params.config)

@@ -21,7 +21,7 @@ import os
 from hapack.ocf import Agent, ArgsError, ConfigError, GenericError, NotInstalled, Param
 from hapack.ocf import _daemon as d
 from hapack.params import with_aliases
-from hapack.proc import CommandError
+from hapack.command import CommandError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def java_home(ctx: Context[Params]) -> str:
         return ctx.params.java_home
     if os.path.isdir("/usr/lib/jvm/default-java"):
         return "/usr/lib/jvm/default-java"
-    from hapack.proc import which
+    from hapack.command import which
     java = which("java")
     return os.path.dirname(os.path.dirname(os.path.realpath(java))) if java else "/usr"
 
@@ -243,7 +243,7 @@ def validate(ctx: Context[Params]) -> None:
             if not os.path.isfile(os.path.join(p.catalina_home, rel)):
                 raise NotInstalled(f"Tomcat is not installed in {p.catalina_home} (no {rel})")
     else:
-        from hapack.proc import which
+        from hapack.command import which
         program = p.start_command[0] if p.start_command else ""  # set: checked above
         if which(program) is None:
             raise NotInstalled(f"start_command {program} is not executable")

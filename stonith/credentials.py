@@ -14,7 +14,7 @@ import os
 import shlex
 import stat
 
-from hapack.proc import CommandError, run
+from hapack.command import CommandError, run
 from hapack.stonith.errors import ConfigError
 
 TYPE_CHECKING = False

@@ -16,7 +16,7 @@ import shlex
 import sys
 
 from hapack.params import Param
-from hapack.proc import which
+from hapack.command import which
 from hapack.stonith import credentials, fencing
 from hapack.stonith.drivers import REGISTRY, driver_class, endpoint
 from hapack.stonith.errors import ConfigError

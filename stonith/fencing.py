@@ -25,7 +25,7 @@ import time
 
 from hapack.log import WARNING, Logger
 from hapack.params import Param, ParamError, Values, is_true, parse
-from hapack.proc import redact_text
+from hapack.command import redact_text
 from hapack.stonith import power
 from hapack.stonith.drivers import OFF, ON
 from hapack.stonith.errors import ConfigError, FenceError, WrongTarget

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from hapack import process
+from hapack import procfs
 from requires import need_binary
 
 MODULES = "/usr/lib/apache2/modules"
@@ -72,32 +72,32 @@ class Instance:
         raise NotImplementedError
 
     def pid(self):
-        return process.read_pidfile(self.pidfile)
+        return procfs.read_pidfile(self.pidfile)
 
     def processes(self):
         """Every live process of the instance: those naming its dir, their trees and groups."""
         leaders = {self.pid()} - {None}
         for entry in os.listdir("/proc"):
-            if entry.isdigit() and self.root in " ".join(process.cmdline(int(entry))):
+            if entry.isdigit() and self.root in " ".join(procfs.cmdline(int(entry))):
                 leaders.add(int(entry))
         found = set(leaders)
         for pid in leaders:
-            found.update(process.children(pid))
+            found.update(procfs.children(pid))
         for entry in os.listdir("/proc"):
             if entry.isdigit() and _pgid(int(entry)) in leaders:
                 found.add(int(entry))
         found.discard(os.getpid())
-        return sorted(p for p in found if process.alive(p))
+        return sorted(p for p in found if procfs.alive(p))
 
     def kill9(self):
         os.kill(self.pid(), signal.SIGKILL)
 
     def freeze(self):
         """SIGSTOP every process of the instance (a hung server, workers included)."""
-        process.signal_pids(self.processes(), signal.SIGSTOP)
+        procfs.signal_pids(self.processes(), signal.SIGSTOP)
 
     def thaw(self):
-        process.signal_pids(self.processes(), signal.SIGCONT)
+        procfs.signal_pids(self.processes(), signal.SIGCONT)
 
 
 def _pgid(pid):
@@ -325,10 +325,10 @@ def cleanup(instances):
     """Stop every process of the instances by pid (thaw first), then remove their dirs."""
     for inst in instances:
         pids = inst.processes()
-        process.signal_pids(pids, signal.SIGCONT)
-        process.signal_pids(pids, signal.SIGKILL)
+        procfs.signal_pids(pids, signal.SIGCONT)
+        procfs.signal_pids(pids, signal.SIGKILL)
         from hapack.timing import Deadline
-        process.wait_gone(pids, Deadline(10))
+        procfs.wait_gone(pids, Deadline(10))
     for root in {os.path.dirname(inst.root) for inst in instances}:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -407,7 +407,7 @@ class HttpServerCases:
         while agent("monitor", inst)[0] != 7:
             assert time.monotonic() < deadline, "monitor kept reporting running"
         assert agent("stop", inst)[0] == 0  # also ends workers the master left behind
-        assert not any(process.alive(p) for p in workers)
+        assert not any(procfs.alive(p) for p in workers)
         assert agent("start", inst)[0] == 0
         assert agent("monitor", inst, level=10)[0] == 0
 

@@ -42,7 +42,7 @@ def free_ports(count):
 
 def kill_9(*pids):
     """SIGKILL pids and wait (10 s at most) until none is alive; zombies count as dead."""
-    from hapack.process import alive
+    from hapack.procfs import alive
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     end = time.monotonic() + 10
@@ -52,7 +52,7 @@ def kill_9(*pids):
 
 def kill_holders(path):
     """KILL every process using path (servers this test started there), by pid."""
-    from hapack.process import alive, holders
+    from hapack.procfs import alive, holders
     pids = [pid for pid, _, _ in holders(path)]
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):

@@ -7,7 +7,7 @@ import pytest
 
 from requires import need_binary, need_root
 from hapack.ocf._stomp import Stomp
-from hapack.process import alive, cmdline, read_pidfile
+from hapack.procfs import alive, cmdline, read_pidfile
 from stateful_fixtures import (AgentCall, free_ports, kill_9, loop_partition, owned_dir,
                                reason, secret_file, workspace)
 

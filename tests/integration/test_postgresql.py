@@ -6,7 +6,7 @@ import pytest
 
 from requires import need_binary, need_root
 from hapack.ocf._pgwire import PgConnection
-from hapack.process import alive, holders
+from hapack.procfs import alive, holders
 from stateful_fixtures import (AgentCall, free_port, kill_9, loop_partition, owned_dir,
                                reason, secret_file, sh, workspace)
 

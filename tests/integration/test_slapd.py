@@ -7,7 +7,7 @@ import pytest
 
 from requires import need_binary, need_root
 from hapack.ocf._ldapwire import Ldap
-from hapack.process import read_pidfile
+from hapack.procfs import read_pidfile
 from hapack.probe import ProbeError
 from stateful_fixtures import (AgentCall, free_port, kill_9, loop_partition, owned_dir,
                                reason, secret_file, sh, workspace)

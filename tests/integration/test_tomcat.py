@@ -9,7 +9,7 @@ import time
 import pytest
 
 from requires import need_binary
-from hapack import process
+from hapack import procfs
 from layer_fixtures import Agent, Apache, Nginx, Tomcat, cleanup, reason, scratch
 
 CATALINA_SH = "/usr/share/tomcat10/bin/catalina.sh"
@@ -178,7 +178,7 @@ def test_kill9_reports_not_running_and_start_recovers(shared, agents):
     assert tomcat("stop", shared)[0] == 0 and not os.path.exists(shared.pidfile)
     rc, err, _ = tomcat("start", shared, timeout=120)
     assert rc == 0, err
-    assert shared.pid() != old and process.alive(shared.pid())
+    assert shared.pid() != old and procfs.alive(shared.pid())
 
 
 @pytest.mark.parametrize("params,code,words", [

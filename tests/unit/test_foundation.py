@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from hapack import install, proc
+from hapack import command, install
 from hapack.log import Logger
 
 
 def test_run_passes_argv_and_captures(fp):
     fp.register(["ipmitool", "-P", "s3cret", "power", "status"], stdout="on\n", returncode=0)
-    result = proc.run(["ipmitool", "-P", "s3cret", "power", "status"], timeout=5,
+    result = command.run(["ipmitool", "-P", "s3cret", "power", "status"], timeout=5,
                       secrets=["s3cret"])
     assert result.ok and result.stdout == "on\n"
     assert result.argv == ["ipmitool", "-P", "[set]", "power", "status"]
@@ -20,17 +20,17 @@ def test_run_passes_argv_and_captures(fp):
 
 def test_secrets_never_reach_errors_or_output(fp):
     fp.register(["tool", "--password=s3cret"], stderr="bad password s3cret", returncode=1)
-    with pytest.raises(proc.CommandError) as info:
-        proc.run(["tool", "--password=s3cret"], timeout=5, secrets=["s3cret"], check=True)
+    with pytest.raises(command.CommandError) as info:
+        command.run(["tool", "--password=s3cret"], timeout=5, secrets=["s3cret"], check=True)
     assert "s3cret" not in str(info.value)
     assert "--password=[set]" in str(info.value) and "bad password [set]" in str(info.value)
 
 
 def test_timeout_and_missing_command():
-    with pytest.raises(proc.CommandTimeout):
-        proc.run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.2)
-    with pytest.raises(proc.CommandNotFound):
-        proc.run(["/nonexistent/hapack-tool"], timeout=1)
+    with pytest.raises(command.CommandTimeout):
+        command.run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.2)
+    with pytest.raises(command.CommandNotFound):
+        command.run(["/nonexistent/hapack-tool"], timeout=1)
 
 
 def test_logger_honours_ha_variables(tmp_path):
@@ -90,7 +90,7 @@ def test_run_as_a_user_drops_roots_groups():
         pytest.skip("needs root to switch users")
     import pwd
     entry = pwd.getpwnam("nobody")
-    ids = [proc.run(["id", flag], timeout=5, user="nobody", check=True).stdout.split()
+    ids = [command.run(["id", flag], timeout=5, user="nobody", check=True).stdout.split()
            for flag in ("-u", "-g", "-G")]
     assert ids[0] == [str(entry.pw_uid)] and ids[1] == [str(entry.pw_gid)]
     assert "0" not in ids[2]

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from hapack import process
+from hapack import procfs
 from hapack.log import NullLogger
 from hapack.ocf import GenericError
 from hapack.ocf import _daemon as d
@@ -348,7 +348,7 @@ def started_group(spawn, script, workers):
     """A session leader (sh) running ``script``, once its ``workers`` children run."""
     leader = spawn(["sh", "-c", script], start_new_session=True)
     deadline = time.monotonic() + 5
-    while len(process.children(leader.pid)) < workers:
+    while len(procfs.children(leader.pid)) < workers:
         assert time.monotonic() < deadline, "the workers did not start"
         time.sleep(0.01)
     return leader
@@ -371,7 +371,7 @@ def test_a_zombie_is_not_running(tmp_path, spawned):
     child = spawned(["true"])
     pidfile = write_pid(tmp_path / "x.pid", child.pid)
     deadline = time.monotonic() + 5
-    while process.stat(child.pid)[0] != "Z":  # exited, not reaped yet
+    while procfs.stat(child.pid)[0] != "Z":  # exited, not reaped yet
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert server(tmp_path, pidfile).pid() is None
@@ -407,7 +407,7 @@ def test_sock_diag_and_proc_net_agree_on_listeners():
         four.bind(("127.0.0.1", port))
         four.listen()
         inodes = {os.fstat(six.fileno()).st_ino, os.fstat(four.fileno()).st_ino}
-        assert d._listening_inodes(port) == inodes == process.listening_inodes(port)
+        assert d._listening_inodes(port) == inodes == procfs.listening_inodes(port)
     assert d._listening_inodes(port) == set()
 
 
@@ -415,13 +415,13 @@ def test_stop_ends_workers_left_behind_by_a_killed_leader(tmp_path, spawned):
     leader = started_group(spawned, "sleep 31 & sleep 32 & wait", 2)
     # written long before the workers started, as for workers a master respawned later
     pidfile = write_pid(tmp_path / "x.pid", leader.pid, age=3600)
-    workers = process.children(leader.pid)
+    workers = procfs.children(leader.pid)
     os.kill(leader.pid, signal.SIGKILL)
     leader.wait()
     srv = server(tmp_path, pidfile)
     assert srv.pid() is None and sorted(srv.leftovers()) == sorted(workers)
     srv.stop()
-    assert not any(process.alive(pid) for pid in workers)
+    assert not any(procfs.alive(pid) for pid in workers)
     assert not os.path.exists(pidfile)
 
 
@@ -450,14 +450,14 @@ def test_stop_escalates_to_kill_within_the_deadline(tmp_path, spawned):
     began = time.monotonic()
     server(tmp_path, pidfile, timeout_ms=4000).stop(graceful=signal.SIGQUIT, graceful_timeout=0.5)
     assert time.monotonic() - began < 4
-    assert not process.alive(child.pid) and not os.path.exists(pidfile)
+    assert not procfs.alive(child.pid) and not os.path.exists(pidfile)
 
 
 def test_stop_touches_nothing_that_is_not_ours(tmp_path, spawned):
     bystander = spawned(["sleep", "30"])
     pidfile = write_pid(tmp_path / "x.pid", bystander.pid)
     server(tmp_path, pidfile, exe="/usr/sbin/apache2").stop()
-    assert process.alive(bystander.pid) and not os.path.exists(pidfile)
+    assert procfs.alive(bystander.pid) and not os.path.exists(pidfile)
 
 
 def test_start_reports_a_server_that_dies_with_its_log(tmp_path):
@@ -485,7 +485,7 @@ def test_start_gives_up_within_the_deadline_and_cleans_up(tmp_path):
 
     def launch():
         d.spawn(srv.ctx, ["/bin/sleep", "60"], srv.pidfile, str(tmp_path / "out.log"))
-        started.append(process.read_pidfile(srv.pidfile))
+        started.append(procfs.read_pidfile(srv.pidfile))
 
     def never(ctx):
         raise GenericError("health page says no")
@@ -494,12 +494,12 @@ def test_start_gives_up_within_the_deadline_and_cleans_up(tmp_path):
     with pytest.raises(GenericError, match="did not become healthy: health page says no"):
         srv.start(launch, {10: never})
     assert time.monotonic() - began < 3
-    assert not process.alive(started[0]) and not os.path.exists(srv.pidfile)
+    assert not procfs.alive(started[0]) and not os.path.exists(srv.pidfile)
 
 
 def test_start_clears_a_stale_pid_file_and_the_orphans_behind_it(tmp_path, spawned):
     leader = started_group(spawned, "sleep 34 & wait", 1)
-    orphan = process.children(leader.pid)[0]
+    orphan = procfs.children(leader.pid)[0]
     srv = server(tmp_path, timeout_ms=10000)
     write_pid(tmp_path / "x.pid", leader.pid)
     os.kill(leader.pid, signal.SIGKILL)
@@ -512,7 +512,7 @@ def test_start_clears_a_stale_pid_file_and_the_orphans_behind_it(tmp_path, spawn
     srv.start(launch, {})
     new = srv.pid()
     try:
-        assert new not in (None, leader.pid) and not process.alive(orphan)
+        assert new not in (None, leader.pid) and not procfs.alive(orphan)
     finally:
         srv.stop()
-    assert not process.alive(new)
+    assert not procfs.alive(new)

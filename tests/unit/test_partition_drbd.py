@@ -137,7 +137,7 @@ def drbd_node(monkeypatch, tmp_path):
     monkeypatch.setattr(_mount, "mount_id", lambda path, follow=False:
                         39 + len(mounted) if mounted and path == DIRECTORY else 1)
     monkeypatch.setattr(_mount, "free", lambda device, number, deadline, log, everywhere=True: [])
-    monkeypatch.setattr("hapack.proc.which", lambda name, path=None: f"/sbin/{name}")
+    monkeypatch.setattr("hapack.command.which", lambda name, path=None: f"/sbin/{name}")
     monkeypatch.setattr(_mount, "umount", lambda point: mounted.clear() or 0)
     env = {"OCF_RESOURCE_INSTANCE": "data", "HA_RSCTMP": str(tmp_path),
            "OCF_RESKEY_drbd_resource": "r0", "OCF_RESKEY_device": DEVICE,
@@ -376,7 +376,7 @@ def test_scores_are_written_through_crm_attribute(fp, drbd_node):
 def test_no_module_is_down_but_anything_unknown_is_an_error(monkeypatch, tmp_path):
     """Only a missing /proc/drbd (no module) means 'not up'; drbdsetup missing, hung or
     failing leaves the state unknown, which is an error, never 'not configured'."""
-    from hapack.proc import CommandError, CommandNotFound, CommandTimeout, Result
+    from hapack.command import CommandError, CommandNotFound, CommandTimeout, Result
     monkeypatch.setattr(_drbd, "PROC", str(tmp_path / "none"))
 
     def never(argv):

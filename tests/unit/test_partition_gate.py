@@ -167,7 +167,7 @@ class Ctx:
         self.log = NullLogger()
 
     def run(self, argv, timeout):
-        from hapack.proc import run
+        from hapack.command import run
         return run(argv, timeout=timeout)
 
 

@@ -1,4 +1,4 @@
-"""The command seam (hapack.proc): nothing it starts outlives the deadline, and redaction
+"""The command seam (hapack.command): nothing it starts outlives the deadline, and redaction
 replaces whole values only. Real shells and real grandchildren, checked by PID."""
 
 import os
@@ -7,15 +7,15 @@ import time
 
 import pytest
 
-from hapack import process
-from hapack.proc import REDACTED, CommandTimeout, redact, redact_text, run
+from hapack import procfs
+from hapack.command import REDACTED, CommandTimeout, redact, redact_text, run
 
 
 def _gone_soon(pid, seconds=2.0):
     end = time.monotonic() + seconds
-    while process.alive(pid) and time.monotonic() < end:
+    while procfs.alive(pid) and time.monotonic() < end:
         time.sleep(0.01)
-    return not process.alive(pid)
+    return not procfs.alive(pid)
 
 
 SHAPES = {
@@ -64,7 +64,7 @@ def test_a_finished_command_keeps_its_detached_daemon(tmp_path):
         time.sleep(0.01)
     pid = int(pidfile.read_text())
     try:
-        assert process.alive(pid)
+        assert procfs.alive(pid)
     finally:
         os.kill(pid, 9)
 

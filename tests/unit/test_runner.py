@@ -6,7 +6,7 @@ import pytest
 
 from hapack.ocf import OCF, Action, Agent, ConfigError, GenericError, NotInstalled, Notify, Param
 from hapack.ocf.runner import Context
-from hapack.proc import CommandTimeout
+from hapack.command import CommandTimeout
 
 
 def make_agent(**handlers):
@@ -242,7 +242,7 @@ def test_the_promotion_score_is_read_under_the_name_the_attribute_manager_stores
     """Pacemaker stores a clone instance's score as master-<resource>; crm_attribute -G
     reads the CIB and must be asked for the resource, not the instance (the lab: read as
     partition:0, every recurring monitor found no score and wrote it again)."""
-    from hapack.proc import Result
+    from hapack.command import Result
     seen = []
 
     def run(self, argv, **kwargs):

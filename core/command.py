@@ -195,7 +195,7 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def _leads_own_group(pid) -> bool:
-    from hapack.process import group_ids, stat
+    from hapack.procfs import group_ids, stat
     if not isinstance(pid, int) or pid <= 1:
         return False
     info, ids = stat(pid), group_ids(pid)
