@@ -88,7 +88,7 @@ class Busy:
         monkeypatch.setattr(_mount, "umount", self.umount)
         monkeypatch.setattr(_mount, "mount_id", lambda path, follow=False: 40)
         monkeypatch.setattr(_mount, "mount_holders", self.holders)
-        monkeypatch.setattr(_mount.process, "escalate", self.escalate)
+        monkeypatch.setattr(_mount.procfs, "escalate", self.escalate)
         monkeypatch.setattr(_mount, "kernel_users", lambda point: [])
         monkeypatch.setattr(_mount, "free", lambda device, number, deadline, log, everywhere=True: [])
 
@@ -142,7 +142,7 @@ def test_stop_escalates_term_then_kill_then_umounts(monkeypatch):
 def test_stop_gives_up_at_the_deadline_naming_the_holders(monkeypatch):
     busy = Busy(monkeypatch, [4242])
     busy.escalate = lambda pids, deadline, log, steps: pids  # unkillable (D state)
-    monkeypatch.setattr(_mount.process, "escalate", busy.escalate)
+    monkeypatch.setattr(_mount.procfs, "escalate", busy.escalate)
     left = _mount.release(busy.pick, Deadline(0.3), Log())
     assert left == [(4242, "java", "cwd")]
 
@@ -298,7 +298,7 @@ def test_the_device_check_ends_at_the_deadline(monkeypatch):
     monkeypatch.setattr(_mount, "device_holders",
                         lambda number, everywhere=True: [(77, "dd", "open device")])
     monkeypatch.setattr(_mount, "still_open", lambda device: True)
-    monkeypatch.setattr(_mount.process, "escalate", lambda pids, deadline, log, steps: pids)
+    monkeypatch.setattr(_mount.procfs, "escalate", lambda pids, deadline, log, steps: pids)
     assert _mount.free("/dev/loop3", (7, 3), Deadline(0.3), Log()) == [(77, "dd", "open device")]
 
 
