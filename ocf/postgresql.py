@@ -129,9 +129,12 @@ def _socket(ctx):
 def _connect(ctx):
     from hapack.ocf._pgwire import PgConnection
     from hapack.ocf._secret import read_secret
+    from hapack.ocf._service import account
     p = ctx.params
     password = read_secret(p.credentials_file) if p.credentials_file else None
-    return PgConnection(_socket(ctx), p.monitor_user, p.database, password, client_timeout(ctx))
+    entry = account(p.user)  # peer authentication sees the service user, as with psql
+    return PgConnection(_socket(ctx), p.monitor_user, p.database, password, client_timeout(ctx),
+                        peer=(entry.pw_uid, entry.pw_gid))
 
 
 def _select_one(ctx):
