@@ -79,7 +79,9 @@ PARAMS = with_aliases((
     Param("database", "Monitor database", "Database the monitor connects to.",
           default="postgres"),
     Param("monitor_user", "Monitor role",
-          "Role the monitor logs in as (password, if the server asks, from credentials_file). "
+          "Role the monitor logs in as, over the unix socket with the service user's ids "
+          "(so peer authentication sees user; a password, if the server asks, from "
+          "credentials_file). "
           "Level 20 needs it to create and write the probe table.", default="postgres"),
     Param("probe_table", "Level-20 probe table",
           "Table the level-20 monitor writes one row to, reads it back and deletes it; "
