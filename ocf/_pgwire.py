@@ -92,10 +92,10 @@ class Scram:
 
 
 class PgConnection:
-    def __init__(self, address, user, database, password, timeout):
+    def __init__(self, address, user, database, password, timeout, peer=None):
         where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
         self.what = f"PostgreSQL at {where}"
-        self.wire = Wire(address, timeout, self.what)
+        self.wire = Wire(address, timeout, self.what, peer)
         self.user, self.password = user, password
         self.wire.send(startup_packet(user, database))
         self._authenticate()

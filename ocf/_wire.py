@@ -8,6 +8,7 @@ marks a refused login (a configuration problem, not a sick server).
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -18,9 +19,29 @@ class AuthError(ProbeError):
     """The server refused the monitor's credentials."""
 
 
+def connect_as(sock: socket.socket, address: str, peer: tuple[int, int] | None) -> None:
+    """Connect a unix socket with the effective ids ``peer`` (uid, gid) when root, so a
+    server that authenticates by the peer's credentials (PostgreSQL's peer method, as
+    Debian's default pg_hba.conf has for postgres) sees the service user, not root.
+    The ids are restored before returning, also on failure."""
+    if peer is None or os.geteuid() != 0:
+        sock.connect(address)
+        return
+    os.setegid(peer[1])
+    try:
+        os.seteuid(peer[0])
+        try:
+            sock.connect(address)
+        finally:
+            os.seteuid(0)
+    finally:
+        os.setegid(0)
+
+
 class Wire:
-    def __init__(self, address, timeout, what):
-        """address: (host, port) or the path of a unix socket."""
+    def __init__(self, address, timeout, what, peer=None):
+        """address: (host, port) or the path of a unix socket; peer: (uid, gid) to
+        connect a unix socket as (see connect_as)."""
         self.what = what
         self.end = time.monotonic() + timeout
         self.buffer = b""
@@ -28,7 +49,7 @@ class Wire:
             if isinstance(address, str):
                 self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 self.sock.settimeout(timeout)
-                self.sock.connect(address)
+                connect_as(self.sock, address, peer)
             else:
                 self.sock = socket.create_connection(address, timeout=timeout)
         except OSError as exc:

@@ -87,7 +87,9 @@ PARAMS = with_aliases((
     Param("database", "Monitor database", "Database the monitor connects to.",
           default="postgres"),
     Param("monitor_user", "Monitor role",
-          "Role the monitor logs in as (password, if the server asks, from credentials_file). "
+          "Role the monitor logs in as, over the unix socket with the service user's ids "
+          "(so peer authentication sees user; a password, if the server asks, from "
+          "credentials_file). "
           "Level 20 needs it to create and write the probe table.", default="postgres"),
     Param("probe_table", "Level-20 probe table",
           "Table the level-20 monitor writes one row to, reads it back and deletes it; "
@@ -150,9 +152,12 @@ def _socket(ctx):
 def _connect(ctx):
     from hapack.ocf._pgwire import PgConnection
     from hapack.ocf._secret import read_secret
+    from hapack.ocf._service import account
     p = ctx.params
     password = read_secret(p.credentials_file) if p.credentials_file else None
-    return PgConnection(_socket(ctx), p.monitor_user, p.database, password, client_timeout(ctx))
+    entry = account(p.user)  # peer authentication sees the service user, as with psql
+    return PgConnection(_socket(ctx), p.monitor_user, p.database, password, client_timeout(ctx),
+                        peer=(entry.pw_uid, entry.pw_gid))
 
 
 def _select_one(ctx):

@@ -4,7 +4,8 @@ the suites next to it from the installed ones (/usr/share/resource-agents/ocft/c
 Only what the comparison needs changes, each as one substitution below (so the change
 is this file, and `diff` against the installed suite shows it): the agent's name and
 provider, the addresses (192.168.0.0/16 -> 198.18.0.0/16 inside a network namespace;
-the IPv6 suites already use 2001:db8::/32). The test that runs them is
+the IPv6 suites already use 2001:db8::/32), what promotion needs (Filesystem), and the
+paths the tomcat suite asks to adjust to the local installation. The test that runs them is
 tests/integration/test_ocft.py; the expected results are in EXPECTED there and in the
 README ("ocft").
 """
@@ -20,6 +21,22 @@ SUITES = {  # suite -> (stock agent, hapack agent, more substitutions)
     "IPaddr2": ("IPaddr2", "vip", (("192.168.", "198.18."),)),
     "IPaddr2v4": ("IPaddr2", "vip", (("192.168.", "198.18."),)),
     "IPaddr2v6": ("IPaddr2", "vip", ()),
+    # promotion needs: a promotable partition outside a clone (promote_on_start) on a
+    # block device every node sees (backend=shared; a fresh ext3 passes the gate's
+    # on-disk check: cleanly unmounted, mounted nowhere)
+    "Filesystem": ("Filesystem", "partition", (
+        ("\tEnv OCF_RESKEY_directory=$OCFT_dir\n",
+         "\tEnv OCF_RESKEY_directory=$OCFT_dir\n\tEnv OCF_RESKEY_backend=shared\n"
+         "\tEnv OCF_RESKEY_promote_on_start=true\n"),)),
+    "apache": ("apache", "apache", ()),
+    # the suite's own "Adjust according to your configuration": this machine's Tomcat,
+    # its user and Java (Debian's tomcat10, OpenJDK 17)
+    "tomcat": ("tomcat", "tomcat", (
+        ("catalina_home=/opt/tomcat7", "catalina_home=/usr/share/tomcat10"),
+        ("tomcat_user=tomcat7", "tomcat_user=tomcat"),
+        ("java_home=/usr/lib/jvm/java-1.6.0-openjdk.x86_64",
+         "java_home=/usr/lib/jvm/java-17-openjdk-amd64"))),
+    "pgsql": ("pgsql", "postgresql", ()),
 }
 
 
