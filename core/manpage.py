@@ -117,11 +117,17 @@ def fence_agent_page(agent: FenceAgent, date: str) -> str:
     return page.text()
 
 
-def _param_text(param) -> str:
+def _described(param) -> list[str]:
+    """A parameter's short description, then its long one when it says more."""
     parts = [_desc(param, "shortdesc")]
     long = _desc(param, "longdesc")
     if long and long != parts[0]:
         parts.append(long)
+    return parts
+
+
+def _param_text(param) -> str:
+    parts = _described(param)
     content = param.find("content")
     choices = [o.get("value") for o in content.findall("option")]
     if choices:
@@ -161,10 +167,7 @@ def ocf_agent_page(agent: Agent, date: str) -> str:
 
 
 def _ocf_param_text(param) -> str:
-    parts = [_desc(param, "shortdesc")]
-    long = _desc(param, "longdesc")
-    if long and long != parts[0]:
-        parts.append(long)
+    parts = _described(param)
     content = param.find("content")
     if content.get("default") is not None:
         parts.append(f"Default: {content.get('default') or '(empty)'}.")

@@ -55,6 +55,14 @@ def is_true(text: "str | None") -> bool:
         return False
 
 
+def absolute_path(text: str) -> str:
+    """A parameter check: an absolute path, normalised (``//a/./b/`` -> ``/a/b``)."""
+    import os.path
+    if not os.path.isabs(text):
+        raise ValueError(f"{text!r} is not an absolute path")
+    return os.path.normpath(text)
+
+
 def parse_int(text: str) -> int:
     try:
         return int(text.strip(), 10)

@@ -75,7 +75,7 @@ import os
 
 from hapack import netlink
 from hapack.ocf import OCF, Action, GenericError, OCFError, Param, _datadir
-from hapack.params import Values
+from hapack.params import Values, absolute_path  # noqa: F401  (part of the API)
 from hapack.ocf._http import http_expect, http_get, split_url  # noqa: F401  (part of the API)
 from hapack.command import CommandError
 from hapack.procfs import (alive as _alive, exe as _exe, group_ids as _group_ids,
@@ -114,12 +114,6 @@ def regex(text: str) -> str:
 def url(text: str) -> str:
     split_url(text)
     return text
-
-
-def absolute_path(text: str) -> str:
-    if not os.path.isabs(text):
-        raise ValueError(f"{text!r} is not an absolute path")
-    return os.path.normpath(text)
 
 
 PORT_TEXT = ("TCP port the server listens on: level 0 requires the server's main process "

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 
 from hapack.ocf import ConfigError, GenericError, NotInstalled, OCFError, Param
-from hapack.ocf._daemon import absolute_path
+from hapack.params import absolute_path
 from hapack.params import Values
 
 TYPE_CHECKING = False

@@ -23,10 +23,9 @@ import os
 from hapack.ocf import (OCF, Action, Agent, ConfigError, FailedPromoted, GenericError,
                         NotInstalled, OCFError, Param)
 from hapack.ocf import _mount, _replica
-from hapack.ocf._daemon import absolute_path
 from hapack.ocf._replica import BACKENDS, probe, state_path, under_pacemaker, write_score
 from hapack.command import CommandError
-from hapack.params import Values
+from hapack.params import Values, absolute_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -253,7 +252,6 @@ def _mark(path, on):
 def _look(ctx, backend, mounted):
     """The backend's state; when it cannot be known, a mounted partition is a failed
     promoted one (9) and an unmounted one an error (1): never 'not running'."""
-    from hapack.command import CommandError
     try:
         return backend.look(ctx)
     except (CommandError, OCFError) as exc:
