@@ -10,7 +10,7 @@ After each fault the campaign powers back on whatever is off (after the
 fault's drawn wait; never while its BMC is unreachable), restarts a killed
 cluster daemon as systemd would, and waits until the cluster has converged:
 both nodes running and back in their roles, the full stack answering on the
-VIP, stable for STABLE_S, or the fault kind's bound has passed.
+VIP, stable for STABLE_S, or twice the fault kind's bound has passed.
 
 Watched the whole time, not only at the end (``hapack.lab.invariants``):
 both nodes' mount tables every 50 ms (``failover.MountSampler``); who
@@ -41,6 +41,9 @@ from .faults import KINDS, Fault, schedule
 from .managers import MANAGERS, layer_pid, other
 
 STABLE_S = 2.0         # converged means: still converged this much later
+# How long past its bound a fault is still watched: a slow convergence is measured (and is
+# a violation), not cut off at the bound; only one that never comes within this is "never".
+PATIENCE = 2.0         # x the bound
 ARP_INTERVAL = 0.1
 PROBES = ("http", "app+db", "postgresql", "slapd", "activemq")
 
@@ -287,9 +290,9 @@ class Campaign:
         self.close(outcome)
 
     def converge(self, outcome: Outcome) -> float | None:
-        """Seconds from the fault's start until converged and stable; None past the bound."""
-        bound = self.bounds[outcome.kind]
-        deadline = outcome.wall + bound
+        """Seconds from the fault's start until converged and stable; None if not within
+        PATIENCE times the kind's bound (past the bound it is a violation all the same)."""
+        deadline = outcome.wall + self.bounds[outcome.kind] * PATIENCE
         since = None
         while time.time() < deadline:
             self.tick()
