@@ -203,3 +203,47 @@ def test_compare_refuses_two_different_benchmarks(tmp_path):
     a.write_text(json.dumps(_doc([1.0], [1.0])))
     b.write_text(json.dumps(dict(_doc([1.0], [1.0]), benchmark="bench_y")))
     assert compare.main([str(a), str(b)]) == 2
+
+
+# -- each benchmark's own rows, as metrics (the figures are made up: no lab, no VM) ----------
+
+def _adapter(script: str, call: str) -> dict:
+    code = (f"import json, sys; sys.path.insert(0, {str(BENCH)!r}); import {script} as b\n"
+            f"print(json.dumps({call}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=BENCH.parent)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_bench_fence_rows_are_fence_bmc_against_fence_ipmilan():
+    results = {"fence_bmc": {a: {"wall": [0.4, 0.6], "lag": [0.03] if a == "off" else []}
+                             for a in ("status", "off", "on")},
+               "fence_ipmilan": {a: {"wall": [2.0], "lag": [1.5] if a == "off" else []}
+                                 for a in ("status", "off", "on")}}
+    got = _adapter("bench_fence", f"b.metrics({results!r})")
+    assert set(got) == {"status wall", "off-confirmed wall", "on wall", "off lag"}
+    assert got["off-confirmed wall"]["ratio"] == pytest.approx(0.25)
+    assert got["off lag"]["ours"]["median"] == 0.03 and got["off lag"]["stock"]["median"] == 1.5
+    alone = _adapter("bench_fence", f"b.metrics({ {'fence_bmc': results['fence_bmc']}!r})")
+    assert all(m["stock"] is None and m["ratio"] is None for m in alone.values())
+
+
+def test_bench_lab_rows_are_named_after_their_group():
+    rows = {"cold start -> online": [5.0], "  build": [1.0], "node boot -> online": [2.0],
+            "  -> network up": [0.5, 0.7]}
+    got = _adapter("bench_lab", f"b.metrics({rows!r})")
+    assert list(got) == ["cold start -> online", "cold start -> online: build",
+                         "node boot -> online", "node boot -> online: -> network up"]
+    assert got["node boot -> online: -> network up"]["ours"]["median"] == 0.6
+
+
+def test_bench_drbd_vm_rows():
+    results = {"detect": [1.7, 1.9, 1.8], "ours": [2.0, 2.1], "stock": [4.2, 4.4], "e2e": [4.0]}
+    got = _adapter("bench_drbd_vm", f"b.metrics(1.0, 30.0, 5.0, {results!r}, 9.0, (200.0, 'ok'))")
+    assert got["promote+mount on the survivor"]["ratio"] == pytest.approx(2.05 / 4.3)
+    assert got["peer-loss detection"]["ratio"] == pytest.approx(1.8 / 9.0)  # vs DRBD's defaults
+    assert got["whole failover test (pytest)"]["ours"]["median"] == 200.0
+    bare = _adapter("bench_drbd_vm", f"b.metrics(1.0, 30.0, 5.0, {results!r}, None, None)")
+    assert bare["peer-loss detection"]["stock"] is None
+    assert "whole failover test (pytest)" not in bare
