@@ -103,7 +103,8 @@ def environment(extra):
 #           "kernel": "6.1.0-...", "hapack_commit": "3b7c05a...", "hapack_dirty": false},
 #  "runs": 20, "parameters": {every other option},
 #  "metrics": {"monitor wall": {"unit": "s", "ours": SUMMARY, "stock": SUMMARY or null,
-#                               "ratio": ours median / stock median or null}, ...},
+#                               "ratio": ours median / stock median or null,
+#                               optionally "others": {name: SUMMARY + "ratio"}}, ...},
 #  "ratios": {metric: ratio, for every metric that has one},
 #  "targets": {what the table's verdict lines say: true when met},
 #  "extra": {anything else the benchmark reports}}
@@ -129,13 +130,22 @@ def summary(values: Sequence[float] | None) -> dict[str, Any] | None:
 
 
 def metric(ours: Sequence[float] | None, stock: Sequence[float] | None = None,
-           unit: str = "s") -> dict[str, Any]:
-    """One metric: ours and the stock figure side by side, ratio of the medians."""
+           unit: str = "s", others: dict[str, Sequence[float]] | None = None) -> dict[str, Any]:
+    """One metric: ours and the stock figure side by side, ratio of the medians. A benchmark
+    with more than one comparison (hamon: Pacemaker and Heartbeat) names the rest in
+    ``others``: each gets its summary and its own ratio (ours / that one)."""
     mine, theirs = summary(ours), summary(stock)
-    value = None
+    out = {"unit": unit, "ours": mine, "stock": theirs, "ratio": _ratio(mine, theirs)}
+    if others:
+        out["others"] = {name: dict(summary(values) or {}, ratio=_ratio(mine, summary(values)))
+                         for name, values in others.items()}
+    return out
+
+
+def _ratio(mine: dict[str, Any] | None, theirs: dict[str, Any] | None) -> float | None:
     if mine and theirs and theirs["median"]:
-        value = mine["median"] / theirs["median"]
-    return {"unit": unit, "ours": mine, "stock": theirs, "ratio": value}
+        return mine["median"] / theirs["median"]
+    return None
 
 
 def stats_metrics(pairs: Iterable[tuple[str, "Stats", "Stats | None"]],

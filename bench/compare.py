@@ -34,7 +34,10 @@ def describe(label: str, doc: dict[str, Any]) -> str:
 
 
 def _num(value: float | None, scale: float = 1.0) -> str:
-    return "-" if value is None else f"{value * scale:.3g}"
+    if value is None:
+        return "-"
+    value *= scale
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 def _change(a: float | None, b: float | None) -> str:
@@ -42,18 +45,27 @@ def _change(a: float | None, b: float | None) -> str:
 
 
 def rows(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, ...]]:
-    """(metric, unit, ours A, ours B, B/A, ratio A, ratio B, B/A) for every metric of either."""
+    """(metric, unit, ours A, ours B, B/A, ratio A, ratio B, B/A) for every metric of either;
+    a metric's further comparisons ("others") follow it as "  vs NAME" rows."""
     out = []
     names = list(a["metrics"]) + [n for n in b["metrics"] if n not in a["metrics"]]
     for name in names:
         ma, mb = a["metrics"].get(name), b["metrics"].get(name)
-        med = [(m["ours"] or {}).get("median") if m else None for m in (ma, mb)]
-        rat = [m["ratio"] if m else None for m in (ma, mb)]
-        unit = (ma or mb)["unit"]
-        scale = 1000.0 if unit == "s" else 1.0
-        out.append((name, "ms" if unit == "s" else unit, _num(med[0], scale), _num(med[1], scale),
-                    _change(*med), _num(rat[0]), _num(rat[1]), _change(*rat)))
+        out.append(_row(name, ma, mb, [m["ratio"] if m else None for m in (ma, mb)]))
+        others = [o for m in (ma, mb) if m for o in m.get("others", {})]
+        for other in dict.fromkeys(others):
+            ratios = [m.get("others", {}).get(other, {}).get("ratio") if m else None
+                      for m in (ma, mb)]
+            out.append(_row(f"  vs {other}", ma, mb, ratios))
     return out
+
+
+def _row(name: str, ma: dict | None, mb: dict | None, rat: list) -> tuple[str, ...]:
+    med = [(m["ours"] or {}).get("median") if m else None for m in (ma, mb)]
+    unit = (ma or mb or {}).get("unit", "s")
+    scale = 1000.0 if unit == "s" else 1.0
+    return (name, "ms" if unit == "s" else unit, _num(med[0], scale), _num(med[1], scale),
+            _change(*med), _num(rat[0]), _num(rat[1]), _change(*rat))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,6 +66,17 @@ def test_no_ratio_without_a_stock_figure(stock):
     assert m["ratio"] is None and m["unit"] == "processes"
 
 
+def test_more_comparisons_each_get_their_own_ratio():
+    m = common.metric([1.0, 1.4], [2.0], others={"pacemaker": [5.0, 6.0], "heartbeat": [3.0],
+                                                  "none": []})
+    assert m["ratio"] == pytest.approx(0.6)
+    assert m["others"]["pacemaker"]["median"] == 5.5
+    assert m["others"]["pacemaker"]["ratio"] == pytest.approx(1.2 / 5.5)
+    assert m["others"]["heartbeat"]["ratio"] == pytest.approx(0.4)
+    assert m["others"]["none"] == {"ratio": None}
+    assert "others" not in common.metric([1.0], [2.0])
+
+
 def test_stats_rows_become_wall_cpu_and_process_metrics():
     ours = common.Stats("hapack vip", [0.010, 0.012, 0.011], [0.008, 0.009, 0.007], 1)
     theirs = common.Stats("IPaddr2", [0.030, 0.028, 0.027], [0.02, 0.02, 0.03], 23)
@@ -196,6 +207,23 @@ def test_compare_prints_ratio_changes(tmp_path, capsys):
     line = next(l for l in out.splitlines() if l.startswith("monitor wall"))
     assert line.split()[2:] == ["ms", "10", "12", "1.20", "0.5", "0.4", "0.80"]
     assert "load (1 min) start/end 5.00/" in out
+
+
+def test_compare_shows_each_further_comparison(tmp_path, capsys):
+    docs = []
+    for ours, others in (([1.0], {"pacemaker": [4.0], "heartbeat": [2.0]}),
+                         ([0.5], {"pacemaker": [5.0]})):
+        metrics = {"vip": common.metric(ours, others=others)}
+        docs.append(common.document("bench_hamon", common.host_facts(), _args(), metrics))
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(docs[0]))
+    b.write_text(json.dumps(docs[1]))
+    assert compare.main([str(a), str(b)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    pace = next(l for l in lines if l.strip().startswith("vs pacemaker"))
+    heart = next(l for l in lines if l.strip().startswith("vs heartbeat"))
+    assert pace.split()[2:] == ["ms", "1000", "500", "0.50", "0.25", "0.1", "0.40"]
+    assert heart.split()[-3:] == ["0.5", "-", "-"]
 
 
 def test_compare_refuses_two_different_benchmarks(tmp_path):
