@@ -518,6 +518,7 @@ def test_a_bare_consensus_number_asks_for_the_unit():
     assert "write the unit" in found["corosync.consensus"]
 
 
-def test_a_refused_token_reports_the_token_not_the_consensus():
-    found = dict(problems(corosync_table('token = "100ms"')))
+@pytest.mark.parametrize("consensus", ['"80ms"', '"5s"', '"51ms"'])
+def test_a_refused_token_reports_the_token_not_the_consensus(consensus):
+    found = dict(problems(corosync_table('token = "100ms"', f"consensus = {consensus}")))
     assert "corosync.token" in found and "corosync.consensus" not in found
