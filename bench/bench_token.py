@@ -291,8 +291,10 @@ def fmt(values: list[float]) -> str:
 
 def report(pairs: list[Pair]) -> None:
     base = pairs[0]
-    print("\nCorosync token/consensus pairs, two-node lab (knet, two links), each soaked with "
-          "no fault side by side, then power cuts (seconds since the cut: min median max)")
+    quorum = "quorum device" if base.lab is not None and base.lab.qdevice else "two_node"
+    print(f"\nCorosync token/consensus pairs, two-node lab (knet, two links, {quorum}), each "
+          "soaked with no fault side by side, then power cuts (seconds since the cut: min "
+          "median max)")
     head = (f"{'pair (ms)':<11}{'soak s':>7}{'load med/max':>13}{'memb':>5}{'lost':>5}"
             f"{'warn':>5}{'linkdn':>7}{'fence':>6}  {'peer declared lost':>20}"
             f"  {'fence confirmed':>20}{'ratio':>7}  verdict")
