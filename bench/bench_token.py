@@ -279,6 +279,18 @@ def one_cut(pair: Pair, victim: str, say) -> dict:
     return run
 
 
+def cut_all(pair: Pair, runs: int, say) -> None:
+    """``runs`` cuts, victims alternating; a pair whose nodes cannot get back together
+    (they keep splitting) keeps the cuts it has and says so."""
+    for i in range(runs):
+        try:
+            pair.runs.append(one_cut(pair, ("node2", "node1")[i % 2], say))
+        except LabError as exc:
+            pair.soak["unstable"] = f"after {len(pair.runs)} cuts: {exc}"
+            say(f"  {pair.label}: stopped: {exc}")
+            return
+
+
 def series(pair: Pair, step: str) -> list[float]:
     return [r[step] for r in pair.runs if r.get(step) is not None]
 
@@ -311,7 +323,8 @@ def report(pairs: list[Pair]) -> None:
               f"{s.get('memberships', '-'):>5}{s.get('tokens_lost', '-'):>5}"
               f"{s.get('token_warnings', '-'):>5}{s.get('link_downs', '-'):>7}"
               f"{s.get('fences', '-'):>6}  {fmt(lost)}  {fmt(series(pair, 'fence confirmed'))}"
-              f"{ratio}  {'clean' if pair.clean else 'FALSE MEMBERSHIP CHANGE'}")
+              f"{ratio}  {'clean' if pair.clean else 'FALSE MEMBERSHIP CHANGE'}"
+              f"{'; nodes kept splitting' if 'unstable' in s else ''}")
     print("memb: memberships formed in the soak (both nodes' logs); lost: tokens lost; warn: "
           "token warnings (75 % of the token without one); linkdn: knet link downs; fence: "
           "fence operations; ratio: median detection / the first pair's")
@@ -347,7 +360,7 @@ def run_all(pairs: list[Pair], soak: float, runs: int, say, qdevice: bool = Fals
             for pair in pairs:
                 end_soak(pair, loads)
                 say(f"{pair.label}: soak {pair.soak}")
-                pair.runs = [one_cut(pair, ("node2", "node1")[i % 2], say) for i in range(runs)]
+                cut_all(pair, runs, say)
                 pair.lab.down()
         finally:
             for pair in pairs:
