@@ -153,3 +153,44 @@ def test_cli_misspelled_agent_exits_2_lists_the_agents_and_renders_nothing(tmp_p
     if agent != "ocf:hapack:..":
         assert "known: " + ", ".join(OCF_AGENTS) in captured.err
     assert not out.exists()
+
+
+# -- corosync's token and consensus (issue 19) -------------------------------------------
+
+def totem(text: str) -> dict[str, str]:
+    body = text[text.index("totem {"):text.index("\n}", text.index("totem {"))]
+    pairs = (line.split(":", 1) for line in body.splitlines()[1:]
+             if ":" in line and not line.strip().startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_renders_its_consensus_under_the_token(example):
+    stack = load(example)
+    t = totem(corosync.render(stack, example.name).decode())
+    assert (int(t["token"]), int(t["consensus"])) == (stack.corosync.token, stack.corosync.consensus)
+    assert 50 < int(t["consensus"]) < int(t["token"])   # corosync.conf(5)'s two-node rule
+
+
+def test_a_stack_without_corosync_table_renders_the_measured_pair():
+    text = LAB.read_text()
+    start = text.index("[corosync]")
+    stack = loads(text[:start] + text[text.index("\n\n", start) + 2:], "x.toml", check_agents=False)
+    t = totem(corosync.render(stack, "x.toml").decode())
+    assert (t["token"], t["consensus"]) == ("1000", "800")
+
+
+@pytest.mark.parametrize("token,consensus", [("3s", None), ("200ms", None), ("1s", "1200ms"),
+                                             ("500ms", "400ms"), ("10s", "51ms")])
+def test_the_stack_files_pair_reaches_corosync_conf_and_pcs(token, consensus):
+    from hapack.cib import pcs
+    text = LAB.read_text().replace('consensus = "800ms"', "", 1).replace(
+        'token = "1s"', f'token = "{token}"' + (f'\nconsensus = "{consensus}"' if consensus else ""),
+        1)
+    stack = loads(text, "x.toml", check_agents=False)
+    t = totem(corosync.render(stack, "x.toml").decode())
+    assert int(t["consensus"]) == stack.corosync.consensus
+    assert t.keys() >= {"token", "consensus"} and list(t).count("consensus") == 1
+    argv = pcs.setup_argv(stack)
+    assert argv[argv.index("totem") + 1:argv.index("totem") + 3] == [
+        f"token={stack.corosync.token}", f"consensus={stack.corosync.consensus}"]

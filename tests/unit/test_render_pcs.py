@@ -214,7 +214,7 @@ def test_cluster_setup_line_for_corosync_conf():
         "node1", "addr=198.18.240.11", "addr=198.18.241.11",
         "node2", "addr=198.18.240.12", "addr=198.18.241.12",
         "transport", "knet", "crypto", "cipher=aes256", "hash=sha256", "totem", "token=1000",
-        "--no-cluster-uuid", "--corosync_conf", "/tmp/c.conf"]
+        "consensus=800", "--no-cluster-uuid", "--corosync_conf", "/tmp/c.conf"]
     script = pcs.render(load(LAB), "stack.toml").decode()
     assert "# " + shlex.join(pcs.setup_argv(load(LAB))) in script.splitlines()
 
