@@ -198,6 +198,7 @@ def one_run(kind):
                       "overlaps": len(overlaps)}
             if kind == "hamon":
                 result.update(bmc_questions(stack.rig, wall))
+                result["timeline"] = timeline(stack.rig)
         finally:
             stack.stop()
     return result
@@ -212,6 +213,17 @@ def bmc_questions(rig, since):
               if e.get("to") == "takeover" and e["time"] >= since]
     early = bool(claims) and "without waiting out the dead time" in claims[0]
     return {"bmc_questions": len(asked), "early": early}
+
+
+def timeline(rig):
+    """node2's own timeline of the takeover: (step, start, end) in seconds from node1's
+    last heartbeat (which left 0-200 ms before the cut)."""
+    try:
+        steps = rig.status(NODE2)["failover"]["steps"]
+    except Exception as exc:  # noqa: BLE001 - a figure we could not read, not a failure
+        return [("unavailable", str(exc), None)]
+    return [(s["step"], round(s["start"], 3), None if s["end"] is None else round(s["end"], 3))
+            for s in steps]
 
 
 def median(values):
@@ -372,6 +384,10 @@ def main(argv=None):
                 + f"  mounted twice: {result['overlaps']}"
                 + (f"  BMC questions: {result['bmc_questions']}, early: {result['early']}"
                    if kind == "hamon" else ""), flush=True)
+            if kind == "hamon":
+                print("    node2's timeline (s from node1's last heartbeat): " + ", ".join(
+                    f"{step} {start}-{end}" for step, start, end in result["timeline"]),
+                    flush=True)
             loads.append(os.getloadavg()[0])
     report(results)
     print(f"load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f}")
