@@ -13,15 +13,30 @@ clock starts at the cut. Measured from the host:
 * mount: the partition first seen mounted in node2 (mount tables every 50 ms);
 * layer: slapd first seen running in node2 (every 20 ms).
 
+(PostgreSQL answering on the VIP, the issue's second target, is not measured:
+the hamon rig has no PostgreSQL; slapd is the stateful layer, timed to its
+process.)
+
 Settings: hamon's defaults (200 ms heartbeats, dead at 1.2 s, non-holder
-fence delay 1 s). Pacemaker: corosync token 1000 ms (the lab's), the CIB
+fence delay 1 s; a late peer's BMC asked 0.4 s into a silence, and a power
+cut it reports is taken over at once). Pacemaker: corosync token 1000 ms (the lab's), the CIB
 from ``hapack render cib`` with priority-fencing-delay 1 s (hamon's fence
 delay; the stack file's default of 10 s would add 9 s). Heartbeat: haresources
 from ``hapack render heartbeat`` with hapack.lab.heartbeat's lowest deadtime
 that ran without false failovers here (keepalive 200 ms, deadtime 1 s).
 
-    bench/bench_hamon.py [--runs 3] [--stacks hamon,pacemaker,heartbeat]
+    bench/bench_hamon.py [--runs 5] [--stacks hamon,pacemaker,heartbeat] [--json]
     bench/bench_hamon.py --splits 10     # hamon only: the fence race, counted
+    bench/bench_hamon.py --flaps 60      # hamon only: the BMC questions a flapping peer costs
+
+``--json`` prints one JSON document after the table: every run, the medians,
+min and max per stack and metric, the ratios hamon / each other stack, the
+targets, the BMC questions of each hamon run, and the load average.
+
+``--flaps S`` freezes node1 (the holder) for 0.5 s every 0.6 s during S seconds
+(late every time, never dead) and counts node2's questions to node1's BMC: the
+worst case of the early question's load (once per late spell, at most once per
+``power_query_spacing``, 1 s).
 
 ``--splits N`` cuts both heartbeat links of node1 (the holder) N times in one
 lab and counts who survived: exactly one node must (node1, which fences at
@@ -34,6 +49,7 @@ own /usr/lib/ocf is left alone.
 """
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -50,7 +66,9 @@ from hapack.lab.failover import MountSampler  # noqa: E402
 NODE1, NODE2 = "node1", "node2"
 STACKS = ("hamon", "pacemaker", "heartbeat")
 METRICS = ("vip", "mount", "layer")
-TARGETS = {"vip": 1.5, "mount": 2.0, "layer": 2.0}  # hamon's targets, seconds after the cut
+# hamon's targets, seconds after the cut (issue 19: the VIP 0.8 s; PostgreSQL on the VIP 1.2 s,
+# held here to the stateful layer this rig has, slapd)
+TARGETS = {"vip": 0.8, "mount": 2.0, "layer": 1.2}
 PACEMAKER_TABLES = '\n[fencing]\naction = "off"\npriority_fencing_delay = "1s"\n'
 
 
@@ -178,9 +196,34 @@ def one_run(kind):
                       "mount": None if mounted is None else mounted - wall,
                       "layer": None if layer.seen is None else layer.seen - wall,
                       "overlaps": len(overlaps)}
+            if kind == "hamon":
+                result.update(bmc_questions(stack.rig, wall))
+                result["timeline"] = timeline(stack.rig)
         finally:
             stack.stop()
     return result
+
+
+def bmc_questions(rig, since):
+    """node2's questions to node1's BMC after ``since`` (wall clock), and how the
+    takeover was decided: early (the BMC said off while node1 was late) or at the dead time."""
+    asked = [e for e in rig.events(NODE2, "step")
+             if e.get("step") == "power-status" and e["time"] >= since]
+    claims = [e.get("reason", "") for e in rig.events(NODE2, "transition")
+              if e.get("to") == "takeover" and e["time"] >= since]
+    early = bool(claims) and "without waiting out the dead time" in claims[0]
+    return {"bmc_questions": len(asked), "early": early}
+
+
+def timeline(rig):
+    """node2's own timeline of the takeover: (step, start, end) in seconds from node1's
+    last heartbeat (which left 0-200 ms before the cut)."""
+    try:
+        steps = rig.status(NODE2)["failover"]["steps"]
+    except Exception as exc:  # noqa: BLE001 - a figure we could not read, not a failure
+        return [("unavailable", str(exc), None)]
+    return [(s["step"], round(s["start"], 3), None if s["end"] is None else round(s["end"], 3))
+            for s in steps]
 
 
 def median(values):
@@ -190,6 +233,35 @@ def median(values):
 
 def fmt(value):
     return "   -   " if value is None else f"{value:7.3f}"
+
+
+def summary(results):
+    """Medians, spreads and ratios (hamon / each other stack), for --json."""
+    out = {"stacks": {}, "ratios": {}, "targets": {}}
+    for kind, runs in results.items():
+        out["stacks"][kind] = {}
+        for metric in METRICS:
+            values = [r[metric] for r in runs if r[metric] is not None]
+            out["stacks"][kind][metric] = {
+                "median": median(values), "min": min(values, default=None),
+                "max": max(values, default=None), "runs": len(values)}
+        out["stacks"][kind]["mounted_twice"] = sum(r["overlaps"] for r in runs)
+    if "hamon" in results:
+        ours = out["stacks"]["hamon"]
+        for kind in results:
+            if kind != "hamon":
+                theirs = out["stacks"][kind]
+                out["ratios"][f"hamon/{kind}"] = {
+                    m: (round(ours[m]["median"] / theirs[m]["median"], 3)
+                        if ours[m]["median"] and theirs[m]["median"] else None)
+                    for m in METRICS}
+        for metric, target in TARGETS.items():
+            value = ours[metric]["median"]
+            out["targets"][metric] = {"target": target, "median": value,
+                                      "met": value is not None and value <= target}
+        out["hamon_bmc_questions"] = [r.get("bmc_questions") for r in results["hamon"]]
+        out["hamon_early_takeovers"] = sum(bool(r.get("early")) for r in results["hamon"])
+    return out
 
 
 def report(results):
@@ -215,6 +287,40 @@ def report(results):
         print("hamon targets: " + ", ".join(
             f"{m} <= {t}s: {'met' if ours[m] is not None and ours[m] <= t else 'MISSED'}"
             for m, t in TARGETS.items()))
+        runs = results["hamon"]
+        print(f"hamon: taken over on the BMC's off before the dead time in "
+              f"{sum(bool(r.get('early')) for r in runs)} of {len(runs)} runs; BMC questions "
+              f"per run: {', '.join(str(r.get('bmc_questions')) for r in runs)}")
+
+
+def flaps(seconds, frozen=0.5, every=0.6):
+    """node1 late again and again, never dead: node2's BMC questions per second."""
+    with Lab(stack="none", boot_delay=1.0) as lab:
+        rig = Rig(lab).setup().start()
+        try:
+            rig.wait_roles(NODE1, NODE2, timeout=60)
+            since = time.time()
+            start = time.monotonic()
+            spells = 0
+            while time.monotonic() - start < seconds:
+                lab.freeze(NODE1)
+                time.sleep(frozen)
+                lab.thaw(NODE1)
+                spells += 1
+                time.sleep(max(0.0, every - frozen))
+            took = time.monotonic() - start
+            time.sleep(2)
+            asked = bmc_questions(rig, since)["bmc_questions"]
+            states = (rig.status(NODE1)["state"], rig.status(NODE2)["state"])
+        finally:
+            rig.teardown()
+    result = {"seconds": round(took, 1), "late_spells": spells, "bmc_questions": asked,
+              "per_second": round(asked / took, 3), "states": states,
+              "load": os.getloadavg()[0]}
+    print(f"flapping peer: {spells} freezes of {frozen}s every {every}s over {took:.1f}s: "
+          f"{asked} BMC questions ({asked / took:.2f}/s); roles after: {states}; "
+          f"load {result['load']:.1f}")
+    return result
 
 
 def splits(count):
@@ -249,9 +355,12 @@ def splits(count):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--stacks", default=",".join(STACKS))
     parser.add_argument("--splits", type=int, default=0, help="count the fence race instead")
+    parser.add_argument("--flaps", type=float, default=0,
+                        help="seconds of a flapping peer: count the BMC questions instead")
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = parser.parse_args(argv)
     kinds = [k for k in args.stacks.split(",") if k]
     if os.geteuid() != 0:
@@ -259,15 +368,32 @@ def main(argv=None):
         return 1
     if args.splits:
         return splits(args.splits)
+    if args.flaps:
+        result = flaps(args.flaps)
+        if args.json:
+            print(json.dumps({"benchmark": "bench_hamon", "flaps": result}, indent=2))
+        return 0
     results = {kind: [] for kind in kinds}
+    loads = [os.getloadavg()[0]]
     for run in range(args.runs):
         for kind in kinds:
             result = one_run(kind)
             results[kind].append(result)
             print(f"run {run + 1} {kind:<10} " + " ".join(
                 f"{m} {fmt(result[m])}" for m in METRICS)
-                + f"  mounted twice: {result['overlaps']}", flush=True)
+                + f"  mounted twice: {result['overlaps']}"
+                + (f"  BMC questions: {result['bmc_questions']}, early: {result['early']}"
+                   if kind == "hamon" else ""), flush=True)
+            if kind == "hamon":
+                print("    node2's timeline (s from node1's last heartbeat): " + ", ".join(
+                    f"{step} {start}-{end}" for step, start, end in result["timeline"]),
+                    flush=True)
+            loads.append(os.getloadavg()[0])
     report(results)
+    print(f"load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f}")
+    if args.json:
+        print(json.dumps({"benchmark": "bench_hamon", "runs": results, **summary(results),
+                          "load": {"min": min(loads), "max": max(loads)}}, indent=2))
     return 0
 
 

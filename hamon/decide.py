@@ -107,9 +107,23 @@ def _power_read(s):
     return s.power_age != float("inf") and s.power_age <= s.peer.silent_for
 
 
+def confirmed_off(s: Snapshot) -> bool:
+    """The peer's BMC reported its power off after the peer's last heartbeat.
+
+    A power-off at any moment after the last heartbeat ended everything that
+    ran there, whatever the dead time says; a failed or unanswered question
+    is never "off" (the world records it as unknown)."""
+    return s.power is Power.OFF and _power_read(s)
+
+
 def _ask_early(s):
-    """The peer is late: ask its BMC now, so a dead peer is known off when declared dead."""
-    if s.peer.alive and s.peer.silent_for >= s.policy.warn_time and not _power_read(s):
+    """The peer is late: ask its BMC now, so a powered-off peer is taken over at once.
+
+    The load is bounded: one question per late spell (none again before the
+    next heartbeat), at least ``power_query_spacing`` after the last answer,
+    and never two at once (the BMC lane runs one step at a time)."""
+    if s.peer.alive and s.peer.silent_for >= s.policy.warn_time and not _power_read(s) \
+            and s.power_age >= s.policy.power_query_spacing:
         return Decision(Act.POWER_STATUS, f"{s.peer_name} is late ({s.peer.silent_for:.2f}s): "
                         "asking its BMC ahead of time")
     return None
@@ -117,7 +131,7 @@ def _ask_early(s):
 
 def _gate(s):
     """Why it is safe to take the partition now, or None."""
-    if s.power is Power.OFF and _power_read(s):
+    if confirmed_off(s):
         return f"{s.peer_name} is confirmed powered off"
     if s.peer.alive and s.claim_acked and not s.peer_says("active") and _settled(s):
         return f"{s.peer_name} acknowledged our claim and holds nothing"
@@ -253,14 +267,8 @@ def _secondary(s):
 
 
 def _secondary_role(s):
-    if not s.peer.alive:
-        if s.peer_says("maintenance"):
-            return wait(f"{s.peer_name} is silent but was in maintenance: hands off")
-        if not can_acquire(s):
-            return wait(f"{s.peer_name} is silent but this node may not take over "
-                        f"({_why_not(s)})")
-        return goto(State.TAKEOVER, f"{s.peer_name} silent for {s.peer.silent_for:.2f}s on "
-                    "every link")
+    if not s.peer.alive or confirmed_off(s):
+        return _peer_gone(s)
     if s.peer_says("stop_failed") and can_acquire(s):
         return goto(State.TAKEOVER, f"{s.peer_name} failed to stop a resource: fencing it "
                     "and taking over")
@@ -274,6 +282,22 @@ def _secondary_role(s):
     if s.preferred or not s.peer_says("eligible"):
         return goto(State.TAKEOVER, "nobody holds the stateful side: acquiring it")
     return None
+
+
+def _peer_gone(s):
+    """The peer is silent for the dead time, or late and its BMC says its power is off."""
+    if s.peer_says("maintenance"):
+        return wait(f"{s.peer_name} is silent but was in maintenance: hands off")
+    if not can_acquire(s):
+        return wait(f"{s.peer_name} is silent but this node may not take over "
+                    f"({_why_not(s)})")
+    if s.peer.alive:
+        # late, not dead yet: a power-off is a fact, no dead time needs to pass for it
+        return goto(State.TAKEOVER, f"{s.peer_name} silent for {s.peer.silent_for:.2f}s and "
+                    "its BMC reports the power off: taking over without waiting out the "
+                    "dead time")
+    return goto(State.TAKEOVER, f"{s.peer_name} silent for {s.peer.silent_for:.2f}s on "
+                "every link")
 
 
 def _why_not(s):
@@ -375,7 +399,7 @@ def _blocked(s):
 
 
 def _primary(s):
-    if not s.peer.alive and s.peer.ever_seen and not (s.power is Power.OFF and _power_read(s)) \
+    if not s.peer.alive and s.peer.ever_seen and not confirmed_off(s) \
             and not s.peer_says("leaving") and not s.peer_says("maintenance"):
         step = _fence(s, shoots_first(True, s.peer_says("active"), s.preferred))
         if step.action is not Act.WAIT or s.upstream is False:

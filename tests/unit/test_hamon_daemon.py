@@ -158,19 +158,113 @@ def test_cold_start_the_primary_acquires_and_everything_starts(pair):
     assert pair["node2"].actor.fencer.calls == [] and pair["node1"].actor.fencer.calls == []
 
 
-def test_power_loss_of_the_primary_takes_over_with_the_peer_off(pair):
+def takeover_moment(pair, node="node2", seconds=6.0, dt=0.05):
+    """Run until ``node`` enters takeover; the membership's view of its peer then (or None)."""
+    d = pair[node]
+    for _ in range(round(seconds / dt)):
+        pair.run(dt, dt)
+        if d.machine.state is not State.SECONDARY:
+            return d.membership.view(pair.clock.now)
+    return None
+
+
+def test_power_loss_of_the_primary_is_taken_over_without_waiting_out_the_dead_time(pair):
+    """Issue 19: the BMC of a late peer says off: the gate is met, the takeover starts while
+    the peer is still within its dead time (the order of events, not a speed)."""
     pair.power_off("node1")
-    pair.run(0.95)  # its last heartbeat left at most one interval (0.2s) before the cut
-    assert pair.state("node2") is State.SECONDARY
-    pair.run(0.4)
-    assert pair.state("node2") is State.PRIMARY
-    assert pair.promoted("node2")
+    seen = takeover_moment(pair)
+    assert seen is not None and seen.alive, "the takeover waited for the dead time"
+    assert seen.silent_for >= pair["node2"].s.warn      # only a late peer's BMC is asked
+    pair.run(1)
+    assert pair.state("node2") is State.PRIMARY and pair.promoted("node2")
     assert pair["node2"].actor.fencer.calls == ["status"]  # asked early, already off: no shot
     steps = [s["step"] for s in pair["node2"].world.timelines["takeover"]["steps"]]
     assert steps == ["power-status", "decided", "start vip", "promote partition",
                      "start activemq", "start postgresql", "start slapd", "end"]
+    decided = pair["node2"].world.timelines["takeover"]["steps"][1]
+    assert decided["start"] < pair["node2"].s.dead_time   # from node1's last heartbeat
+    assert "BMC reports the power off" in pair.log("node2")
     found, note = confirm.read(pair["node2"].actor.confirmation_file, "node2")
     assert (found.peer, found.how, note) == ("node1", "fence_bmc status", "")
+
+
+def test_the_peer_lost_is_reported_before_the_takeover_starts(pair):
+    pair.power_off("node1")
+    pair.run(2)
+    log = pair.log("node2")
+    assert log.index("power-status: done") < log.index("node1 lost: silent for") \
+        < log.index("-> takeover")
+    assert "its BMC reports the power off" in log
+
+
+@pytest.mark.parametrize("freeze", [0.3, 0.5, 0.75, 0.79, 0.95])
+@pytest.mark.parametrize("phase", [0.0, 0.05, 0.1, 0.15])
+def test_a_freeze_under_the_dead_time_never_takes_over_its_bmc_says_on(pair, freeze, phase):
+    """The BMC of a frozen peer says on: no early takeover, whatever the freeze's length
+    under the dead time and its phase against the heartbeats."""
+    pair.run(phase)
+    pair.frozen.add("node1")
+    for _ in range(round(freeze / 0.05)):
+        pair.run(0.05)
+        assert pair.state("node2") is State.SECONDARY
+    pair.frozen.discard("node1")
+    pair.run(3)
+    assert (pair.state("node1"), pair.state("node2")) == (State.PRIMARY, State.SECONDARY)
+    assert pair.power == {"node1": True, "node2": True}
+    assert "off" not in pair["node2"].actor.fencer.calls
+    assert ("partition", "promote") not in pair.agents("node2").calls
+
+
+def test_a_freeze_longer_than_the_dead_time_is_taken_over_only_after_it(pair):
+    pair.frozen.add("node1")
+    seen = takeover_moment(pair)
+    assert seen is not None and not seen.alive, "taken over before the dead time"
+    assert pair["node2"].actor.fencer.calls[0] == "status"
+    pair.run(3)
+    assert pair.power["node1"] is False and pair.state("node2") is State.PRIMARY
+    assert pair["node2"].actor.fencer.calls.count("off") == 1
+
+
+def test_an_unreachable_bmc_of_a_late_peer_is_not_off(pair):
+    """"Unknown" is never "off": a BMC that does not answer starts nothing early."""
+    pair["node2"].actor.fencer.reachable = False
+    pair.power["node1"] = False
+    seen = takeover_moment(pair)
+    assert seen is not None and not seen.alive
+    assert ("partition", "promote") not in pair.agents("node2").calls
+
+
+def test_a_failed_question_forgets_an_earlier_off(pair):
+    """A BMC step that fails leaves the power unknown: an "off" read before the peer's last
+    heartbeat must not look fresh because a later question failed at a later time."""
+    from hapack.hamon.snapshot import Act, Decision
+    d = pair["node2"]
+    d.world.power, d.world.power_at = Power.OFF, pair.clock.now - 5
+    for act in (Act.POWER_STATUS, Act.FENCE):
+        d.world.power = Power.OFF
+        ok, _ = d.actor.apply(Decision(act, "test"), FenceFailed("no answer"), pair.clock.now)
+        assert not ok and d.world.power is Power.UNKNOWN
+
+
+def _status_calls(pair):
+    return pair["node2"].actor.fencer.calls.count("status")
+
+
+@pytest.mark.parametrize("silent, every", [(0.45, 0.5), (0.55, 0.6), (0.7, 0.8), (0.9, 1.0)])
+def test_a_flapping_peer_costs_at_most_one_bmc_question_per_spacing(pair, silent, every):
+    """The BMC query load is bounded: node1 falls silent for ``silent`` every ``every``
+    seconds (late each time, never dead) for a minute: node2 asks at most once per
+    late spell and once per power_query_spacing, and never takes over."""
+    spacing = pair["node2"].policy.power_query_spacing
+    before = _status_calls(pair)
+    for _ in range(round(60 / every)):
+        pair.frozen.add("node1")
+        pair.run(silent)
+        pair.frozen.discard("node1")
+        pair.run(every - silent)
+    asked = _status_calls(pair) - before
+    assert 0 < asked <= 60 / max(spacing, every) + 1, asked
+    assert pair.state("node2") is State.SECONDARY and pair.power["node1"]
 
 
 def test_one_link_cut_is_degraded_not_a_failover(pair):
