@@ -179,6 +179,9 @@ def _side_care(s):
     if s.partition.status is Res.FAILED:
         return goto(State.RELEASING, "the partition failed here: stopping the stateful side "
                     "(it restarts here or on the peer)")
+    if s.partition.status is not Res.PROMOTED:
+        return goto(State.RELEASING, f"the partition is {s.partition.status.value} here, not "
+                    "promoted: stopping the stateful side (it is taken again through the gate)")
     for view in s.side:
         given_up = view.failures >= s.policy.migration_threshold
         if view.status is Res.FAILED and given_up and _peer_can_take(s):
@@ -244,6 +247,11 @@ def _starting(s):
 def _resume(s):
     """The stateful side runs here (found by the probe): keep it, unless the peer holds it."""
     if not (s.peer.alive and s.peer_says("active")):
+        if s.partition.status is not Res.PROMOTED:
+            # the VIP or a layer without the partition (a takeover cut short): finish it
+            # through the gate, never start the stateful layers on an unpromoted partition
+            return goto(State.TAKEOVER, f"part of the stateful side runs here but the partition "
+                        f"is {s.partition.status.value}: completing the takeover through the gate")
         return goto(State.PRIMARY, "the stateful side already runs here: resuming as primary")
     peer_state = s.peer_status.state
     if peer_state in _CLAIMING or (peer_state == State.STARTING.value and (

@@ -41,6 +41,8 @@ Checked after every event (:func:`violations`):
   power confirmed off after its last heartbeat; or the peer alive, acknowledging our
   claim, holding nothing and settled: not starting, probing or in maintenance; or the
   peer gone after announcing a clean exit holding nothing);
+* no stateful layer started or restarted on a node whose partition is not promoted
+  there (its data would not be the replicated partition's);
 * no fence of a peer whose fresh heartbeat (within the dead time) says it is healthy
   (not ``stop_failed``);
 * no claim (secondary -> takeover) of a peer within its dead time that says it holds
@@ -260,6 +262,9 @@ def check_decision(i: int, k: Know, d) -> None:
     if d.action is Act.FENCE and k.pv in ("fresh", "late") and not (st and st.stop_failed):
         raise Violation(f"{NAMES[i]} fences {NAMES[1 - i]} whose fresh heartbeat says it is "
                         f"healthy ({st}): {d.reason}")
+    if d.action in (Act.START, Act.RESTART) and d.resource == "db" and k.res[0] is not Res.PROMOTED:
+        raise Violation(f"{NAMES[i]} starts the stateful layer with its partition "
+                        f"{k.res[0].value}, not promoted: {d.reason}")
     gated = d.action is Act.PROMOTE or (
         k.state is State.TAKEOVER and d.action in (Act.START, Act.RESTART) and d.resource == "db")
     if gated and not expected_gate(k):
