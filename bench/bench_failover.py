@@ -26,7 +26,12 @@ part the pack controls (peer declared lost -> full chain answering on the
 VIP) and the ratios of the medians, and checks the targets: pack part at
 most half the stock one; hapack total under 4 s. The pack part is also shown
 split by whether Pacemaker's controller paid its 1 s CIB re-query before
-scheduling the fence (see ``requeried``), which dominates the spread.
+scheduling the fence (see ``requeried``), which dominates the spread, and by
+whether the node cut was the DC: even runs cut the DC, odd runs the other node (the
+stack is switched over first when needed: ``stack_off_the_dc``), each run records
+which node was DC before the cut, and the table and JSON show both halves.
+``--old-order`` adds ``hapack-group``: the VIP back first in the stateful group,
+as hapack rendered it before issue 19. Ratios are against ``stock``.
 
 ``--qdevice`` compares instead three ways of settling a split, all with the
 hapack CIB: ``two_node`` (no fencing delay: the fastest, but a split is a fence
@@ -168,8 +173,33 @@ def _ids(user: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+def wants_dc_victim(index: int) -> bool:
+    """Even runs cut the DC, odd runs the other node: both halves of the DC split."""
+    return index % 2 == 0
+
+
+def stack_off_the_dc(lab: Lab, active: str, stateful, want_dc_victim: bool) -> str:
+    """Move the stack (a planned switchover: the active node in standby until the peer
+    holds it) so that the node to be cut is the DC or is not, as wanted. Pacemaker elects
+    the node whose controller runs longest, so after a power cut the survivor stays DC and
+    holds the stack: without this every run would cut the DC."""
+    peer = next(n for n in lab.nodes if n != active)
+    if (failover.dc(lab, peer) == active) == want_dc_victim:
+        return active
+    attr = ["crm_attribute", "--node", active, "--name", "standby", "--lifetime", "forever"]
+    lab.exec(peer, attr + ["--update", "on"], timeout=30)
+    try:
+        failover.wait_active(lab, 120, node=peer, stateful=stateful)
+    finally:
+        lab.exec(peer, attr + ["--delete"], timeout=30, check=False)
+    failover.wait_active(lab, 120, node=peer, stateful=stateful)
+    failover.warm_chains(lab, provision.HEALTH_PATH, provision.APACHE_PORT)
+    return peer
+
+
 def one_failover(lab: Lab, demo, stateful, index: int, say) -> failover.Timeline:
     active = failover.recover(lab, provision.HEALTH_PATH, provision.APACHE_PORT, stateful=stateful)
+    active = stack_off_the_dc(lab, active, stateful, wants_dc_victim(index))
     survivor = next(n for n in lab.nodes if n != active)
     tag = f"bench{index}"
     client = failover.Client(lab, demo.client_config(table=f"rows_{tag}"), tag=tag)
@@ -185,7 +215,8 @@ def one_failover(lab: Lab, demo, stateful, index: int, say) -> failover.Timeline
     line.steps.append(vip_started(lab, line))
     line.victim_was_dc = victim_was_dc
     lost, overlaps = client.lost(), sampler.overlaps()
-    say(f"  run {index + 1}: {active} -> {survivor}{' (the DC)' if victim_was_dc else ''}: "
+    say(f"  run {index + 1}: {active}{' (the DC)' if victim_was_dc else ''} -> {survivor}"
+        f"{'' if victim_was_dc else ' (the DC)'}: "
         f"full chain {line.total:.2f}s, "
         f"{len(client.acked())} rows acknowledged, {len(lost)} lost, "
         f"{'never' if not overlaps else 'MOUNTED TWICE'} mounted twice")
