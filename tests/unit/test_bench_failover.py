@@ -117,3 +117,11 @@ def test_the_old_order_puts_the_vip_back_first_in_the_group():
     assert {c.get("id") for c in grouped.find("constraints") if isinstance(c.tag, str)} >= {
         "col-stateful-with-partition", "ord-promote-then-stateful"}
     assert grouped.find("constraints/*[@id='ord-vip-then-stateful']") is None
+
+
+@pytest.mark.parametrize("runs", range(1, 9))
+def test_the_runs_alternate_between_cutting_the_dc_and_the_other_node(runs):
+    wanted = [bench.wants_dc_victim(i) for i in range(runs)]
+    assert wanted[0] is True
+    assert abs(wanted.count(True) - wanted.count(False)) <= 1
+    assert all(a != b for a, b in zip(wanted, wanted[1:]))
