@@ -245,9 +245,33 @@ def measure(kind: str, runs: int, say, delay: str = "0s") -> list[failover.Timel
             load_stock(lab, demo)
             stateful = STOCK_STATEFUL
         failover.wait_active(lab, 180, stateful=stateful)
-        return [one_failover(lab, demo, stateful, i, say) for i in range(runs)]
+        return failovers(lab, demo, stateful, runs, say)
     finally:
         lab.down()
+
+
+MAX_LOST_RUNS = 3
+
+
+def failovers(lab: Lab, demo, stateful, runs: int, say) -> list[failover.Timeline]:
+    """``runs`` measured failovers. A run the lab could not prepare or measure (a layer
+    that does not answer in time: at load averages above 20 the stock apache agent's
+    monitor fails and restarts it) is said and retried, up to MAX_LOST_RUNS times; a run
+    that lost rows or mounted twice still stops the benchmark (one_failover raises
+    SystemExit)."""
+    from hapack.lab.core import LabError
+    lines: list[failover.Timeline] = []
+    lost = 0
+    while len(lines) < runs:
+        try:
+            lines.append(one_failover(lab, demo, stateful, len(lines), say))
+        except LabError as exc:
+            lost += 1
+            say(f"  run {len(lines) + 1} not measured ({lost} of at most {MAX_LOST_RUNS}): {exc}")
+            if lost >= MAX_LOST_RUNS:
+                say(f"  giving up after {len(lines)} measured runs")
+                break
+    return lines
 
 
 def series(lines: list[failover.Timeline], step: str) -> list[float]:
@@ -371,14 +395,14 @@ def report(results: dict[str, list[failover.Timeline]], runs: int) -> int:
         print(f"{step:<26}" + "".join(fmt(cells[k]) for k in kinds)
               + "".join(f"{found[k]:26.2f}" if k in found else f"{'-':>26}" for k in others))
     ok = True
-    if "hapack" in results:
+    if series(results.get("hapack", []), "full chain on the VIP"):
         total = statistics.median(series(results["hapack"], "full chain on the VIP"))
         ok &= total < 4.0
         print(f"\ntarget: hapack power cut -> full chain < 4 s: median {total:.2f}s "
               f"{'MET' if total < 4.0 else 'MISSED'}")
     if "hapack" in results and "stock" in results:
         cells = {k: series(results[k], "full chain on the VIP") for k in ("hapack", "stock")}
-        ratio = ratios(cells, "stock")["hapack"]
+        ratio = ratios(cells, "stock").get("hapack", float("nan"))
         ok &= ratio <= 1.0
         print(f"target: hapack power cut -> full chain <= stock (issue 19): ratio {ratio:.2f} "
               f"{'MET' if ratio <= 1.0 else 'MISSED'}")
@@ -405,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", default="5s",
                         help="priority-fencing-delay of two_node+delay (default 5s, the lab example's)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--partial", metavar="FILE",
+                        help="write the JSON so far to FILE after each configuration")
     args = parser.parse_args(argv)
     problems = missing_prerequisites("pacemaker", qdevice=args.qdevice)
     if os.geteuid() != 0 or problems:
@@ -421,7 +447,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         kinds = [args.only] if args.only else ["hapack", "stock"] + (
             [GROUPED] if args.old_order else [])
-    results = {kind: measure(kind, args.runs, say, args.delay) for kind in kinds}
+    results = {}
+    for kind in kinds:  # each configuration's runs kept as soon as they are measured
+        results[kind] = measure(kind, args.runs, say, args.delay)
+        if args.partial:
+            with open(args.partial, "w") as out:
+                json.dump(as_json(results, args.runs), out, indent=2)
     show = report_qdevice if args.qdevice else report
     if not args.json:
         return show(results, args.runs, args.delay) if args.qdevice else show(results, args.runs)
