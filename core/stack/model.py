@@ -285,7 +285,7 @@ class Vip:
     link: str
     interface: str
     prefixlen: int
-    start_after: str | None    # None: first, right after the promotion (the patent's order)
+    start_after: str | None    # None: first (the patent's order; under Pacemaker a resource of its own)
     params: Mapping[str, str]
     ops: Ops
     agent: str = f"ocf:{PROVIDER}:vip"

@@ -589,7 +589,7 @@ def _vip(r: Reader, raw, links, node_names, layers) -> Vip | None:
     if start_after is not None and start_after not in stateful:
         r.problem(join(key, "start_after"), f"{start_after!r} is not a stateful layer "
                   f"(stateful layers: {', '.join(stateful) or 'none'}); leave start_after out to "
-                  "start the VIP first, right after the partition is promoted")
+                  "start the VIP first")
     params = r.params(t, key)
     _no_overlap(r, key, params, ("ip", "cidr_netmask", "nic"))
     ops = r.with_defaults(key, r.ops(t, key, OPS_KEYS["vip"]), declared_ops(r, key, Vip.agent, "vip"))
