@@ -183,6 +183,7 @@ class Campaign:
         self.plan = schedule(seed, faults, kinds)
         self.seed, self.keep_going, self.say = seed, keep_going, say
         self.bounds = dict(BOUNDS, **(bounds or {}))
+        self.broken = ""          # why the lab could not be repaired (ends a --keep-going run)
         self.outcomes: list[Outcome] = []
         self.violations: list[invariants.Violation] = []
         self.injections: list[float] = []     # wall times of everything the campaign did
@@ -255,7 +256,7 @@ class Campaign:
             self._wait_stack(120)
             for fault in self.plan:
                 self.one(fault)
-                if self.violations and not self.keep_going:
+                if self.broken or (self.violations and not self.keep_going):
                     stopped = True
                     break
             return self.finish(stopped)
@@ -340,7 +341,12 @@ class Campaign:
         self.progress(o, found)
         if o.converged_s is None and self.keep_going:
             self.act("repair: the lab put back in shape")
-            self.manager.repair()
+            try:
+                self.manager.repair()
+            except Exception as exc:  # noqa: BLE001 - the run ends with its report, not a traceback
+                self.broken = f"{type(exc).__name__}: {exc}"[:2000]
+                self.violations.append(invariants.Violation(
+                    "the lab could not be put back in shape", time.time(), self.broken))
 
     def present(self, timeout: float = 90.0) -> set[int] | None:
         """Every row id in the table, read through the VIP; None if the database does

@@ -835,12 +835,15 @@ class Lab:
         return result
 
     def spawn(self, node: str, argv: list[str], *, name: str | None = None,
-              env: dict[str, str] | None = None) -> Spawned:
+              env: dict[str, str] | None = None, service: bool = False) -> Spawned:
         """Start ``argv`` as a daemon inside ``node``; output to ``nodes/<node>/spawn/<name>.log``.
 
         The process is adopted by the node's PID 1, in the node's cgroups. It
         dies with the node (power off, crash) and does not come back at the
-        next boot: use ``Lab(services=...)`` for that.
+        next boot: use ``Lab(services=...)`` for that. ``stop_background``
+        (and ``restore``) kills it, unless it is a ``service``: a node's own
+        daemon started again (as systemd restarts a unit), which lives as long
+        as the node.
         """
         name = name or Path(str(argv[0])).name
         log = self.node_dir(node) / "spawn" / f"{name}.log"
@@ -848,7 +851,8 @@ class Lab:
         pid = int(self.exec(node, launcher, env=env, timeout=30).stdout.split()[-1])
         host = next((proc_id(p.host_pid) for p in self.processes(node) if p.pid == pid), None)
         spawned = Spawned(node, list(map(str, argv)), pid, host, log)
-        self._spawned.append(spawned)
+        if not service:
+            self._spawned.append(spawned)
         return spawned
 
     @staticmethod

@@ -180,7 +180,8 @@ class PacemakerManager:
             return None
         names = {p.name for p in self.lab.processes(node)}
         if "corosync" in names and "pacemakerd" not in names:
-            self.lab.spawn(node, ["pacemakerd"], name="pacemakerd-restart", env=PACEMAKER_ENV)
+            self.lab.spawn(node, ["pacemakerd"], name="pacemakerd-restart", env=PACEMAKER_ENV,
+                           service=True)
             return f"pacemakerd started again on {node} (systemd's Restart=on-failure)"
         return None
 
@@ -303,7 +304,7 @@ class HamonManager:
             return None
         if not any(p.name == "hamon" for p in self.lab.processes(node)):
             self.lab.spawn(node, [HAMON, "run", "--config", str(self.rig.stack_file)],
-                           name="hamon-restart")
+                           name="hamon-restart", service=True)
             return f"hamon started again on {node} (systemd's Restart=on-failure)"
         return None
 
