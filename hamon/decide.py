@@ -296,7 +296,7 @@ def _peer_gone(s):
     """The peer is silent for the dead time, or late and its BMC says its power is off."""
     if s.peer_says("maintenance"):
         return wait(f"{s.peer_name} is silent but was in maintenance: hands off")
-    if not can_acquire(s):
+    if not _last_resort(s):
         return wait(f"{s.peer_name} is silent but this node may not take over "
                     f"({_why_not(s)})")
     if s.peer.alive:
@@ -306,6 +306,15 @@ def _peer_gone(s):
                     "dead time")
     return goto(State.TAKEOVER, f"{s.peer_name} silent for {s.peer.silent_for:.2f}s on "
                 "every link")
+
+
+def _last_resort(s):
+    """May take over from a peer that is gone. Recent failures here do not forbid it: they
+    made the peer the better home, but a gone peer is none (as Pacemaker's migration
+    threshold bans the failed resource from the node, not the whole stack). A layer at
+    the threshold is then left stopped (see _acquire); standby, maintenance and a down
+    upstream still forbid it."""
+    return not s.standby and not s.maintenance and s.upstream is not False
 
 
 def _why_not(s):
@@ -379,7 +388,13 @@ def _acquire(s, gate):
         return Decision(Act.PROMOTE, f"{gate}: promoting and mounting the partition",
                         s.partition.name)
     for view in s.side:
-        if view.status is Res.FAILED and view.failures >= s.policy.migration_threshold:
+        given_up = view.failures >= s.policy.migration_threshold
+        if given_up and view.status in (Res.FAILED, Res.STOPPED) and not _peer_can_take(s):
+            if view.status is Res.FAILED:
+                return Decision(Act.STOP, f"{view.name} failed {view.failures} times and "
+                                f"{s.peer_name} cannot take over: leaving it stopped", view.name)
+            continue            # until failure_timeout, or the peer can take the stack
+        if view.status is Res.FAILED and given_up:
             return goto(State.RELEASING, f"{view.name} failed {view.failures} times here: "
                         "giving up the takeover")
         if view.status is Res.FAILED:

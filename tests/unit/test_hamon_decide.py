@@ -161,7 +161,7 @@ def test_a_late_peer_in_maintenance_or_a_node_that_may_not_take_over_waits():
     off = dict(power=Power.OFF, power_age=0.05)
     d = decide(secondary(late(0.5, maintenance=True), **off))
     assert d.action is Act.WAIT and "maintenance" in d.reason
-    for kw in (dict(standby=True), dict(upstream=False), dict(eligible=False)):
+    for kw in (dict(standby=True), dict(upstream=False)):
         d = decide(secondary(late(0.5), **off, **kw))
         assert d.action is Act.WAIT and "may not take over" in d.reason, kw
 
@@ -581,3 +581,41 @@ def test_a_node_never_starts_a_stateful_layer_on_an_unpromoted_partition(part, l
                 assert d.resource in ("vip", "partition"), (state, peer, d)
             if state is State.STARTING and d.to is State.PRIMARY:
                 raise AssertionError(f"resumed as primary with the partition {part.value}: {d}")
+
+
+# -- a gone peer is taken over from even with recent failures here (soak finding 8) ------
+
+@pytest.mark.parametrize("gone", ["dead", "late-off"])
+@pytest.mark.parametrize("layer", SIDE)
+def test_recent_failures_here_never_leave_the_stack_down_when_the_peer_is_gone(gone, layer):
+    """A layer failed here 3 times, the stack switched to the peer, and the peer then
+    crashed: the node waited until failure_timeout (10 min) with the stack down. Now it
+    takes over; the given-up layer is left stopped (as Pacemaker's migration threshold
+    bans that resource only), every other layer starts; the peer's return hands the whole
+    stack back to it (finding 4's rule)."""
+    peer = peer_silent(state="primary") if gone == "dead" else late(0.5)
+    power = dict(power=Power.OFF, power_age=0.05) if gone == "late-off" else {}
+    failed = dict(failures=3)
+    partition, base, side = secondary_side()
+    side = tuple(dataclasses.replace(v, **failed) if v.name == layer else v for v in side)
+    d = decide(secondary(peer, (partition, base, side), eligible=False, **power))
+    assert d.to is State.TAKEOVER, d
+    # the takeover with the gate met: the partition promoted, then every layer but the
+    # given-up one, which is never started (and stopped if it failed again)
+    started, partition = [], ResourceView("partition", Res.PROMOTED)
+    for _ in range(10):
+        d = decide(takeover(peer_silent(state="primary"), (partition, base, side),
+                            eligible=False, power=Power.OFF, power_age=0.05, vip_tried=True))
+        if d.action is Act.GOTO:
+            break
+        assert d.action is Act.START and d.resource != layer, d
+        started.append(d.resource)
+        side = tuple(dataclasses.replace(v, status=Res.STARTED) if v.name == d.resource else v
+                     for v in side)
+    assert d.to is State.PRIMARY, d
+    assert started == [n for n in SIDE if n != layer]
+    failing = tuple(dataclasses.replace(v, status=Res.FAILED) if v.name == layer else v
+                    for v in side)
+    d = decide(takeover(peer_silent(state="primary"), (partition, base, failing),
+                        eligible=False, power=Power.OFF, power_age=0.05, vip_tried=True))
+    assert (d.action, d.resource) == (Act.STOP, layer) and "leaving it stopped" in d.reason, d
