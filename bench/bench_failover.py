@@ -118,6 +118,7 @@ def stock_crm(lab: Lab, demo: provision.DemoStack) -> str:
             op start timeout=60s op stop timeout=120s op monitor interval=10s timeout=30s
         primitive tomcat ocf:heartbeat:tomcat params catalina_home=/usr/share/tomcat10 \\
             catalina_base=/etc/hapack/tomcat java_home={provision.JAVA_HOME} tomcat_user=tomcat \\
+            catalina_pid=/tmp/hapack-stock-tomcat.pid \\
             java_opts="-Xms64m -Xmx256m -XX:TieredStopAtLevel=1" \\
             statusurl=http://127.0.0.1:{provision.TOMCAT_PORT}/app/health.jsp \\
             op start timeout=60s op stop timeout=120s op monitor interval=10s timeout=30s
