@@ -45,9 +45,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from lxml import etree
-
 from hapack.lab import Lab, LabError, failover, missing_prerequisites
+from hapack.lab.stack import fence_device_xml
 
 DEFAULT_PAIRS = "3000/3600,1000/1200,1000/800,500/600,500/400,300/360,300/240,200/160"
 SOAK_PATTERNS = {
@@ -133,24 +132,6 @@ def parse_pairs(text: str) -> list[Pair]:
     return pairs
 
 
-def device_xml(lab: Lab, node: str, delay: str | None) -> str:
-    """The stonith:fence_bmc device that fences ``node`` (as stonith/README.md shows)."""
-    bmc = lab.bmc(node)
-    rid = f"fence-{node}"
-    params = {"ip": bmc.address, "ipport": bmc.port, "username": bmc.username,
-              "password_file": bmc.password_file, "cipher": bmc.cipher, "hostname": node,
-              "pcmk_host_list": node}
-    if delay:
-        params["pcmk_delay_base"] = delay
-    primitive = etree.Element("primitive", id=rid, **{"class": "stonith", "type": "fence_bmc"})
-    attrs = etree.SubElement(primitive, "instance_attributes", id=f"{rid}-params")
-    for name, value in params.items():
-        etree.SubElement(attrs, "nvpair", id=f"{rid}-{name}", name=name, value=str(value))
-    ops = etree.SubElement(primitive, "operations")
-    etree.SubElement(ops, "op", id=f"{rid}-monitor", name="monitor", interval="30s", timeout="20s")
-    return etree.tostring(primitive, encoding="unicode")
-
-
 def configure_fencing(lab: Lab) -> None:
     run = lab.exec
     for name, value in (("stonith-enabled", "true"), ("stonith-action", "off")):
@@ -158,7 +139,7 @@ def configure_fencing(lab: Lab) -> None:
     # a false split must not kill both: the device fencing node1 waits 2 s
     for node, delay in (("node1", "2s"), ("node2", None)):
         run("node1", ["cibadmin", "--create", "-o", "resources",
-                      "--xml-text", device_xml(lab, node, delay)])
+                      "--xml-text", fence_device_xml(lab, node, delay, monitor="30s")])
         run("node1", ["cibadmin", "--create", "-o", "constraints", "--xml-text",
                       f'<rsc_location id="loc-fence-{node}" rsc="fence-{node}" '
                       f'node="{node}" score="-INFINITY"/>'])

@@ -153,3 +153,25 @@ def parse_crm_mon(xml: str | bytes) -> ClusterView:
         quorum=present and dc.get("with_quorum") == "true",
         online=frozenset(online), offline=frozenset(offline), unclean=frozenset(unclean),
     )
+
+
+def fence_device_xml(lab, node: str, delay: str | None = None, host_list: bool = True,
+                     monitor: str = "10s") -> str:
+    """The CIB primitive of the ``stonith:fence_bmc`` device that fences ``node``
+    through its lab BMC (``delay``: pcmk_delay_base)."""
+    bmc = lab.bmc(node)
+    rid = f"fence-{node}"
+    params = {"ip": bmc.address, "ipport": bmc.port, "username": bmc.username,
+              "password_file": bmc.password_file, "cipher": bmc.cipher, "hostname": node}
+    if host_list:
+        params["pcmk_host_list"] = node
+    if delay:
+        params["pcmk_delay_base"] = delay
+    primitive = etree.Element("primitive", id=rid, **{"class": "stonith", "type": "fence_bmc"})
+    attrs = etree.SubElement(primitive, "instance_attributes", id=f"{rid}-params")
+    for name, value in params.items():
+        etree.SubElement(attrs, "nvpair", id=f"{rid}-{name}", name=name, value=str(value))
+    ops = etree.SubElement(primitive, "operations")
+    etree.SubElement(ops, "op", id=f"{rid}-monitor", name="monitor", interval=monitor,
+                     timeout="20s")
+    return etree.tostring(primitive, encoding="unicode")
