@@ -17,7 +17,10 @@ the cut. Measured from the host:
 * pg:    the first ``SELECT 1`` answered by PostgreSQL through the VIP, from the
   client namespace (hapack.lab.democlient's probe every 20 ms, a fresh connection
   and login per try: a TCP connect of at most 0.15 s, then 0.5 s for the login and
-  the query); the time is the answer's.
+  the query); the time is the answer's. Where PostgreSQL's own part of it goes is
+  printed per run from node2's server log (its timestamps, in seconds from the cut):
+  the start, the crash recovery's redo, the end-of-recovery checkpoint (written and
+  synced before the first connection is accepted), ready.
 
 The targets (issue 19) are hamon's: vip <= 0.8 s, pg <= 1.2 s (and the partition
 mounted within 2 s). Heartbeat runs the same rig without PostgreSQL (its pg is
@@ -55,6 +58,7 @@ own /usr/lib/ocf is left alone.
 """
 
 import argparse
+import datetime
 import json
 import os
 import statistics
@@ -75,6 +79,13 @@ METRICS = ("vip", "mount", "layer", "pg")
 # hamon's targets, seconds after the cut (issue 19: the VIP 0.8 s; PostgreSQL on the VIP 1.2 s)
 TARGETS = {"vip": 0.8, "mount": 2.0, "pg": 1.2}
 PG_PROBE_S = 0.02
+# node2's PostgreSQL server log after a power cut (PostgreSQL 15's messages): the step named
+# by the first line, after the cut, that holds the needle
+PG_LOG_STEPS = (("database system was interrupted", "recovery begins"),
+                ("redo starts", "redo starts"), ("redo done", "redo done"),
+                ("checkpoint starting: end-of-recovery", "end-of-recovery checkpoint"),
+                ("checkpoint complete", "checkpoint complete"),
+                ("ready to accept connections", "ready"))
 PACEMAKER_TABLES = '\n[fencing]\naction = "off"\npriority_fencing_delay = "1s"\n'
 
 
@@ -221,6 +232,8 @@ def one_run(kind):
                       "layer": None if layer.seen is None else layer.seen - wall,
                       "pg": sql - wall if sql else None,
                       "overlaps": len(overlaps)}
+            if stack.postgresql:
+                result["pg_log"] = pg_log_steps(pg_log(lab, NODE2), wall)
             if kind == "hamon":
                 result.update(bmc_questions(stack.rig, wall))
                 result["timeline"] = timeline(stack.rig)
@@ -229,6 +242,40 @@ def one_run(kind):
                 client.stop()
             stack.stop()
     return result
+
+
+def pg_log(lab, node):
+    """The PostgreSQL server log of ``node`` ("" if there is none)."""
+    logs = [path for name, path in lab.logs(node).items() if name.endswith("/postgresql.log")]
+    return "".join(path.read_text(errors="replace") for path in logs)
+
+
+def pg_log_time(line):
+    """The wall clock of a server log line (log_line_prefix '%m ...': '2026-12-03
+    16:10:01.123 UTC ...'), or None (another prefix, another zone than UTC)."""
+    parts = line.split(" ", 3)
+    if len(parts) < 4 or parts[2] not in ("UTC", "GMT"):
+        return None
+    try:
+        when = datetime.datetime.strptime(f"{parts[0]} {parts[1]}", "%Y-%m-%d %H:%M:%S.%f")
+    except ValueError:
+        return None
+    return when.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def pg_log_steps(text, wall):
+    """[(step, seconds from ``wall``)] of PG_LOG_STEPS, each at its first line after
+    ``wall``, in the log's order; the server's start, one line earlier, is not named."""
+    found, named = [], set()
+    for line in text.splitlines():
+        at = pg_log_time(line)
+        if at is None or at < wall:
+            continue
+        for needle, step in PG_LOG_STEPS:
+            if needle in line and step not in named:
+                named.add(step)
+                found.append((step, round(at - wall, 3)))
+    return found
 
 
 def bmc_questions(rig, since):
@@ -411,6 +458,9 @@ def main(argv=None):
                 + f"  mounted twice: {result['overlaps']}"
                 + (f"  BMC questions: {result['bmc_questions']}, early: {result['early']}"
                    if kind == "hamon" else ""), flush=True)
+            if result.get("pg_log") is not None:
+                print("    node2's PostgreSQL log (s from the cut): " + (", ".join(
+                    f"{step} {at}" for step, at in result["pg_log"]) or "-"), flush=True)
             if kind == "hamon":
                 print("    node2's timeline (s from node1's last heartbeat): " + ", ".join(
                     f"{step} {start}-{end}" for step, start, end in result["timeline"]),

@@ -189,3 +189,38 @@ def test_the_table_shows_pg_and_its_target(capsys):
     assert "pg (min-max)" in text
     assert "pg <= 1.2s" in text
     assert "hamon / pacemaker:" in text and ", pg " in text.split("hamon / pacemaker:")[1]
+
+
+# -- PostgreSQL's own part, from node2's server log --------------------------------------
+PG_LOG = """\
+2026-12-03 16:09:58.000 UTC [100] LOG:  checkpoint complete: wrote 3 buffers
+2026-12-03 16:10:00.700 UTC [200] LOG:  starting PostgreSQL 15.10 on x86_64-pc-linux-gnu
+2026-12-03 16:10:00.710 UTC [202] LOG:  database system was interrupted; last known up at x
+2026-12-03 16:10:00.720 UTC [202] LOG:  database system was not properly shut down; automatic recovery in progress
+2026-12-03 16:10:00.730 UTC [202] LOG:  redo starts at 0/1522F48
+2026-12-03 16:10:00.735 UTC [202] LOG:  redo done at 0/1523000 system usage: CPU: user: 0.00 s
+2026-12-03 16:10:00.740 UTC [203] LOG:  checkpoint starting: end-of-recovery immediate wait
+	continued on a tab line that has no time
+2026-12-03 16:10:01.340 UTC [203] LOG:  checkpoint complete: wrote 3 buffers (0.0%); sync=0.55 s
+2026-12-03 16:10:01.350 UTC [200] LOG:  database system is ready to accept connections
+2026-12-03 16:10:05.000 UTC [204] LOG:  checkpoint complete: wrote 9 buffers
+"""
+
+
+def test_the_pg_log_names_each_step_once_after_the_cut_in_seconds_from_it():
+    import datetime
+    wall = datetime.datetime(2026, 12, 3, 16, 10, 0, tzinfo=datetime.timezone.utc).timestamp()
+    steps = bench.pg_log_steps(PG_LOG, wall)
+    assert steps == [("recovery begins", 0.71), ("redo starts", 0.73), ("redo done", 0.735),
+                     ("end-of-recovery checkpoint", 0.74), ("checkpoint complete", 1.34),
+                     ("ready", 1.35)]
+    assert bench.pg_log_steps(PG_LOG, wall + 10) == []
+    assert bench.pg_log_steps("", wall) == []
+
+
+@pytest.mark.parametrize("line", [
+    "", "LOG:  ready to accept connections", "2026-12-03 16:10:01 UTC [1] LOG: x",
+    "2026-12-03 16:10:01.5 CET [1] LOG:  ready to accept connections",
+    "2026-13-03 16:10:01.500 UTC [1] LOG:  ready to accept connections"])
+def test_a_log_line_without_a_utc_millisecond_time_has_no_time(line):
+    assert bench.pg_log_time(line) is None
