@@ -18,13 +18,13 @@ the cut. Measured from the host:
   client namespace (hapack.lab.democlient's probe every 20 ms, a fresh connection
   and login per try: a TCP connect of at most 0.15 s, then 0.5 s for the login and
   the query); the time is the answer's. Where PostgreSQL's own part of it goes is
-  printed per run from node2's server log (its timestamps, in seconds from the cut):
-  the start, the crash recovery's redo, the end-of-recovery checkpoint (written and
-  synced before the first connection is accepted), ready.
+  printed per run from node2's server log (its timestamps, in seconds from the cut,
+  also in ``--json`` as each run's ``pg_log``): crash recovery begins, its redo, the
+  end-of-recovery checkpoint (written and synced before the first connection is
+  accepted), ready.
 
 The targets (issue 19) are hamon's: vip <= 0.8 s, pg <= 1.2 s (and the partition
-mounted within 2 s). Heartbeat runs the same rig without PostgreSQL (its pg is
-"-", its slapd starts right after the partition).
+mounted within 2 s).
 
 Settings: hamon's defaults (200 ms heartbeats, dead at 1.2 s, non-holder
 fence delay 1 s; a late peer's BMC asked 0.4 s into a silence, and a power
@@ -120,7 +120,6 @@ class ProcessSampler:
 
 class HamonStack:
     lab_stack = "none"
-    postgresql = True
 
     def __init__(self, lab):
         self.rig = Rig(lab, postgresql=True).setup()
@@ -135,7 +134,6 @@ class HamonStack:
 
 class PacemakerStack:
     lab_stack = "pacemaker"
-    postgresql = True
 
     def __init__(self, lab):
         from hapack.lab.heartbeat import Agents
@@ -160,12 +158,11 @@ class PacemakerStack:
 
 class HeartbeatStack:
     lab_stack = "none"
-    postgresql = False  # not tried under Heartbeat v1's haresources
 
     def __init__(self, lab):
         from hapack.lab.heartbeat import Heartbeat
         self.lab = lab
-        self.rig = Rig(lab).setup()
+        self.rig = Rig(lab, postgresql=True).setup()
         self.hb = Heartbeat(lab, str(self.rig.stack_file))
 
     def start(self):
@@ -181,11 +178,10 @@ KINDS = {"hamon": HamonStack, "pacemaker": PacemakerStack, "heartbeat": Heartbea
 
 
 def wait_ready(lab, rig, watch, client, timeout=120):
-    """node1 answers on the VIP, holds the partition, runs slapd and (``client``)
-    PostgreSQL answers on the VIP."""
+    """node1 answers on the VIP, holds the partition, runs slapd, and PostgreSQL answers
+    ``client`` on the VIP."""
     watch.wait_for(NODE1, timeout=timeout)
-    if client is not None:
-        client.wait_probes(["postgresql"], timeout=timeout)
+    client.wait_probes(["postgresql"], timeout=timeout)
     deadline = time.monotonic() + timeout
     while not (rig.holders() == {NODE1}
                and any(p.name == "slapd" for p in lab.processes(NODE1))):
@@ -195,12 +191,10 @@ def wait_ready(lab, rig, watch, client, timeout=120):
     time.sleep(2)  # steady state: heartbeats, monitors
 
 
-def sql_client(lab, stack):
+def sql_client(lab, rig):
     """The demo client's PostgreSQL probe alone, every PG_PROBE_S, in the client namespace
-    (started), or None for a stack without PostgreSQL."""
-    if not stack.postgresql:
-        return None
-    return Client(lab, stack.rig.client_config(), tag="bench-pg").start(
+    (started)."""
+    return Client(lab, rig.client_config(), tag="bench-pg").start(
         "postgresql", str(PG_PROBE_S))
 
 
@@ -211,7 +205,7 @@ def one_run(kind):
         stack, client = cls(lab), None
         try:
             stack.start()
-            client = sql_client(lab, stack)
+            client = sql_client(lab, stack.rig)
             with lab.watch_vip(stack.rig.vip, PORT) as watch:
                 wait_ready(lab, stack.rig, watch, client)
                 with MountSampler(lab, stack.rig.data) as mounts, \
@@ -221,19 +215,18 @@ def one_run(kind):
                     answer = watch.wait_for(NODE2, timeout=120, after=cut)
                     deadline = time.monotonic() + 120
                     while (layer.seen is None or mounts.first(NODE2, after=wall) is None
-                           or (client and client.first_answer("postgresql", wall) is None)) \
+                           or client.first_answer("postgresql", wall) is None) \
                             and time.monotonic() < deadline:
                         time.sleep(0.05)
                     overlaps = mounts.overlaps()
                 mounted = mounts.first(NODE2, after=wall)
-            sql = client and client.first_answer("postgresql", wall)
+            sql = client.first_answer("postgresql", wall)
             result = {"vip": answer.mono - cut,
                       "mount": None if mounted is None else mounted - wall,
                       "layer": None if layer.seen is None else layer.seen - wall,
                       "pg": sql - wall if sql else None,
                       "overlaps": len(overlaps)}
-            if stack.postgresql:
-                result["pg_log"] = pg_log_steps(pg_log(lab, NODE2), wall)
+            result["pg_log"] = pg_log_steps(pg_log(lab, NODE2), wall)
             if kind == "hamon":
                 result.update(bmc_questions(stack.rig, wall))
                 result["timeline"] = timeline(stack.rig)
@@ -458,7 +451,7 @@ def main(argv=None):
                 + f"  mounted twice: {result['overlaps']}"
                 + (f"  BMC questions: {result['bmc_questions']}, early: {result['early']}"
                    if kind == "hamon" else ""), flush=True)
-            if result.get("pg_log") is not None:
+            if "pg_log" in result:
                 print("    node2's PostgreSQL log (s from the cut): " + (", ".join(
                     f"{step} {at}" for step, at in result["pg_log"]) or "-"), flush=True)
             if kind == "hamon":
