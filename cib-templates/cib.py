@@ -2,7 +2,7 @@
 
 Read top to bottom, this module is the configuration it writes:
 
-    crm_config    stonith-enabled, stonith-action=off, stonith-timeout,
+    crm_config    stonith-enabled, stonith-action=off, stonith-timeout, start-failure-is-fatal,
                   priority-fencing-delay (none with a quorum device)
     rsc_defaults  resource-stickiness, migration-threshold, failure-timeout
     resources     fence-<node>     stonith:fence_bmc, one per node
@@ -70,7 +70,11 @@ mounted; a failed node is powered off through its BMC before its data is taken."
 CRM_CONFIG = """\
 Fencing is what makes the takeover safe: the survivor powers the failed node
 off through its BMC before it promotes the partition. stonith-action=off, not
-reboot: a fenced node stays down until someone looks at it (no fence loop).{delay}"""
+reboot: a fenced node stays down until someone looks at it (no fence loop).
+start-failure-is-fatal=false: a failed start counts as one failure towards
+migration-threshold, as a failed monitor does (and as hamon counts it), instead of
+banning the resource from the node at once; two starts killed in a row would
+otherwise leave a layer stopped on both nodes until a cleanup.{delay}"""
 
 DELAY_ON = """
 priority-fencing-delay={delay}: in a split brain both nodes try to fence each other;
@@ -269,7 +273,8 @@ def _crm_config(stack: Stack):
         delay = DELAY_OFF
     _comment(element, CRM_CONFIG.format(delay=delay))
     options = {"stonith-enabled": "true", "stonith-action": fencing.action,
-               "stonith-timeout": format_duration(fencing.timeout)}
+               "stonith-timeout": format_duration(fencing.timeout),
+               "start-failure-is-fatal": "false"}
     if fencing.priority_fencing_delay:
         options["priority-fencing-delay"] = format_duration(fencing.priority_fencing_delay)
     _nvpairs(element, "cluster_property_set", "cib-bootstrap-options", options)

@@ -116,6 +116,7 @@ def _serve(config, debug):
     transport = UdpTransport(keyring, generation, peer.name, config.links, s.port,
                              fresh_window(s, len(config.links)))
     fencer = Fencer.for_peer(s.fence_agent, peer, s.fence_timeout, log)
+    fencer.prestart()
     pinger = Pinger(s.ping_targets, s.ping_interval, s.dead_time / 2).start() \
         if s.ping_targets else None
     daemon = Daemon(config, transport, OcfExecutor(s.ocf_root, config.node, log), fencer, log,
@@ -136,6 +137,7 @@ def _serve(config, debug):
         if metrics is not None:
             metrics.close()
         transport.close()
+        fencer.close()
         if pinger:
             pinger.stop()
         log.info("hamon stopped")

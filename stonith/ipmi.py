@@ -101,6 +101,11 @@ class IpmiDriver(Driver):
             kg_bytes(settings.hexadecimal_kg)
 
     @classmethod
+    def preload(cls) -> None:
+        from pyghmi import exceptions  # noqa: F401
+        session_class(None)
+
+    @classmethod
     def open(cls, settings: Params, password: str | None) -> IpmiDriver:
         where = endpoint(settings, cls)
         session = session_class(settings.cipher and int(settings.cipher))

@@ -125,6 +125,7 @@ class Graph:
 
     def __init__(self, path: Path):
         root = etree.parse(str(path)).getroot()
+        self.attrib = dict(root.attrib)   # the scheduler's instructions to the controller
         self.actions = {}     # id -> (key, node, element)
         self.inputs = {}      # id -> ids it waits for
         for synapse in root.iterfind("synapse"):
@@ -370,6 +371,44 @@ def test_a_stateful_layer_failing_repeatedly_moves_the_stateful_side(tmp_path):
     assert not [k for k in graph.resource_ops("node1") + graph.resource_ops("node2")
                 if k.split("_")[0] in STATELESS]
     after = placement(cluster.settle())
+    assert after["partition"] == {("Promoted", "node2"), ("Unpromoted", "node1")}
+
+
+def _monitor_ms(cib: bytes, layer: str) -> int:
+    op = etree.fromstring(cib).find(f".//primitive[@id='{layer}']/operations/op[@name='monitor']")
+    value = op.get("interval")
+    return int(value[:-2]) if value.endswith("ms") else int(value.rstrip("s")) * 1000
+
+
+@pytest.mark.parametrize("layer", STATEFUL)
+@pytest.mark.parametrize("monitors", [1, 2])
+def test_a_failed_start_counts_once_towards_the_threshold_like_a_failed_monitor(tmp_path, layer,
+                                                                                monitors):
+    """A layer killed during its recovery start (the campaign's layer-kill-repeated) is
+    retried in place until migration-threshold failures in all, monitor and start
+    failures alike, then the stateful side moves; with Pacemaker's default
+    start-failure-is-fatal=true one failed start banned it from the node at once, and
+    two in a row (one per node) left it stopped everywhere until a cleanup.
+
+    The fail count of a failed start is raised by the controller, by the amount the
+    scheduler writes into each transition graph (``failed-start-offset``: "INFINITY"
+    under start-failure-is-fatal=true, else "1"); crm_simulate itself always adds 1, so
+    the offset is checked in every graph, and the placements follow from it."""
+    stack, cib = render()
+    cluster = running(tmp_path, cib)
+    threshold = stack.cluster.migration_threshold
+    monitor = f"{layer}_monitor_{_monitor_ms(cib, layer)}@node1=1"
+    for failures in range(1, threshold):
+        if failures <= monitors:
+            cluster.inject("-i", monitor)
+        result, graph = cluster.simulate("-F", f"{layer}_start_0@node1=1")
+        assert graph.attrib["failed-start-offset"] == "1"
+        assert graph.resource_ops("node2") == [], f"moved after {failures} failures"
+        assert graph.has(f"{layer}_start_0", "node1")
+    result, graph = cluster.simulate()
+    assert graph.has("partition_promote_0", "node2") and graph.has(f"{layer}_start_0", "node2")
+    after = placement(cluster.settle())
+    assert after[layer] == {("Started", "node2")}
     assert after["partition"] == {("Promoted", "node2"), ("Unpromoted", "node1")}
 
 

@@ -82,7 +82,7 @@ def test_topology_constraints():
     props = {nv.get("name"): nv.get("value")
              for nv in root.iterfind("configuration/crm_config//nvpair")}
     assert props == {"stonith-enabled": "true", "stonith-action": "off", "stonith-timeout": "60s",
-                     "priority-fencing-delay": "5s"}
+                     "priority-fencing-delay": "5s", "start-failure-is-fatal": "false"}
 
 
 def test_crm_quotes_values_it_must():
