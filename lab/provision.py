@@ -229,6 +229,14 @@ def seed_postgresql(lab: Lab, node: str, directory: str, password: str) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     hba = "host all all 0.0.0.0/0 scram-sha-256\n"
     lab.exec(node, ["sh", "-c", f"printf '%s' '{hba}' >> {directory}/pg_hba.conf"])
+    lab.exec(node, ["sh", "-c", f"printf '%s\\n' '{SYNC_SETTING}' >> {directory}/postgresql.conf"])
+
+
+# After a crash PostgreSQL first makes the whole data directory durable: by default
+# an fsync of every file (0.05-0.55 s of each failover here); on a file system of its
+# own (the partition) one syncfs() does the same (PostgreSQL 14+, Linux 5.8+ reports
+# its write errors). The recommended setting for a data directory on the partition.
+SYNC_SETTING = "recovery_init_sync_method = syncfs"
 
 
 def seed_partition(lab: Lab, data_dir: str, passwords: dict[str, str]) -> None:
