@@ -50,6 +50,10 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("switch", choices=("on", "off"), nargs="?" if default else None,
                          default=default)
         _where(cmd)
+    cmd = sub.add_parser("cleanup", help="forget this node's failures of a resource (all "
+                         "without a name), as crm_resource --cleanup does")
+    cmd.add_argument("resource", nargs="?", help="a resource of the stack (default: all)")
+    _where(cmd)
     keygen = sub.add_parser("keygen", help="write a new key file (copy it to both nodes)")
     keygen.add_argument("file")
     return p
@@ -195,6 +199,8 @@ def command(args: Any) -> int:
     payload = {"cmd": args.command}
     if args.command in ("standby", "maintenance"):
         payload["on"] = args.switch == "on"
+    if args.command == "cleanup":
+        payload["resource"] = args.resource
     try:
         answer = control.request(_run_dir(args), payload)
     except control.ControlError as exc:

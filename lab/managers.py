@@ -309,7 +309,14 @@ class HamonManager:
         return None
 
     def after_layer_fault(self) -> str | None:
-        return None
+        """The operator clears the failures on both nodes (``hamon cleanup``), as
+        ``crm_resource --cleanup`` does under Pacemaker: otherwise they count towards the
+        next fault's migration_threshold for failure_timeout (10 min)."""
+        done = [node for node in self.lab.nodes if self.lab.running(node)
+                and not self.lab.frozen(node)
+                and self.lab.exec(node, [HAMON, "cleanup"], timeout=30, check=False).returncode == 0]
+        return f"hamon cleanup on {', '.join(done)} (the operator clears the failures)" if done \
+            else None
 
     def repair(self) -> None:
         self.lab.restore(wait_online=False)

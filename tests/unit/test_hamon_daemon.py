@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pathlib
+import random
 
 import pytest
 
@@ -469,3 +470,74 @@ def test_startup_alone_with_the_peer_powered_on_does_not_take_over(tmp_path):
     assert pair.state("node2") is State.STARTING
     assert pair.power["node1"] is True
     assert "wait-for-all" in pair.log("node2")
+
+
+# -- hamon cleanup: the operator forgets failures (crm_resource --cleanup) -------------
+
+STATEFUL_LAYERS = ("activemq", "postgresql", "slapd")
+
+
+def give_up(pair, node, layer="postgresql"):
+    """``layer`` fails on ``node`` until hamon gives it up (migration_threshold)."""
+    for _ in range(pair[node].world.migration_threshold):
+        pair.agents(node).broken.add(layer)
+        pair.run(11)
+
+
+def stateful_only_with_the_partition(pair):
+    for node in ("node1", "node2"):
+        state = pair.agents(node).state
+        running = [layer for layer in STATEFUL_LAYERS if state.get(layer) == "started"]
+        if pair.power[node] and running:
+            assert state.get("partition") == "promoted", f"{running} on {node} unpromoted"
+
+
+def test_cleanup_starts_a_layer_given_up_on_both_nodes_where_the_side_is_held(pair):
+    give_up(pair, "node1")
+    assert pair.state("node2") is State.PRIMARY
+    give_up(pair, "node2")      # node1 cannot take it back: left stopped on node2
+    assert pair.agents("node2").state["postgresql"] == "stopped"
+    assert "cannot take over: leaving it stopped" in pair.log("node2")
+    answer = report.handle(pair["node2"], {"cmd": "cleanup", "resource": "postgresql"})
+    assert answer == {"ok": True, "message": "failures forgotten on node2: postgresql (3)"}
+    pair.run(3)
+    assert pair.agents("node2").state["postgresql"] == "started"
+    assert pair.state("node2") is State.PRIMARY
+    assert not pair["node1"].world.eligible(pair.clock.now)
+    assert report.handle(pair["node1"], {"cmd": "cleanup"})["ok"]
+    pair.run(1)
+    assert pair["node2"].membership.view(pair.clock.now).status.eligible
+
+
+def test_cleanup_of_an_unknown_resource_is_refused_and_forgets_nothing(pair):
+    give_up(pair, "node1")
+    before = len(pair["node1"].world.by_name["postgresql"].failures)
+    answer = report.handle(pair["node1"], {"cmd": "cleanup", "resource": "postgres"})
+    assert not answer["ok"] and "no resource 'postgres'" in answer["error"]
+    assert "postgresql" in answer["error"]
+    assert len(pair["node1"].world.by_name["postgresql"].failures) == before > 0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_cleanups_at_random_moments_never_start_a_layer_off_the_promoted_partition(tmp_path,
+                                                                                    seed):
+    rnd = random.Random(seed)
+    pair = Pair(str(tmp_path))
+    pair.run(3)
+    for _ in range(30):
+        node = rnd.choice(["node1", "node2"])
+        move = rnd.choice(["break", "break", "cleanup", "cleanup-all", "wait"])
+        if move == "break":
+            pair.agents(node).broken.add(rnd.choice(STATEFUL_LAYERS))
+        elif move.startswith("cleanup"):
+            name = None if move == "cleanup-all" else rnd.choice(STATEFUL_LAYERS)
+            assert report.handle(pair[node], {"cmd": "cleanup", "resource": name})["ok"]
+        for _ in range(rnd.randint(1, 40)):
+            pair.run(0.25)
+            stateful_only_with_the_partition(pair)
+    for node in ("node1", "node2"):
+        report.handle(pair[node], {"cmd": "cleanup"})
+    pair.run(40)
+    holders = [n for n in ("node1", "node2") if pair.promoted(n)]
+    assert len(holders) == 1
+    assert all(pair.agents(holders[0]).state.get(layer) == "started" for layer in STATEFUL_LAYERS)
