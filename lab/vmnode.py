@@ -215,6 +215,7 @@ class Guest:
 
     def guest_bmc(self) -> Bmc:
         """This guest's BMC as the other guest reaches it (through its eth1, see BMC_HOST)."""
+        assert self.bmc is not None, "the BMC is not started"
         return dataclasses.replace(self.bmc, address=BMC_HOST)
 
     def ipmi(self, *command: str) -> str:

@@ -174,7 +174,7 @@ def bad_promotions(log: list[list[str]]) -> list:
     bad = []
     for before, after in zip(log, log[1:]):
         if before[1] == after[1] and before[2] != "Primary" and after[2] == "Primary":
-            if "UpToDate" not in (before[5], after[5]) or after[5] != "UpToDate":
+            if not before[5] == after[5] == "UpToDate":
                 bad.append((before, after))
     return bad
 
