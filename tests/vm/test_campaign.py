@@ -99,7 +99,10 @@ class Campaign:
         return f"{secondary.name} took over"
 
     def crash_primary(self, primary, secondary) -> str:
-        primary.run("(sleep 0.5; echo c > /proc/sysrq-trigger) </dev/null >/dev/null 2>&1 &",
+        # panic=0: the panicked kernel hangs with the power on (the guests boot with
+        # panic=-1, which ends QEMU under -no-reboot: a power loss, not a crash)
+        primary.run("echo 0 > /proc/sys/kernel/panic; "
+                    "(sleep 0.5; echo c > /proc/sysrq-trigger) </dev/null >/dev/null 2>&1 &",
                     timeout=10)
         primary.wait_off(timeout=300)  # fenced by the peer's hamon through the BMC
         self.wait_for(lambda: self.rig.hamon_state(secondary) == "primary", 300, "takeover")
