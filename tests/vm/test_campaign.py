@@ -134,8 +134,9 @@ class Campaign:
         primary.sh(f"dd if=/dev/zero of={BALLAST} bs=1M count=24 conv=notrunc,fsync 2>&1",
                    timeout=120)
         self.power_on(secondary)
-        self.wait_for(lambda: (self.rig.drbd_now(secondary) or [""] * 5)[2] == "SyncTarget", 60,
-                      "resync started")
+        # after the boot: hamon's probe and the partition's start (30-60 s under load)
+        self.wait_for(lambda: (self.rig.drbd_now(secondary) or [""] * 5)[2] == "SyncTarget",
+                      300, "resync started")
         primary.power_off()
         time.sleep(60 + self.rng.uniform(0, 10))  # the Inconsistent secondary alone
         alone = self.rig.drbd_now(secondary)
