@@ -1,6 +1,6 @@
 """DRBD between two emulated VMs: peer-loss detection, promote+mount on the survivor, tier cost.
 
-    python bench/bench_drbd_vm.py [--runs N] [--skip-defaults] [--skip-test]
+    python bench/bench_drbd_vm.py [--runs N] [--skip-defaults] [--skip-test] [--json [FILE]]
 
 One VM pair (hapack.lab.vm) with the DRBD settings recommended for
 ocf:hapack:partition (ping-int 1, ping-timeout 5, connect-int 1). Per run:
@@ -32,7 +32,10 @@ import threading
 import time
 from pathlib import Path
 
-from hapack.lab import vm, vmkernel
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import add_json_option, json_report, metric  # noqa: E402
+
+from hapack.lab import vm, vmkernel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DIR = "/mnt/r0"
@@ -153,12 +156,23 @@ def row(name: str, variant: str, values: list[float], base: list[float] | None =
           f"{max(values) * 1000:>9.0f}{len(values):>6}{ratio:>8}")
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-defaults", action="store_true")
     parser.add_argument("--skip-test", action="store_true")
-    args = parser.parse_args()
+    add_json_option(parser)
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    with json_report("bench_drbd_vm", args) as json_doc:
+        run(args, json_doc)
+    return 0
+
+
+def run(args: argparse.Namespace, json_doc) -> None:
     t = time.perf_counter()
     kernel = vmkernel.prepare()
     prepare_s = time.perf_counter() - t
@@ -180,7 +194,24 @@ def main() -> int:
         defaults = None if args.skip_defaults else defaults_detection(pair)
     test = None if args.skip_test else failover_test()
     report(kernel, prepare_s, boot_s, reset_s, results, defaults, test)
-    return 0
+    json_doc.add(metrics(prepare_s, boot_s, reset_s, results, defaults, test))
+    json_doc.extra["guest_kernel"] = kernel.abi
+    if test is not None:
+        json_doc.extra["failover_test"] = test[1]
+
+
+def metrics(prepare_s, boot_s, reset_s, results, defaults, test) -> dict:
+    """The table's rows; stock = the stock agents, or DRBD's own defaults for detection."""
+    out = {"peer-loss detection": metric(results["detect"],
+                                         [defaults] if defaults is not None else None),
+           "promote+mount on the survivor": metric(results["ours"], results["stock"]),
+           "power loss -> mounted on survivor": metric(results["e2e"]),
+           "setup: guest kernel": metric([prepare_s]),
+           "setup: VmPair.start": metric([boot_s]),
+           "setup: VmPair.reset_drbd": metric([reset_s])}
+    if test is not None:
+        out["whole failover test (pytest)"] = metric([test[0]])
+    return out
 
 
 def report(kernel, prepare_s, boot_s, reset_s, results, defaults, test) -> None:

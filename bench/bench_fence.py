@@ -15,11 +15,10 @@ shows how long after the node really lost power the agent returned (the
 Targets (issue 7): off-confirmed at most half of fence_ipmilan's median,
 and back within 100 ms of the moment the BMC reports off.
 
-    .venv/bin/python bench/bench_fence.py [--runs 5] [--off-delay 0.5] [--json FILE]
+    .venv/bin/python bench/bench_fence.py [--runs 5] [--off-delay 0.5] [--json [FILE]]
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -29,9 +28,11 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "tests", "integration")]
 
 from test_fence_sim import SimBmc  # noqa: E402  (the test tier's BMC simulator)
+
+from _common import add_json_option, json_report, metric  # noqa: E402
 
 from hapack import install  # noqa: E402
 
@@ -127,44 +128,60 @@ def report(results, runs, off_delay):
 
 
 def verdict(results, names):
+    """The targets, each True when met (also printed)."""
     bmc_off = results["fence_bmc"]["off"]
     lag_ok = max(bmc_off["lag"]) <= TARGET_LAG
     lines = [f"off lag: max {max(bmc_off['lag']) * 1000:.0f} ms "
              f"(target <= {TARGET_LAG * 1000:.0f} ms): {'met' if lag_ok else 'MISSED'}"]
-    ok = lag_ok
+    targets = {f"off lag <= {TARGET_LAG * 1000:.0f} ms": lag_ok}
     if "fence_ipmilan" in names:
         ratio = (statistics.median(bmc_off["wall"])
                  / statistics.median(results["fence_ipmilan"]["off"]["wall"]))
         ratio_ok = ratio <= TARGET_RATIO
-        ok = ok and ratio_ok
+        targets[f"off-confirmed <= {TARGET_RATIO} x fence_ipmilan"] = ratio_ok
         lines.append(f"off-confirmed: fence_bmc/fence_ipmilan = {ratio:.2f} "
                      f"(target <= {TARGET_RATIO}): {'met' if ratio_ok else 'MISSED'}")
     else:
         lines.append("fence_ipmilan not installed: no ratio (Debian: fence-agents)")
     print("\n".join(lines))
-    return ok
+    return targets
 
 
-def main(argv=None):
+def metrics(results):
+    """fence_bmc as ours, fence_ipmilan (when installed) as stock."""
+    stock = results.get("fence_ipmilan")
+    out = {}
+    for action in ACTIONS:
+        label = "off-confirmed" if action == "off" else action
+        out[f"{label} wall"] = metric(results["fence_bmc"][action]["wall"],
+                                      stock[action]["wall"] if stock else None)
+    out["off lag"] = metric(results["fence_bmc"]["off"]["lag"],
+                            stock["off"]["lag"] if stock else None)
+    return out
+
+
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--off-delay", type=float, default=0.5,
                         help="seconds between the off request and the node losing power")
-    parser.add_argument("--json", help="also write the raw figures here")
-    args = parser.parse_args(argv)
+    add_json_option(parser)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     for name in ("ipmi_sim", "ipmitool"):
         if shutil.which(name) is None:
             print(f"bench_fence: {name} is not installed", file=sys.stderr)
             return 2
-    with tempfile.TemporaryDirectory(prefix="bench-fence-") as workdir:
-        with SimBmc(os.path.join(workdir, "bmc"), off_delay=args.off_delay) as bmc:
-            results = measure(bmc, agents(workdir), args.runs)
-    ok = report(results, args.runs, args.off_delay)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"runs": args.runs, "off_delay": args.off_delay, "results": results},
-                      handle, indent=1)
-    return 0 if ok else 1
+    with json_report("bench_fence", args) as json_doc:
+        with tempfile.TemporaryDirectory(prefix="bench-fence-") as workdir:
+            with SimBmc(os.path.join(workdir, "bmc"), off_delay=args.off_delay) as bmc:
+                results = measure(bmc, agents(workdir), args.runs)
+        json_doc.targets.update(report(results, args.runs, args.off_delay))
+        json_doc.add(metrics(results))
+    return 0 if all(json_doc.targets.values()) else 1
 
 
 if __name__ == "__main__":

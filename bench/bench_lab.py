@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Lab baselines: cold start, node boot, power-off-to-gone (a script, not a test).
 
-    sudo .venv/bin/python bench/bench_lab.py [--runs N]
+    sudo .venv/bin/python bench/bench_lab.py [--runs N] [--json [FILE]]
 
 Prints one table. Later failover figures should be read against it: they
 include a node boot (fence = off + on) and a power-off-to-gone, and the
@@ -31,7 +31,10 @@ import statistics
 import sys
 import time
 
-from hapack.lab import Lab, missing_prerequisites
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import add_json_option, json_report, metric  # noqa: E402
+
+from hapack.lab import Lab, missing_prerequisites  # noqa: E402
 
 T = time.monotonic
 
@@ -105,26 +108,45 @@ def collect(rows: dict[str, list[float]], sample: dict[str, float]) -> None:
         rows.setdefault(key, []).append(value)
 
 
-def main(argv: list[str]) -> int:
+def metrics(rows: dict[str, list[float]]) -> dict[str, dict]:
+    """The table's rows as metrics (no stock side); an indented row is named after its group."""
+    out, group = {}, ""
+    for name, values in rows.items():
+        if name.startswith(" "):
+            name = f"{group}: {name.strip()}"
+        else:
+            group = name
+        out[name] = metric(values)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per measurement (default 3)")
     parser.add_argument("--boot-delay", type=float, default=0.0, help="simulated POST, seconds (default 0)")
-    args = parser.parse_args(argv)
+    add_json_option(parser)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     problems = missing_prerequisites("pacemaker")
     if problems:
         print("cannot run the lab here: " + "; ".join(problems), file=sys.stderr)
         return 1
-    Lab.reap_stale()
-    rows: dict[str, list[float]] = {}
-    for _ in range(args.runs):
-        collect(rows, cold_start(args.boot_delay))
-    with Lab(stack="pacemaker", boot_delay=args.boot_delay) as lab:
-        for i in range(args.runs):
-            collect(rows, node_boot(lab, lab.nodes[i % 2]))
-        for i in range(args.runs):
-            collect(rows, power_off(lab, lab.nodes[i % 2]))
-    print(f"hapack lab baselines ({args.runs} runs each, POST delay {args.boot_delay:g} s, token 1000 ms)")
-    print(table(rows))
+    with json_report("bench_lab", args) as report:
+        Lab.reap_stale()
+        rows: dict[str, list[float]] = {}
+        for _ in range(args.runs):
+            collect(rows, cold_start(args.boot_delay))
+        with Lab(stack="pacemaker", boot_delay=args.boot_delay) as lab:
+            for i in range(args.runs):
+                collect(rows, node_boot(lab, lab.nodes[i % 2]))
+            for i in range(args.runs):
+                collect(rows, power_off(lab, lab.nodes[i % 2]))
+        print(f"hapack lab baselines ({args.runs} runs each, POST delay {args.boot_delay:g} s, token 1000 ms)")
+        print(table(rows))
+        report.add(metrics(rows))
     return 0
 
 

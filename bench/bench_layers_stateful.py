@@ -1,6 +1,6 @@
 """postgresql, slapd and activemq: hapack's agents versus the stock ocf:heartbeat ones.
 
-    sudo .venv/bin/python bench/bench_layers_stateful.py [--runs N] [--cycles N]
+    sudo .venv/bin/python bench/bench_layers_stateful.py [--runs N] [--cycles N] [--json [FILE]]
 
 Each server is a second instance with its data on an ext4 loop mount (the
 replicated partition's stand-in) and a loopback port. Both agents of a pair
@@ -35,7 +35,8 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(HERE, "..", "tests")]
-from _common import Stats, environment, print_table, processes  # noqa: E402
+from _common import (Stats, add_json_option, environment, json_report, print_table,  # noqa: E402
+                     processes, stats_metrics)
 from bench_layers_stateless import call, cycles, install, monitors  # noqa: E402
 from stateful_fixtures import (free_port, free_ports, loop_partition, owned_dir,  # noqa: E402
                                secret_file, sh, workspace)
@@ -152,16 +153,26 @@ def activemq(work, mnt, ours_path, runs, count):
     return rows
 
 
-def main():
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=30, help="monitors per agent and level")
     parser.add_argument("--cycles", type=int, default=3, help="start/stop cycles per agent")
     parser.add_argument("--only", choices=("postgresql", "slapd", "activemq"), action="append")
     parser.add_argument("--dev", action="store_true",
                         help="measure the dev venv's editable install, not a regular one")
-    args = parser.parse_args()
+    add_json_option(parser)
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (loop mounts, servers that drop privileges)")
+    with json_report("bench_layers_stateful", args) as report:
+        run(args, report)
+
+
+def run(args, report):
     wanted = args.only or ["postgresql", "slapd", "activemq"]
     results = {}
     with tempfile.TemporaryDirectory() as staged, contextlib.ExitStack() as stack:
@@ -184,7 +195,9 @@ def main():
                     f"{args.cycles} start/stop cycles; ratio = hapack / stock)", rows)
         met &= all(ours.wall < theirs.wall for op, ours, theirs in rows
                    if op.startswith("monitor") and theirs is not None)
+        report.add(stats_metrics(rows, prefix=f"{name} "))
     print(f"\ntarget (every hapack monitor faster than the stock one): {'met' if met else 'NOT met'}")
+    report.targets["every hapack monitor faster than the stock one"] = met
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """apache, nginx and tomcat: hapack's agents versus the stock ocf:heartbeat ones.
 
     .venv/bin/python bench/bench_layers_stateless.py [--runs N] [--cycles N] [--only NAME] [--dev]
+        [--json [FILE]]
 
 Both agents of a pair drive the same second instance of the server (its own
 config, pid file and loopback port; the pid file is shared so either agent
@@ -25,7 +26,8 @@ import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(HERE, "..", "tests")]
-from _common import Stats, environment, print_table, processes, timed  # noqa: E402
+from _common import (Stats, add_json_option, environment, json_report, print_table,  # noqa: E402
+                     processes, stats_metrics, timed)
 from layer_fixtures import Apache, Nginx, Tomcat, cleanup, free_port, scratch  # noqa: E402
 
 STOCK = "/usr/lib/ocf/resource.d/heartbeat"
@@ -152,16 +154,26 @@ def install(tmp, dev):
     return lambda name: os.path.join(root, "usr/lib/ocf/resource.d/hapack", name)
 
 
-def main():
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=30, help="monitors per agent and level")
     parser.add_argument("--cycles", type=int, default=3, help="start/stop cycles per agent")
     parser.add_argument("--only", choices=("apache", "nginx", "tomcat"), action="append")
     parser.add_argument("--dev", action="store_true",
                         help="measure the dev venv's editable install, not a regular one")
-    args = parser.parse_args()
+    add_json_option(parser)
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (the servers bind, drop privileges and write pid files)")
+    with json_report("bench_layers_stateless", args) as report:
+        run(args, report)
+
+
+def run(args, report):
     kinds = [k for k in (Apache, Nginx, Tomcat) if not args.only or k.agent in args.only]
     root = scratch("bench")
     results = {}
@@ -181,8 +193,10 @@ def main():
                     f"{args.cycles} start/stop cycles; ratio = hapack / stock)", rows)
         missed += [f"{name} {op}" for op, ours, theirs in rows
                    if op.startswith("monitor") and ours.wall >= theirs.wall]
+        report.add(stats_metrics(rows, prefix=f"{name} "))
     print("\ntarget (every hapack monitor faster than the stock one): "
           + ("met" if not missed else f"NOT met for {', '.join(missed)}"))
+    report.targets["every hapack monitor faster than the stock one"] = not missed
 
 
 if __name__ == "__main__":

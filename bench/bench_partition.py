@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """partition versus ocf:heartbeat:Filesystem, side by side in one run (a script, not a test).
 
-    sudo .venv/bin/python bench/bench_partition.py [--runs N]
+    sudo .venv/bin/python bench/bench_partition.py [--runs N] [--json [FILE]]
 
 Both agents mount the same ext4 file system on the same loop device at the
 same mount point. Rows, per call (median wall and CPU time, processes per call;
@@ -28,7 +28,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Stats, environment, print_table, processes, timed  # noqa: E402
+from _common import (Stats, add_json_option, environment, json_report, print_table,  # noqa: E402
+                     processes, stats_metrics, timed)
 
 FILESYSTEM = "/usr/lib/ocf/resource.d/heartbeat/Filesystem"
 
@@ -115,12 +116,22 @@ class Bench:
         return Stats(name, walls, cpus, None)
 
 
-def main():
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10)
-    args = parser.parse_args()
+    add_json_option(parser)
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
     if os.geteuid() != 0 or not os.path.exists(FILESYSTEM):
         sys.exit("needs root and resource-agents (ocf:heartbeat:Filesystem)")
+    with json_report("bench_partition", args) as report:
+        run(args, report)
+
+
+def run(args, report):
     with tempfile.TemporaryDirectory(prefix="hapack-bench-partition-") as folder:
         agent = staged_agent(os.path.join(folder, "root"))
         bench = Bench(folder, args.runs)
@@ -134,14 +145,15 @@ def main():
             busy_theirs = bench.busy_stop("Filesystem", FILESYSTEM, "start", bench.theirs)
         finally:
             bench.close()
-    print_table(f"partition vs Filesystem, ext4 on a loop device, {args.runs} runs",
-                [("mount", ours[0], theirs[0]), ("unmount", ours[1], theirs[1]),
-                 ("stop, busy mount", busy_ours, busy_theirs),
-                 ("monitor level 0", ours[2], theirs[2])],
+    pairs = [("mount", ours[0], theirs[0]), ("unmount", ours[1], theirs[1]),
+             ("stop, busy mount", busy_ours, busy_theirs),
+             ("monitor level 0", ours[2], theirs[2])]
+    print_table(f"partition vs Filesystem, ext4 on a loop device, {args.runs} runs", pairs,
                 note="mount = promote (gate + mount) vs start; unmount = demote vs stop; "
                      "busy: one holder (cwd in the mount) that exits on TERM.\n"
                      "procs/call counts processes that exec; partition's promote also forks "
                      "one child (no exec) for the bounded superblock read.")
+    report.add(stats_metrics(pairs))
 
 
 if __name__ == "__main__":

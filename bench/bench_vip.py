@@ -1,6 +1,6 @@
 """vip versus ocf:heartbeat:IPaddr2, side by side in one run.
 
-    python bench/bench_vip.py [--runs N]
+    python bench/bench_vip.py [--runs N] [--json [FILE]]
 
 Both agents manage the same address on the same interface of a throw-away
 network namespace (198.18.0.0/15). Per operation: median wall and CPU time
@@ -16,7 +16,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Stats, environment, print_table, processes, timed  # noqa: E402
+from _common import (Stats, add_json_option, environment, json_report, print_table,  # noqa: E402
+                     processes, stats_metrics, timed)
 
 NETNS = f"hpbench{os.getpid()}"
 IP = "198.18.222.100"
@@ -59,13 +60,23 @@ def measure(name, path, runs, rsctmp):
     return stats
 
 
-def main():
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
-    args = parser.parse_args()
+    add_json_option(parser)
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
     for path in AGENTS.values():
         if not os.access(path, os.X_OK):
             sys.exit(f"{path} is missing: run 'hapack install' and install resource-agents")
+    with json_report("bench_vip", args) as report:
+        run(args, report)
+
+
+def run(args, report):
     setup()
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -73,12 +84,14 @@ def main():
             theirs = measure("IPaddr2", AGENTS["IPaddr2"], args.runs, tmp)
     finally:
         subprocess.run(["ip", "netns", "del", NETNS], check=False)
+    pairs = [(op, ours[op], theirs[op]) for op in ("monitor", "start", "stop")]
     print_table(f"vip vs IPaddr2 ({args.runs} start/monitor/stop cycles, "
-                f"{args.runs * 3} monitors; ratio = hapack / stock)",
-                [(op, ours[op], theirs[op]) for op in ("monitor", "start", "stop")])
+                f"{args.runs * 3} monitors; ratio = hapack / stock)", pairs)
     target = ours["monitor"].wall <= theirs["monitor"].wall / 2 and ours["monitor"].procs == 1
     print(f"\ntarget (monitor <= 1/2 of IPaddr2's wall time, 1 process per call): "
           f"{'met' if target else 'NOT met'}")
+    report.add(stats_metrics(pairs))
+    report.targets["monitor <= 1/2 of IPaddr2's wall time, 1 process per call"] = target
 
 
 if __name__ == "__main__":

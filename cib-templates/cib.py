@@ -2,18 +2,22 @@
 
 Read top to bottom, this module is the configuration it writes:
 
-    crm_config    stonith-enabled, stonith-action=off, stonith-timeout,
+    crm_config    stonith-enabled, stonith-action=off, stonith-timeout, start-failure-is-fatal,
                   priority-fencing-delay (none with a quorum device)
     rsc_defaults  resource-stickiness, migration-threshold, failure-timeout
     resources     fence-<node>     stonith:fence_bmc, one per node
                   fence-<node>-<name>  a further device per [[nodes.fence]] (any fence agent)
                   cl-partition     promotable clone of ocf:hapack:partition
-                  g-stateful       group: vip and the stateful layers, in start order
+                  vip              ocf:hapack:vip on its own (first in the start order), or
+                                   in g-stateful after the layer vip.start_after names
+                  g-stateful       group: the stateful layers, in start order
                   cl-stateless     clone of group g-stateless: the stateless layers
     constraints   loc-fence-<node>[-<name>]      -INFINITY: a device never runs on its own target
                   loc-partition-prefers-<node>   Promoted role, 50 on the primary
+                  col-vip-with-partition         vip with cl-partition:Promoted, INFINITY
                   col-stateful-with-partition    g-stateful with cl-partition:Promoted, INFINITY
                   ord-promote-then-stateful      cl-partition:promote then g-stateful:start
+                  ord-vip-then-stateful          vip:start then g-stateful:start
     fencing-topology  per node with [[nodes.fence]]: level 1 its BMC, then its devices
     alerts        hapack          /usr/sbin/hapack-alert, one recipient per [[alerts.recipients]]
                                   (only with an [alerts] table)
@@ -66,7 +70,11 @@ mounted; a failed node is powered off through its BMC before its data is taken."
 CRM_CONFIG = """\
 Fencing is what makes the takeover safe: the survivor powers the failed node
 off through its BMC before it promotes the partition. stonith-action=off, not
-reboot: a fenced node stays down until someone looks at it (no fence loop).{delay}"""
+reboot: a fenced node stays down until someone looks at it (no fence loop).
+start-failure-is-fatal=false: a failed start counts as one failure towards
+migration-threshold, as a failed monitor does (and as hamon counts it), instead of
+banning the resource from the node at once; two starts killed in a row would
+otherwise leave a layer stopped on both nodes until a cleanup.{delay}"""
 
 DELAY_ON = """
 priority-fencing-delay={delay}: in a split brain both nodes try to fence each other;
@@ -117,9 +125,17 @@ The stateful side, in start order: {order}. It stops in reverse.
 Colocated with the promoted partition and started after the promotion, so on a
 failover: fence, promote the partition on the survivor, then {first} first.{vip}"""
 
+VIP_TEXT = """\
+The VIP, first in the start order (the patent's: clients are redirected at once
+and the layers come up behind it). On its own, not in the group: it is placed
+with the promoted partition but not ordered after the promotion, so on a failover
+it starts as soon as the fence is confirmed, while the partition's notify and
+promote round runs (it needs no data; the layers still wait for the promotion).
+It keeps Pacemaker's default requires=fencing: it never starts before the lost
+node's power-off is confirmed. priority={priority}: as the stateful group."""
+
 VIP_FIRST = """
-The VIP starts first, right after the promotion (the patent's order: clients are
-redirected at once and the layers come up behind it)."""
+The VIP (above) is up before them: it waits only for the fence."""
 
 VIP_AFTER = """
 The VIP starts after {layer} (stack file vip.start_after), so clients reach the
@@ -140,7 +156,10 @@ COLOCATION_TEXT = """\
 The VIP and the stateful layers run only where the partition is promoted..."""
 
 ORDER_TEXT = """\
-...and start only after it is promoted (and stop before it is demoted)."""
+...the stateful layers start only after it is promoted (and stop before it is demoted)..."""
+
+VIP_ORDER_TEXT = """\
+...and after the VIP (they stop before it). The VIP itself waits only for the fence."""
 
 ALERTS_TEXT = """\
 Alerts (stack file [alerts]): Pacemaker runs {agent} once per recipient,
@@ -254,7 +273,8 @@ def _crm_config(stack: Stack):
         delay = DELAY_OFF
     _comment(element, CRM_CONFIG.format(delay=delay))
     options = {"stonith-enabled": "true", "stonith-action": fencing.action,
-               "stonith-timeout": format_duration(fencing.timeout)}
+               "stonith-timeout": format_duration(fencing.timeout),
+               "start-failure-is-fatal": "false"}
     if fencing.priority_fencing_delay:
         options["priority-fencing-delay"] = format_duration(fencing.priority_fencing_delay)
     _nvpairs(element, "cluster_property_set", "cib-bootstrap-options", options)
@@ -306,21 +326,7 @@ def _resources(stack: Stack):
         "clone-node-max": 1, "notify": "true", "priority": STATEFUL_PRIORITY})
     clone.append(primitive(PARTITION, part.agent, part.agent_params(), part.ops, promotable=True))
 
-    order = stack.stateful_order()
-    vip_text = (VIP_FIRST if stack.vip.start_after is None
-                else VIP_AFTER.format(layer=stack.vip.start_after))
-    _comment(resources, STATEFUL_TEXT.format(order=", ".join(order), first=order[0], vip=vip_text))
-    group = etree.SubElement(resources, "group", id=STATEFUL_GROUP)
-    _nvpairs(group, "meta_attributes", f"{STATEFUL_GROUP}-meta_attributes",
-             {"priority": STATEFUL_PRIORITY})
-    layers = {layer.name: layer for layer in stack.stateful}
-    for name in order:
-        if name == VIP:
-            group.append(primitive(VIP, stack.vip.agent, stack.vip.agent_params(), stack.vip.ops))
-        else:
-            layer = layers[name]
-            group.append(primitive(name, layer.agent, layer.agent_params(), layer.ops))
-
+    resources.extend(_stateful(stack))
     if stack.stateless:
         _comment(resources, STATELESS_TEXT.format(
             names=", ".join(layer.name for layer in stack.stateless)))
@@ -329,6 +335,51 @@ def _resources(stack: Stack):
         for layer in stack.stateless:
             group.append(primitive(layer.name, layer.agent, layer.agent_params(), layer.ops))
     return resources
+
+
+def vip_alone(stack: Stack) -> bool:
+    """The VIP is a primitive of its own (first in the start order), not a group member."""
+    return stack.vip.start_after is None
+
+
+def _group_members(stack: Stack) -> tuple[str, ...]:
+    order = stack.stateful_order()
+    return order[1:] if vip_alone(stack) else order
+
+
+def _stateful(stack: Stack) -> list:
+    """The VIP (alone, when it starts first) and the group of the stateful side."""
+    out: list = []
+    if vip_alone(stack):
+        out.append(etree.Comment(_comment_text(VIP_TEXT.format(priority=STATEFUL_PRIORITY))))
+        vip = primitive(VIP, stack.vip.agent, stack.vip.agent_params(), stack.vip.ops)
+        _meta(vip, {"priority": STATEFUL_PRIORITY})
+        out.append(vip)
+    members = _group_members(stack)
+    if not members:
+        return out
+    vip_text = VIP_FIRST if vip_alone(stack) else VIP_AFTER.format(layer=stack.vip.start_after)
+    out.append(etree.Comment(_comment_text(STATEFUL_TEXT.format(
+        order=", ".join(members), first=members[0], vip=vip_text))))
+    group = etree.Element("group", id=STATEFUL_GROUP)
+    _nvpairs(group, "meta_attributes", f"{STATEFUL_GROUP}-meta_attributes",
+             {"priority": STATEFUL_PRIORITY})
+    layers = {layer.name: layer for layer in stack.stateful}
+    for name in members:
+        if name == VIP:
+            group.append(primitive(VIP, stack.vip.agent, stack.vip.agent_params(), stack.vip.ops))
+        else:
+            layer = layers[name]
+            group.append(primitive(name, layer.agent, layer.agent_params(), layer.ops))
+    out.append(group)
+    return out
+
+
+def _meta(element, values: dict) -> None:
+    """<meta_attributes> right after the instance attributes (where crmsh puts them)."""
+    holder = etree.Element("holder")
+    _nvpairs(holder, "meta_attributes", f"{element.get('id')}-meta_attributes", values)
+    element.find("operations").addprevious(holder[0])
 
 
 def _constraints(stack: Stack):
@@ -350,14 +401,29 @@ def _constraints(stack: Stack):
                      id=f"{loc_id}-rule-expression")
 
     _comment(constraints, COLOCATION_TEXT)
-    etree.SubElement(constraints, "rsc_colocation", {
-        "id": "col-stateful-with-partition", "score": "INFINITY", "rsc": STATEFUL_GROUP,
-        "with-rsc": PARTITION_CLONE, "with-rsc-role": "Promoted"})
-    _comment(constraints, ORDER_TEXT)
-    etree.SubElement(constraints, "rsc_order", {
-        "id": "ord-promote-then-stateful", "kind": "Mandatory", "first": PARTITION_CLONE,
-        "first-action": "promote", "then": STATEFUL_GROUP, "then-action": "start"})
+    if vip_alone(stack):
+        _colocation(constraints, "col-vip-with-partition", VIP)
+    grouped = bool(_group_members(stack))
+    if grouped:
+        _colocation(constraints, "col-stateful-with-partition", STATEFUL_GROUP)
+        _comment(constraints, ORDER_TEXT)
+        _order(constraints, "ord-promote-then-stateful", PARTITION_CLONE, "promote")
+    if grouped and vip_alone(stack):
+        _comment(constraints, VIP_ORDER_TEXT)
+        _order(constraints, "ord-vip-then-stateful", VIP, "start")
     return constraints
+
+
+def _colocation(constraints, cid: str, rsc: str) -> None:
+    etree.SubElement(constraints, "rsc_colocation", {
+        "id": cid, "score": "INFINITY", "rsc": rsc, "with-rsc": PARTITION_CLONE,
+        "with-rsc-role": "Promoted"})
+
+
+def _order(constraints, oid: str, first: str, action: str) -> None:
+    etree.SubElement(constraints, "rsc_order", {
+        "id": oid, "kind": "Mandatory", "first": first, "first-action": action,
+        "then": STATEFUL_GROUP, "then-action": "start"})
 
 
 def _fencing_topology(stack: Stack):

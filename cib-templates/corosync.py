@@ -1,9 +1,10 @@
 """The stack's corosync.conf, from ``corosync.conf.tmpl``.
 
 knet with one link per ``[[links]]`` entry (link 0 first), crypto from the
-shared authkey, the token from the stack file, and either ``two_node`` or, with a
-``[quorum]`` table, the ``device`` section of corosync-qdevice (model net) and no
-``two_node``. Node ids follow the stack file's node order (the primary is node 1).
+shared authkey, the token and consensus from the stack file, and either
+``two_node`` or, with a ``[quorum]`` table, the ``device`` section of
+corosync-qdevice (model net) and no ``two_node``. Node ids follow the stack
+file's node order (the primary is node 1).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def render(stack: Stack, source: str) -> bytes:
     logging += f"    to_syslog: {'yes' if co.syslog else 'no'}\n"
     logging += "    to_stderr: no\n    timestamp: hires\n"
     text = _template("corosync.conf.tmpl").substitute(
-        cluster_name=stack.cluster.name, source=source, token=co.token,
+        cluster_name=stack.cluster.name, source=source, token=co.token, consensus=co.consensus,
         crypto_cipher=co.crypto_cipher, crypto_hash=co.crypto_hash,
         interfaces=interfaces, nodes=nodes, logging=logging, quorum=quorum_section(stack))
     return text.encode()

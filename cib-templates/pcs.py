@@ -395,7 +395,7 @@ def setup_argv(stack: Stack, corosync_conf: str = "corosync.conf") -> list[str]:
         argv += [f"addr={node.address(link.name).ip}" for link in stack.links]
     co = stack.corosync
     argv += ["transport", "knet", "crypto", f"cipher={co.crypto_cipher}",
-             f"hash={co.crypto_hash}", "totem", f"token={co.token}",
+             f"hash={co.crypto_hash}", "totem", f"token={co.token}", f"consensus={co.consensus}",
              "--no-cluster-uuid", "--corosync_conf", corosync_conf]
     return argv
 

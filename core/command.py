@@ -122,21 +122,74 @@ def run(argv: Sequence[str], *, timeout: float | None, input: str | bytes | None
     dropping root's in the child. With ``check`` a
     non-zero exit raises CommandError naming the output.
     """
-    import subprocess  # not on the path of agents that never run a command
     argv = [str(a) for a in argv]
     shown = redact(argv, secrets)
     if log is not None:
         log.debug("running: %s" % " ".join(shown))
+    proc = _popen(argv, shown, input is not None, env, cwd, user)
+    return _finish(proc, shown, input, timeout, secrets, check)
+
+
+def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+          cwd: str | None = None, user: str | None = None) -> Started:
+    """Start argv ahead of its input: it runs (imports, initialises) and then waits
+    on stdin until :meth:`Started.finish` hands it its input (or :meth:`Started.cancel`
+    closes it). The command runs as under :func:`run`: own session and process group,
+    the same timeout and redaction when finished. For a program whose start-up is
+    the slow part and whose input is known only later (a fence agent's request)."""
+    argv = [str(a) for a in argv]
+    return Started(_popen(argv, argv, True, env, cwd, user), argv)
+
+
+class Started:
+    """A command started by :func:`start`, waiting for its input."""
+
+    def __init__(self, proc: subprocess.Popen, argv: list[str]) -> None:
+        self.proc = proc
+        self.argv = argv
+
+    @property
+    def waiting(self) -> bool:
+        """Still running, its input not given yet (it may still be initialising)."""
+        return self.proc.poll() is None and not self.proc.stdin.closed  # type: ignore[union-attr]
+
+    def finish(self, input: str, *, timeout: float, secrets: Iterable[str] = (),
+               log: Any = None, check: bool = False) -> Result:
+        """Hand it ``input`` (stdin is closed after it) and wait as :func:`run` does."""
+        shown = redact(self.argv, secrets)
+        if log is not None:
+            log.debug("running (started %s): %s" % (self.proc.pid, " ".join(shown)))
+        return _finish(self.proc, shown, input, timeout, secrets, check)
+
+    def cancel(self, timeout: float = 1.0) -> None:
+        """Close its stdin (a program that reads nothing exits); kill its group if it
+        has not exited within ``timeout``."""
+        import subprocess
+        try:
+            if self.proc.stdin is None or self.proc.stdin.closed:
+                self.proc.wait(timeout)
+            else:
+                self.proc.communicate("", timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(self.proc)
+            self.proc.wait()
+
+
+def _popen(argv, shown, stdin_pipe, env, cwd, user):
+    import subprocess  # not on the path of agents that never run a command
     kwargs = _user_kwargs(user, shown) if user is not None else {}
     try:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        return subprocess.Popen(
+            argv, stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
             env=env, cwd=cwd, close_fds=True, start_new_session=True, **kwargs)
     except FileNotFoundError:
         raise CommandNotFound(shown, "command not found") from None
     except PermissionError as exc:
         raise CommandError(shown, str(exc)) from None
+
+
+def _finish(proc, shown, input, timeout, secrets, check):
     stdout, stderr = _communicate(proc, input, timeout, shown)
     result = Result(shown, proc.returncode, redact_text(stdout or "", secrets),
                     redact_text(stderr or "", secrets))

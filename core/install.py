@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import importlib.util
 import os
+import stat
 import sys
 import sysconfig
 
@@ -61,6 +62,55 @@ def interpreter() -> str:
     return os.path.join(os.path.realpath(folder), name)
 
 
+class Unreachable(RuntimeError):
+    """The agents would run with an interpreter or packages other users cannot reach."""
+
+
+def hidden(path: str, need: int = stat.S_IXOTH) -> str | None:
+    """Why a user other than root cannot use ``path`` (``need``: the permission bit for
+    others on the final file), following symbolic links hop by hop; None if it can.
+
+    Pacemaker's controller runs each agent's ``meta-data`` as ``hacluster``: an
+    interpreter under ``/root`` (pyenv, a venv in a home directory) fails there, the
+    controller retries (1 s each for a fence agent) and reads no parameters, which
+    delays every transition a new DC computes.
+    """
+    seen, todo = 0, os.path.abspath(path)
+    while True:
+        parts = todo.split("/")
+        for i in range(2, len(parts) + 1):
+            here = "/".join(parts[:i]) or "/"
+            try:
+                info = os.lstat(here)
+            except OSError as exc:
+                return f"{here}: {exc.strerror}"
+            if stat.S_ISLNK(info.st_mode):
+                seen += 1
+                if seen > 40:
+                    return f"{here}: too many levels of symbolic links"
+                target = os.path.join(os.path.dirname(here), os.readlink(here))
+                todo = os.path.normpath("/".join([target] + parts[i:]))
+                break
+            if i < len(parts) and not info.st_mode & stat.S_IXOTH:
+                return f"{here} is mode {stat.S_IMODE(info.st_mode):04o} (others cannot enter it)"
+            if i == len(parts) and not info.st_mode & need:
+                return f"{here} is mode {stat.S_IMODE(info.st_mode):04o}"
+        else:
+            return None
+
+
+def check_reachable(python: str, paths: list[str]) -> None:
+    """Raise Unreachable unless every user can run ``python`` and read ``paths``."""
+    problems = [f"the interpreter {python}: {why}" for why in [hidden(python)] if why]
+    problems += [f"the packages in {p}: {why}" for p in paths
+                 for why in [hidden(p, stat.S_IROTH | stat.S_IXOTH)] if why]
+    if problems:
+        raise Unreachable(
+            "Pacemaker runs the agents' meta-data as the user hacluster, which cannot reach "
+            + "; ".join(problems) + ". Install hapack in an environment every user can read, "
+            "e.g. '/usr/bin/python3 -m venv /opt/hapack/venv' (README: Install)")
+
+
 def wrapper(module: str, what: str, python: str | None = None,
             paths: list[str] | None = None) -> str:
     """The text of an executable that runs ``module.main()``.
@@ -77,6 +127,7 @@ def wrapper(module: str, what: str, python: str | None = None,
                                       name=module)
         regular = spec.origin is not None and spec.origin.startswith(purelib)
         python, paths = interpreter(), list(dict.fromkeys([purelib, platlib])) if regular else None
+        check_reachable(python, paths or [os.path.dirname(spec.origin or "")])
     if paths:
         head = f"#!{python} -IS\n"  # one shebang argument
         setup = f"import sys\nsys.path[:0] = {paths!r}\n"
@@ -222,3 +273,6 @@ def main(argv: list[str]) -> int:
         print(f"hapack install: {exc.strerror}: {exc.filename} (run as root, or use --root)",
               file=sys.stderr)
         return 4
+    except Unreachable as exc:
+        print(f"hapack install: {exc}", file=sys.stderr)
+        return 1

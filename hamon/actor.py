@@ -176,6 +176,8 @@ class Actor:
         if d.action is Act.FENCE:
             self.world.last_fence_at = now
         if isinstance(result, FenceFailed):
+            # no answer is no evidence: an earlier "off" must not look fresh now
+            self.world.power = Power.UNKNOWN
             if d.action is Act.FENCE:
                 self.world.fence_attempts += 1
             return False, str(result)

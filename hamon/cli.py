@@ -50,6 +50,10 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("switch", choices=("on", "off"), nargs="?" if default else None,
                          default=default)
         _where(cmd)
+    cmd = sub.add_parser("cleanup", help="forget this node's failures of a resource (all "
+                         "without a name), as crm_resource --cleanup does")
+    cmd.add_argument("resource", nargs="?", help="a resource of the stack (default: all)")
+    _where(cmd)
     keygen = sub.add_parser("keygen", help="write a new key file (copy it to both nodes)")
     keygen.add_argument("file")
     return p
@@ -116,6 +120,7 @@ def _serve(config, debug):
     transport = UdpTransport(keyring, generation, peer.name, config.links, s.port,
                              fresh_window(s, len(config.links)))
     fencer = Fencer.for_peer(s.fence_agent, peer, s.fence_timeout, log)
+    fencer.prestart()
     pinger = Pinger(s.ping_targets, s.ping_interval, s.dead_time / 2).start() \
         if s.ping_targets else None
     daemon = Daemon(config, transport, OcfExecutor(s.ocf_root, config.node, log), fencer, log,
@@ -136,6 +141,7 @@ def _serve(config, debug):
         if metrics is not None:
             metrics.close()
         transport.close()
+        fencer.close()
         if pinger:
             pinger.stop()
         log.info("hamon stopped")
@@ -193,6 +199,8 @@ def command(args: Any) -> int:
     payload = {"cmd": args.command}
     if args.command in ("standby", "maintenance"):
         payload["on"] = args.switch == "on"
+    if args.command == "cleanup":
+        payload["resource"] = args.resource
     try:
         answer = control.request(_run_dir(args), payload)
     except control.ControlError as exc:

@@ -37,7 +37,7 @@ class Settings:
     key_file: str = D.KEY_FILE
     interval: float = D.INTERVAL
     dead_time: float = D.DEAD_TIME
-    warn_time: float = D.WARN_TIME  # 0: half the dead time
+    warn_time: float = D.WARN_TIME  # 0: two intervals, at most half the dead time
     initdead: float = D.INITDEAD
     fence_delay: float = D.FENCE_DELAY
     fence_timeout: float = D.FENCE_TIMEOUT
@@ -57,7 +57,7 @@ class Settings:
 
     @property
     def warn(self) -> float:
-        return D.warn(self.dead_time, self.warn_time)
+        return D.warn(self.dead_time, self.warn_time, self.interval)
 
 
 _SECONDS = ("interval", "dead_time", "warn_time", "initdead", "fence_delay", "fence_timeout",

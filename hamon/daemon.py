@@ -170,15 +170,18 @@ class Daemon:
     # -- the peer ----------------------------------------------------------------------
     def _track_peer(self, peer, now):
         w, status = self.world, peer.status
-        if peer.alive != self.peer_alive:
-            self.peer_alive = peer.alive
-            if peer.alive:
+        off = w.confirmed_off(now, peer.silent_for)
+        alive = peer.alive and not off
+        if alive != self.peer_alive:
+            self.peer_alive = alive
+            if alive:  # a heartbeat newer than the BMC's answer: that answer is no evidence
                 w.forget_power()
                 self.log.event("peer", f"{self.config.peer.name} is alive", alive=True)
             else:
+                why = " and its BMC reports the power off" if off and peer.alive else \
+                    " on every link"
                 self.log.event("peer", f"{self.config.peer.name} lost: silent for "
-                               f"{peer.silent_for * 1000:.0f}ms on every link", "warning",
-                               alive=False)
+                               f"{peer.silent_for * 1000:.0f}ms{why}", "warning", alive=False)
         if w.handed_over and (not peer.alive or status.active or not status.eligible
                               or now - w.handed_over_at > HANDOVER_GRACE):
             w.handed_over = False
@@ -197,7 +200,9 @@ class Daemon:
             w.takeovers += 1
             w.claim_seq = self.transport.seq + 1
             w.vip_tried = False
-            origin = self.membership.last if not self.peer_alive and self.membership.last else now
+            last = self.membership.last
+            # a silent peer (dead, or late and powered off): count from its last heartbeat
+            origin = last if last is not None and now - last >= self.s.warn else now
             w.timeline = Timeline("takeover", reason, origin, self.clock)
             for step in self.recent:  # what was done since the peer went silent (early asks)
                 if step[1] >= origin:

@@ -107,9 +107,23 @@ def _power_read(s):
     return s.power_age != float("inf") and s.power_age <= s.peer.silent_for
 
 
+def confirmed_off(s: Snapshot) -> bool:
+    """The peer's BMC reported its power off after the peer's last heartbeat.
+
+    A power-off at any moment after the last heartbeat ended everything that
+    ran there, whatever the dead time says; a failed or unanswered question
+    is never "off" (the world records it as unknown)."""
+    return s.power is Power.OFF and _power_read(s)
+
+
 def _ask_early(s):
-    """The peer is late: ask its BMC now, so a dead peer is known off when declared dead."""
-    if s.peer.alive and s.peer.silent_for >= s.policy.warn_time and not _power_read(s):
+    """The peer is late: ask its BMC now, so a powered-off peer is taken over at once.
+
+    The load is bounded: one question per late spell (none again before the
+    next heartbeat), at least ``power_query_spacing`` after the last answer,
+    and never two at once (the BMC lane runs one step at a time)."""
+    if s.peer.alive and s.peer.silent_for >= s.policy.warn_time and not _power_read(s) \
+            and s.power_age >= s.policy.power_query_spacing:
         return Decision(Act.POWER_STATUS, f"{s.peer_name} is late ({s.peer.silent_for:.2f}s): "
                         "asking its BMC ahead of time")
     return None
@@ -117,7 +131,7 @@ def _ask_early(s):
 
 def _gate(s):
     """Why it is safe to take the partition now, or None."""
-    if s.power is Power.OFF and _power_read(s):
+    if confirmed_off(s):
         return f"{s.peer_name} is confirmed powered off"
     if s.peer.alive and s.claim_acked and not s.peer_says("active") and _settled(s):
         return f"{s.peer_name} acknowledged our claim and holds nothing"
@@ -165,6 +179,9 @@ def _side_care(s):
     if s.partition.status is Res.FAILED:
         return goto(State.RELEASING, "the partition failed here: stopping the stateful side "
                     "(it restarts here or on the peer)")
+    if s.partition.status is not Res.PROMOTED:
+        return goto(State.RELEASING, f"the partition is {s.partition.status.value} here, not "
+                    "promoted: stopping the stateful side (it is taken again through the gate)")
     for view in s.side:
         given_up = view.failures >= s.policy.migration_threshold
         if view.status is Res.FAILED and given_up and _peer_can_take(s):
@@ -230,6 +247,11 @@ def _starting(s):
 def _resume(s):
     """The stateful side runs here (found by the probe): keep it, unless the peer holds it."""
     if not (s.peer.alive and s.peer_says("active")):
+        if s.partition.status is not Res.PROMOTED:
+            # the VIP or a layer without the partition (a takeover cut short): finish it
+            # through the gate, never start the stateful layers on an unpromoted partition
+            return goto(State.TAKEOVER, f"part of the stateful side runs here but the partition "
+                        f"is {s.partition.status.value}: completing the takeover through the gate")
         return goto(State.PRIMARY, "the stateful side already runs here: resuming as primary")
     peer_state = s.peer_status.state
     if peer_state in _CLAIMING or (peer_state == State.STARTING.value and (
@@ -253,14 +275,8 @@ def _secondary(s):
 
 
 def _secondary_role(s):
-    if not s.peer.alive:
-        if s.peer_says("maintenance"):
-            return wait(f"{s.peer_name} is silent but was in maintenance: hands off")
-        if not can_acquire(s):
-            return wait(f"{s.peer_name} is silent but this node may not take over "
-                        f"({_why_not(s)})")
-        return goto(State.TAKEOVER, f"{s.peer_name} silent for {s.peer.silent_for:.2f}s on "
-                    "every link")
+    if not s.peer.alive or confirmed_off(s):
+        return _peer_gone(s)
     if s.peer_says("stop_failed") and can_acquire(s):
         return goto(State.TAKEOVER, f"{s.peer_name} failed to stop a resource: fencing it "
                     "and taking over")
@@ -274,6 +290,31 @@ def _secondary_role(s):
     if s.preferred or not s.peer_says("eligible"):
         return goto(State.TAKEOVER, "nobody holds the stateful side: acquiring it")
     return None
+
+
+def _peer_gone(s):
+    """The peer is silent for the dead time, or late and its BMC says its power is off."""
+    if s.peer_says("maintenance"):
+        return wait(f"{s.peer_name} is silent but was in maintenance: hands off")
+    if not _last_resort(s):
+        return wait(f"{s.peer_name} is silent but this node may not take over "
+                    f"({_why_not(s)})")
+    if s.peer.alive:
+        # late, not dead yet: a power-off is a fact, no dead time needs to pass for it
+        return goto(State.TAKEOVER, f"{s.peer_name} silent for {s.peer.silent_for:.2f}s and "
+                    "its BMC reports the power off: taking over without waiting out the "
+                    "dead time")
+    return goto(State.TAKEOVER, f"{s.peer_name} silent for {s.peer.silent_for:.2f}s on "
+                "every link")
+
+
+def _last_resort(s):
+    """May take over from a peer that is gone. Recent failures here do not forbid it: they
+    made the peer the better home, but a gone peer is none (as Pacemaker's migration
+    threshold bans the failed resource from the node, not the whole stack). A layer at
+    the threshold is then left stopped (see _acquire); standby, maintenance and a down
+    upstream still forbid it."""
+    return not s.standby and not s.maintenance and s.upstream is not False
 
 
 def _why_not(s):
@@ -347,7 +388,13 @@ def _acquire(s, gate):
         return Decision(Act.PROMOTE, f"{gate}: promoting and mounting the partition",
                         s.partition.name)
     for view in s.side:
-        if view.status is Res.FAILED and view.failures >= s.policy.migration_threshold:
+        given_up = view.failures >= s.policy.migration_threshold
+        if given_up and view.status in (Res.FAILED, Res.STOPPED) and not _peer_can_take(s):
+            if view.status is Res.FAILED:
+                return Decision(Act.STOP, f"{view.name} failed {view.failures} times and "
+                                f"{s.peer_name} cannot take over: leaving it stopped", view.name)
+            continue            # until failure_timeout, or the peer can take the stack
+        if view.status is Res.FAILED and given_up:
             return goto(State.RELEASING, f"{view.name} failed {view.failures} times here: "
                         "giving up the takeover")
         if view.status is Res.FAILED:
@@ -375,7 +422,7 @@ def _blocked(s):
 
 
 def _primary(s):
-    if not s.peer.alive and s.peer.ever_seen and not (s.power is Power.OFF and _power_read(s)) \
+    if not s.peer.alive and s.peer.ever_seen and not confirmed_off(s) \
             and not s.peer_says("leaving") and not s.peer_says("maintenance"):
         step = _fence(s, shoots_first(True, s.peer_says("active"), s.preferred))
         if step.action is not Act.WAIT or s.upstream is False:

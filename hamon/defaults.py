@@ -7,7 +7,8 @@ PORT = 5405
 KEY_FILE = "/etc/hapack/hamon.key"
 INTERVAL = 0.2
 DEAD_TIME = 1.2
-WARN_TIME = 0.0                  # 0: half the dead time
+WARN_TIME = 0.0                  # 0: two heartbeat intervals (at most half the dead time)
+POWER_QUERY_SPACING = 1.0        # at least this long between two early BMC questions
 INITDEAD = 10.0
 FENCE_DELAY = 1.0
 FENCE_TIMEOUT = 10.0
@@ -26,6 +27,7 @@ METRICS_ADDRESS = ""              # "": no metrics; "lan:9665", "127.0.0.1:9665"
 MIGRATION_THRESHOLD = DEFAULT_MIGRATION_THRESHOLD  # the stack's [cluster] default
 
 
-def warn(dead_time: float, warn_time: float = WARN_TIME) -> float:
-    """The warn time in effect: ``warn_time``, or half the dead time when it is 0."""
-    return warn_time or dead_time / 2
+def warn(dead_time: float, warn_time: float = WARN_TIME, interval: float = INTERVAL) -> float:
+    """The warn time in effect: ``warn_time``, or when it is 0 two heartbeat intervals (one
+    heartbeat missed on every link, with an interval of slack), at most half the dead time."""
+    return warn_time or min(2 * interval, dead_time / 2)

@@ -2,7 +2,10 @@
 
 :func:`handle` runs in the daemon's loop (no locks needed): ``status``
 returns :func:`status_of`, a plain dict; ``standby``, ``takeover`` and
-``maintenance`` set the operator's wishes that the next decision reads.
+``maintenance`` set the operator's wishes that the next decision reads;
+``cleanup`` forgets this node's failures of one resource or of all (as
+``crm_resource --cleanup`` clears fail counts), so a layer given up at
+``migration_threshold`` may run again and the node is eligible again.
 :func:`render` turns a status dict into the text ``hamon status`` prints.
 """
 
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
     from typing import Any
     from hapack.hamon.daemon import Daemon
 
-COMMANDS = ("status", "standby", "takeover", "maintenance")
+COMMANDS = ("status", "standby", "takeover", "maintenance", "cleanup")
 
 
 def handle(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
@@ -43,7 +46,30 @@ def handle(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
         w.takeover_requested, w.standby = daemon.clock(), False
         daemon.log.event("command", "operator: takeover", command=cmd)
         return {"ok": True, "message": f"takeover requested (state {daemon.machine.state})"}
+    if cmd == "cleanup":
+        return cleanup(daemon, request.get("resource"))
     return {"ok": False, "error": f"unknown command {cmd!r} (known: {', '.join(COMMANDS)})"}
+
+
+def cleanup(daemon: Daemon, name: Any = None) -> dict[str, Any]:
+    """Forget the failures of resource ``name`` (every resource when None) on this node.
+
+    Only the failure history goes: what runs where is still decided by the same rules
+    (the gate, the roles), so a layer left stopped at the threshold starts again where
+    the stateful side is held, and nowhere else."""
+    w = daemon.world
+    if name is not None and name not in w.by_name:
+        return {"ok": False, "error": f"cleanup: no resource {name!r} (known: "
+                                      f"{', '.join(w.by_name)})"}
+    cleared = {}
+    for r in ([w.by_name[name]] if name is not None else w.all()):
+        if r.failures:
+            cleared[r.resource.name] = len(r.failures)
+            r.failures.clear()
+    text = ", ".join(f"{n} ({k})" for n, k in cleared.items()) or "nothing to forget"
+    daemon.log.event("command", f"operator: cleanup {name or 'all'}: failures forgotten: {text}",
+                     command="cleanup", resource=name, cleared=cleared)
+    return {"ok": True, "message": f"failures forgotten on {daemon.config.node}: {text}"}
 
 
 def status_of(daemon: Daemon) -> dict[str, Any]:

@@ -75,6 +75,7 @@ class Policy:
 
     initdead: float = D.INITDEAD
     warn_time: float = D.warn(D.DEAD_TIME)  # a heartbeat this late makes us ask the peer's BMC early
+    power_query_spacing: float = D.POWER_QUERY_SPACING  # between two early questions, at least
     fence_delay: float = D.FENCE_DELAY
     fence_retries: int = D.FENCE_RETRIES
     fence_retry_interval: float = D.FENCE_RETRY_INTERVAL

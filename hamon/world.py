@@ -114,6 +114,13 @@ class World:
             request="takeover" if self.takeover_requested else "", upstream=upstream,
             probing=self.probing())
 
+    def confirmed_off(self, now: float, silent_for: float) -> bool:
+        """The peer's BMC reported its power off after its last heartbeat (``silent_for``
+        ago): the peer is lost whether or not the dead time has passed (decide's gate
+        reads the same from the snapshot)."""
+        return self.power is Power.OFF and self.power_at is not None \
+            and now - self.power_at <= silent_for
+
     def forget_power(self) -> None:
         self.power, self.power_at = Power.UNKNOWN, None
         self.fence_attempts, self.last_fence_at = 0, None

@@ -22,6 +22,7 @@ from . import bmc as bmcmod
 from . import net
 from .bmc import Bmc
 from .naming import LINKS, NODE_IFACES, Plan
+from .power import hook_script
 from .stack import write_authkey
 from .state import ProcId, alive, global_lock, lab_dirs, proc_id, read_json, write_json
 
@@ -174,7 +175,10 @@ def _write_sims(kind: str, where: list[tuple[str, str]], plan: Plan, lab_dir: Pa
         user = f"adm-{node}" if kind == "bmc" else f"{kind}-{node}"
         sim = Bmc(node=node, address=address, port=port, username=user, password=password,
                   password_file=str(password_file))
-        hook = [sys.executable, "-I", "-S", str(HERE / "power.py"), str(lab_dir), node]
+        script = sim_dir / "power.sh"
+        script.write_text(hook_script(sys.executable, lab_dir, node, lab_dir / "nodes" / node))
+        script.chmod(0o755)
+        hook = ["/bin/sh", str(script)]
         suffix = "" if kind == "bmc" else f"-{kind}"
         (sim_dir / "lan.conf").write_text(
             bmcmod.render_lan_conf(sim, f"{plan.prefix}-{node}{suffix}", bmcmod.new_guid(), hook))

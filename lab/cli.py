@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 from .bmc import BmcError
@@ -228,12 +229,19 @@ def cmd_campaign(args) -> int:
     run = campaign.Campaign(args.manager, args.faults, seed, keep_going=args.keep_going,
                             kinds=kinds, say=say)
     report = None
+    signal.signal(signal.SIGTERM, _interrupt)   # a stopped run keeps its lab and logs
     try:
         report = run.run()
     finally:
         campaign.keep_or_remove(run, report, say, keep=args.keep)
     print(json.dumps(report, indent=2) if args.json else campaign.render(report))
     return 0 if report["ok"] else 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM ends a campaign like Ctrl-C: its ``finally`` clauses stop the client and
+    the samplers and keep the lab with its logs (a background job ignores SIGINT)."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 COMMANDS = {"campaign": cmd_campaign, "up": cmd_up, "status": cmd_status, "exec": cmd_exec, "power": cmd_power, "down": cmd_down}

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import Callable
 
 from . import bmc as bmcmod
 from . import build, net, observe
@@ -145,6 +146,7 @@ class Lab:
         self.pdu_enabled = bool(pdu)
         self.root = Path(root)
         self.state: dict = {}
+        self._restore_sigterm: Callable[[], None] | None = None
         self._spawned: list[Spawned] = []
         self._watches: list[observe.VipWatch] = []
         self._children: list[subprocess.Popen] = []
@@ -208,6 +210,8 @@ class Lab:
         if problems:
             raise LabError("cannot build a lab here: " + "; ".join(problems))
         self.reap_stale(self.root)
+        if not self.persistent:
+            self._restore_sigterm = interrupt_on_sigterm()
         self._allocate()
         try:
             self._build()
@@ -359,6 +363,9 @@ class Lab:
             self._teardown()
         finally:
             os.close(fd)
+            if self._restore_sigterm is not None:
+                self._restore_sigterm()
+                self._restore_sigterm = None
         return True
 
     def _teardown(self) -> None:
@@ -835,12 +842,15 @@ class Lab:
         return result
 
     def spawn(self, node: str, argv: list[str], *, name: str | None = None,
-              env: dict[str, str] | None = None) -> Spawned:
+              env: dict[str, str] | None = None, service: bool = False) -> Spawned:
         """Start ``argv`` as a daemon inside ``node``; output to ``nodes/<node>/spawn/<name>.log``.
 
         The process is adopted by the node's PID 1, in the node's cgroups. It
         dies with the node (power off, crash) and does not come back at the
-        next boot: use ``Lab(services=...)`` for that.
+        next boot: use ``Lab(services=...)`` for that. ``stop_background``
+        (and ``restore``) kills it, unless it is a ``service``: a node's own
+        daemon started again (as systemd restarts a unit), which lives as long
+        as the node.
         """
         name = name or Path(str(argv[0])).name
         log = self.node_dir(node) / "spawn" / f"{name}.log"
@@ -848,7 +858,8 @@ class Lab:
         pid = int(self.exec(node, launcher, env=env, timeout=30).stdout.split()[-1])
         host = next((proc_id(p.host_pid) for p in self.processes(node) if p.pid == pid), None)
         spawned = Spawned(node, list(map(str, argv)), pid, host, log)
-        self._spawned.append(spawned)
+        if not service:
+            self._spawned.append(spawned)
         return spawned
 
     @staticmethod
@@ -979,6 +990,29 @@ class Lab:
                     name = "ipmi_sim.log" if kind == "bmc" else f"ipmi_sim-{kind}.log"
                     shutil.copyfile(sim_log, dest / node / name)
         return dest
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def interrupt_on_sigterm() -> Callable[[], None] | None:
+    """Make SIGTERM raise KeyboardInterrupt, as Ctrl-C does, so that whoever owns a lab
+    (a benchmark, a test run, a script) tears it down in its ``finally`` clauses instead
+    of dying with the lab left behind. Only in the main thread and only over Python's
+    default handler (a program that handles SIGTERM itself is left alone); returns the
+    function that puts the default back, or None when nothing was changed."""
+    import threading
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        return None
+    signal.signal(signal.SIGTERM, _interrupted)
+
+    def restore() -> None:
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGTERM) is _interrupted):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return restore
 
 
 def stack_defaults() -> dict[str, str]:

@@ -18,11 +18,16 @@
   ``postgresql`` (SELECT 1), ``slapd`` (anonymous bind and a read of the
   suffix), ``activemq`` (STOMP CONNECT).
 
+``python -m hapack.lab.democlient probe CONFIG_FILE OUT NAME [INTERVAL]``: only the
+probe NAME, every INTERVAL seconds (default 0.05), until SIGTERM (the hamon
+benchmark's ``postgresql`` every 20 ms: a fresh connection per try).
+
 Events go to OUT, one JSON object a line, flushed at once: ``{"k": "ack",
 "id": N, "t": WALL}`` per acknowledged row, ``{"k": "doubt", "id": N, "t":
 WALL, "why": ...}`` per row in doubt, ``{"k": "down", "t": WALL, "why": ...}``
 when the writer's connects start failing (no row sent), ``{"k": "probe", "name": ...,
-"ok": bool, "t": WALL, "why": ...}`` whenever a probe's answer changes.
+"ok": bool, "t": WALL, "done": WALL, "why": ...}`` whenever a probe's answer changes
+(``t`` when the try began, ``done`` when it was answered or failed).
 
 ``python -m hapack.lab.democlient verify CONFIG_FILE``: prints ``{"rows": [ids]}``,
 every id in the table.
@@ -181,7 +186,8 @@ def reach(cfg: dict, name: str) -> None:
     socket.create_connection((cfg["vip"], cfg[PORTS[name]]), timeout=CONNECT_TIMEOUT).close()
 
 
-def probe_loop(name: str, cfg: dict, out: Out, stop: threading.Event) -> None:
+def probe_loop(name: str, cfg: dict, out: Out, stop: threading.Event,
+               interval: float = INTERVAL) -> None:
     check, last = CHECKS[name], None
     while not stop.is_set():
         began = time.time()
@@ -192,17 +198,19 @@ def probe_loop(name: str, cfg: dict, out: Out, stop: threading.Event) -> None:
         except Exception as exc:  # any failure is the answer "down"
             detail, ok = f"{type(exc).__name__}: {exc}"[:200], False
         if ok != last:
-            out.emit(k="probe", name=name, ok=ok, t=began, why=detail)
+            out.emit(k="probe", name=name, ok=ok, t=began, done=time.time(), why=detail)
             last = ok
-        stop.wait(max(0.0, INTERVAL - (time.time() - began)))
+        stop.wait(max(0.0, interval - (time.time() - began)))
 
 
-def run(cfg: dict, path: str) -> int:
+def run(cfg: dict, path: str, only: str | None = None, interval: float = INTERVAL) -> int:
+    """The writer and every probe; with ``only``, that probe alone, every ``interval``."""
     out, stop = Out(path), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    threads = [threading.Thread(target=commit_rows, args=(cfg, out, stop), daemon=True)]
-    threads += [threading.Thread(target=probe_loop, args=(name, cfg, out, stop), daemon=True)
-                for name in CHECKS]
+    threads = [] if only else [threading.Thread(target=commit_rows, args=(cfg, out, stop),
+                                                daemon=True)]
+    threads += [threading.Thread(target=probe_loop, args=(name, cfg, out, stop, interval),
+                                 daemon=True) for name in ([only] if only else CHECKS)]
     for thread in threads:
         thread.start()
     out.emit(k="started")
@@ -227,9 +235,12 @@ def main(argv: list[str]) -> int:
         cfg = json.load(handle)
     if command == "run":
         return run(cfg, argv[2])
+    if command == "probe" and len(argv) in (4, 5) and argv[3] in CHECKS:
+        return run(cfg, argv[2], argv[3], float(argv[4]) if len(argv) == 5 else INTERVAL)
     if command == "verify":
         return verify(cfg)
-    print(f"usage: democlient run CONFIG OUT | verify CONFIG", file=sys.stderr)
+    print("usage: democlient run CONFIG OUT | probe CONFIG OUT NAME [INTERVAL] | "
+          "verify CONFIG", file=sys.stderr)
     return 2
 
 

@@ -52,8 +52,12 @@ class Client:
     def _argv(self, *args) -> list[str]:
         return self.lab._client_nsenter() + [sys.executable, "-m", "hapack.lab.democlient", *args]
 
-    def start(self) -> "Client":
-        self.proc = subprocess.Popen(self._argv("run", str(self.config_file), str(self.out)),
+    def start(self, *probe: str) -> "Client":
+        """The writer and every probe; ``start("postgresql", "0.02")``: that probe alone,
+        every 20 ms (``democlient probe``)."""
+        command = ("probe", str(self.config_file), str(self.out), *probe) if probe else \
+            ("run", str(self.config_file), str(self.out))
+        self.proc = subprocess.Popen(self._argv(*command),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=open(self.lab.dir / "client.err", "ab"),
                                      start_new_session=True)
@@ -88,6 +92,10 @@ class Client:
             if event["k"] == "probe" and event["name"] == name and event["t"] >= wall:
                 found = event["t"] if event["ok"] else None
         return found
+
+    def first_answer(self, name: str, wall: float) -> float | None:
+        """When the first ``name`` probe that began at or after ``wall`` was answered."""
+        return first_answer(self.events(), name, wall)
 
     def probe_state(self, name: str) -> bool | None:
         state = None
@@ -124,6 +132,18 @@ class Client:
         """Acknowledged rows missing from the table (must be [])."""
         present = self.present()
         return [i for i in self.acked() if i not in present]
+
+
+def first_answer(events: list[dict], name: str, wall: float) -> float | None:
+    """The wall clock at which the first successful ``name`` probe begun at or after
+    ``wall`` was answered (its ``done``; ``t``, its start, for a client that did not
+    record it), or None. The client logs a probe's changes only, so a success after
+    ``wall`` is the first answer after a failure (the outage)."""
+    for event in events:
+        if event.get("k") == "probe" and event.get("name") == name and event.get("ok") \
+                and event["t"] >= wall:
+            return event.get("done", event["t"])
+    return None
 
 
 # -- mounts ---------------------------------------------------------------------------

@@ -12,6 +12,10 @@ and writes a stack file that drives the real agents:
   port 8080 of every node, so a client sees which node holds the VIP (with
   ``slow=True`` through ``ocf:hapacklab:slow``, the same agent whose monitor
   first sleeps 0.5-2 s: a slow probe);
+* ``postgresql`` (stateful, with ``postgresql=True``, before ``ldap``): the demo's
+  PostgreSQL layer (``hapack.lab.provision``: the same initdb, layer and root-only
+  credentials file), its cluster on the partition, answering on the VIP (for the
+  benchmark; the tests keep the slapd-only rig, which starts faster);
 * ``ldap`` (stateful): ocf:hapack:slapd with its database on the partition.
 
 Fencing goes through fence_bmc to the nodes' ipmi_sim BMCs.
@@ -27,6 +31,7 @@ import threading
 import time
 from pathlib import Path
 
+from hapack.lab import provision
 from hapack.lab.state import alive
 
 HAMON = os.path.join(os.path.dirname(sys.executable), "hamon")
@@ -50,7 +55,7 @@ class RigError(RuntimeError):
 
 
 class Rig:
-    def __init__(self, lab, hamon=None, stateful=True, slow=False):
+    def __init__(self, lab, hamon=None, stateful=True, slow=False, postgresql=False):
         self.lab = lab
         self.dir = Path(lab.shared_dir) / "hamon"
         self.root = self.dir / "root"
@@ -60,6 +65,8 @@ class Rig:
         self.hamon = dict(hamon or {})
         self.stateful = stateful
         self.slow = slow
+        self.postgresql = postgresql and stateful
+        self.pg_password = f"pg-{lab.name}-{os.urandom(9).hex()}" if self.postgresql else None
         self.daemons = {}
         self.starts = {}
 
@@ -71,6 +78,8 @@ class Rig:
         self._keys()
         if self.stateful:
             self._seed_ldap()
+        if self.postgresql:
+            self._seed_postgresql()
         self.stack_file.write_text(self.stack_text())
         return self
 
@@ -118,6 +127,25 @@ class Rig:
         subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                        check=True, capture_output=True, text=True)
 
+    def _seed_postgresql(self):
+        """The demo's PostgreSQL cluster on the partition (made inside node1), and the
+        monitor's credentials file in each node."""
+        node, run = self.lab.nodes[0], self.lab.exec
+        run(node, ["mount", "-t", "ext4", self.lab.shared_disk.device_for(node), self.data])
+        try:
+            run(node, ["rm", "-rf", f"{self.data}/postgresql"])  # a shared lab keeps the last
+            provision.seed_postgresql(self.lab, node, f"{self.data}/postgresql", self.pg_password)
+        finally:
+            run(node, ["umount", self.data], check=False)
+        for each in self.lab.nodes:
+            provision.write_credential(self.lab, each, "postgresql", self.pg_password)
+
+    def client_config(self, table="bench_rows"):
+        """What the demo's client (``hapack.lab.democlient``) needs to reach PostgreSQL
+        on the VIP (a root-only file: it holds the password)."""
+        return {"vip": self.vip, "table": table, "pg_port": provision.PG_PORT,
+                "pg_password": self.pg_password}
+
     def stack_text(self):
         lab = self.lab
         nodes = ""
@@ -150,6 +178,8 @@ class Rig:
                'pidfile = "/run/hamon-web.pid"\nlogfile = "/var/log/hamon-web.log"\n')
         if not self.stateful:
             return web
+        if self.postgresql:
+            web += "\n" + provision.PG_LAYER.format(data_dir=self.data, pg_port=provision.PG_PORT)
         return web + (f'\n[[layers]]\nname = "ldap"\nagent = "slapd"\nkind = "stateful"\n'
                       f'data_dir = "{self.data}/ldap"\n[layers.params]\n'
                       f'config = "{self.dir / "ldap/slapd.conf"}"\n'

@@ -180,7 +180,8 @@ class PacemakerManager:
             return None
         names = {p.name for p in self.lab.processes(node)}
         if "corosync" in names and "pacemakerd" not in names:
-            self.lab.spawn(node, ["pacemakerd"], name="pacemakerd-restart", env=PACEMAKER_ENV)
+            self.lab.spawn(node, ["pacemakerd"], name="pacemakerd-restart", env=PACEMAKER_ENV,
+                           service=True)
             return f"pacemakerd started again on {node} (systemd's Restart=on-failure)"
         return None
 
@@ -303,12 +304,19 @@ class HamonManager:
             return None
         if not any(p.name == "hamon" for p in self.lab.processes(node)):
             self.lab.spawn(node, [HAMON, "run", "--config", str(self.rig.stack_file)],
-                           name="hamon-restart")
+                           name="hamon-restart", service=True)
             return f"hamon started again on {node} (systemd's Restart=on-failure)"
         return None
 
     def after_layer_fault(self) -> str | None:
-        return None
+        """The operator clears the failures on both nodes (``hamon cleanup``), as
+        ``crm_resource --cleanup`` does under Pacemaker: otherwise they count towards the
+        next fault's migration_threshold for failure_timeout (10 min)."""
+        done = [node for node in self.lab.nodes if self.lab.running(node)
+                and not self.lab.frozen(node)
+                and self.lab.exec(node, [HAMON, "cleanup"], timeout=30, check=False).returncode == 0]
+        return f"hamon cleanup on {', '.join(done)} (the operator clears the failures)" if done \
+            else None
 
     def repair(self) -> None:
         self.lab.restore(wait_online=False)

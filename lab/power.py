@@ -17,6 +17,12 @@ with any VIP on them, vanish.
 
 The power state is a flag in ``power.json``, as on a real BMC: a node whose
 kernel died (``Lab.crash``) is still "on" until someone powers it off.
+
+The hook ipmi_sim runs is a small ``sh`` script (:func:`hook_script`): it answers
+``get power`` itself from that flag, as a BMC reads its own power state (a few
+milliseconds; an interpreter's start cost 20-150 ms here, which every status
+question, hamon's or a fence agent's, paid on top of the IPMI exchange), and hands
+everything else to this module.
 """
 
 from __future__ import annotations
@@ -253,6 +259,39 @@ class PowerSwitch:
         t3 = time.monotonic()
         (self.dir / "boot").write_text(f"off {time.monotonic():.6f} {time.time():.6f}\n")
         return f"kill {t1 - t0:.3f}s, unplug {t2 - t1:.3f}s, reap {t3 - t2:.3f}s"
+
+
+HOOK = """#!/bin/sh
+# {node}'s power switch for ipmi_sim (hapack.lab.power): "get power" is answered here
+# from the power flag as power.py writes it; anything else (and a flag this cannot
+# read) goes to power.py. Generated; do not edit.
+if [ "$#" -eq 2 ] && [ "$1" = get ] && [ "$2" = power ]; then
+    state=
+    if [ ! -e {state} ]; then
+        state=0
+    elif read -r line 2>/dev/null < {state}; then
+        case $line in
+            *'"on": true'*) state=1 ;;
+            *'"on": false'*) state=0 ;;
+        esac
+    fi
+    if [ -n "$state" ]; then
+        echo "power:$state"
+        printf '%s\\tget power\\tpower:%s\\t0.000000\\n' "$(date +%s.%N)" "$state" >> {log}
+        exit 0
+    fi
+fi
+exec {python} -I -S {power_py} {lab_dir} {node_arg} "$@"
+"""
+
+
+def hook_script(python: str, lab_dir: Path, node: str, node_dir: Path) -> str:
+    """The ``chassis_control`` script of ``node``'s BMC (see the module's docstring)."""
+    import shlex
+    return HOOK.format(node=node, state=shlex.quote(str(node_dir / "power.json")),
+                       log=shlex.quote(str(node_dir / "power.log")),
+                       python=shlex.quote(python), power_py=shlex.quote(os.path.abspath(__file__)),
+                       lab_dir=shlex.quote(str(lab_dir)), node_arg=shlex.quote(node))
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,8 @@
 """The cluster stack inside the nodes: corosync.conf, authkey, seed CIB, crm_mon.
 
 The lab writes its own corosync.conf (knet, two links: ring0 on eth0 / the
-service LAN, ring1 on eth1 / the heartbeat LAN; aes256/sha256; ``two_node``,
+service LAN, ring1 on eth1 / the heartbeat LAN; aes256/sha256; the lab's token
+and the stack file's two-node consensus for it; ``two_node``,
 or with a quorum device (``Lab(qdevice=True)``) its ``device`` section: the
 arbiter's corosync-qnetd, ffsplit, and a heuristic that pings the client, the
 service LAN's stand-in for a gateway) unless the caller hands it one. Pacemaker starts on a seed CIB that holds
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lxml import etree
+
+from hapack.stack.model import default_consensus
 
 DEFAULT_TOKEN_MS = 1000
 DEFAULT_CLUSTER_OPTIONS = {"dc-deadtime": "2s"}
@@ -52,8 +55,12 @@ class QuorumDevice:
 
 def render_corosync_conf(cluster_name: str, nodes: dict[str, tuple[str, str]],
                          token_ms: int = DEFAULT_TOKEN_MS,
-                         qdevice: QuorumDevice | None = None) -> str:
-    """corosync.conf text; ``nodes`` maps name -> (ring0 address, ring1 address)."""
+                         qdevice: QuorumDevice | None = None,
+                         consensus_ms: int | None = None) -> str:
+    """corosync.conf text; ``nodes`` maps name -> (ring0 address, ring1 address).
+    ``consensus_ms`` None: the stack file's two-node default for ``token_ms``
+    (:func:`hapack.stack.model.default_consensus`), so the lab runs what hapack renders."""
+    consensus = default_consensus(token_ms) if consensus_ms is None else consensus_ms
     node_blocks = "".join(
         f"    node {{\n"
         f"        name: {name}\n"
@@ -71,6 +78,7 @@ def render_corosync_conf(cluster_name: str, nodes: dict[str, tuple[str, str]],
         f"    cluster_name: {cluster_name}\n"
         "    transport: knet\n"
         f"    token: {int(token_ms)}\n"
+        f"    consensus: {int(consensus)}\n"
         "    crypto_cipher: aes256\n"
         "    crypto_hash: sha256\n"
         "}\n"
@@ -145,3 +153,25 @@ def parse_crm_mon(xml: str | bytes) -> ClusterView:
         quorum=present and dc.get("with_quorum") == "true",
         online=frozenset(online), offline=frozenset(offline), unclean=frozenset(unclean),
     )
+
+
+def fence_device_xml(lab, node: str, delay: str | None = None, host_list: bool = True,
+                     monitor: str = "10s") -> str:
+    """The CIB primitive of the ``stonith:fence_bmc`` device that fences ``node``
+    through its lab BMC (``delay``: pcmk_delay_base)."""
+    bmc = lab.bmc(node)
+    rid = f"fence-{node}"
+    params = {"ip": bmc.address, "ipport": bmc.port, "username": bmc.username,
+              "password_file": bmc.password_file, "cipher": bmc.cipher, "hostname": node}
+    if host_list:
+        params["pcmk_host_list"] = node
+    if delay:
+        params["pcmk_delay_base"] = delay
+    primitive = etree.Element("primitive", id=rid, **{"class": "stonith", "type": "fence_bmc"})
+    attrs = etree.SubElement(primitive, "instance_attributes", id=f"{rid}-params")
+    for name, value in params.items():
+        etree.SubElement(attrs, "nvpair", id=f"{rid}-{name}", name=name, value=str(value))
+    ops = etree.SubElement(primitive, "operations")
+    etree.SubElement(ops, "op", id=f"{rid}-monitor", name="monitor", interval=monitor,
+                     timeout="20s")
+    return etree.tostring(primitive, encoding="unicode")

@@ -53,6 +53,11 @@ class Driver:
     def check(cls, settings: Params) -> None:
         """Raise ConfigError for settings this driver cannot use (no I/O)."""
 
+    @classmethod
+    def preload(cls) -> None:
+        """Import what :meth:`open` needs, ahead of the request (no I/O): for an
+        agent started before its request is known (``fence_bmc`` under hamon)."""
+
     def get_power(self) -> str:
         raise NotImplementedError
 

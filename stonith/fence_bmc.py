@@ -12,6 +12,8 @@ holds the parameter table and how to reach the switch.
 
 from __future__ import annotations
 
+import io
+import os
 import shlex
 import sys
 
@@ -24,6 +26,7 @@ from hapack.stonith.power import Device, Timing
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import TextIO
     from hapack.stonith.fencing import Request
 
 
@@ -147,8 +150,34 @@ AGENT = fencing.FenceAgent(
     params=PARAMS, open_device=open_device, validate=validate, targets=targets, values=Params)
 
 
+# set by a caller that starts fence_bmc ahead of its request (hamon): the driver to import
+PRELOAD = "HAPACK_FENCE_PRELOAD"
+
+
 def main(argv: list[str] | None = None) -> int:
+    preload = os.environ.get(PRELOAD)
+    if preload and not (sys.argv[1:] if argv is None else argv):
+        return started_ahead(preload, sys.stdin)
     return int(fencing.run(AGENT, argv))
+
+
+def started_ahead(driver: str, stdin: TextIO) -> int:
+    """The request on stdin, read only after ``driver``'s library is imported.
+
+    A caller that knows it will ask soon (hamon asks the peer's BMC the moment the
+    peer turns late) starts the agent beforehand, so the interpreter, this module
+    and pyghmi (most of a status call's time) are loaded before the question. The
+    request is then the fence-agents protocol as ever; an empty stdin (the caller
+    closed it unused) does nothing and exits 0."""
+    if driver in REGISTRY:
+        try:
+            driver_class(driver).preload()
+        except ImportError:
+            pass  # the request reports it, as without preloading
+    text = stdin.read()
+    if not text.strip():
+        return 0
+    return int(fencing.run(AGENT, [], stdin=io.StringIO(text)))
 
 
 if __name__ == "__main__":

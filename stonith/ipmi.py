@@ -8,8 +8,11 @@ does before every power call, and the ~50 ms import of pyghmi's OEM handlers
 that every agent process would pay. What pyghmi's session does not let a
 caller choose, a small subclass pins: the cipher suite (pyghmi offers 17,
 then falls back to 3); a race in pyghmi's I/O thread that stalls an exchange
-for up to a second is worked around (:func:`slice_io_waits`). IPMI 1.5 (``lanplus=false``) is refused: pyghmi
-1.6's IPMI 1.5 login fails on Python 3 (it concatenates str and bytes).
+for up to a second is worked around (:func:`slice_io_waits`), and so is its
+login registry that made every retry in a process join the first, failed
+login (:func:`forget_earlier_login`). IPMI 1.5 (``lanplus=false``) is
+refused: pyghmi 1.6's IPMI 1.5 login fails on Python 3 (it concatenates str
+and bytes).
 """
 
 from __future__ import annotations
@@ -101,16 +104,22 @@ class IpmiDriver(Driver):
             kg_bytes(settings.hexadecimal_kg)
 
     @classmethod
+    def preload(cls) -> None:
+        from pyghmi import exceptions  # noqa: F401
+        session_class(None)
+
+    @classmethod
     def open(cls, settings: Params, password: str | None) -> IpmiDriver:
         where = endpoint(settings, cls)
         session = session_class(settings.cipher and int(settings.cipher))
+        login: dict[str, Any] = {"bmc": settings.ip, "userid": settings.username or "",
+                                 "password": password or "",
+                                 "port": settings.ipport or cls.default_port,
+                                 "kg": kg_bytes(settings.hexadecimal_kg)}
         from pyghmi import exceptions
+        forget_earlier_login(session, **login)
         try:
-            opened = session(bmc=settings.ip, userid=settings.username or "",
-                             password=password or "",
-                             port=settings.ipport or cls.default_port,
-                             kg=kg_bytes(settings.hexadecimal_kg),
-                             privlevel=PRIVILEGES[settings.privlvl], keepalive=False)
+            opened = session(**login, privlevel=PRIVILEGES[settings.privlvl], keepalive=False)
         except exceptions.IpmiException as exc:
             raise login_error(str(exc), where, settings.username) from None
         except socket.gaierror as exc:
@@ -118,7 +127,8 @@ class IpmiDriver(Driver):
         except OSError as exc:
             raise BmcUnreachable(f"BMC {where} (IPMI): {exc.strerror or exc}") from None
         if opened.broken or not opened.logged:
-            # a second login joining one that failed returns a broken session quietly
+            # a login joining one that failed returns a broken session quietly
+            # (forget_earlier_login prevents that; this says so if it ever happens)
             raise login_error(str(getattr(opened, "errormsg", "")), where, settings.username)
         return cls(opened, where)
 
@@ -149,6 +159,25 @@ class IpmiDriver(Driver):
                 raise BmcRefused(f"BMC {self.where} refused {what}: {text} (0x{code:02x})")
             raise BmcError(f"BMC {self.where} failed {what}: {text}")
         return response.get("data", b"")
+
+
+def forget_earlier_login(session: Any, bmc: str, userid: str, password: str, port: int,
+                         kg: bytes | None) -> None:
+    """Make the next login a new one: never join one an earlier login left behind.
+
+    pyghmi (1.6) files a login in ``Session.initting_sessions`` under (bmc,
+    userid, password, port, kg) with the credentials as str, and deletes it
+    with them as bytes: the entry stays for the life of the process, and
+    every later ``Session()`` with the same credentials joins that first
+    session instead of logging in. Once that one has failed or been logged
+    out (also one abandoned at its deadline by power.bounded that fails
+    later), every retry of the action "fails" at once without a packet sent,
+    also after the BMC is back.
+    The earlier session is left alone otherwise: a login still running in an
+    abandoned thread keeps its socket, which pyghmi then keeps apart from the
+    new session's.
+    """
+    session.initting_sessions.pop((bmc, userid, password, port, kg), None)
 
 
 def kg_bytes(text: str | None) -> bytes | None:

@@ -45,6 +45,11 @@ class RedfishDriver(Driver):
             load_certificates(settings.ca_file)
 
     @classmethod
+    def preload(cls) -> None:
+        from pyghmi import exceptions  # noqa: F401
+        from pyghmi.redfish import command  # noqa: F401
+
+    @classmethod
     def open(cls, settings: Params, password: str | None) -> RedfishDriver:
         from pyghmi import exceptions
         from pyghmi.redfish import command

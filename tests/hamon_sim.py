@@ -17,7 +17,9 @@ The simulated world:
   handshake). A claim is acknowledged by a packet echoing one of ours sent after it.
 * **time** is abstract: a node's view of its peer goes fresh -> late -> dead -> dead
   longer than ``fence_delay``; ``initdead`` passes; a BMC answer ages; a fence retry
-  falls due. Each is an event that may happen at any point (any silence is possible:
+  falls due. A late peer's BMC is asked (issue 19) and answers the truth at the moment
+  the answer comes: off for a node whose power is cut (so the takeover may start before
+  the peer is dead), on for a frozen one; a failed question leaves the power unknown. Each is an event that may happen at any point (any silence is possible:
   messages may be lost), so every order of timers and messages is explored.
 * **faults**: ``kill -9`` of a daemon (restarted later by systemd: it forgets everything
   and finds its resources unknown; a step it had running may or may not have taken
@@ -39,8 +41,13 @@ Checked after every event (:func:`violations`):
   power confirmed off after its last heartbeat; or the peer alive, acknowledging our
   claim, holding nothing and settled: not starting, probing or in maintenance; or the
   peer gone after announcing a clean exit holding nothing);
+* no stateful layer started or restarted on a node whose partition is not promoted
+  there (its data would not be the replicated partition's);
 * no fence of a peer whose fresh heartbeat (within the dead time) says it is healthy
   (not ``stop_failed``);
+* no claim (secondary -> takeover) of a peer within its dead time that says it holds
+  the stateful side, unless its BMC said off after its last heartbeat
+  (:func:`check_claim`: a freeze or a link cut never starts a takeover early);
 * no edge outside the state table (``IllegalTransition``).
 
 Liveness (:func:`stack_liveness`, at the end of every random walk): once the faults stop,
@@ -255,12 +262,30 @@ def check_decision(i: int, k: Know, d) -> None:
     if d.action is Act.FENCE and k.pv in ("fresh", "late") and not (st and st.stop_failed):
         raise Violation(f"{NAMES[i]} fences {NAMES[1 - i]} whose fresh heartbeat says it is "
                         f"healthy ({st}): {d.reason}")
+    if d.action in (Act.START, Act.RESTART) and d.resource == "db" and k.res[0] is not Res.PROMOTED:
+        raise Violation(f"{NAMES[i]} starts the stateful layer with its partition "
+                        f"{k.res[0].value}, not promoted: {d.reason}")
     gated = d.action is Act.PROMOTE or (
         k.state is State.TAKEOVER and d.action in (Act.START, Act.RESTART) and d.resource == "db")
     if gated and not expected_gate(k):
         raise Violation(f"{NAMES[i]} passes a gate its observation contradicts: {d.reason} "
                         f"(peer {k.pv}, says {st}, power {k.power.value}/{k.pclass}, "
                         f"acked {k.acked})")
+
+
+def check_claim(i: int, k: Know, state: State, w: World, d) -> None:
+    """A secondary claims a peer that is still within its dead time (late: a freeze, a
+    link cut, or a power cut) and says it holds the stateful side only when that peer's
+    BMC reported its power off after its last heartbeat (issue 19): a frozen peer's BMC
+    says on, and a failed question is no answer."""
+    st = k.peer_status
+    if not (state is State.SECONDARY and d.to is State.TAKEOVER):
+        return
+    if k.pv in ("fresh", "late") and st is not None and st.active and not st.stop_failed \
+            and not (w.power is Power.OFF and k.pclass == "fresh"):
+        raise Violation(f"{NAMES[i]} claims the stateful side from {NAMES[1 - i]}, "
+                        f"{k.pv} and saying {st.state}, without its power confirmed off "
+                        f"(power {w.power.value}/{k.pclass}): {d.reason}")
 
 
 # -- one node takes a step: hamon's tick, minus the I/O ---------------------------------
@@ -298,7 +323,8 @@ def _tick(i: int, k: Know):
     """What one tick makes of a daemon's knowledge: (knowledge, new claim, exiting)."""
     w = real_world(k)
     peer = liveness(k)
-    if peer.alive and not k.peer_was_alive:                        # Daemon._track_peer
+    alive = peer.alive and not w.confirmed_off(NOW, peer.silent_for)   # Daemon._track_peer
+    if alive and not k.peer_was_alive:
         w.forget_power()
     st = peer.status
     if w.handed_over and (not peer.alive or st.active or not st.eligible):
@@ -309,11 +335,12 @@ def _tick(i: int, k: Know):
     d = None
     for _ in range(8):                                             # Daemon._decide_and_act
         d = decide(snapshot(i, k._replace(state=machine.state), w, machine))
+        check_claim(i, k, machine.state, w, d)
         if d.to is not None:
             machine.transition(d.to, d.reason)
         if d.action is not Act.GOTO:
             break
-    k2 = _from_world(k, w, machine.state, peer.alive)
+    k2 = _from_world(k, w, machine.state, alive)
     check_decision(i, k2, d)
     job, bmc_job = k2.job, k2.bmc_job
     if d.action not in (Act.WAIT, Act.GOTO, Act.EXIT):            # Daemon._act
@@ -499,8 +526,10 @@ def finish_bmc(sim: Sim, i: int, outcome: str) -> Sim:
             k = k._replace(power=Power.OFF)
         else:
             k = k._replace(attempts=min(k.attempts + 1, POLICY.fence_retries))
-    elif outcome == "ok":
+    elif outcome == "ok":     # the BMC tells the truth: on for a frozen peer, off for a cut
         k = k._replace(power=Power.ON if sim.nodes[j].power else Power.OFF)
+    if outcome != "ok":       # Actor._powered: no answer is no evidence
+        k = k._replace(power=Power.UNKNOWN)
     return _set(sim, i, sim.nodes[i]._replace(know=k))
 
 

@@ -33,10 +33,11 @@ from hapack.stack.model import (  # noqa: F401  (the model's public names)
     DEFAULT_FENCING_TIMEOUT_MS, DEFAULT_HB_DEADTIME_MS, DEFAULT_HB_INITDEAD_MS,
     DEFAULT_HB_KEEPALIVE_MS, DEFAULT_HB_LOGFILE, DEFAULT_HB_UDPPORT, DEFAULT_HB_WARNTIME_MS,
     DEFAULT_MIGRATION_THRESHOLD, DEFAULT_PRIORITY_FENCING_DELAY_MS, DEFAULT_STICKINESS,
-    DEFAULT_TOKEN_MS, FENCE_ACTIONS, FENCE_AGENT, FENCE_AGENT_NAME, FENCE_OPS, FOREIGN_AGENT_OPS,
+    DEFAULT_TOKEN_MS, DEFAULT_CONSENSUS_PERCENT, COROSYNC_JOIN_MS, FENCE_ACTIONS, FENCE_AGENT,
+    FENCE_AGENT_NAME, FENCE_OPS, FOREIGN_AGENT_OPS,
     KINDS, OPS_KEYS, PARTITION_BACKENDS, PRIMARY_PREFERENCE, PROVIDER, RESERVED_IDS, STATEFUL_PRIORITY, Bmc,
     Cluster, Corosync, FenceDevice, Fencing, Heartbeat, Heuristics, Layer, Link, Node, Ops,
-    Partition, Quorum, Stack, Vip, fence_device_id)
+    Partition, Quorum, Stack, Vip, default_consensus, fence_device_id)
 from hapack.stack.model import (  # noqa: F401  (the [alerts] table)
     ALERT_AGENT, ALERT_ID, ALERT_SINKS, Alerts, Recipient)
 from hapack.stack.reader import Reader, StackError

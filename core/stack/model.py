@@ -38,7 +38,18 @@ DEFAULT_FENCING_TIMEOUT_MS = 60_000
 #: priority-fencing-delay weighs.
 STATEFUL_PRIORITY = 10
 #: [corosync]
-DEFAULT_TOKEN_MS = 3000
+#: The token (corosync.conf(5): "the time spent detecting a failure") and, for this
+#: two-node ring, the consensus as a percentage of it. corosync.conf(5) (3.1.7):
+#: "For two node clusters, a consensus larger than the join timeout but less than
+#: token is safe"; corosync's own default is 1.2 x token. A survivor declares its
+#: peer lost after both (token expired, then consensus alone): bench/bench_token.py
+#: measured the pairs (docs/stack-file.md).
+DEFAULT_TOKEN_MS = 1000
+DEFAULT_CONSENSUS_PERCENT = 80
+#: corosync's join timeout (the stack file leaves it at corosync's default): corosync
+#: refuses a consensus below it (exec/totemconfig.c), and corosync.conf(5) calls a
+#: two-node consensus safe only when it is larger.
+COROSYNC_JOIN_MS = 50
 DEFAULT_CRYPTO_CIPHER = "aes256"
 DEFAULT_CRYPTO_HASH = "sha256"
 DEFAULT_COROSYNC_LOGFILE = "/var/log/corosync/corosync.log"
@@ -117,6 +128,12 @@ SYSLOG_FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", 
 #: Resource ids the renderers use themselves; a layer may not take them.
 RESERVED_IDS = ("vip", "partition", "cl-partition", "g-stateful", "g-stateless",
                 "cl-stateless")
+
+
+def default_consensus(token_ms: int) -> int:
+    """The consensus a two-node stack renders when its file sets none: the declared
+    percentage of its token, in whole milliseconds."""
+    return token_ms * DEFAULT_CONSENSUS_PERCENT // 100
 
 
 def fence_device_id(node: str, name: str | None = None) -> str:
@@ -268,7 +285,7 @@ class Vip:
     link: str
     interface: str
     prefixlen: int
-    start_after: str | None    # None: first, right after the promotion (the patent's order)
+    start_after: str | None    # None: first (the patent's order; under Pacemaker a resource of its own)
     params: Mapping[str, str]
     ops: Ops
     agent: str = f"ocf:{PROVIDER}:vip"
@@ -361,6 +378,7 @@ class Fencing:
 @dataclass(frozen=True)
 class Corosync:
     token: int                 # ms
+    consensus: int             # ms; below the token is safe in a two-node ring only
     crypto_cipher: str
     crypto_hash: str
     syslog: bool

@@ -15,8 +15,9 @@ from typing import Any, Mapping
 from hapack.stack.alerttable import read_alerts
 from hapack.stack.agentcheck import agent_spec, declared_default, declared_ops, fence_aliases
 from hapack.stack.model import (
-    BMC_DRIVERS, CRYPTO_CIPHERS, CRYPTO_HASHES, DEFAULT_BMC_PORT, DEFAULT_COROSYNC_LOGFILE,
-    DEFAULT_CRYPTO_CIPHER, DEFAULT_CRYPTO_HASH, DEFAULT_FAILURE_TIMEOUT_MS, DEFAULT_FENCE_ACTION,
+    BMC_DRIVERS, COROSYNC_JOIN_MS, CRYPTO_CIPHERS, CRYPTO_HASHES, DEFAULT_BMC_PORT,
+    DEFAULT_COROSYNC_LOGFILE, DEFAULT_CRYPTO_CIPHER, DEFAULT_CRYPTO_HASH,
+    DEFAULT_FAILURE_TIMEOUT_MS, DEFAULT_FENCE_ACTION,
     DEFAULT_FENCING_TIMEOUT_MS, DEFAULT_HB_DEADTIME_MS, DEFAULT_HB_INITDEAD_MS,
     DEFAULT_HB_KEEPALIVE_MS, DEFAULT_HB_LOGFILE, DEFAULT_HB_UDPPORT, DEFAULT_HB_WARNTIME_MS,
     DEFAULT_MIGRATION_THRESHOLD, DEFAULT_PRIORITY_FENCING_DELAY_MS, DEFAULT_STICKINESS,
@@ -25,7 +26,7 @@ from hapack.stack.model import (
     MAX_FENCE_LEVEL, OPS_KEYS, PARTITION_BACKENDS, PRIMARY_PREFERENCE, QDEVICE_ALGORITHMS,
     QDEVICE_TIE_BREAKERS, QDEVICE_TLS, QNETD_PORT, QUORUM_PRIORITY_FENCING_DELAY_MS, RESERVED_IDS,
     Bmc, Cluster, Corosync, FenceDevice, Fencing, Heartbeat, Heuristics, Layer, Link, Node,
-    Partition, Quorum, Stack, Vip, _frozen_map, fence_device_id)
+    Partition, Quorum, Stack, Vip, _frozen_map, default_consensus, fence_device_id)
 from hapack.stack.reader import (
     Reader, abs_path, abs_path_or_empty, choice, interface, ip, ip_interface, join, node_name,
     param_name, positive_ms, resource_id, type_name, within, word)
@@ -128,16 +129,30 @@ def _fencing(r: Reader, raw, with_quorum: bool = False) -> Fencing:
 
 def _corosync(r: Reader, raw) -> Corosync:
     key = "corosync"
-    t = r.table(raw, key, ("token", "crypto_cipher", "crypto_hash", "syslog", "logfile")) or {}
+    t = r.table(raw, key, ("token", "consensus", "crypto_cipher", "crypto_hash", "syslog",
+                           "logfile")) or {}
     logfile = r.value(t, key, "logfile", str, DEFAULT_COROSYNC_LOGFILE, check=abs_path_or_empty)
+    token = r.value(t, key, "token", "duration", DEFAULT_TOKEN_MS, check=within(200, 600_000))
     return Corosync(
-        token=r.value(t, key, "token", "duration", DEFAULT_TOKEN_MS, check=within(200, 600_000)),
+        token=token,
+        consensus=r.value(t, key, "consensus", "duration", default_consensus(token or 0),
+                          check=_consensus),
         crypto_cipher=r.value(t, key, "crypto_cipher", str, DEFAULT_CRYPTO_CIPHER,
                               check=choice(*CRYPTO_CIPHERS)),
         crypto_hash=r.value(t, key, "crypto_hash", str, DEFAULT_CRYPTO_HASH,
                             check=choice(*CRYPTO_HASHES)),
         syslog=r.value(t, key, "syslog", bool, True),
         logfile=logfile or None)
+
+
+def _consensus(ms: int) -> int:
+    """corosync refuses a consensus below its join timeout, and corosync.conf(5) calls a
+    two-node consensus safe only above it (the stack file always has two nodes)."""
+    if ms <= COROSYNC_JOIN_MS:
+        raise ValueError(f"must be longer than corosync's join timeout ({COROSYNC_JOIN_MS}ms)")
+    if ms > 720_000:
+        raise ValueError(f"{ms} is outside {COROSYNC_JOIN_MS + 1}..720000")
+    return ms
 
 
 def _quorum(r: Reader, raw, node_names: list[str]) -> Quorum | None:
@@ -574,7 +589,7 @@ def _vip(r: Reader, raw, links, node_names, layers) -> Vip | None:
     if start_after is not None and start_after not in stateful:
         r.problem(join(key, "start_after"), f"{start_after!r} is not a stateful layer "
                   f"(stateful layers: {', '.join(stateful) or 'none'}); leave start_after out to "
-                  "start the VIP first, right after the partition is promoted")
+                  "start the VIP first")
     params = r.params(t, key)
     _no_overlap(r, key, params, ("ip", "cidr_netmask", "nic"))
     ops = r.with_defaults(key, r.ops(t, key, OPS_KEYS["vip"]), declared_ops(r, key, Vip.agent, "vip"))

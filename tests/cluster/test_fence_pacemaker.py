@@ -21,6 +21,7 @@ import pytest
 from lxml import etree
 
 from hapack import install
+from hapack.lab.stack import fence_device_xml
 
 TIMEOUT = 120.0
 
@@ -45,25 +46,6 @@ def fence_bmc_installed():
         os.unlink(path)
 
 
-def device_xml(lab, node, delay=None, host_list=True):
-    """The primitive of the stonith:fence_bmc device that fences ``node``."""
-    bmc = lab.bmc(node)
-    rid = f"fence-{node}"
-    params = {"ip": bmc.address, "ipport": bmc.port, "username": bmc.username,
-              "password_file": bmc.password_file, "cipher": bmc.cipher, "hostname": node}
-    if host_list:
-        params["pcmk_host_list"] = node
-    if delay:
-        params["pcmk_delay_base"] = delay
-    primitive = etree.Element("primitive", id=rid, **{"class": "stonith", "type": "fence_bmc"})
-    attrs = etree.SubElement(primitive, "instance_attributes", id=f"{rid}-params")
-    for name, value in params.items():
-        etree.SubElement(attrs, "nvpair", id=f"{rid}-{name}", name=name, value=str(value))
-    ops = etree.SubElement(primitive, "operations")
-    etree.SubElement(ops, "op", id=f"{rid}-monitor", name="monitor", interval="10s", timeout="20s")
-    return etree.tostring(primitive, encoding="unicode")
-
-
 def configure_fencing(lab):
     run = lab.exec
     run("node1", ["crm_attribute", "--type", "crm_config", "--name", "stonith-enabled",
@@ -72,7 +54,7 @@ def configure_fencing(lab):
     # target through the agent's list (dynamic-list), fence-node2 has a static list
     for node, delay, host_list in (("node1", "2s", False), ("node2", None, True)):
         run("node1", ["cibadmin", "--create", "-o", "resources",
-                      "--xml-text", device_xml(lab, node, delay, host_list)])
+                      "--xml-text", fence_device_xml(lab, node, delay, host_list)])
         run("node1", ["cibadmin", "--create", "-o", "constraints", "--xml-text",
                       f'<rsc_location id="loc-fence-{node}" rsc="fence-{node}" '
                       f'node="{node}" score="-INFINITY"/>'])

@@ -51,8 +51,25 @@ def held(mounts):
     return {nodes for _, nodes in mounts.samples}
 
 
+def story(r, node):
+    """node's own account, in order: ("bmc", detail) for each answer of the peer's BMC,
+    ("lost", message) when it declared the peer lost, ("takeover", reason) for each claim,
+    ("fence", detail) for each power-off it made."""
+    told = []
+    for e in r.events(node):
+        if e["event"] == "step" and e.get("step") in ("power-status", "fence"):
+            told.append(("bmc" if e["step"] == "power-status" else "fence", e.get("detail", "")))
+        elif e["event"] == "peer" and not e.get("alive"):
+            told.append(("lost", e["message"]))
+        elif e["event"] == "transition" and e.get("to") == "takeover":
+            told.append(("takeover", e.get("reason", "")))
+    return told
+
+
 def test_power_loss_of_the_primary_is_taken_over_with_the_peer_off(rig, plain):
-    r = rig()
+    # a long dead time, so the order below holds however slow fence_bmc is under load:
+    # the claim must come from the BMC's "off", long before node1 could be declared dead
+    r = rig(dead_time="5s")
     with r.watch_mounts() as mounts, plain.watch_vip(r.vip, 8080) as watch:
         watch.wait_for(NODE1, timeout=10)
         cut, wall = time.monotonic(), time.time()
@@ -69,6 +86,17 @@ def test_power_loss_of_the_primary_is_taken_over_with_the_peer_off(rig, plain):
                for s in st["failover"]["steps"])
     assert {x["name"]: x["status"] for x in st["resources"]} == {
         "partition": "promoted", "web": "started", "vip": "started", "ldap": "started"}
+    # issue 19: the BMC said off while node1 was only late (asked two heartbeat intervals
+    # into the silence); the claim followed at once, with no dead-time wait (the order of
+    # node2's own account, not a time)
+    told = story(r, NODE2)
+    kinds = [k for k, _ in told]
+    lost = kinds.index("lost")  # (a question before it, answered on, was a late heartbeat)
+    assert kinds[lost - 1:lost + 2] == ["bmc", "lost", "takeover"], told
+    assert "fence" not in kinds and "off" in told[lost - 1][1], told
+    assert "its BMC reports the power off" in told[lost][1], told
+    assert "without waiting out the dead time" in told[lost + 1][1], told
+    assert "fence" not in steps
 
 
 def test_one_link_cut_is_degraded_not_a_failover(rig, plain):
@@ -126,6 +154,10 @@ def test_a_half_second_freeze_changes_nothing(rig, plain):
     assert held(mounts) == {frozenset({NODE1})}
     assert not off(plain, NODE1) and not off(plain, NODE2)
     assert all(not e["message"].startswith("powering") for e in r.events(NODE2))
+    # node1 frozen half a second is late (two intervals): node2 asked its BMC, which said
+    # on, and nothing was claimed (issue 19: only an "off" starts a takeover early)
+    told = story(r, NODE2)
+    assert all(kind == "bmc" and "power on" in detail for kind, detail in told), told
 
 
 def test_a_three_second_freeze_is_fenced_and_taken_over(rig, plain):
@@ -138,8 +170,18 @@ def test_a_three_second_freeze_is_fenced_and_taken_over(rig, plain):
         r.wait_state(NODE2, "primary", timeout=15)
     assert off(plain, NODE1)
     held(mounts)
-    steps = [s["step"] for s in r.status(NODE2)["failover"]["steps"]]
-    assert "fence" in steps
+    # (not the last timeline's steps: a fence slower than the freeze (fence_bmc takes 2-3 s
+    # at a load of 20) lands after node1 thawed and node2 abandoned that claim; node2 then
+    # takes over node1, now off, in a takeover of its own)
+    # the BMC of the frozen node says on (whenever its answer comes): the claim waited for
+    # the dead time (node1 lost "on every link"), and the fence followed it
+    told = story(r, NODE2)
+    kinds = [k for k, _ in told]
+    lost = kinds.index("lost")
+    assert kinds[lost + 1] == "takeover" and "on every link" in told[lost][1], told
+    assert "silent for" in told[lost + 1][1] and "BMC" not in told[lost + 1][1], told
+    assert all("power on" in detail for kind, detail in told if kind == "bmc"), told
+    assert "fence" in kinds[lost + 2:], told
 
 
 def test_bmc_unreachable_keeps_the_vip_only_and_never_mounts(rig, plain):

@@ -180,6 +180,23 @@ def test_kill_one_process_inside_a_node(plain):
     assert lab.running("node2")
 
 
+def test_restore_stops_background_processes_but_never_a_restarted_service(plain):
+    """A daemon started again as systemd would (campaign: pacemakerd, hamon) is the node's
+    own: the campaign's soak lost a cluster when restore() killed a restarted pacemakerd
+    with the test's background processes and then waited for quorum forever."""
+    lab = plain
+    background = lab.spawn("node2", ["sleep", "1001"], name="background")
+    service = lab.spawn("node2", ["sleep", "1002"], name="service", service=True)
+    assert background.running and service.running
+    lab.stop_background()
+    assert not background.running
+    assert service.running and any(p.cmdline.split()[-1:] == ["1002"] for p in lab.processes("node2"))
+    lab.restore()
+    assert service.running
+    service.stop()
+    assert not service.running
+
+
 def test_an_unreachable_bmc_times_out_and_comes_back(plain):
     lab = plain
     bmc = lab.bmc("node1")

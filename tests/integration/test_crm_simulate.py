@@ -125,6 +125,7 @@ class Graph:
 
     def __init__(self, path: Path):
         root = etree.parse(str(path)).getroot()
+        self.attrib = dict(root.attrib)   # the scheduler's instructions to the controller
         self.actions = {}     # id -> (key, node, element)
         self.inputs = {}      # id -> ids it waits for
         for synapse in root.iterfind("synapse"):
@@ -302,17 +303,23 @@ def test_everything_runs_where_the_patent_puts_it(tmp_path):
     assert where["fence-node2"] == {("Started", "node1")}
 
 
-def test_primary_fails_fence_promote_then_vip_and_layers_in_order(tmp_path):
+def test_primary_fails_fence_then_vip_while_promoting_then_layers_in_order(tmp_path):
     cluster = running(tmp_path, render()[1])
     result, graph = cluster.simulate("--node-fail", "node1")
     assert {"task": "Fence (off)", "node": "node1",
             "reason": "peer is no longer part of the cluster"} in summary(result)
     graph.chain(("stonith-node1-off", "node1"),
                 ("partition_promote_0", "node2"),
-                ("vip_start_0", "node2"),
                 ("activemq_start_0", "node2"),
                 ("postgresql_start_0", "node2"),
                 ("slapd_start_0", "node2"))
+    # the VIP waits for the fence, then starts while the partition's notify and promote
+    # round runs; the layers wait for both
+    graph.chain(("stonith-node1-off", "node1"), ("vip_start_0", "node2"),
+                ("activemq_start_0", "node2"))
+    vip, promote = graph.find("vip_start_0", "node2"), graph.find("partition_promote_0", "node2")
+    assert not graph.waits_for(vip, promote)
+    assert not graph.waits_for(vip, graph.find("partition_pre_notify_promote_0"))
     # the stateless copies on the survivor are left alone
     assert not [k for k in graph.resource_ops("node2") if k.split("_")[0] in STATELESS]
     # fencing the node that holds the stateful side waits priority-fencing-delay
@@ -355,13 +362,53 @@ def test_a_stateful_layer_failing_repeatedly_moves_the_stateful_side(tmp_path):
     assert not [a for a in summary(result) if a.get("task", "").startswith("Fence")]
     # stop in reverse on node1, demote there, then promote on node2 and start in order
     graph.chain(("slapd_stop_0", "node1"), ("postgresql_stop_0", "node1"),
-                ("activemq_stop_0", "node1"), ("vip_stop_0", "node1"),
+                ("activemq_stop_0", "node1"),
                 ("partition_demote_0", "node1"), ("partition_promote_0", "node2"),
-                ("vip_start_0", "node2"), ("activemq_start_0", "node2"),
+                ("activemq_start_0", "node2"),
                 ("postgresql_start_0", "node2"), ("slapd_start_0", "node2"))
+    graph.chain(("activemq_stop_0", "node1"), ("vip_stop_0", "node1"), ("vip_start_0", "node2"),
+                ("activemq_start_0", "node2"))
     assert not [k for k in graph.resource_ops("node1") + graph.resource_ops("node2")
                 if k.split("_")[0] in STATELESS]
     after = placement(cluster.settle())
+    assert after["partition"] == {("Promoted", "node2"), ("Unpromoted", "node1")}
+
+
+def _monitor_ms(cib: bytes, layer: str) -> int:
+    op = etree.fromstring(cib).find(f".//primitive[@id='{layer}']/operations/op[@name='monitor']")
+    value = op.get("interval")
+    return int(value[:-2]) if value.endswith("ms") else int(value.rstrip("s")) * 1000
+
+
+@pytest.mark.parametrize("layer", STATEFUL)
+@pytest.mark.parametrize("monitors", [1, 2])
+def test_a_failed_start_counts_once_towards_the_threshold_like_a_failed_monitor(tmp_path, layer,
+                                                                                monitors):
+    """A layer killed during its recovery start (the campaign's layer-kill-repeated) is
+    retried in place until migration-threshold failures in all, monitor and start
+    failures alike, then the stateful side moves; with Pacemaker's default
+    start-failure-is-fatal=true one failed start banned it from the node at once, and
+    two in a row (one per node) left it stopped everywhere until a cleanup.
+
+    The fail count of a failed start is raised by the controller, by the amount the
+    scheduler writes into each transition graph (``failed-start-offset``: "INFINITY"
+    under start-failure-is-fatal=true, else "1"); crm_simulate itself always adds 1, so
+    the offset is checked in every graph, and the placements follow from it."""
+    stack, cib = render()
+    cluster = running(tmp_path, cib)
+    threshold = stack.cluster.migration_threshold
+    monitor = f"{layer}_monitor_{_monitor_ms(cib, layer)}@node1=1"
+    for failures in range(1, threshold):
+        if failures <= monitors:
+            cluster.inject("-i", monitor)
+        result, graph = cluster.simulate("-F", f"{layer}_start_0@node1=1")
+        assert graph.attrib["failed-start-offset"] == "1"
+        assert graph.resource_ops("node2") == [], f"moved after {failures} failures"
+        assert graph.has(f"{layer}_start_0", "node1")
+    result, graph = cluster.simulate()
+    assert graph.has("partition_promote_0", "node2") and graph.has(f"{layer}_start_0", "node2")
+    after = placement(cluster.settle())
+    assert after[layer] == {("Started", "node2")}
     assert after["partition"] == {("Promoted", "node2"), ("Unpromoted", "node1")}
 
 
@@ -371,9 +418,11 @@ def test_primary_standby_is_a_clean_switchover(tmp_path):
     result, graph = cluster.simulate()
     assert not [a for a in summary(result) if a.get("task", "").startswith("Fence")]
     assert not [k for k, _ in graph.keys() if k and k.startswith("stonith")]
-    graph.chain(("vip_stop_0", "node1"), ("partition_demote_0", "node1"),
-                ("partition_promote_0", "node2"), ("vip_start_0", "node2"),
+    graph.chain(("slapd_stop_0", "node1"), ("partition_demote_0", "node1"),
+                ("partition_promote_0", "node2"), ("activemq_start_0", "node2"),
                 ("slapd_start_0", "node2"))
+    graph.chain(("slapd_stop_0", "node1"), ("vip_stop_0", "node1"), ("vip_start_0", "node2"),
+                ("activemq_start_0", "node2"))
     after = placement(cluster.settle())
     assert after["partition"] == {("Promoted", "node2")}
     for name in ("vip", *STATEFUL):
@@ -400,3 +449,112 @@ def test_vip_start_after_a_layer(tmp_path):
     graph.chain(("partition_promote_0", "node2"), ("activemq_start_0", "node2"),
                 ("postgresql_start_0", "node2"), ("vip_start_0", "node2"),
                 ("slapd_start_0", "node2"))
+
+
+# -- the orderings every transition keeps, whatever the VIP's place -------------------
+
+def _scenarios(stack):
+    threshold = stack.cluster.migration_threshold
+    yield "node1 lost", [("--node-fail", "node1")]
+    yield "node2 lost", [("--node-fail", "node2")]
+    yield "node1 standby", ["standby node1"]
+    for layer in ("vip", *STATEFUL):
+        yield f"{layer} fails {threshold} times", [
+            ("-i", f"{layer}_monitor_10000@node1=1")] * threshold
+
+
+def _other(node):
+    return "node2" if node == "node1" else "node1"
+
+
+def _check_orderings(graph, layers, vip_alone=False):
+    """In one transition graph: nothing that holds the stateful side or the VIP starts on
+    a node before the other node's fence, if it is fenced; each stateful layer starts
+    after the promotion on its node; the VIP and the partition are never started or
+    promoted on a node before they are stopped or demoted on the other one."""
+    for aid, (key, node, element) in graph.actions.items():
+        if element.tag != "rsc_op" or key is None:
+            continue
+        name, task = key.rsplit("_", 2)[0], element.get("operation")
+        if task not in ("start", "promote") or name not in ("vip", "partition", *layers):
+            continue
+        other = _other(node)
+        if graph.has(f"stonith-{other}-off"):
+            assert graph.waits_for(aid, graph.find(f"stonith-{other}-off")), (key, node)
+        if name in layers and graph.has("partition_promote_0", node):
+            assert graph.waits_for(aid, graph.find("partition_promote_0", node)), (key, node)
+        if vip_alone and name == "vip" and graph.has("partition_promote_0", node):
+            assert not graph.waits_for(aid, graph.find("partition_promote_0", node)), key
+        first = {"vip": "vip_stop_0", "partition": "partition_demote_0"}.get(name)
+        if first and (task == "promote" or name == "vip") and graph.has(first, other):
+            assert graph.waits_for(aid, graph.find(first, other)), (key, node, first)
+
+
+@pytest.mark.parametrize("start_after", [None, "postgresql", "slapd"])
+def test_no_transition_starts_the_stateful_side_before_the_fence_or_the_vip_twice(
+        tmp_path, start_after):
+    """Every scenario, every transition until the cluster settles, for the VIP alone
+    (first) and in the group: the orderings of :func:`_check_orderings` hold, and the VIP
+    alone never waits for the partition's promotion."""
+    stack, cib = render(**({"start_after": start_after} if start_after else {}))
+    checked = 0
+    for name, events in _scenarios(stack):
+        folder = tmp_path / name.replace(" ", "-")
+        folder.mkdir()
+        cluster = running(folder, cib)
+        for event in events:
+            if event == "standby node1":
+                cluster.standby("node1")
+                continue
+            if event[0] == "-i":       # a failed monitor, then the transition it causes
+                cluster.inject(*event)
+                event = ()
+            _, graph = cluster.simulate(*event)
+            _check_orderings(graph, STATEFUL, start_after is None)
+            checked += 1
+        for _ in range(4):
+            result, graph = cluster.simulate()
+            _check_orderings(graph, STATEFUL, start_after is None)
+            if not result.findall("actions/*"):
+                break
+        where = placement(result)
+        promoted = [n for role, n in where.get("partition", ()) if role == "Promoted"]
+        assert len(promoted) <= 1, (name, where)
+        assert len(where.get("vip", ())) <= 1, (name, where)
+        for layer in STATEFUL:
+            assert {n for _, n in where.get(layer, ())} <= set(promoted), (name, layer, where)
+    assert checked >= 6
+
+
+def test_requires_quorum_would_start_the_vip_before_the_fence(tmp_path):
+    """Why the VIP keeps requires=fencing (docs/demo.md, "The VIP before the fence?"):
+    with requires=quorum and no ordering against the stateful group, Pacemaker 2.1.5's
+    scheduler starts the VIP on the survivor without waiting for the lost node's fence
+    (its stop there becomes a pseudo-action not ordered after the fencing:
+    order_stop_vs_fencing), so in a split both nodes would hold it. With the rendered
+    CIB it waits for the fence; requires=quorum alone does not change that while the
+    group is ordered after the VIP (the VIP's implied stop follows the group's)."""
+    _, cib = render()
+
+    def variant(requires, keep_order):
+        root = etree.fromstring(cib)
+        if requires:
+            meta = root.find(".//primitive[@id='vip']/meta_attributes")
+            etree.SubElement(meta, "nvpair", id="vip-meta_attributes-requires", name="requires",
+                             value=requires)
+        if not keep_order:
+            order = root.find(".//rsc_order[@id='ord-vip-then-stateful']")
+            order.getparent().remove(order)
+        return etree.tostring(root)
+
+    def vip_waits_for_the_fence(name, data):
+        folder = tmp_path / name
+        folder.mkdir()
+        _, graph = running(folder, data).simulate("--node-fail", "node1")
+        return graph.waits_for(graph.find("vip_start_0", "node2"), graph.find("stonith-node1-off"))
+
+    assert vip_waits_for_the_fence("rendered", cib)
+    assert vip_waits_for_the_fence("quorum-ordered", variant("quorum", True))
+    assert not vip_waits_for_the_fence("quorum-alone", variant("quorum", False))
+    assert not vip_waits_for_the_fence("nothing-alone", variant("nothing", False))
+    assert vip_waits_for_the_fence("fencing-alone", variant(None, False))

@@ -64,11 +64,13 @@ def pdu(tmp_path):
         yield sim
 
 
-def test_a_dead_bmc_falls_through_to_the_pdu_and_the_node_is_gone(installed, pdu, tmp_path):
+def test_a_dead_bmc_falls_through_to_the_pdu_and_the_node_is_gone(installed, pdu, tmp_path,
+                                                                 request):
     stack = stack_with_pdu(tmp_path, free_udp_port("127.0.0.1"), pdu)
     out = io.StringIO()
     log = EventLog("node2", None, stream=out)
     fencer = Fencer.for_peer(installed("fence_bmc"), stack.node("node1"), 10.0, log)
+    request.addfinalizer(fencer.close)        # its fence_bmc started ahead
     assert pdu.powered_node_alive()
     assert fencer.status() is Power.ON           # level 1 cannot tell; the PDU can
     assert fencer.verified_by == ""
@@ -83,11 +85,12 @@ def test_a_dead_bmc_falls_through_to_the_pdu_and_the_node_is_gone(installed, pdu
     assert fencer.verified_by == "level 2: fence-node1-pdu (fence_ipmilan) status"
 
 
-def test_when_the_pdu_is_dead_too_nothing_is_confirmed(installed, pdu, tmp_path):
+def test_when_the_pdu_is_dead_too_nothing_is_confirmed(installed, pdu, tmp_path, request):
     stack = stack_with_pdu(tmp_path, free_udp_port("127.0.0.1"), pdu)
     pdu.stop()
     fencer = Fencer.for_peer(installed("fence_bmc"), stack.node("node1"), 5.0,
                              EventLog("node2", None, stream=io.StringIO()))
+    request.addfinalizer(fencer.close)
     with pytest.raises(FenceFailed) as info:
         fencer.off()
     assert "level 1: " in str(info.value) and "level 2: " in str(info.value)

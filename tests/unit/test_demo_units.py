@@ -63,7 +63,8 @@ def test_the_lab_stack_file_is_valid_and_renders_the_patent_topology():
     root = etree.fromstring(cib.render(stack, "stack.toml"))
     group = root.find(".//group[@id='g-stateful']")
     assert [p.get("id") for p in group.iterfind("primitive")] == \
-        ["vip", "postgresql", "slapd", "activemq"]
+        ["postgresql", "slapd", "activemq"]
+    assert root.find("configuration/resources/primitive[@id='vip']").get("type") == "vip"
     assert root.find(".//clone[@id='cl-partition']/primitive").get("type") == "partition"
     fence = root.find(".//primitive[@id='fence-node1']")
     assert fence.get("type") == "fence_bmc"

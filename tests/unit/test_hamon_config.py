@@ -26,7 +26,7 @@ class Log:
 
 def test_defaults_are_the_issue_timings():
     s = settings({})
-    assert (s.interval, s.dead_time, s.warn) == (0.2, 1.2, 0.6)
+    assert (s.interval, s.dead_time, s.warn) == (0.2, 1.2, 0.4)  # warn: two intervals
     assert s == Settings()
 
 

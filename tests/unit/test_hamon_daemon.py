@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pathlib
+import random
 
 import pytest
 
@@ -158,19 +159,113 @@ def test_cold_start_the_primary_acquires_and_everything_starts(pair):
     assert pair["node2"].actor.fencer.calls == [] and pair["node1"].actor.fencer.calls == []
 
 
-def test_power_loss_of_the_primary_takes_over_with_the_peer_off(pair):
+def takeover_moment(pair, node="node2", seconds=6.0, dt=0.05):
+    """Run until ``node`` enters takeover; the membership's view of its peer then (or None)."""
+    d = pair[node]
+    for _ in range(round(seconds / dt)):
+        pair.run(dt, dt)
+        if d.machine.state is not State.SECONDARY:
+            return d.membership.view(pair.clock.now)
+    return None
+
+
+def test_power_loss_of_the_primary_is_taken_over_without_waiting_out_the_dead_time(pair):
+    """Issue 19: the BMC of a late peer says off: the gate is met, the takeover starts while
+    the peer is still within its dead time (the order of events, not a speed)."""
     pair.power_off("node1")
-    pair.run(0.95)  # its last heartbeat left at most one interval (0.2s) before the cut
-    assert pair.state("node2") is State.SECONDARY
-    pair.run(0.4)
-    assert pair.state("node2") is State.PRIMARY
-    assert pair.promoted("node2")
+    seen = takeover_moment(pair)
+    assert seen is not None and seen.alive, "the takeover waited for the dead time"
+    assert seen.silent_for >= pair["node2"].s.warn      # only a late peer's BMC is asked
+    pair.run(1)
+    assert pair.state("node2") is State.PRIMARY and pair.promoted("node2")
     assert pair["node2"].actor.fencer.calls == ["status"]  # asked early, already off: no shot
     steps = [s["step"] for s in pair["node2"].world.timelines["takeover"]["steps"]]
     assert steps == ["power-status", "decided", "start vip", "promote partition",
                      "start activemq", "start postgresql", "start slapd", "end"]
+    decided = pair["node2"].world.timelines["takeover"]["steps"][1]
+    assert decided["start"] < pair["node2"].s.dead_time   # from node1's last heartbeat
+    assert "BMC reports the power off" in pair.log("node2")
     found, note = confirm.read(pair["node2"].actor.confirmation_file, "node2")
     assert (found.peer, found.how, note) == ("node1", "fence_bmc status", "")
+
+
+def test_the_peer_lost_is_reported_before_the_takeover_starts(pair):
+    pair.power_off("node1")
+    pair.run(2)
+    log = pair.log("node2")
+    assert log.index("power-status: done") < log.index("node1 lost: silent for") \
+        < log.index("-> takeover")
+    assert "its BMC reports the power off" in log
+
+
+@pytest.mark.parametrize("freeze", [0.3, 0.5, 0.75, 0.79, 0.95])
+@pytest.mark.parametrize("phase", [0.0, 0.05, 0.1, 0.15])
+def test_a_freeze_under_the_dead_time_never_takes_over_its_bmc_says_on(pair, freeze, phase):
+    """The BMC of a frozen peer says on: no early takeover, whatever the freeze's length
+    under the dead time and its phase against the heartbeats."""
+    pair.run(phase)
+    pair.frozen.add("node1")
+    for _ in range(round(freeze / 0.05)):
+        pair.run(0.05)
+        assert pair.state("node2") is State.SECONDARY
+    pair.frozen.discard("node1")
+    pair.run(3)
+    assert (pair.state("node1"), pair.state("node2")) == (State.PRIMARY, State.SECONDARY)
+    assert pair.power == {"node1": True, "node2": True}
+    assert "off" not in pair["node2"].actor.fencer.calls
+    assert ("partition", "promote") not in pair.agents("node2").calls
+
+
+def test_a_freeze_longer_than_the_dead_time_is_taken_over_only_after_it(pair):
+    pair.frozen.add("node1")
+    seen = takeover_moment(pair)
+    assert seen is not None and not seen.alive, "taken over before the dead time"
+    assert pair["node2"].actor.fencer.calls[0] == "status"
+    pair.run(3)
+    assert pair.power["node1"] is False and pair.state("node2") is State.PRIMARY
+    assert pair["node2"].actor.fencer.calls.count("off") == 1
+
+
+def test_an_unreachable_bmc_of_a_late_peer_is_not_off(pair):
+    """"Unknown" is never "off": a BMC that does not answer starts nothing early."""
+    pair["node2"].actor.fencer.reachable = False
+    pair.power["node1"] = False
+    seen = takeover_moment(pair)
+    assert seen is not None and not seen.alive
+    assert ("partition", "promote") not in pair.agents("node2").calls
+
+
+def test_a_failed_question_forgets_an_earlier_off(pair):
+    """A BMC step that fails leaves the power unknown: an "off" read before the peer's last
+    heartbeat must not look fresh because a later question failed at a later time."""
+    from hapack.hamon.snapshot import Act, Decision
+    d = pair["node2"]
+    d.world.power, d.world.power_at = Power.OFF, pair.clock.now - 5
+    for act in (Act.POWER_STATUS, Act.FENCE):
+        d.world.power = Power.OFF
+        ok, _ = d.actor.apply(Decision(act, "test"), FenceFailed("no answer"), pair.clock.now)
+        assert not ok and d.world.power is Power.UNKNOWN
+
+
+def _status_calls(pair):
+    return pair["node2"].actor.fencer.calls.count("status")
+
+
+@pytest.mark.parametrize("silent, every", [(0.45, 0.5), (0.55, 0.6), (0.7, 0.8), (0.9, 1.0)])
+def test_a_flapping_peer_costs_at_most_one_bmc_question_per_spacing(pair, silent, every):
+    """The BMC query load is bounded: node1 falls silent for ``silent`` every ``every``
+    seconds (late each time, never dead) for a minute: node2 asks at most once per
+    late spell and once per power_query_spacing, and never takes over."""
+    spacing = pair["node2"].policy.power_query_spacing
+    before = _status_calls(pair)
+    for _ in range(round(60 / every)):
+        pair.frozen.add("node1")
+        pair.run(silent)
+        pair.frozen.discard("node1")
+        pair.run(every - silent)
+    asked = _status_calls(pair) - before
+    assert 0 < asked <= 60 / max(spacing, every) + 1, asked
+    assert pair.state("node2") is State.SECONDARY and pair.power["node1"]
 
 
 def test_one_link_cut_is_degraded_not_a_failover(pair):
@@ -375,3 +470,74 @@ def test_startup_alone_with_the_peer_powered_on_does_not_take_over(tmp_path):
     assert pair.state("node2") is State.STARTING
     assert pair.power["node1"] is True
     assert "wait-for-all" in pair.log("node2")
+
+
+# -- hamon cleanup: the operator forgets failures (crm_resource --cleanup) -------------
+
+STATEFUL_LAYERS = ("activemq", "postgresql", "slapd")
+
+
+def give_up(pair, node, layer="postgresql"):
+    """``layer`` fails on ``node`` until hamon gives it up (migration_threshold)."""
+    for _ in range(pair[node].world.migration_threshold):
+        pair.agents(node).broken.add(layer)
+        pair.run(11)
+
+
+def stateful_only_with_the_partition(pair):
+    for node in ("node1", "node2"):
+        state = pair.agents(node).state
+        running = [layer for layer in STATEFUL_LAYERS if state.get(layer) == "started"]
+        if pair.power[node] and running:
+            assert state.get("partition") == "promoted", f"{running} on {node} unpromoted"
+
+
+def test_cleanup_starts_a_layer_given_up_on_both_nodes_where_the_side_is_held(pair):
+    give_up(pair, "node1")
+    assert pair.state("node2") is State.PRIMARY
+    give_up(pair, "node2")      # node1 cannot take it back: left stopped on node2
+    assert pair.agents("node2").state["postgresql"] == "stopped"
+    assert "cannot take over: leaving it stopped" in pair.log("node2")
+    answer = report.handle(pair["node2"], {"cmd": "cleanup", "resource": "postgresql"})
+    assert answer == {"ok": True, "message": "failures forgotten on node2: postgresql (3)"}
+    pair.run(3)
+    assert pair.agents("node2").state["postgresql"] == "started"
+    assert pair.state("node2") is State.PRIMARY
+    assert not pair["node1"].world.eligible(pair.clock.now)
+    assert report.handle(pair["node1"], {"cmd": "cleanup"})["ok"]
+    pair.run(1)
+    assert pair["node2"].membership.view(pair.clock.now).status.eligible
+
+
+def test_cleanup_of_an_unknown_resource_is_refused_and_forgets_nothing(pair):
+    give_up(pair, "node1")
+    before = len(pair["node1"].world.by_name["postgresql"].failures)
+    answer = report.handle(pair["node1"], {"cmd": "cleanup", "resource": "postgres"})
+    assert not answer["ok"] and "no resource 'postgres'" in answer["error"]
+    assert "postgresql" in answer["error"]
+    assert len(pair["node1"].world.by_name["postgresql"].failures) == before > 0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_cleanups_at_random_moments_never_start_a_layer_off_the_promoted_partition(tmp_path,
+                                                                                    seed):
+    rnd = random.Random(seed)
+    pair = Pair(str(tmp_path))
+    pair.run(3)
+    for _ in range(30):
+        node = rnd.choice(["node1", "node2"])
+        move = rnd.choice(["break", "break", "cleanup", "cleanup-all", "wait"])
+        if move == "break":
+            pair.agents(node).broken.add(rnd.choice(STATEFUL_LAYERS))
+        elif move.startswith("cleanup"):
+            name = None if move == "cleanup-all" else rnd.choice(STATEFUL_LAYERS)
+            assert report.handle(pair[node], {"cmd": "cleanup", "resource": name})["ok"]
+        for _ in range(rnd.randint(1, 40)):
+            pair.run(0.25)
+            stateful_only_with_the_partition(pair)
+    for node in ("node1", "node2"):
+        report.handle(pair[node], {"cmd": "cleanup"})
+    pair.run(40)
+    holders = [n for n in ("node1", "node2") if pair.promoted(n)]
+    assert len(holders) == 1
+    assert all(pair.agents(holders[0]).state.get(layer) == "started" for layer in STATEFUL_LAYERS)

@@ -127,6 +127,69 @@ def test_a_late_peer_makes_us_ask_its_bmc_early():
         is Act.WAIT
 
 
+def late(for_s=0.5, state="primary", **said):
+    """The peer within its dead time, silent for ``for_s`` (a freeze, a cut, or dead)."""
+    return dataclasses.replace(peer_alive(state, **said), silent_for=for_s)
+
+
+@pytest.mark.parametrize("for_s", [0.4, 0.5, 0.8, 1.19])
+def test_a_late_peer_whose_bmc_says_off_is_taken_over_at_once(for_s):
+    """Issue 19: a power-off after the peer's last heartbeat is the gate; no dead time."""
+    d = decide(secondary(late(for_s), power=Power.OFF, power_age=0.05))
+    assert (d.action, d.to) == (Act.GOTO, State.TAKEOVER), d
+    assert "without waiting out the dead time" in d.reason
+    claim = takeover(late(for_s), power=Power.OFF, power_age=0.05)
+    assert (decide(claim).action, decide(claim).resource) == (Act.START, "vip")
+    d = decide(dataclasses.replace(claim, vip_tried=True))
+    assert (d.action, d.resource) == (Act.PROMOTE, "partition")
+    assert "confirmed powered off" in d.reason
+
+
+@pytest.mark.parametrize("power, age", [(Power.ON, 0.05), (Power.UNKNOWN, 0.05),
+                                        (Power.UNKNOWN, INF), (Power.OFF, "older"),
+                                        (Power.OFF, INF)])
+def test_a_late_peer_is_not_taken_over_without_a_fresh_off(power, age):
+    """A freeze or a link cut (the BMC says on), a BMC that did not answer (unknown), an
+    "off" older than the peer's last heartbeat: no takeover before the dead time."""
+    for for_s in (0.3, 0.5, 0.79, 1.19):
+        power_age = for_s + 0.01 if age == "older" else age
+        d = decide(secondary(late(for_s), power=power, power_age=power_age))
+        assert d.to is None and d.action in (Act.WAIT, Act.POWER_STATUS), (for_s, d)
+
+
+def test_a_late_peer_in_maintenance_or_a_node_that_may_not_take_over_waits():
+    off = dict(power=Power.OFF, power_age=0.05)
+    d = decide(secondary(late(0.5, maintenance=True), **off))
+    assert d.action is Act.WAIT and "maintenance" in d.reason
+    for kw in (dict(standby=True), dict(upstream=False)):
+        d = decide(secondary(late(0.5), **off, **kw))
+        assert d.action is Act.WAIT and "may not take over" in d.reason, kw
+
+
+def test_the_early_question_is_spaced_and_asked_once_per_late_spell():
+    spacing = Policy().power_query_spacing
+    assert decide(secondary(late(0.5))).action is Act.POWER_STATUS
+    # answered after the last heartbeat: not again in this spell
+    assert decide(secondary(late(0.9), power=Power.ON, power_age=0.4)).action is Act.WAIT
+    # a new spell, but the last answer is younger than the spacing: not yet
+    d = decide(secondary(late(0.5), power=Power.ON, power_age=spacing - 0.01))
+    assert d.action is Act.WAIT, d
+    d = decide(secondary(late(0.5), power=Power.ON, power_age=spacing))
+    assert d.action is Act.POWER_STATUS, d
+    # not late yet: no question at all
+    assert decide(secondary(late(Policy().warn_time - 0.01))).action is Act.WAIT
+    # one at a time: a question in flight is not doubled
+    d = decide(secondary(late(0.5), bmc_busy="power-status"))
+    assert d.action is Act.WAIT, d
+
+
+def test_the_default_question_comes_two_heartbeat_intervals_into_a_silence():
+    from hapack.hamon import defaults as D
+    assert Policy().warn_time == D.warn(D.DEAD_TIME) == 2 * D.INTERVAL
+    assert D.warn(0.6, 0.0, 0.2) == 0.3          # at most half the dead time
+    assert D.warn(1.2, 0.7, 0.2) == 0.7          # a warn_time given is kept
+
+
 def test_a_power_reading_older_than_the_last_heartbeat_is_not_evidence():
     stale = takeover(peer_silent(for_s=1.3), vip_tried=True, power=Power.OFF, power_age=5.0)
     assert decide(stale).action is Act.POWER_STATUS
@@ -428,8 +491,10 @@ def random_snapshot(rng):
         if rng.random() < 0.5 else peer_silent(rng.uniform(1.2, 9), **said)
     views = lambda names: tuple(ResourceView(n, rng.choice(list(Res)), rng.randint(0, 4))
                                 for n in names)
+    if peer.alive and rng.random() < 0.5:
+        peer = dataclasses.replace(peer, silent_for=rng.uniform(0.1, 1.19))  # late
     return snapshot(state, peer, (views(["partition"])[0], views(["apache"]), views(SIDE)),
-                    power=rng.choice(list(Power)), power_age=rng.choice([0.1, 2.0, INF]),
+                    power=rng.choice(list(Power)), power_age=rng.choice([0.05, 0.5, 2.0, INF]),
                     preferred=rng.random() < 0.5, busy=rng.choice([None, None, "monitor web"]),
                     bmc_busy=rng.choice([None, None, "fence"]),
                     claim_acked=rng.random() < 0.5, fence_attempts=rng.randint(0, 4),
@@ -455,9 +520,26 @@ def test_the_partition_is_never_promoted_without_the_gate():
         d = decide(s)
         if d.action is Act.PROMOTE or (d.action in (Act.START, Act.RESTART)
                                        and d.resource in ("postgresql", "slapd")):
-            assert gate_holds(s) or s.state is State.PRIMARY, (s, d)
+            assert gate_holds(s) or (s.state is State.PRIMARY
+                                     and s.partition.status is Res.PROMOTED), (s, d)
             promoted += 1
-    assert promoted > 100  # the property was exercised
+    assert promoted > 50  # the property was exercised
+
+
+def test_a_live_peer_holding_the_stack_is_claimed_only_when_confirmed_off():
+    """Under random snapshots: a secondary claims a peer within its dead time that says
+    it holds the stateful side (not a failed stop) only on an "off" read after its last
+    heartbeat: a freeze shorter than the dead time never starts a takeover."""
+    rng = random.Random(19)
+    early = 0
+    for _ in range(20000):
+        s = random_snapshot(rng)
+        d = decide(s)
+        if s.state is State.SECONDARY and d.to is State.TAKEOVER and s.peer.alive \
+                and s.peer.status.active and not s.peer.status.stop_failed:
+            assert s.power is Power.OFF and s.power_age <= s.peer.silent_for, (s, d)
+            early += 1
+    assert early > 20  # the property was exercised
 
 
 def test_a_yielding_node_never_fences_and_every_decision_is_legal():
@@ -473,3 +555,67 @@ def test_a_yielding_node_never_fences_and_every_decision_is_legal():
         if d.to is not None:
             assert d.to in EDGES[s.state], (s.state, d)
         assert d.reason
+
+
+# -- no stateful layer on an unpromoted partition (found by the simulator's deep walks) --
+
+PEERS_NOT_HOLDING = (peer_silent(state="secondary"), peer_never_seen(),
+                     peer_alive("secondary", eligible=True), peer_silent(for_s=5.0),
+                     peer_alive("maintenance", active=False))
+
+
+@pytest.mark.parametrize("part", [Res.STOPPED, Res.STARTED, Res.UNKNOWN])
+@pytest.mark.parametrize("layers", [("vip",), ("vip", "postgresql"), ("postgresql",), ()])
+def test_a_node_never_starts_a_stateful_layer_on_an_unpromoted_partition(part, layers):
+    """Maintenance switched on during a takeover and off again: the probe finds the VIP
+    (or a layer) running and the partition not promoted. The node resumed as primary and
+    started the stateful layers on the bare mount point. In every state and with every
+    peer, a start or restart of a layer other than the VIP needs the partition promoted."""
+    side = tuple(ResourceView(n, Res.STARTED if n in layers else Res.STOPPED) for n in SIDE)
+    partition = ResourceView("partition", part)
+    for state in (State.STARTING, State.PRIMARY, State.TAKEOVER):
+        for peer in PEERS_NOT_HOLDING:
+            d = decide(snapshot(state, peer, (partition, (ResourceView("apache", Res.STARTED),),
+                                              side), probed=True))
+            if d.action in (Act.START, Act.RESTART):
+                assert d.resource in ("vip", "partition"), (state, peer, d)
+            if state is State.STARTING and d.to is State.PRIMARY:
+                raise AssertionError(f"resumed as primary with the partition {part.value}: {d}")
+
+
+# -- a gone peer is taken over from even with recent failures here (soak finding 8) ------
+
+@pytest.mark.parametrize("gone", ["dead", "late-off"])
+@pytest.mark.parametrize("layer", SIDE)
+def test_recent_failures_here_never_leave_the_stack_down_when_the_peer_is_gone(gone, layer):
+    """A layer failed here 3 times, the stack switched to the peer, and the peer then
+    crashed: the node waited until failure_timeout (10 min) with the stack down. Now it
+    takes over; the given-up layer is left stopped (as Pacemaker's migration threshold
+    bans that resource only), every other layer starts; the peer's return hands the whole
+    stack back to it (finding 4's rule)."""
+    peer = peer_silent(state="primary") if gone == "dead" else late(0.5)
+    power = dict(power=Power.OFF, power_age=0.05) if gone == "late-off" else {}
+    failed = dict(failures=3)
+    partition, base, side = secondary_side()
+    side = tuple(dataclasses.replace(v, **failed) if v.name == layer else v for v in side)
+    d = decide(secondary(peer, (partition, base, side), eligible=False, **power))
+    assert d.to is State.TAKEOVER, d
+    # the takeover with the gate met: the partition promoted, then every layer but the
+    # given-up one, which is never started (and stopped if it failed again)
+    started, partition = [], ResourceView("partition", Res.PROMOTED)
+    for _ in range(10):
+        d = decide(takeover(peer_silent(state="primary"), (partition, base, side),
+                            eligible=False, power=Power.OFF, power_age=0.05, vip_tried=True))
+        if d.action is Act.GOTO:
+            break
+        assert d.action is Act.START and d.resource != layer, d
+        started.append(d.resource)
+        side = tuple(dataclasses.replace(v, status=Res.STARTED) if v.name == d.resource else v
+                     for v in side)
+    assert d.to is State.PRIMARY, d
+    assert started == [n for n in SIDE if n != layer]
+    failing = tuple(dataclasses.replace(v, status=Res.FAILED) if v.name == layer else v
+                    for v in side)
+    d = decide(takeover(peer_silent(state="primary"), (partition, base, failing),
+                        eligible=False, power=Power.OFF, power_age=0.05, vip_tried=True))
+    assert (d.action, d.resource) == (Act.STOP, layer) and "leaving it stopped" in d.reason, d

@@ -17,7 +17,7 @@ import pytest
 import hamon_sim as sim
 from hapack.hamon import decide as decide_mod
 from hapack.hamon.decide import goto
-from hapack.hamon.snapshot import Res
+from hapack.hamon.snapshot import Power, Res
 from hapack.hamon.states import State
 from hapack.hamon.world import World
 
@@ -134,3 +134,53 @@ def test_the_old_rules_leave_the_stack_down_after_the_peer_is_back(monkeypatch):
 def test_liveness_holds_from_every_start_without_faults():
     for start in sim.starts():
         assert sim.stack_liveness(start) is None
+
+
+# -- issue 19: a late peer's BMC answer acted on at once ----------------------------------
+
+def _early_on_any_answer(s):
+    """A broken rule: any answer after the last heartbeat but "on" counts as off (a failed
+    question, the power unknown, taken for a power cut)."""
+    return s.power is not Power.ON and decide_mod._power_read(s)
+
+
+def _early_on_any_off(s):
+    """A broken rule: an "off" counts however old it is (read before the last heartbeat)."""
+    return s.power is Power.OFF
+
+
+def _early_on_lateness(s):
+    """A broken rule: a late peer is taken over whatever its BMC says (a freeze)."""
+    return s.peer.silent_for >= s.policy.warn_time
+
+
+@pytest.mark.parametrize("broken", [_early_on_any_answer, _early_on_any_off,
+                                    _early_on_lateness])
+def test_the_search_catches_an_early_takeover_without_a_fresh_off(monkeypatch, broken):
+    """The model lets the BMC of a late peer answer off (power cut) or on (frozen), fail,
+    and age: each way of taking over a late peer without a fresh "off" is found."""
+    monkeypatch.setattr(decide_mod, "confirmed_off", broken)
+    sim.clear_cache()
+    try:
+        found, _ = sim.random_search(3000, steps=40, max_faults=2, seed=19,
+                                     initial=[sim.steady(0)], live=False)
+    finally:
+        sim.clear_cache()
+    assert found is not None, broken.__name__
+    assert "without its power confirmed off" in found.problem or "gate" in found.problem \
+        or "both nodes" in found.problem, _report(found)
+
+
+def test_a_power_cut_of_the_holder_is_taken_over_while_it_is_late():
+    """The model's BMC says off for a cut node: node2 claims before node1 turns dead."""
+    state = play(("power loss node1", "node2: the peer is late", "node2 ticks",
+                  "node2: power-status ok", "node2 ticks"))
+    k = state.nodes[1].know
+    assert k.pv == "late" and k.state is State.TAKEOVER and k.power is Power.OFF
+
+
+def test_a_frozen_holder_s_bmc_says_on_and_nothing_starts_early():
+    state = play(("node2: the peer is late", "node2 ticks", "node2: power-status ok",
+                  "node2 ticks"))
+    k = state.nodes[1].know
+    assert k.pv == "late" and k.state is State.SECONDARY and k.power is Power.ON

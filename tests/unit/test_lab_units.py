@@ -204,7 +204,8 @@ def test_parse_crm_mon_without_dc_has_no_quorum():
 def test_corosync_conf_has_knet_two_links_crypto_and_two_node():
     text = stack.render_corosync_conf("hlab", {"node2": ("198.18.0.12", "198.18.1.12"),
                                                "node1": ("198.18.0.11", "198.18.1.11")}, token_ms=1500)
-    for needle in ("transport: knet", "token: 1500", "crypto_cipher: aes256", "crypto_hash: sha256",
+    for needle in ("transport: knet", "token: 1500", "consensus: 1200", "crypto_cipher: aes256",
+                   "crypto_hash: sha256",
                    "two_node: 1", "cluster_name: hlab", "to_syslog: no",
                    "logfile: /var/log/cluster/corosync.log"):
         assert needle in text
@@ -212,6 +213,15 @@ def test_corosync_conf_has_knet_two_links_crypto_and_two_node():
     assert text.index("nodeid: 1") > node1 and text.index("ring1_addr: 198.18.1.11") > node1
     assert text.index("name: node2") > text.index("ring1_addr: 198.18.1.11")
     assert text.count("{") == text.count("}")
+
+
+def test_lab_corosync_conf_takes_the_stack_files_consensus_or_its_own():
+    nodes = {"node1": ("198.18.0.11", "198.18.1.11"), "node2": ("198.18.0.12", "198.18.1.12")}
+    for token in (200, 300, 1000, 3000):
+        text = stack.render_corosync_conf("hlab", nodes, token_ms=token)
+        assert f"    consensus: {token * 80 // 100}\n" in text and text.count("consensus:") == 1
+    text = stack.render_corosync_conf("hlab", nodes, token_ms=500, consensus_ms=600)
+    assert "    token: 500\n    consensus: 600\n" in text
 
 
 def test_cib_with_options():

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from hapack import procfs
-from hapack.command import REDACTED, CommandTimeout, redact, redact_text, run
+from hapack.command import REDACTED, CommandTimeout, redact, redact_text, run, start
 
 
 def _gone_soon(pid, seconds=2.0):
@@ -139,3 +139,51 @@ def test_random_spellings_redact_every_whole_occurrence_and_nothing_else(seed):
             expected.append(word + sep)
     text = "".join(pieces)
     assert redact_text(text, [secret]) == "".join(expected), (secret, text)
+
+
+# -- started ahead (hapack.command.start): the same deadline and redaction as run() ---
+
+def test_a_started_command_waits_for_its_input_and_answers_it():
+    started = start(["sh", "-c", "read line; echo \"got $line\"; exit 3"])
+    time.sleep(0.2)
+    assert started.waiting                      # started, blocked on stdin
+    result = started.finish("hello\n", timeout=5)
+    assert (result.returncode, result.stdout) == (3, "got hello\n")
+    assert not started.waiting
+
+
+def test_a_started_command_that_died_is_not_waiting():
+    started = start(["sh", "-c", "exit 0"])
+    assert _gone_soon(started.proc.pid) or started.proc.poll() is not None
+    assert not started.waiting
+    started.cancel()
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_no_descendant_of_a_started_command_outlives_the_timeout(tmp_path, shape):
+    pids = tmp_path / "pids"
+    started = start(["sh", "-c", "read line; " + SHAPES[shape].format(pids=pids)])
+    with pytest.raises(CommandTimeout):
+        started.finish("go\n", timeout=0.5)
+    for pid in map(int, pids.read_text().split()):
+        assert _gone_soon(pid), f"pid {pid} outlived the timeout ({shape})"
+
+
+def test_a_started_command_leads_its_own_session_and_group():
+    started = start(["sh", "-c", "read line; ps -o sid=,pgid= -p $$"])
+    sid, pgid = started.finish("x\n", timeout=5).stdout.split()
+    assert int(sid) == int(pgid) == started.proc.pid != os.getpgid(0)
+
+
+def test_a_secret_in_the_input_or_argv_of_a_started_command_is_never_shown():
+    started = start(["sh", "-c", "read line; echo \"$line\"; echo \"$0\" >&2", "s3cret"])
+    result = started.finish("password=s3cret\n", timeout=5, secrets=["s3cret"])
+    assert result.stdout == f"password={REDACTED}\n"
+    assert "s3cret" not in result.stderr + " ".join(result.argv)
+
+
+@pytest.mark.parametrize("reads", [True, False])
+def test_cancel_ends_a_started_command_whether_or_not_it_reads_its_input(reads):
+    started = start(["sh", "-c", "read line; exit 0" if reads else "trap '' TERM; sleep 60"])
+    started.cancel(timeout=0.3)
+    assert started.proc.returncode is not None and not procfs.alive(started.proc.pid)

@@ -75,11 +75,13 @@ def test_every_line_is_a_comment_a_blank_or_one_pcs_command():
     for line in body:
         assert line == "" or line.startswith("#") or line.startswith(PREFIX), line
     commands = pcs_lines(script)
-    assert len(commands) == 19
+    assert len(commands) == 21
     assert commands[0][:2] == ["property", "set"]
     assert ["resource", "clone", "partition", "cl-partition", "promotable=true"] == commands[5][:5]
-    assert commands[-1] == ["constraint", "order", "promote", "cl-partition", "then", "start",
+    assert commands[-2] == ["constraint", "order", "promote", "cl-partition", "then", "start",
                             "g-stateful", "kind=Mandatory", "id=ord-promote-then-stateful"]
+    assert commands[-1] == ["constraint", "order", "start", "vip", "then", "start",
+                            "g-stateful", "kind=Mandatory", "id=ord-vip-then-stateful"]
 
 
 def test_every_value_of_the_cib_reaches_the_script():
@@ -100,7 +102,8 @@ def test_comments_come_before_the_commands_they_explain():
     lines = pcs.render(load(LAB), "stack.toml").decode().splitlines()
     fence = lines.index("# A fence device never runs on the node it fences.")
     assert lines[fence + 1].startswith(PREFIX + "constraint location add loc-fence-node1 ")
-    order = lines.index("# ...and start only after it is promoted (and stop before it is demoted).")
+    order = lines.index("# ...the stateful layers start only after it is promoted (and stop before "
+                        "it is demoted)...")
     assert lines[order + 1].startswith(PREFIX + "constraint order promote cl-partition ")
 
 
@@ -214,7 +217,7 @@ def test_cluster_setup_line_for_corosync_conf():
         "node1", "addr=198.18.240.11", "addr=198.18.241.11",
         "node2", "addr=198.18.240.12", "addr=198.18.241.12",
         "transport", "knet", "crypto", "cipher=aes256", "hash=sha256", "totem", "token=1000",
-        "--no-cluster-uuid", "--corosync_conf", "/tmp/c.conf"]
+        "consensus=800", "--no-cluster-uuid", "--corosync_conf", "/tmp/c.conf"]
     script = pcs.render(load(LAB), "stack.toml").decode()
     assert "# " + shlex.join(pcs.setup_argv(load(LAB))) in script.splitlines()
 
@@ -295,8 +298,8 @@ def test_compare_sees_every_change_of_meaning(example):
     assert count > 200
     swapped = copy.deepcopy(cib)
     group = swapped.find(".//group[@id='g-stateful']")
-    group.append(group.find("primitive"))          # the VIP last: another start order
-    assert "vip" in cib_compare.diff(cib, swapped)
+    group.append(group.find("primitive"))          # the first layer last: another start order
+    assert cib_compare.diff(cib, swapped) != ""
     moved = copy.deepcopy(cib)
     resources = moved.find("configuration/resources")
     resources.append(resources.find("primitive"))

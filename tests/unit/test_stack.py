@@ -462,3 +462,63 @@ def test_hamon_policy_and_settings_share_their_defaults():
 ])
 def test_a_trailing_newline_is_no_part_of_a_name(old, new, key):
     assert key in dict(problems(edited(old, new)))
+
+
+# -- corosync's token and consensus: the two-node rule (issue 19) -------------------------
+
+def corosync_table(*lines):
+    """The lab example with its [corosync] table replaced by ``lines``."""
+    start = LAB_TEXT.index("[corosync]")
+    end = LAB_TEXT.index("\n\n", start) + 2
+    return LAB_TEXT[:start] + "\n".join(("[corosync]",) + lines) + "\n\n" + LAB_TEXT[end:]
+
+
+def test_two_node_default_pair_is_token_1000_and_consensus_800():
+    co = load_text(corosync_table()).corosync
+    assert (co.token, co.consensus) == (1000, 800)
+    assert stackmod.DEFAULT_TOKEN_MS == 1000
+
+
+def test_the_example_sets_the_pair_it_measured():
+    assert (load_text(LAB_TEXT).corosync.token, load_text(LAB_TEXT).corosync.consensus) == (
+        1000, 800)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_default_consensus_is_below_the_token_and_above_the_join_timeout(seed):
+    import random
+    rnd = random.Random(seed)
+    for token in [200, 201, 250, 999, 1000, 3000, 600_000] + [
+            rnd.randint(200, 600_000) for _ in range(200)]:
+        spelled = rnd.choice([f"{token}ms", f"{token / 1000:g}s"])
+        if stackmod.parse_duration(spelled) != token:
+            spelled = f"{token}ms"
+        co = load_text(corosync_table(f'token = "{spelled}"')).corosync
+        assert co.token == token
+        assert stackmod.COROSYNC_JOIN_MS < co.consensus < co.token, (token, co.consensus)
+        assert co.consensus == token * stackmod.DEFAULT_CONSENSUS_PERCENT // 100
+
+
+@pytest.mark.parametrize("spelled,ms", [("800ms", 800), ("1.2s", 1200), ("51ms", 51),
+                                        ("3600ms", 3600), ("12min", 720_000)])
+def test_an_explicit_consensus_is_kept_as_written(spelled, ms):
+    co = load_text(corosync_table('token = "1s"', f'consensus = "{spelled}"')).corosync
+    assert (co.token, co.consensus) == (1000, ms)
+
+
+@pytest.mark.parametrize("spelled", ["50ms", "30ms", "1ms", "0ms", "0s", "721s", "13min"])
+def test_a_consensus_corosync_would_refuse_is_named(spelled):
+    found = dict(problems(corosync_table('token = "1s"', f'consensus = "{spelled}"')))
+    assert "corosync.consensus" in found
+    assert "join timeout" in found["corosync.consensus"] or "outside" in found["corosync.consensus"]
+
+
+def test_a_bare_consensus_number_asks_for_the_unit():
+    found = dict(problems(corosync_table('token = "1s"', "consensus = 800")))
+    assert "write the unit" in found["corosync.consensus"]
+
+
+@pytest.mark.parametrize("consensus", ['"80ms"', '"5s"', '"51ms"'])
+def test_a_refused_token_reports_the_token_not_the_consensus(consensus):
+    found = dict(problems(corosync_table('token = "100ms"', f"consensus = {consensus}")))
+    assert "corosync.token" in found and "corosync.consensus" not in found
