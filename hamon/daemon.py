@@ -113,16 +113,19 @@ class Daemon:
             self.metrics.publish(self)
         return decision
 
+    def snapshot(self, now: float, peer: Any = None) -> Any:
+        """What the next decision sees (``peer``: the membership's view at ``now``)."""
+        return self.world.snapshot(
+            self.machine, now, self.started, peer or self.membership.view(now), self.policy,
+            self.config.peer.name, self.config.preferred, self.workers["agents"].busy,
+            self.workers["bmc"].busy, self.upstream(), self.s.dead_time)
+
     def _decide_and_act(self, now):
         """Decide until a decision is more than a change of state, and act on it."""
         peer = self.membership.view(now)
         self._track_peer(peer, now)
         for _ in range(MAX_DECISIONS_PER_TICK):
-            snap = self.world.snapshot(
-                self.machine, now, self.started, peer, self.policy, self.config.peer.name,
-                self.config.preferred, self.workers["agents"].busy, self.workers["bmc"].busy,
-                self.upstream(), self.s.dead_time)
-            decision = decide(snap)
+            decision = decide(self.snapshot(now, peer))
             self._note(decision)
             if decision.to is not None:
                 self.machine.transition(decision.to, decision.reason)

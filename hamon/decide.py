@@ -208,8 +208,23 @@ def _side_care(s):
 
 
 def _peer_can_take(s):
-    return (s.peer.alive and s.peer_says("eligible") and not s.peer_says("active")
-            and not s.peer_says("maintenance") and s.peer_status.upstream is not False)
+    return peer_objection(s) is None
+
+
+def peer_objection(s: Snapshot) -> str | None:
+    """Why the peer cannot take the stateful side now, or None if it can."""
+    if not s.peer.alive:
+        return "it is not alive"
+    if s.peer_says("maintenance"):
+        return "it is in maintenance"
+    if s.peer_says("active"):
+        return "it holds or starts a part of it"
+    if s.peer_status is not None and s.peer_status.upstream is False:
+        return "its upstream is down"
+    if not s.peer_says("eligible"):
+        return ("it is in standby, stopping, or has recent failures of the stateful side: "
+                f"'hamon status' on {s.peer_name}, 'hamon cleanup' there clears failures")
+    return None
 
 
 def _holding(s):
@@ -430,6 +445,9 @@ def _primary(s):
     # no early BMC question here: the holder fences at once, and a slow answer to a
     # question would hold its fence back in the BMC lane, giving the race away
     step = _side_care(s) or _release_wanted(s) or _base(s)
+    if step is None and s.standby:
+        return wait(f"standby, but {s.peer_name} cannot take the stateful side "
+                    f"({peer_objection(s)}): it stays here")
     return step or wait("primary: the stateful side runs here")
 
 

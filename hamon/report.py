@@ -39,7 +39,7 @@ def handle(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
         else:
             w.standby = on
         daemon.log.event("command", f"operator: {cmd} {'on' if on else 'off'}", command=cmd, on=on)
-        return {"ok": True, "message": f"{cmd} {'on' if on else 'off'}"}
+        return {"ok": True, "message": f"{cmd} {'on' if on else 'off'}" + _standby_note(daemon, cmd, on)}
     if cmd == "takeover":
         if daemon.machine.state is State.PRIMARY:
             return {"ok": True, "message": "already primary"}
@@ -49,6 +49,16 @@ def handle(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
     if cmd == "cleanup":
         return cleanup(daemon, request.get("resource"))
     return {"ok": False, "error": f"unknown command {cmd!r} (known: {', '.join(COMMANDS)})"}
+
+
+def _standby_note(daemon, cmd, on):
+    """For ``standby on`` on the holder: that the peer cannot take the side now, and why."""
+    from hapack.hamon.decide import peer_objection
+    if cmd != "standby" or not on or daemon.machine.state is not State.PRIMARY:
+        return ""
+    why = peer_objection(daemon.snapshot(daemon.clock()))
+    return f"; {daemon.config.peer.name} cannot take the stateful side now ({why}): it stays " \
+           "here until it can" if why else ""
 
 
 def cleanup(daemon: Daemon, name: Any = None) -> dict[str, Any]:

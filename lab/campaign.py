@@ -285,7 +285,7 @@ class Campaign:
             self.act(f"could not inject: {type(exc).__name__}: {exc}")
         outcome.converged_s = self.converge(outcome)
         if fault.kind.startswith("layer-kill") and outcome.converged_s is not None:
-            note = self.manager.after_layer_fault()
+            note = self.manager.clear_failures()
             if note:
                 self.act(note, fault=False)
         self.close(outcome)
@@ -537,6 +537,12 @@ def inject_daemon_kill(c: Campaign, f: Fault, active: str, standby: str) -> None
 
 
 def inject_switchover(c: Campaign, f: Fault, active: str, standby: str) -> None:
+    # a planned switchover as an operator does it: old failures cleared first (a node
+    # with recent failures of the stateful side, e.g. its VIP's during a link cut, is
+    # not offered the stack: hamon keeps it, Pacemaker would stop it)
+    note = c.manager.clear_failures()
+    if note:
+        c.act(note, fault=False)
     c.act(f"switchover {active} -> {standby}")
     c.manager.switchover(active)
 

@@ -185,7 +185,7 @@ class PacemakerManager:
             return f"pacemakerd started again on {node} (systemd's Restart=on-failure)"
         return None
 
-    def after_layer_fault(self) -> str | None:
+    def clear_failures(self) -> str | None:
         node = next(iter(self._live()), None)
         if node is None:
             return None
@@ -308,7 +308,7 @@ class HamonManager:
             return f"hamon started again on {node} (systemd's Restart=on-failure)"
         return None
 
-    def after_layer_fault(self) -> str | None:
+    def clear_failures(self) -> str | None:
         """The operator clears the failures on both nodes (``hamon cleanup``), as
         ``crm_resource --cleanup`` does under Pacemaker: otherwise they count towards the
         next fault's migration_threshold for failure_timeout (10 min)."""

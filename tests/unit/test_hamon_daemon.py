@@ -541,3 +541,25 @@ def test_cleanups_at_random_moments_never_start_a_layer_off_the_promoted_partiti
     holders = [n for n in ("node1", "node2") if pair.promoted(n)]
     assert len(holders) == 1
     assert all(pair.agents(holders[0]).state.get(layer) == "started" for layer in STATEFUL_LAYERS)
+
+
+def test_standby_on_a_holder_whose_peer_cannot_take_says_so_and_keeps_the_stack(pair):
+    give_up(pair, "node1", "vip")               # node1's VIP failed three times
+    assert pair.state("node2") is State.PRIMARY
+    for _ in range(pair["node1"].world.migration_threshold):
+        pair["node1"].world.by_name["vip"].failures.append(pair.clock.now)
+    pair.run(1)
+    answer = report.handle(pair["node2"], {"cmd": "standby", "on": True})
+    assert answer["ok"] and "node1 cannot take the stateful side now" in answer["message"]
+    assert "hamon cleanup" in answer["message"]
+    pair.run(5)
+    assert pair.state("node2") is State.PRIMARY and pair.promoted("node2")
+    assert "standby, but node1 cannot take the stateful side" in pair["node2"].reason
+    report.handle(pair["node1"], {"cmd": "cleanup"})
+    pair.run(10)
+    assert (pair.state("node1"), pair.state("node2")) == (State.PRIMARY, State.SECONDARY)
+
+
+def test_standby_on_with_an_able_peer_hands_over_without_a_note(pair):
+    answer = report.handle(pair["node1"], {"cmd": "standby", "on": True})
+    assert answer == {"ok": True, "message": "standby on"}
