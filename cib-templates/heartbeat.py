@@ -164,13 +164,14 @@ STATUS_AGENT = """\
 #!/bin/sh
 # ocf:${provider}:${type} for Heartbeat's OCF wrapper, rendered by 'hapack render heartbeat'.
 # The wrapper asks 'status' (for its monitor too), which OCF agents answer as 'monitor':
-# running (0, promoted 8, failed promoted 9: it still holds the resource), stopped (7).
+# running (0, promoted 8, failed promoted 9: it still holds the resource; degraded 190,
+# degraded promoted 191: it runs, e.g. the partition without its replica), stopped (7).
 agent=${agent}
 [ "$$1" = status ] || exec "$$agent" "$$@"
 "$$agent" monitor
 rc=$$?
 case $$rc in
-    0|8|9) echo "running (OCF $$rc)"; exit 0 ;;
+    0|8|9|190|191) echo "running (OCF $$rc)"; exit 0 ;;
     7) echo stopped; exit 3 ;;
     *) echo "failed (OCF $$rc)"; exit 1 ;;
 esac

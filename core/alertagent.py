@@ -28,6 +28,7 @@ from hapack.alerts import AlertError, Event, sink_from_environ
 from hapack.stack.model import ALERT_MARGIN_MS, DEFAULT_ALERT_TIMEOUT_MS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEGRADED_RC = (190, 191)  # OCF degraded, degraded promoted (a monitor's result)
 DEFAULT_DEADLINE = (DEFAULT_ALERT_TIMEOUT_MS - ALERT_MARGIN_MS) / 1000
 USAGE = ("hapack-alert: Pacemaker's alert agent for hapack; Pacemaker runs it with the "
          "CRM_alert_* variables set (see the [alerts] table in docs/stack-file.md)")
@@ -48,8 +49,11 @@ def event_from_crm(environ: Mapping[str, str], reporter: str = "") -> Event:
     elif kind == "node":
         name = "node_back" if get("CRM_alert_desc") == "member" else "node_lost"
     elif kind == "resource":
-        ok = get("CRM_alert_status", "0") == "0" and rc == _int(get("CRM_alert_target_rc", "0"))
+        done = get("CRM_alert_status", "0") == "0"
+        ok = done and rc == _int(get("CRM_alert_target_rc", "0"))
         name = "resource_ok" if ok else "resource_failed"
+        if done and rc in DEGRADED_RC:  # running, in its role, something missing
+            name = "resource_degraded"
     elif kind == "attribute":
         name = "attribute"
     else:

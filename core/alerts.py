@@ -16,7 +16,9 @@ Events (:class:`Event`; ``kind`` is Pacemaker's ``CRM_alert_kind``):
 
     fence_ok, fence_failed, blocked        kind fencing   (blocked: hamon's safety gate)
     node_lost, node_back                   kind node
-    resource_ok, resource_failed           kind resource  (resource_ok: Pacemaker only)
+    resource_ok, resource_failed           kind resource  (resource_ok: from hamon only when
+                                                          a degraded resource recovers)
+    resource_degraded                      kind resource  (hamon: a monitor says 190/191)
     takeover_started, takeover_finished    kind resource  (hamon; finished carries the timeline)
     attribute                              kind attribute (Pacemaker only)
 
@@ -51,6 +53,7 @@ QUEUE_SIZE = 64               # events waiting per sink in hamon before new ones
 KINDS = {"fence_ok": "fencing", "fence_failed": "fencing", "blocked": "fencing",
          "node_lost": "node", "node_back": "node",
          "resource_ok": "resource", "resource_failed": "resource",
+         "resource_degraded": "resource",
          "takeover_started": "resource", "takeover_finished": "resource",
          "attribute": "attribute"}
 #: CRM_alert_kind -> the [alerts] select_* flag that lets it through
@@ -59,7 +62,7 @@ SELECT = {"fencing": "select_fencing", "node": "select_nodes", "resource": "sele
 #: syslog severities
 _ERR, _WARNING, _NOTICE = 3, 4, 5
 SEVERITY = {"fence_failed": _ERR, "blocked": _ERR, "resource_failed": _ERR,
-            "node_lost": _WARNING, "takeover_started": _WARNING}
+            "node_lost": _WARNING, "takeover_started": _WARNING, "resource_degraded": _WARNING}
 
 
 class AlertError(Exception):

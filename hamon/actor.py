@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 PROMOTED_CODES = (OCF.RUNNING_PROMOTED, OCF.DEGRADED_PROMOTED)
 STARTED_CODES = (OCF.SUCCESS, OCF.DEGRADED)
+DEGRADED_CODES = (OCF.DEGRADED, OCF.DEGRADED_PROMOTED)  # running, but something is missing
 
 
 class Worker:
@@ -165,6 +166,7 @@ class Actor:
                 self.log.warning(f"{name}: probe found it failed ({seen.describe()}); "
                                  f"stopped it: {cleanup.describe()}")
             res.status, res.last = status, seen.describe()
+            self._watch_degraded(res, seen)
             self._schedule(res, now)
         self.world.probed = True
         running = [n for n, r in self.world.by_name.items() if r.status in
@@ -193,6 +195,8 @@ class Actor:
 
     def _finished(self, res, action, outcome, now):
         res.last = outcome.describe()
+        if action is Act.MONITOR or (action is Act.STOP and outcome.ok):
+            self._watch_degraded(res, outcome)
         if action in (Act.STOP, Act.DEMOTE):
             if outcome.ok or (action is Act.DEMOTE and outcome.rc == OCF.NOT_RUNNING):
                 res.status = Res.STOPPED if action is Act.STOP else Res.STARTED
@@ -204,6 +208,23 @@ class Actor:
         got = classify(outcome.rc) if action is Act.MONITOR else (
             expected if outcome.ok else Res.FAILED)
         return self._settle(res, expected, got, now)
+
+    def _watch_degraded(self, res, outcome):
+        """One warning event when a resource's monitor turns degraded (190/191: it runs,
+        so nothing is decided on it), one info event when that ends; none while it stays."""
+        name = res.resource.name
+        if outcome.rc in DEGRADED_CODES:
+            reason = outcome.reason or "no exit reason"
+            if not res.degraded:
+                self.log.event("degraded", f"{name}: degraded, left running: {reason}",
+                               "warning", resource=name, degraded=True, reason=reason,
+                               rc=outcome.rc)
+            res.degraded = reason
+        elif res.degraded:
+            res.degraded = ""
+            self.log.event("degraded", f"{name}: no longer degraded ({outcome.describe()})",
+                           "info", resource=name, degraded=False, reason=outcome.describe(),
+                           rc=outcome.rc)
 
     def _restarted(self, res, result, now):
         down, up = result

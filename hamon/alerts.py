@@ -13,6 +13,10 @@ an operator must hear about:
                                              node_lost: hamon asks the BMC of a late peer)
     step "power-status" failed               fence_failed (task status)
     step "<verb> <resource>" failed          resource_failed
+    degraded, degraded true                  resource_degraded (a monitor or probe said
+                                             190/191: running without something, e.g.
+                                             the partition without its replica)
+    degraded, degraded false                 resource_ok (it is no longer degraded)
     transition to takeover                   takeover_started (also the first acquisition
                                              after a cold start)
     transition to blocked                    blocked
@@ -62,6 +66,10 @@ class HamonAlerts:
             return self._step(record)
         if kind == "transition":
             return self._transition(record)
+        if kind == "degraded":
+            name = "resource_degraded" if record.get("degraded") else "resource_ok"
+            return self._event(name, self.node, record.get("message", ""), task="monitor",
+                               rsc=record.get("resource", ""), rc=record.get("rc"))
         if kind == "timeline" and (record.get("timeline") or {}).get("kind") == "takeover":
             timeline = record["timeline"]
             return self._event("takeover_finished", self.node, record.get("message", ""),

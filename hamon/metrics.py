@@ -169,6 +169,7 @@ class ResourceReading:
     agent: str
     status: Any                 # hamon.snapshot.Res
     failures: int               # recent ones (within the failure timeout)
+    degraded: bool = False      # its last monitor said 190/191
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,8 @@ def read(daemon: Daemon, saved: Mapping | None = None) -> Reading:
         rejected=tuple(daemon.transport.rejected.items()),
         bmc_results=tuple(w.bmc_results.items()), takeovers=w.takeovers,
         resources=tuple(ResourceReading(r.resource.name, r.resource.kind, r.resource.agent,
-                                        r.status, r.recent_failures(now, w.failure_timeout))
+                                        r.status, r.recent_failures(now, w.failure_timeout),
+                                        bool(r.degraded))
                         for r in w.all()),
         migration_threshold=w.migration_threshold,
         failover=w.timelines.get("takeover") or saved)
@@ -311,7 +313,7 @@ def _fencing(r: Reading) -> list[Family]:
 
 def _resources(r: Reading) -> list[Family]:
     from hapack.hamon.snapshot import Res
-    rows, statuses, fails, thresholds = [], [], [], []
+    rows, statuses, fails, thresholds, degraded = [], [], [], [], []
     for x in r.resources:
         status = {"active": x.status in (Res.STARTED, Res.PROMOTED),
                   "failed": x.status is Res.FAILED, "blocked": x.status is Res.STOP_FAILED}
@@ -322,6 +324,7 @@ def _resources(r: Reading) -> list[Family]:
                      for s in Res]
         fails.append(({"node": r.node, "resource": x.name}, x.failures))
         thresholds.append(({"node": r.node, "resource": x.name}, r.migration_threshold))
+        degraded.append(({"node": r.node, "resource": x.name}, x.degraded))
     return [
         family("ha_cluster_pacemaker_resources", "gauge", "The resources on this node; one line "
                "per resource and status (active, failed, blocked), role as a label", rows),
@@ -331,6 +334,9 @@ def _resources(r: Reading) -> list[Family]:
                "failure timeout) per resource", fails),
         family("ha_cluster_pacemaker_migration_threshold", "gauge", "Failures after which a "
                "stateful layer moves to the peer", thresholds),
+        family("hamon_resource_degraded", "gauge", "1 while the resource's monitor reports it "
+               "degraded (OCF 190/191: running, e.g. the partition without its replica)",
+               degraded),
     ]
 
 

@@ -101,7 +101,8 @@ def status_of(daemon: Daemon) -> dict[str, Any]:
                    "worst_gap": round(v.worst_gap, 3)} for v in peer.links],
         "rejected": dict(daemon.transport.rejected),
         "resources": [{"name": r.resource.name, "kind": r.resource.kind,
-                       "status": r.status.value, "failures": len(r.failures), "last": r.last}
+                       "status": r.status.value, "failures": len(r.failures), "last": r.last,
+                       "degraded": r.degraded}
                       for r in w.all()],
         "failover": _timeline(daemon, "takeover"), "release": _timeline(daemon, "release"),
     }
@@ -142,6 +143,8 @@ def render(st: dict[str, Any]) -> str:
     for r in st["resources"]:
         lines.append(f"  {r['name']:<12} {r['kind']:<10} {r['status']:<11} failures "
                      f"{r['failures']}  {r['last']}")
+        if r.get("degraded"):
+            lines.append(f"  {'':<12} DEGRADED: {r['degraded']}")
     for key, title in (("failover", "last failover"), ("release", "last release")):
         if st.get(key):
             lines.append(f"{title}:")

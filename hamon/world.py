@@ -36,6 +36,7 @@ class ResourceState:
         self.failures = deque()
         self.next_monitor = INF
         self.last = ""                # the last outcome, for status
+        self.degraded = ""            # the exit reason while monitors report 190/191
 
     def recent_failures(self, now: float, timeout: float | int) -> int:
         while self.failures and timeout and now - self.failures[0] > timeout:

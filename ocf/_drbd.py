@@ -31,6 +31,17 @@ PEER_KNOWN = frozenset((
     "Connected", "StartingSyncS", "StartingSyncT", "WFBitMapS", "WFBitMapT", "WFSyncUUID",
     "SyncSource", "SyncTarget", "PausedSyncS", "PausedSyncT", "VerifyS", "VerifyT",
     "Ahead", "Behind"))
+# Redundancy, by connection state (DRBD 8.4's cstates; DRBD 9's connection states
+# fall in the same classes). Connected and online verify: the replica is there when
+# the peer's disk is UpToDate. The resync handshake and the resync itself (also
+# paused): redundancy being rebuilt, whatever the peer's disk says meanwhile. Every
+# other state, including Ahead/Behind (replication suspended under congestion),
+# WFReportParams (the handshake, peer still unknown) and any name not listed here:
+# the resource runs without its replica (degraded).
+REPLICATING = frozenset(("Connected", "VerifyS", "VerifyT"))
+RESYNCING = frozenset((
+    "StartingSyncS", "StartingSyncT", "WFBitMapS", "WFBitMapT", "WFSyncUUID",
+    "SyncSource", "SyncTarget", "PausedSyncS", "PausedSyncT"))
 # Disk states that pass on their own; the score is left as it is meanwhile.
 TRANSITIONAL = frozenset(("Attaching", "Negotiating", "Detaching"))
 
@@ -105,6 +116,16 @@ def promotion_score(state: State, split_brain: bool = False) -> str | int | None
     return None
 
 
+def without_replica(state: State) -> str | None:
+    """Why this resource runs without its replica (redundancy lost), or None: it is
+    degraded unless Connected (or verifying) with the peer's disk UpToDate, or resyncing."""
+    if not state.configured or state.cstate in RESYNCING:
+        return None
+    if state.cstate in REPLICATING and state.peer_disk == "UpToDate":
+        return None
+    return f"cstate {state.cstate}, peer disk {state.peer_disk}"
+
+
 def refuse_promotion(state: State, split_brain: bool = False) -> str | None:
     """Why this replica must not become Primary, or None. (The peer is the gate's job.)"""
     if not state.configured:
@@ -152,7 +173,9 @@ def _fields(line):
 
 
 def parse_events2(text: str, volume: int = 0) -> State:
-    """The State from DRBD 9's ``drbdsetup events2 --now <res>`` (first peer)."""
+    """The State from DRBD 9's ``drbdsetup events2 --now <res>`` (first peer). A connected
+    peer's replication state (SyncSource, VerifyS, Ahead, ...) stands for the connection
+    state, as DRBD 8.4's cs: field shows it."""
     seen: dict[str, Any] = {}
     for line in text.splitlines():
         words = line.split()
@@ -165,9 +188,13 @@ def parse_events2(text: str, volume: int = 0) -> State:
     if "resource" not in seen:  # a resource without our volume is still up: not absent
         return UNCONFIGURED
     connection = seen.get("connection", {})
+    cstate = connection.get("connection", "StandAlone")
+    replication = seen.get("peer-device", {}).get("replication", "Established")
+    if cstate == "Connected" and replication not in ("Established", "Off"):
+        cstate = replication  # a resync, a verify, Ahead/Behind: 8.4 names it in cs:
     return State(True, role=seen["resource"].get("role", "Unknown"),
                  peer_role=connection.get("role", "Unknown"),
-                 cstate=connection.get("connection", "StandAlone"),
+                 cstate=cstate,
                  disk=seen.get("device", {}).get("disk", "Diskless"),
                  peer_disk=seen.get("peer-device", {}).get("peer-disk", "DUnknown"))
 

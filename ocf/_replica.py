@@ -155,6 +155,9 @@ class Shared:
     def split_brain(self, ctx: Context) -> str | None:
         return None
 
+    def without_replica(self, ctx: Context, look: bool) -> None:
+        return None  # one device every node sees: no replica to lose
+
     def start(self, ctx: Context) -> None:
         read_device(ctx, GenericError)
 
@@ -214,6 +217,11 @@ class Drbd:
 
     def split_brain(self, ctx: Context) -> str | None:
         return _drbd.split_brain(ctx.environ, ctx.params.drbd_resource)
+
+    def without_replica(self, ctx: Context, look: State) -> str | None:
+        """Why the resource runs without its replica, naming the state, or None."""
+        why = _drbd.without_replica(look)
+        return f"{ctx.params.drbd_resource} runs without its replica: {why}" if why else None
 
     def _adm(self, ctx, verb, error=GenericError):
         result = ctx.run(_drbd.drbdadm(verb, ctx.params.drbd_resource))

@@ -299,7 +299,7 @@ def monitor(ctx: Context[Params]) -> int:
         raise GenericError(problem)
     _deep_checks(ctx, backend, look, "Unpromoted", GenericError)
     write_score(ctx, backend.score(ctx, look), force=ctx.is_probe, verify=True)
-    _report_split_brain(ctx, backend, OCF.DEGRADED)
+    _report_degraded(ctx, backend, look, OCF.DEGRADED)
     return OCF.SUCCESS
 
 
@@ -318,15 +318,20 @@ def _monitor_promoted(ctx, backend, look, mine):
         raise FailedPromoted(f"{_directory(ctx)}: {'; '.join(problems)}")
     _deep_checks(ctx, backend, look, "Promoted", FailedPromoted)
     write_score(ctx, backend.score(ctx, look), force=ctx.is_probe, verify=True)
-    _report_split_brain(ctx, backend, OCF.DEGRADED_PROMOTED)
+    _report_degraded(ctx, backend, look, OCF.DEGRADED_PROMOTED)
     return OCF.RUNNING_PROMOTED
 
 
-def _report_split_brain(ctx, backend, code):
+def _report_degraded(ctx, backend, look, code):
+    """Last, once the role is known and every check passed: degraded (190 or 191, the
+    role kept) while split brain is recorded or the replica is not there."""
     text = backend.split_brain(ctx)
     if text:
         raise OCFError(f"split brain on {ctx.params.drbd_resource}, not resolved by the agent: "
                        f"{text}", code)
+    why = backend.without_replica(ctx, look)
+    if why:
+        raise OCFError(why, code)
 
 
 def start(ctx: Context[Params]) -> None:

@@ -558,3 +558,90 @@ def test_requires_quorum_would_start_the_vip_before_the_fence(tmp_path):
     assert not vip_waits_for_the_fence("quorum-alone", variant("quorum", False))
     assert not vip_waits_for_the_fence("nothing-alone", variant("nothing", False))
     assert vip_waits_for_the_fence("fencing-alone", variant(None, False))
+
+
+
+# -- a degraded partition (no replica): reported, never recovered ----------------------
+#
+# The result is written into the status as the controller records it: the existing
+# lrm_rsc_op keeps its transition key, whose target rc is 8 for the promoted monitor,
+# 0 for the unpromoted one and 7 for a probe. (crm_simulate's ``-i`` records every
+# injected result against target 0: a promoted monitor's plain 8 then reads as a failure
+# too, so it cannot tell how 191 is treated.)
+
+def _monitor_result(node, rc, probe=False):
+    """A CIB edit: the partition's monitor on ``node`` returned ``rc`` (``probe``: its
+    history is that one probe result, as after a restart of the cluster stack)."""
+    def change(root):
+        history = root.find(f"status/node_state[@uname='{node}']//lrm_resource[@id='partition']")
+        ops = history.findall("lrm_rsc_op")
+        op = next(o for o in ops if o.get("operation") == "monitor")
+        if probe:
+            digest = next(o for o in ops if o.get("interval") == "0").get("op-digest")
+            for old in ops:
+                history.remove(old)
+            uuid = op.get("transition-key").split(":", 3)[3]
+            op.attrib.update({"id": "partition_last_0", "operation_key": "partition_monitor_0",
+                              "interval": "0", "op-digest": digest,
+                              "transition-key": f"1:-1:7:{uuid}"})
+            history.append(op)
+        key = op.get("transition-key")
+        op.attrib.update({"rc-code": str(rc), "transition-magic": f"0:{rc};{key}",
+                          "call-id": str(int(op.get("call-id")) + 100),
+                          "exit-reason": "r0 runs without its replica: cstate WFConnection, "
+                                         "peer disk DUnknown" if rc in (190, 191) else ""})
+    return change
+
+
+def _moves(result, graph):
+    fences = [a for a in summary(result) if a.get("task", "").startswith("Fence")]
+    return fences + graph.resource_ops("node1") + graph.resource_ops("node2")
+
+
+@pytest.mark.parametrize("results", [{"node1": 191}, {"node2": 190},
+                                     {"node1": 191, "node2": 190}])
+def test_a_degraded_partition_keeps_its_roles_and_nothing_moves(tmp_path, results):
+    """The partition's monitor says 191 on the promoted node and 190 on the unpromoted
+    one while DRBD runs without its replica: Pacemaker 2.1.5 takes them as running in
+    that role (no recovery, stop, demote or fence), report after report, and when the
+    replica is back (8 and 0 again)."""
+    cluster = running(tmp_path, render()[1])
+    before = placement(cluster.settle())
+    for _ in range(4):   # more reports than migration-threshold failures
+        for node, rc in results.items():
+            cluster.edit(_monitor_result(node, rc))
+        result, graph = cluster.simulate()
+        assert _moves(result, graph) == []
+        assert placement(result) == before
+    assert placement(cluster.settle()) == before
+    for node, rc in results.items():
+        cluster.edit(_monitor_result(node, {191: 8, 190: 0}[rc]))
+    result, graph = cluster.simulate()
+    assert _moves(result, graph) == [] and placement(result) == before
+
+
+@pytest.mark.parametrize("node,rc", [("node1", 1), ("node1", 190), ("node2", 1),
+                                     ("node2", 191)])
+def test_the_same_edit_with_a_failure_or_the_wrong_role_is_recovered(tmp_path, node, rc):
+    """The control: the edit reaches the scheduler. A failure, or a degraded result in the
+    other role (190 from the promoted node, 191 from the unpromoted one), is acted on."""
+    cluster = running(tmp_path, render()[1])
+    cluster.edit(_monitor_result(node, rc))
+    result, graph = cluster.simulate()
+    assert [k for k in graph.resource_ops(node) if k.startswith("partition")] != []
+
+
+@pytest.mark.parametrize("codes,moves", [((8, 0), False), ((191, 190), False),
+                                         ((191, 0), False), ((8, 190), False),
+                                         ((7, 7), True)])
+def test_probes_find_a_degraded_partition_in_its_role(tmp_path, codes, moves):
+    """After a restart of the cluster stack the probes say 191 (node1) and 190 (node2):
+    node1 is taken as promoted, node2 as unpromoted, as with 8 and 0; nothing is started,
+    stopped, promoted or demoted. (7, 7), the control: the partition is started again."""
+    cluster = running(tmp_path, render()[1])
+    before = placement(cluster.settle())
+    for node, rc in zip(("node1", "node2"), codes):
+        cluster.edit(_monitor_result(node, rc, probe=True))
+    result, graph = cluster.simulate()
+    assert bool(_moves(result, graph)) is moves
+    assert placement(cluster.settle()) == before

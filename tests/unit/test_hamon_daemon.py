@@ -44,6 +44,7 @@ class FakeAgents:
 
     def __init__(self):
         self.state, self.calls, self.fail, self.broken = {}, [], {}, set()
+        self.degraded = {}  # name -> exit reason: its monitor says 190/191
 
     def run(self, r, action, interval_s=0.0):
         self.calls.append((r.name, action))
@@ -54,6 +55,8 @@ class FakeAgents:
             return Outcome(1, f"{action} injected failure", 0.0)
         current = self.state.get(r.name, "stopped")
         if action == "monitor":
+            if r.name in self.degraded and r.name not in self.broken and current != "stopped":
+                return Outcome(191 if current == "promoted" else 190, self.degraded[r.name], 0.0)
             return Outcome(1 if r.name in self.broken else RC[current], "", 0.0)
         self.state[r.name] = AFTER[action]
         if action in ("stop", "start"):

@@ -49,7 +49,7 @@ TYPES = {
     "hamon_heartbeat_send_errors_total": "counter", "hamon_fence_attempts_total": "counter",
     "ha_cluster_pacemaker_resources": "gauge", "hamon_resource_status": "gauge",
     "ha_cluster_pacemaker_fail_count": "gauge",
-    "ha_cluster_pacemaker_migration_threshold": "gauge",
+    "ha_cluster_pacemaker_migration_threshold": "gauge", "hamon_resource_degraded": "gauge",
 }
 FAILOVER = {"hamon_last_failover_timestamp_seconds", "hamon_last_failover_duration_seconds",
             "hamon_last_failover_step_start_seconds", "hamon_last_failover_step_end_seconds",

@@ -106,8 +106,8 @@ def wrapped(tmp_path):
     return call
 
 
-@pytest.mark.parametrize("rc,owned", [(0, True), (8, True), (9, True), (7, False), (1, False),
-                                      (6, False)])
+@pytest.mark.parametrize("rc,owned", [(0, True), (8, True), (9, True), (190, True), (191, True),
+                                      (7, False), (1, False), (6, False)])
 def test_status_through_the_ocf_wrapper_is_the_agents_monitor(wrapped, rc, owned):
     result = wrapped("status", rc)
     assert wrapped.log.read_text() == "monitor\n"

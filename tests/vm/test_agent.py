@@ -56,20 +56,23 @@ def test_scores_follow_the_disk_state_and_bad_replicas_are_refused(replica):
 
     pair.cut_link()
     b.wait_drbd(lambda s: not s.connected)
-    assert score_after_monitor(replica, b) == "-v 1000"  # UpToDate, peer unknown
-    assert score_after_monitor(replica, a, OCF.RUNNING_PROMOTED) == "-v 10000"
+    # without the replica: degraded in the same role, the scores as before
+    assert score_after_monitor(replica, b, OCF.DEGRADED) == "-v 1000"  # UpToDate, peer unknown
+    assert score_after_monitor(replica, a, OCF.DEGRADED_PROMOTED) == "-v 10000"
+    result = replica.agent(a, "monitor", pacemaker=True)
+    assert "r0 runs without its replica: cstate" in exit_reason(result.output), result.output
 
     replica.fence_confirmed(b, "vma")  # even with the peer fenced: never an Outdated replica
     b.sh(f"drbdadm outdate {vm.RESOURCE}")
     assert b.drbd().disk == "Outdated"
-    assert score_after_monitor(replica, b) == "-D"
+    assert score_after_monitor(replica, b, OCF.DEGRADED) == "-D"
     refused(replica, b, "the local replica is Outdated")
 
     assert replica.agent(b, "stop", pacemaker=True).ok
     b.sh(f"drbdadm create-md --force {vm.RESOURCE}")  # a new, empty replica
     assert replica.agent(b, "start", pacemaker=True, wfc_timeout=0).ok
     assert b.drbd().disk == "Inconsistent"
-    assert score_after_monitor(replica, b) == "-D"
+    assert score_after_monitor(replica, b, OCF.DEGRADED) == "-D"
     refused(replica, b, "the local replica is Inconsistent")
 
     pair.heal_link()  # full resync from a, then UpToDate again
