@@ -47,6 +47,7 @@ class Campaign:
     def __init__(self, rig: HamonVm, rng: random.Random):
         self.rig, self.pair, self.rng = rig, rig.pair, rng
         self.rows: list[dict] = []
+        self.offs: dict[str, int] = {}
 
     # -- the pair's roles ---------------------------------------------------------------
 
@@ -86,13 +87,36 @@ class Campaign:
         return "; ".join(f"{g.name}: running={g.running()} hamon={self.rig.hamon_state(g)!r} "
                          f"drbd={self.rig.drbd_now(g)}" for g in self.pair.guests.values())
 
+    def confirmed_offs(self, guest) -> int:
+        """How often the other guest's hamon has recorded ``guest``'s power off (after its
+        BMC's "off" or its own fence: "<guest> confirmed off")."""
+        other = self.other(guest)
+        return sum(f"{guest.name} confirmed off" in (e.get("message") or "")
+                   for e in self.rig.events(other))
+
+    def other(self, guest):
+        return next(g for g in self.pair.guests.values() if g is not guest)
+
+    def mark_off(self, *guests) -> None:
+        """Before a fault that may power ``guests`` off: what their peer has confirmed so far."""
+        for guest in guests:
+            self.offs[guest.name] = self.confirmed_offs(guest)
+
     def power_on(self, guest) -> None:
+        """Power ``guest`` on as an operator does: only once its peer has settled its loss
+        (confirmed its power off, by its BMC's word or its own fence). Earlier, a fence
+        still on its way (a slow fence_bmc in a TCG guest) would kill the booting node."""
+        other, before = self.other(guest), self.offs.pop(guest.name, None)
+        if before is not None and other.running():
+            self.wait_for(lambda: self.confirmed_offs(guest) > before, 300,
+                          f"{other.name} to confirm {guest.name} off")
         guest.power_on(timeout=BOOT_TIMEOUT)
         self.rig.start(guest)
 
     # -- the faults: each returns what happened, once the cluster was left to act --------
 
     def power_primary(self, primary, secondary) -> str:
+        self.mark_off(primary)
         primary.power_off()
         self.wait_for(lambda: self.rig.hamon_state(secondary) == "primary", 300, "takeover")
         self.power_on(primary)
@@ -101,6 +125,7 @@ class Campaign:
     def crash_primary(self, primary, secondary) -> str:
         # panic=0: the panicked kernel hangs with the power on (the guests boot with
         # panic=-1, which ends QEMU under -no-reboot: a power loss, not a crash)
+        self.mark_off(primary)
         primary.run("echo 0 > /proc/sys/kernel/panic; "
                     "(sleep 0.5; echo c > /proc/sysrq-trigger) </dev/null >/dev/null 2>&1 &",
                     timeout=10)
@@ -110,6 +135,7 @@ class Campaign:
         return f"{primary.name} fenced, {secondary.name} took over"
 
     def link_cut(self, primary, secondary) -> str:
+        self.mark_off(primary, secondary)
         self.pair.cut_link()
         try:
             self.wait_for(lambda: not primary.running() or not secondary.running(), 300,
@@ -123,6 +149,7 @@ class Campaign:
         return "fenced: " + ",".join(g.name for g in fenced)
 
     def secondary_return(self, primary, secondary) -> str:
+        self.mark_off(secondary)
         secondary.power_off()
         time.sleep(self.rng.uniform(2, 6))  # the primary writes on alone
         self.power_on(secondary)
@@ -130,6 +157,7 @@ class Campaign:
         return f"{secondary.name} resynced"
 
     def during_resync(self, primary, secondary) -> str:
+        self.mark_off(secondary)
         secondary.power_off()
         primary.sh(f"dd if=/dev/zero of={BALLAST} bs=1M count=24 conv=notrunc,fsync 2>&1",
                    timeout=120)
@@ -137,6 +165,7 @@ class Campaign:
         # after the boot: hamon's probe and the partition's start (30-60 s under load)
         self.wait_for(lambda: (self.rig.drbd_now(secondary) or [""] * 5)[2] == "SyncTarget",
                       300, "resync started")
+        self.mark_off(primary)
         primary.power_off()
         time.sleep(60 + self.rng.uniform(0, 10))  # the Inconsistent secondary alone
         alone = self.rig.drbd_now(secondary)
