@@ -92,7 +92,7 @@ def run_root() -> Path:
 
 
 def drbd_conf(names=NAMES, resource=RESOURCE, handler_python=sys.executable,
-              disk_options=RECOMMENDED["disk"] + TEST_DISK) -> str:
+              disk_options=RECOMMENDED["disk"] + TEST_DISK, net_options=RECOMMENDED["net"]) -> str:
     """/etc/drbd.conf of both guests (DRBD 8.4 syntax)."""
     def section(pairs):
         return " ".join(f"{key} {value};" for key, value in pairs)
@@ -102,7 +102,7 @@ def drbd_conf(names=NAMES, resource=RESOURCE, handler_python=sys.executable,
     return ("global { usage-count no; }\n"
             f"resource {resource} {{\n"
             f"  device {DEVICE};\n  disk {DISK};\n  meta-disk internal;\n"
-            f"  net {{ {section(RECOMMENDED['net'])} }}\n"
+            f"  net {{ {section(net_options)} }}\n"
             f"  disk {{ {section(disk_options)} }}\n"
             f'  handlers {{ split-brain "{handler}"; }}\n'
             f"{hosts}}}\n")

@@ -11,6 +11,9 @@ echo "$HAPACK_NODE" > /proc/sys/kernel/hostname
 ip link set lo up
 ip link set eth0 up
 ip addr add "$HAPACK_ADDR" dev eth0
+# eth1: QEMU user networking, only to reach the BMCs (hapack.lab.vmnode.BMC_HOST); its net only
+ip link set eth1 up
+ip addr add "$HAPACK_BMC_ADDR" dev eth1
 cp "$J/drbd.conf" /etc/drbd.conf
 # drbdmeta locks in /var/lock (-> /run/lock); drbdadm keeps state in /var/lib/drbd
 mkdir -p /var/lib/drbd /run/drbd /run/lock /run/resource-agents

@@ -9,6 +9,7 @@ go through the mailbox on the guest's 9p job folder, answered by
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -32,6 +33,10 @@ from .state import alive, proc_id, proc_starttime
 NAMES = ("vma", "vmb")
 ADDRESSES = {"vma": "198.18.0.1", "vmb": "198.18.0.2"}  # only inside the guests
 PREFIX = 24
+# The guests' path to the BMCs (eth1, QEMU user networking, one private net per guest):
+# QEMU maps every address of BMC_NET but its DNS to the host's loopback, so BMC_HOST:<port>
+# in a guest is 127.0.0.1:<port> on the host, where the BMCs listen. No route leaves BMC_NET.
+BMC_NET, BMC_HOST, BMC_GUEST = "198.19.0.0/24", "198.19.0.2", "198.19.0.15/24"
 RESOURCE, DEVICE, MINOR, DISK, DRBD_PORT = "r0", "/dev/drbd0", 0, "/dev/vda", 7789
 JOB, SHARE = "/hapack-vm/job", "/hapack-vm/share"
 HERE = Path(__file__).resolve().parent
@@ -118,6 +123,7 @@ class Guest:
         with open(self.disk, "wb") as handle:
             handle.truncate(disk_mib << 20)
         env = {"HAPACK_NODE": self.name, "HAPACK_ADDR": f"{self.address}/{PREFIX}",
+               "HAPACK_BMC_ADDR": BMC_GUEST,
                "HAPACK_PYTHON": sys.executable, "HAPACK_AGENT": str(HERE / "vmguest.py")}
         (self.job / "env").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))
         (self.job / "run.sh").write_bytes((HERE / "vm_run.sh").read_bytes())
@@ -161,6 +167,11 @@ class Guest:
             "-netdev", f"dgram,id=n0,local.type=unix,local.path={d / 'net.sock'},"
                        f"remote.type=unix,remote.path={d / 'peer.sock'}",
             "-device", f"virtio-net-pci,netdev=n0,mac={mac},romfile=",  # no iPXE: -0.3 s
+            # eth1: the BMCs (see BMC_HOST); restrict=on would block the host's loopback too
+            "-netdev", f"user,id=n1,net={BMC_NET},host={BMC_HOST},restrict=off,ipv4=on,"
+                       "ipv6=off",
+            "-device", f"virtio-net-pci,netdev=n1,mac={mac[:-5]}42:{self.index + 1:02x},"
+                       "romfile=",
             "-chardev", f"socket,id=ipmi0,host=127.0.0.1,port={self.serial_port},reconnect=1",
             "-device", "ipmi-bmc-extern,chardev=ipmi0,id=bmc0",
             "-device", "isa-ipmi-kcs,bmc=bmc0",
@@ -201,6 +212,11 @@ class Guest:
                 f"--ip={b.address}", f"--ipport={b.port}", f"--username={b.username}",
                 f"--password-file={b.password_file}", f"--cipher={b.cipher}",
                 f"--hostname={self.name}", f"--plug={self.name}", f"--action={action}"]
+
+    def guest_bmc(self) -> Bmc:
+        """This guest's BMC as the other guest reaches it (through its eth1, see BMC_HOST)."""
+        assert self.bmc is not None, "the BMC is not started"
+        return dataclasses.replace(self.bmc, address=BMC_HOST)
 
     def ipmi(self, *command: str) -> str:
         return bmcmod.ipmitool(self.bmc, *command)

@@ -14,6 +14,9 @@ from hapack.lab import vm, vmkernel
 
 from .drbdvm import Replica
 
+# Booting takes 12-17 s on an idle 2-core machine; under the load of parallel test runs
+# (load average 15-20) the first boot took more than 120 s.
+BOOT_TIMEOUT = 300.0
 SHIM = """#!/bin/sh
 # crm_attribute stand-in (no Pacemaker in the guests): record the call.
 mkdir -p /run/hapack-test
@@ -35,7 +38,7 @@ def vm_kernel():
 @pytest.fixture(scope="session")
 def vm_pair(vm_kernel):
     pair = vm.VmPair(vm_kernel)
-    pair.start()
+    pair.start(timeout=BOOT_TIMEOUT)
     try:
         (pair.share / "bin").mkdir()
         shim = pair.share / "bin" / "crm_attribute"

@@ -134,3 +134,28 @@ def test_sweep_ends_what_a_dead_owner_left(tmp_path):
         if orphan.poll() is None:
             orphan.kill()
             orphan.wait()
+
+
+def test_each_guest_reaches_the_bmcs_only_through_its_own_user_network(tmp_path):
+    """eth1: QEMU user networking whose host address is the host's loopback (where the
+    BMCs listen); the guest gets an address there and no default route."""
+    pair = type("Pair", (), {"dir": tmp_path, "share": tmp_path / "share",
+                             "serial_ports": {"vma": 1}})()
+    kernel = vmkernel.Kernel("6.1.0-1-amd64", tmp_path / "vmlinuz", tmp_path / "initrd")
+    guest = vmnode.Guest(pair, "vma", 0)
+    argv = guest.qemu_argv(kernel, 256)
+    nets = [argv[i + 1] for i, a in enumerate(argv) if a == "-netdev"]
+    user = [n for n in nets if n.startswith("user,")]
+    assert len(nets) == 2 and len(user) == 1
+    assert f"net={vmnode.BMC_NET}" in user[0] and f"host={vmnode.BMC_HOST}" in user[0]
+    assert "ipv6=off" in user[0]
+    for address in (vmnode.BMC_NET, vmnode.BMC_HOST, vmnode.BMC_GUEST):
+        assert address.startswith("198.19.")  # inside 198.18.0.0/15
+    script = (Path(vm.__file__).parent / "vm_run.sh").read_text()
+    assert 'ip addr add "$HAPACK_BMC_ADDR" dev eth1' in script
+    assert "default" not in script and "dhcp" not in script
+    guest.bmc = bmc.Bmc(node="vma", address="127.0.0.1", port=4242, username="admin",
+                        password="x", password_file="/p")
+    seen = guest.guest_bmc()
+    assert (seen.address, seen.port) == (vmnode.BMC_HOST, 4242)
+    assert guest.bmc.address == "127.0.0.1"
