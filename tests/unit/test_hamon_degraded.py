@@ -8,21 +8,12 @@ import pytest
 
 import exposition
 from test_alerts_hamon import AlertPair, Recorder, settle
-from test_hamon_daemon import Pair
+from test_hamon_daemon import Pair, pair  # noqa: F401 (pair: the running pair fixture)
 
 from hapack.hamon import metrics, report
 from hapack.hamon.snapshot import Res
-from hapack.hamon.states import State
 
 WITHOUT = "r0 runs without its replica: cstate WFConnection, peer disk DUnknown"
-
-
-@pytest.fixture
-def pair(tmp_path):
-    p = Pair(str(tmp_path))
-    p.run(3)
-    assert (p.state("node1"), p.state("node2")) == (State.PRIMARY, State.SECONDARY)
-    return p
 
 
 class Watch:

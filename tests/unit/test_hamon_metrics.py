@@ -20,7 +20,8 @@ import time
 import pytest
 
 import exposition
-from test_hamon_daemon import EXAMPLE, KEYS, Clock, FakeAgents, FakeBmc, Pair
+from test_hamon_daemon import (EXAMPLE, KEYS, Clock, FakeAgents, FakeBmc, Pair,  # noqa: F401
+                               pair)  # the running pair fixture
 
 from hapack.hamon import metrics
 from hapack.hamon.config import Config, load_config, settings
@@ -64,14 +65,6 @@ def scrape(daemon):
 
 def v(fams, name, **labels):
     return exposition.value(fams, name, **labels)
-
-
-@pytest.fixture
-def pair(tmp_path):
-    p = Pair(str(tmp_path))
-    p.run(3)
-    assert (p.state("node1"), p.state("node2")) == (State.PRIMARY, State.SECONDARY)
-    return p
 
 
 # -- the exposition --------------------------------------------------------------------
