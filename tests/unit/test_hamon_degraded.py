@@ -4,8 +4,6 @@ and alerts show it. Two daemons on a fake clock (test_hamon_daemon.Pair)."""
 
 import random
 
-import pytest
-
 import exposition
 from test_alerts_hamon import AlertPair, Recorder, settle
 from test_hamon_daemon import Pair, pair  # noqa: F401 (pair: the running pair fixture)
